@@ -1,0 +1,156 @@
+//! The one error type of the crate: which system call failed, on what, and why.
+//!
+//! Every wrapper in [`crate::sys`] returns [`Result`]. An [`Error`] carries the
+//! call's name, a short rendering of the arguments that matter (an address, a
+//! path, an fd, an option name, a size) and the errno. The context is built only
+//! on the error path, so the success path costs nothing extra.
+
+use std::fmt;
+use std::io;
+
+/// A failed system call: its name, the arguments that matter, and the errno.
+///
+/// `Display` reads like `bind(127.0.0.1:49475): Address already in use (os error 98)`.
+/// It converts into [`std::io::Error`] keeping the errno, so
+/// [`io::Error::kind`] and [`io::Error::raw_os_error`] come out right and `?`
+/// works in code that speaks `io::Result`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Error {
+    call: &'static str,
+    args: Box<str>,
+    errno: i32,
+}
+
+/// The result type of every wrapper in [`crate::sys`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Builds an error for `call` with a rendering of its arguments and a raw errno.
+    pub fn new(call: &'static str, args: impl fmt::Display, errno: i32) -> Self {
+        Self {
+            call,
+            args: args.to_string().into_boxed_str(),
+            errno,
+        }
+    }
+
+    /// Builds an error for input the call was never made with because it was
+    /// invalid (`EINVAL`), such as a Unix path that is too long.
+    pub fn invalid_input(call: &'static str, args: impl fmt::Display) -> Self {
+        Self::new(call, args, libc::EINVAL)
+    }
+
+    /// The name of the system call (or library operation) that failed.
+    pub fn call(&self) -> &'static str {
+        self.call
+    }
+
+    /// The rendering of the arguments that matter, as shown between parentheses.
+    pub fn args(&self) -> &str {
+        &self.args
+    }
+
+    /// The raw errno value.
+    pub fn raw_os_error(&self) -> i32 {
+        self.errno
+    }
+
+    /// The [`io::ErrorKind`] the errno maps to.
+    pub fn kind(&self) -> io::ErrorKind {
+        io::Error::from_raw_os_error(self.errno).kind()
+    }
+
+    /// Whether the call would have blocked (`EAGAIN` / `EWOULDBLOCK`).
+    pub fn is_would_block(&self) -> bool {
+        self.kind() == io::ErrorKind::WouldBlock
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}({}): {}",
+            self.call,
+            self.args,
+            io::Error::from_raw_os_error(self.errno)
+        )
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("call", &self.call)
+            .field("args", &self.args)
+            .field("errno", &self.errno)
+            .field(
+                "message",
+                &io::Error::from_raw_os_error(self.errno).to_string(),
+            )
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Converts into an `io::Error` whose [`kind`](io::Error::kind) comes from the
+/// errno and whose `Display` keeps the call and its arguments.
+///
+/// std can't hold both a context message and a raw OS error in one
+/// `io::Error`, so `raw_os_error()` of the result is `None`; the errno stays
+/// reachable through [`Error::errno_of`].
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        io::Error::new(e.kind(), e)
+    }
+}
+
+impl Error {
+    /// The errno behind an `io::Error`: its own `raw_os_error`, or that of the
+    /// [`Error`] it was converted from.
+    pub fn errno_of(e: &io::Error) -> Option<i32> {
+        e.raw_os_error().or_else(|| {
+            e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<Error>())
+                .map(Error::raw_os_error)
+        })
+    }
+}
+
+/// Adds call context to a rustix or std result, building it only on error.
+pub(crate) trait Context<T> {
+    /// Maps an error to [`Error`] with `call` and the arguments `args()` renders.
+    fn ctx<A: fmt::Display>(self, call: &'static str, args: impl FnOnce() -> A) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, rustix::io::Errno> {
+    #[inline]
+    fn ctx<A: fmt::Display>(self, call: &'static str, args: impl FnOnce() -> A) -> Result<T> {
+        match self {
+            Ok(v) => Ok(v),
+            Err(e) => Err(Error::new(call, args(), e.raw_os_error())),
+        }
+    }
+}
+
+impl<T> Context<T> for io::Result<T> {
+    #[inline]
+    fn ctx<A: fmt::Display>(self, call: &'static str, args: impl FnOnce() -> A) -> Result<T> {
+        match self {
+            Ok(v) => Ok(v),
+            Err(e) => Err(Error::new(
+                call,
+                args(),
+                e.raw_os_error().unwrap_or(libc::EIO),
+            )),
+        }
+    }
+}
+
+/// Reads `errno` after a libc call reported failure.
+pub(crate) fn last_errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}

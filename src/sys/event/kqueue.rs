@@ -1,0 +1,271 @@
+//! The kqueue backend of [`Selector`](super::Selector) (macOS, iOS, FreeBSD,
+//! OpenBSD, NetBSD, DragonFly).
+//!
+//! An fd's read and write interests are two kevent filters. Changes go in one
+//! `kevent()` call with `EV_RECEIPT`, so each change reports its own result
+//! without consuming pending events.
+
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use rustix::event::kqueue::{self, EventFilter, EventFlags};
+
+use super::{retry_interrupted, Event, Interest, Mode, Token};
+use super::{ERROR, READABLE, READ_CLOSED, WRITABLE, WRITE_CLOSED};
+use crate::sys::error::{Context, Error, Result};
+use crate::sys::socket::fd_arg;
+
+/// A kqueue instance.
+pub struct Selector {
+    kq: OwnedFd,
+}
+
+/// A reusable buffer of readiness reports, filled by [`Selector::wait`].
+pub struct Events {
+    list: Vec<kqueue::Event>,
+}
+
+impl Events {
+    /// A buffer that takes up to `capacity` events per wait (at least 1).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            list: Vec::with_capacity(capacity.max(1)),
+        }
+    }
+
+    /// How many events one wait can return.
+    pub fn capacity(&self) -> usize {
+        self.list.capacity()
+    }
+
+    /// The number of events the last wait returned.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether the last wait returned no event (it timed out).
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Forgets the events of the last wait.
+    pub fn clear(&mut self) {
+        self.list.clear();
+    }
+
+    /// The events of the last wait. A read and a write report of one fd are
+    /// two events here; the event loop merges them.
+    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.list.iter().map(|e| {
+            let ef = e.flags();
+            let mut flags = 0;
+            match e.filter() {
+                EventFilter::Read(_) => {
+                    flags |= READABLE;
+                    if ef.contains(EventFlags::EOF) {
+                        flags |= READ_CLOSED;
+                    }
+                }
+                EventFilter::Write(_) => {
+                    flags |= WRITABLE;
+                    if ef.contains(EventFlags::EOF) {
+                        flags |= WRITE_CLOSED;
+                    }
+                }
+                _ => {}
+            }
+            if ef.contains(EventFlags::ERROR) {
+                flags |= ERROR;
+            }
+            Event {
+                token: Token(e.udata() as usize),
+                flags,
+            }
+        })
+    }
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+fn mode_flags(mode: Mode) -> EventFlags {
+    match mode {
+        Mode::Level => EventFlags::empty(),
+        Mode::Edge => EventFlags::CLEAR,
+        Mode::Oneshot => EventFlags::ONESHOT,
+    }
+}
+
+impl Selector {
+    /// Creates a kqueue (`kqueue(2)`), close-on-exec.
+    #[doc(alias = "kqueue")]
+    pub fn new() -> Result<Self> {
+        let kq = kqueue::kqueue().ctx("kqueue", || "")?;
+        #[cfg(target_vendor = "apple")]
+        rustix::io::fcntl_setfd(&kq, rustix::io::FdFlags::CLOEXEC)
+            .ctx("fcntl", || format!("{}, FD_CLOEXEC", fd_arg(kq.as_fd())))?;
+        Ok(Self { kq })
+    }
+
+    /// Starts watching `fd`: one `EV_ADD` per wanted filter.
+    pub fn register(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+        mode: Mode,
+    ) -> Result<()> {
+        self.apply(fd, token, interest, mode, false)
+    }
+
+    /// Replaces interest, mode and token of `fd`: `EV_ADD` for the wanted
+    /// filters, `EV_DELETE` for the others; re-arms a fired oneshot.
+    pub fn reregister(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+        mode: Mode,
+    ) -> Result<()> {
+        self.apply(fd, token, interest, mode, true)
+    }
+
+    /// Stops watching `fd` (`EV_DELETE` of both filters).
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` if `fd` was registered for neither filter.
+    pub fn deregister(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        let raw = fd.as_raw_fd();
+        let del = EventFlags::DELETE | EventFlags::RECEIPT;
+        let changes = [
+            kqueue::Event::new(EventFilter::Read(raw), del, std::ptr::null_mut()),
+            kqueue::Event::new(EventFilter::Write(raw), del, std::ptr::null_mut()),
+        ];
+        let errors = self.submit(&changes, fd, "EV_DELETE")?;
+        // One filter missing is normal (it was never asked for); both
+        // missing means the fd was not registered.
+        match errors {
+            [Some(a), Some(_)] => Err(Error::new("kevent", self.args(fd, "EV_DELETE"), a)),
+            [Some(e), None] | [None, Some(e)] if e != libc::ENOENT => {
+                Err(Error::new("kevent", self.args(fd, "EV_DELETE"), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn apply(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+        mode: Mode,
+        modify: bool,
+    ) -> Result<()> {
+        let raw = fd.as_raw_fd();
+        let udata = token.0 as *mut std::ffi::c_void;
+        let add = EventFlags::ADD | EventFlags::RECEIPT | mode_flags(mode);
+        let del = EventFlags::DELETE | EventFlags::RECEIPT;
+        let pick = |want: bool| if want { add } else { del };
+        let changes = [
+            kqueue::Event::new(
+                EventFilter::Read(raw),
+                pick(interest.contains(Interest::READABLE)),
+                udata,
+            ),
+            kqueue::Event::new(
+                EventFilter::Write(raw),
+                pick(interest.contains(Interest::WRITABLE)),
+                udata,
+            ),
+        ];
+        let op = if modify { "EV_ADD (modify)" } else { "EV_ADD" };
+        let errors = self.submit(&changes, fd, op)?;
+        for (change, err) in changes.iter().zip(errors) {
+            match err {
+                // Deleting a filter that was never added is fine.
+                Some(libc::ENOENT) if change.flags().contains(EventFlags::DELETE) => {}
+                Some(e) => return Err(Error::new("kevent", self.args(fd, op), e)),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits two changes with `EV_RECEIPT` and returns each one's errno.
+    fn submit(
+        &self,
+        changes: &[kqueue::Event; 2],
+        fd: BorrowedFd<'_>,
+        op: &str,
+    ) -> Result<[Option<i32>; 2]> {
+        let mut receipts: Vec<kqueue::Event> = Vec::with_capacity(changes.len());
+        // SAFETY: the udata pointers are plain token values that kqueue hands
+        // back without dereferencing them.
+        unsafe {
+            kqueue::kevent(
+                &self.kq,
+                changes,
+                rustix::buffer::spare_capacity(&mut receipts),
+                None,
+            )
+        }
+        .ctx("kevent", || self.args(fd, op))?;
+        let mut out = [None, None];
+        for r in &receipts {
+            if r.flags().contains(EventFlags::ERROR) && r.data() != 0 {
+                let slot = match r.filter() {
+                    EventFilter::Write(_) => 1,
+                    _ => 0,
+                };
+                out[slot] = Some(r.data() as i32);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits for readiness (`kevent(2)` with no changes), filling `events`;
+    /// see the module docs for the contract.
+    #[doc(alias = "kevent")]
+    pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> Result<()> {
+        retry_interrupted(timeout, |left| {
+            events.list.clear();
+            // SAFETY: no changes are submitted; returned udata values are
+            // tokens, never dereferenced.
+            unsafe {
+                kqueue::kevent(
+                    &self.kq,
+                    &[],
+                    rustix::buffer::spare_capacity(&mut events.list),
+                    left,
+                )
+            }
+            .map(drop)
+            .ctx("kevent", || {
+                format!("{}, timeout {left:?}", fd_arg(self.kq.as_fd()))
+            })
+        })
+    }
+
+    fn args(&self, fd: BorrowedFd<'_>, op: &str) -> String {
+        format!("{}, {}, {op}", fd_arg(self.kq.as_fd()), fd_arg(fd))
+    }
+}
+
+impl fmt::Debug for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Selector")
+            .field("kqueue", &self.kq.as_raw_fd())
+            .finish()
+    }
+}
+
+impl AsFd for Selector {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.kq.as_fd()
+    }
+}

@@ -1,0 +1,154 @@
+//! Readiness notification: one [`Selector`] over epoll (Linux, Android) or
+//! kqueue (macOS, iOS, FreeBSD, OpenBSD, NetBSD, DragonFly), chosen at build
+//! time from two files with the same item names.
+//!
+//! Every backend meets the same contract:
+//!
+//! - `Selector::new()` makes a close-on-exec selector;
+//! - `register(fd, token, interest, mode)` starts watching `fd`, `reregister`
+//!   replaces interest and mode, `deregister` stops (call it before the fd is
+//!   closed: a duplicated or inherited file description otherwise stays
+//!   registered and keeps reporting);
+//! - `wait(&mut events, timeout)` clears `events`, fills it with at most its
+//!   capacity, and retries `EINTR` with the time that is left (the one place
+//!   where this layer retries it); `None` waits forever, a zero timeout polls;
+//! - each [`Event`] carries the [`Token`] given at registration.
+//!
+//! The selector knows fds and tokens only; handlers, token generations and
+//! timers live in the event loop above it.
+
+use std::fmt;
+
+#[cfg_attr(any(target_os = "linux", target_os = "android"), path = "epoll.rs")]
+#[cfg_attr(
+    any(
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "openbsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    ),
+    path = "kqueue.rs"
+)]
+mod selector;
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+)))]
+compile_error!("procwire supports epoll (Linux, Android) and kqueue (Apple, BSD) targets only");
+
+pub use selector::{Events, Selector};
+
+/// The value a registration carries back in each of its events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub usize);
+
+bitflags::bitflags! {
+    /// What readiness a registration asks for.
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Interest: u8 {
+        /// Data to read, a connection to accept, or the peer closed.
+        const READABLE = 0b01;
+        /// Room to write, or a non-blocking connect finished.
+        const WRITABLE = 0b10;
+    }
+}
+
+/// How a registration reports readiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Reported on every wait while the fd is ready.
+    Level,
+    /// Reported once per change to ready (`EPOLLET` / `EV_CLEAR`): the
+    /// handler must drain until `WouldBlock`.
+    #[default]
+    Edge,
+    /// Reported once, then disabled until `reregister` (`EPOLLONESHOT` /
+    /// `EV_ONESHOT`).
+    Oneshot,
+}
+
+/// One readiness report.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Event {
+    token: Token,
+    flags: u8,
+}
+
+const READABLE: u8 = 1;
+const WRITABLE: u8 = 2;
+const ERROR: u8 = 4;
+const READ_CLOSED: u8 = 8;
+const WRITE_CLOSED: u8 = 16;
+
+impl Event {
+    /// The token of the registration this event belongs to.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// Reading (or accepting) will make progress.
+    pub fn is_readable(&self) -> bool {
+        self.flags & READABLE != 0
+    }
+
+    /// Writing will make progress.
+    pub fn is_writable(&self) -> bool {
+        self.flags & WRITABLE != 0
+    }
+
+    /// The fd has a pending error (read it with `SO_ERROR`).
+    pub fn is_error(&self) -> bool {
+        self.flags & ERROR != 0
+    }
+
+    /// The peer closed its writing half: reads drain, then see end-of-file.
+    pub fn is_read_closed(&self) -> bool {
+        self.flags & READ_CLOSED != 0
+    }
+
+    /// Writing can't succeed any more (the peer closed or reset).
+    pub fn is_write_closed(&self) -> bool {
+        self.flags & WRITE_CLOSED != 0
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("token", &self.token)
+            .field("readable", &self.is_readable())
+            .field("writable", &self.is_writable())
+            .field("error", &self.is_error())
+            .field("read_closed", &self.is_read_closed())
+            .field("write_closed", &self.is_write_closed())
+            .finish()
+    }
+}
+
+/// Runs one wait of a backend, retrying `EINTR` with the time that is left:
+/// the single place the selector retries it.
+fn retry_interrupted(
+    timeout: Option<std::time::Duration>,
+    mut wait_once: impl FnMut(Option<std::time::Duration>) -> super::Result<()>,
+) -> super::Result<()> {
+    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+    let mut left = timeout;
+    loop {
+        match wait_once(left) {
+            Err(e) if e.raw_os_error() == libc::EINTR => {
+                if let Some(d) = deadline {
+                    left = Some(d.saturating_duration_since(std::time::Instant::now()));
+                }
+            }
+            r => return r,
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `eventfd` (Linux): a kernel counter behind an fd, for waking a waiter that
+//! sleeps in `poll`/`epoll` rather than on a futex.
+
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use rustix::event::EventfdFlags;
+
+use super::error::{Context, Result};
+use super::socket::fd_arg;
+
+/// An eventfd counter, close-on-exec.
+pub struct EventFd {
+    fd: OwnedFd,
+}
+
+impl EventFd {
+    /// Creates a counter with value `initval` (`eventfd(2)`).
+    #[doc(alias = "eventfd")]
+    pub fn new(initval: u32, nonblocking: bool) -> Result<Self> {
+        let mut flags = EventfdFlags::CLOEXEC;
+        if nonblocking {
+            flags |= EventfdFlags::NONBLOCK;
+        }
+        rustix::event::eventfd(initval, flags)
+            .map(|fd| Self { fd })
+            .ctx("eventfd", || format!("{initval}, {flags:?}"))
+    }
+
+    /// Adds `n` to the counter, making the fd readable (`write(2)`).
+    ///
+    /// # Errors
+    ///
+    /// `EAGAIN` on a non-blocking counter that would overflow; `EINVAL` for
+    /// `u64::MAX`.
+    pub fn write(&self, n: u64) -> Result<()> {
+        rustix::io::write(&self.fd, &n.to_ne_bytes())
+            .map(drop)
+            .ctx("write", || {
+                format!("eventfd {}, {n}", fd_arg(self.fd.as_fd()))
+            })
+    }
+
+    /// Reads the counter and resets it to 0 (`read(2)`). Blocks while it is 0
+    /// unless non-blocking (then `EAGAIN`).
+    pub fn read(&self) -> Result<u64> {
+        let mut b = [0u8; 8];
+        rustix::io::read(&self.fd, &mut b)
+            .ctx("read", || format!("eventfd {}", fd_arg(self.fd.as_fd())))?;
+        Ok(u64::from_ne_bytes(b))
+    }
+}
+
+impl fmt::Debug for EventFd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventFd")
+            .field("fd", &self.fd.as_raw_fd())
+            .finish()
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

@@ -1,0 +1,60 @@
+//! Futexes (Linux): sleep until a 32-bit word in memory changes, and wake
+//! sleepers. The calls are the shared (non-private) kind, so the word may sit
+//! in a mapping other processes use.
+
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+use rustix::thread::futex;
+
+use super::error::{Context, Result};
+
+/// How [`futex_wait`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FutexWait {
+    /// Woken (possibly spuriously: re-check the word).
+    Woken,
+    /// The word did not hold the expected value, so it never slept.
+    ValueChanged,
+    /// The timeout passed.
+    TimedOut,
+}
+
+/// Sleeps while `word` holds `expected` (`futex(FUTEX_WAIT)`), for at most
+/// `timeout` (`None`: until woken). `EINTR` is retried here with the time that
+/// is left.
+#[doc(alias = "futex")]
+#[doc(alias = "FUTEX_WAIT")]
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Result<FutexWait> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut left = timeout;
+    loop {
+        let ts = left.and_then(|d| rustix::time::Timespec::try_from(d).ok());
+        match futex::wait(word, futex::Flags::empty(), expected, ts.as_ref()) {
+            Ok(()) => return Ok(FutexWait::Woken),
+            Err(rustix::io::Errno::AGAIN) => return Ok(FutexWait::ValueChanged),
+            Err(rustix::io::Errno::TIMEDOUT) => return Ok(FutexWait::TimedOut),
+            Err(rustix::io::Errno::INTR) => {
+                if let Some(d) = deadline {
+                    left = Some(d.saturating_duration_since(Instant::now()));
+                }
+            }
+            Err(e) => {
+                return Err(e).ctx("futex", || {
+                    format!(
+                        "{:p}, FUTEX_WAIT, expected {expected}, timeout {left:?}",
+                        word
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// Wakes up to `count` sleepers on `word` (`futex(FUTEX_WAKE)`), returning
+/// how many woke.
+#[doc(alias = "FUTEX_WAKE")]
+pub fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize> {
+    futex::wake(word, futex::Flags::empty(), count)
+        .ctx("futex", || format!("{:p}, FUTEX_WAKE, {count}", word))
+}

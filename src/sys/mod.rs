@@ -1,0 +1,21 @@
+//! Thin safe wrappers over the system calls the crate needs, one file per
+//! family of calls. This is the only layer that calls rustix or libc.
+//!
+//! Every fallible call returns [`Result`] with an [`Error`] that names the
+//! call, the arguments that matter and the errno. Every descriptor is owned
+//! ([`std::os::fd::OwnedFd`] or a type holding one) and close-on-exec unless
+//! a call says otherwise.
+
+pub mod error;
+pub mod event;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod eventfd;
+pub mod fdpass;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod futex;
+pub mod process;
+pub mod shm;
+pub mod socket;
+pub mod sockopt;
+
+pub use error::{Error, Result};

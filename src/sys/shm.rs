@@ -1,0 +1,560 @@
+//! Shared memory: POSIX named segments (`shm_open`), anonymous files
+//! (`memfd_create`, with seals), SysV segments (`shmget`/`shmat`), and
+//! [`Mapping`], an owned `mmap` that is unmapped on drop.
+//!
+//! Who may read and write is in the types: a [`Mapping`] made read-only hands
+//! out no atomics and refuses writes; everything reached through
+//! [`SharedMemory`] is bounds-checked, and bytes are copied in and out rather
+//! than lent as slices, because another process may change them at any time.
+
+use std::fmt;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use rustix::fs::Mode;
+
+use super::error::{last_errno, Context, Error, Result};
+use super::socket::fd_arg;
+
+bitflags::bitflags! {
+    /// How [`shm_open`] opens a POSIX segment.
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct ShmOpenFlags: u32 {
+        /// `O_CREAT`: create it if missing.
+        const CREATE = 1;
+        /// `O_EXCL`: with `CREATE`, fail with `EEXIST` if it exists.
+        const EXCLUSIVE = 2;
+        /// `O_TRUNC`: cut it to zero length.
+        const TRUNCATE = 4;
+        /// `O_RDONLY` instead of `O_RDWR`.
+        const READ_ONLY = 8;
+    }
+}
+
+/// Opens (or creates) a POSIX shared-memory object (`shm_open(3)`),
+/// close-on-exec. `name` is like `/procwire-1234`; `mode` is the permission
+/// bits of a new object (use `0o600`).
+///
+/// # Errors
+///
+/// `ENOENT` when it does not exist and `CREATE` was not given, `EEXIST` with
+/// `CREATE | EXCLUSIVE` when it does, `EINVAL` for a malformed name.
+pub fn shm_open(name: &str, flags: ShmOpenFlags, mode: u32) -> Result<OwnedFd> {
+    use rustix::shm::OFlags;
+    let mut o = if flags.contains(ShmOpenFlags::READ_ONLY) {
+        OFlags::RDONLY
+    } else {
+        OFlags::RDWR
+    };
+    if flags.contains(ShmOpenFlags::CREATE) {
+        o |= OFlags::CREATE;
+    }
+    if flags.contains(ShmOpenFlags::EXCLUSIVE) {
+        o |= OFlags::EXCL;
+    }
+    if flags.contains(ShmOpenFlags::TRUNCATE) {
+        o |= OFlags::TRUNC;
+    }
+    rustix::shm::open(name, o, Mode::from_raw_mode(mode as _))
+        .ctx("shm_open", || format!("{name}, {flags:?}, {mode:#o}"))
+}
+
+/// Removes a POSIX shared-memory object's name (`shm_unlink(3)`); mappings
+/// stay valid until unmapped.
+pub fn shm_unlink(name: &str) -> Result<()> {
+    rustix::shm::unlink(name).ctx("shm_unlink", || name.to_string())
+}
+
+bitflags::bitflags! {
+    /// Seals of a memfd (`F_ADD_SEALS`): once added, they can't be removed.
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Seals: u32 {
+        /// `F_SEAL_SEAL`: no more seals may be added.
+        const SEAL = 1;
+        /// `F_SEAL_SHRINK`: the size can't decrease.
+        const SHRINK = 2;
+        /// `F_SEAL_GROW`: the size can't increase.
+        const GROW = 4;
+        /// `F_SEAL_WRITE`: the contents can't change.
+        const WRITE = 8;
+    }
+}
+
+/// Creates an anonymous memory file (`memfd_create(2)`), close-on-exec, that
+/// accepts seals. It has no name in any file system, so nothing can leak by
+/// name: it is gone when the last fd and mapping are.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+pub fn memfd_create(name: &str) -> Result<OwnedFd> {
+    use rustix::fs::MemfdFlags;
+    rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .ctx("memfd_create", || name.to_string())
+}
+
+/// Adds seals to a memfd (`fcntl(F_ADD_SEALS)`).
+///
+/// # Errors
+///
+/// `EPERM` when `SEAL` was added before, `EBUSY` for `WRITE` while a
+/// writable shared mapping exists.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+pub fn add_seals(fd: BorrowedFd<'_>, seals: Seals) -> Result<()> {
+    use rustix::fs::SealFlags;
+    let mut s = SealFlags::empty();
+    for (ours, theirs) in [
+        (Seals::SEAL, SealFlags::SEAL),
+        (Seals::SHRINK, SealFlags::SHRINK),
+        (Seals::GROW, SealFlags::GROW),
+        (Seals::WRITE, SealFlags::WRITE),
+    ] {
+        if seals.contains(ours) {
+            s |= theirs;
+        }
+    }
+    rustix::fs::fcntl_add_seals(fd, s)
+        .ctx("fcntl", || format!("{}, F_ADD_SEALS {seals:?}", fd_arg(fd)))
+}
+
+/// Reads the seals of a memfd (`fcntl(F_GET_SEALS)`).
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+pub fn seals(fd: BorrowedFd<'_>) -> Result<Seals> {
+    use rustix::fs::SealFlags;
+    let s =
+        rustix::fs::fcntl_get_seals(fd).ctx("fcntl", || format!("{}, F_GET_SEALS", fd_arg(fd)))?;
+    let mut out = Seals::empty();
+    for (ours, theirs) in [
+        (Seals::SEAL, SealFlags::SEAL),
+        (Seals::SHRINK, SealFlags::SHRINK),
+        (Seals::GROW, SealFlags::GROW),
+        (Seals::WRITE, SealFlags::WRITE),
+    ] {
+        if s.contains(theirs) {
+            out |= ours;
+        }
+    }
+    Ok(out)
+}
+
+/// Sets the size of a file or shared-memory object (`ftruncate(2)`).
+pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> Result<()> {
+    rustix::fs::ftruncate(fd, len).ctx("ftruncate", || format!("{}, {len}", fd_arg(fd)))
+}
+
+/// The size of a file or shared-memory object (`fstat(2)`).
+#[doc(alias = "fstat")]
+pub fn file_size(fd: BorrowedFd<'_>) -> Result<u64> {
+    rustix::fs::fstat(fd)
+        .map(|st| st.st_size.max(0) as u64)
+        .ctx("fstat", || fd_arg(fd))
+}
+
+/// Access through a [`Mapping`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// `PROT_READ`: reads only.
+    ReadOnly,
+    /// `PROT_READ | PROT_WRITE`.
+    ReadWrite,
+}
+
+/// Memory shared with other processes, as raw bytes at offsets.
+///
+/// Implementors guarantee that `as_ptr()..as_ptr()+len()` stays mapped for as
+/// long as `self` lives, and that `writable()` is true only if it was mapped
+/// writable. The provided methods check bounds and alignment, so safe code
+/// can't reach outside the mapping. Other processes may change the bytes at
+/// any time: copy them out, then validate what you copied.
+pub trait SharedMemory {
+    /// The start of the mapping.
+    fn as_ptr(&self) -> *mut u8;
+
+    /// The length of the mapping in bytes.
+    fn len(&self) -> usize;
+
+    /// Whether the mapping has no bytes (never true for a live mapping).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the mapping may be written.
+    fn writable(&self) -> bool;
+
+    /// The `AtomicU32` at `offset`, or `None` if it is out of bounds,
+    /// misaligned, or the mapping is read-only (a read-modify-write would
+    /// fault).
+    fn atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
+        self.atomic_ptr(offset, 4)
+            // SAFETY: `atomic_ptr` checked bounds, 4-byte alignment and
+            // writability; the mapping lives as long as `&self`, and all
+            // accesses by this process through it are atomic.
+            .map(|p| unsafe { AtomicU32::from_ptr(p.cast()) })
+    }
+
+    /// The `AtomicU64` at `offset`, like [`SharedMemory::atomic_u32`].
+    fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
+        self.atomic_ptr(offset, 8)
+            // SAFETY: as in `atomic_u32`, with 8-byte alignment checked.
+            .map(|p| unsafe { AtomicU64::from_ptr(p.cast()) })
+    }
+
+    #[doc(hidden)]
+    fn atomic_ptr(&self, offset: usize, size: usize) -> Option<*mut u8> {
+        let end = offset.checked_add(size)?;
+        if !self.writable() || end > self.len() {
+            return None;
+        }
+        let p = self.as_ptr().wrapping_add(offset);
+        (p as usize % size == 0).then_some(p)
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of the mapping.
+    ///
+    /// # Errors
+    ///
+    /// `EFAULT`-coded error when the range is outside the mapping.
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        check_range("read_at", offset, buf.len(), self.len())?;
+        // SAFETY: the range is inside the live mapping (checked above) and
+        // `buf` is a distinct, exclusively borrowed local buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
+        };
+        Ok(())
+    }
+
+    /// Copies `data` into the mapping at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// `EFAULT`-coded error when out of range, `EACCES` when read-only.
+    fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+        check_range("write_at", offset, data.len(), self.len())?;
+        if !self.writable() {
+            return Err(Error::new("write_at", "read-only mapping", libc::EACCES));
+        }
+        // SAFETY: the range is inside the live, writable mapping (checked
+        // above); `data` can't overlap it mutably since we only hold `&self`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len())
+        };
+        Ok(())
+    }
+}
+
+fn check_range(call: &'static str, offset: usize, len: usize, size: usize) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::new(
+            call,
+            format!("offset {offset}, {len} bytes, mapping of {size}"),
+            libc::EFAULT,
+        )),
+    }
+}
+
+/// An owned `MAP_SHARED` memory mapping, unmapped on drop.
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    access: Access,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; `Mapping` hands
+// out only raw pointers, atomics and copies, so sharing it between threads
+// adds nothing a second process couldn't do anyway.
+unsafe impl Send for Mapping {}
+// SAFETY: see `Send`; all access through `&Mapping` is atomic or copying.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd` from offset 0, shared (`mmap(2)` with
+    /// `MAP_SHARED`).
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a zero length, `EACCES` for write access on an fd opened
+    /// read-only. Mapping past the end of the file succeeds, but touching
+    /// those pages raises `SIGBUS`: size the file first ([`ftruncate`]) and
+    /// check it ([`file_size`]) when it came from elsewhere.
+    #[doc(alias = "mmap")]
+    pub fn map(fd: BorrowedFd<'_>, len: usize, access: Access) -> Result<Self> {
+        use rustix::mm::MapFlags;
+        if len == 0 {
+            return Err(Error::invalid_input(
+                "mmap",
+                format!("{}, length 0", fd_arg(fd)),
+            ));
+        }
+        // SAFETY: a null hint lets the kernel choose a fresh range, so no
+        // existing memory is replaced.
+        let p = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot(access),
+                MapFlags::SHARED,
+                fd,
+                0,
+            )
+        }
+        .ctx("mmap", || {
+            format!("{}, {len} bytes, {access:?}, MAP_SHARED", fd_arg(fd))
+        })?;
+        Self::from_raw(p, len, access)
+    }
+
+    /// Maps `len` bytes of fresh zeroed memory shared with children forked
+    /// later (`MAP_SHARED | MAP_ANONYMOUS`).
+    pub fn anonymous(len: usize) -> Result<Self> {
+        use rustix::mm::MapFlags;
+        if len == 0 {
+            return Err(Error::invalid_input("mmap", "anonymous, length 0"));
+        }
+        // SAFETY: as in `map`: a fresh range chosen by the kernel.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                prot(Access::ReadWrite),
+                MapFlags::SHARED,
+            )
+        }
+        .ctx("mmap", || format!("anonymous, {len} bytes, MAP_SHARED"))?;
+        Self::from_raw(p, len, Access::ReadWrite)
+    }
+
+    fn from_raw(p: *mut std::ffi::c_void, len: usize, access: Access) -> Result<Self> {
+        match NonNull::new(p.cast::<u8>()) {
+            Some(ptr) => Ok(Self { ptr, len, access }),
+            None => Err(Error::new("mmap", "returned null", libc::EFAULT)),
+        }
+    }
+
+    /// The access the mapping was made with.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+}
+
+fn prot(access: Access) -> rustix::mm::ProtFlags {
+    use rustix::mm::ProtFlags;
+    match access {
+        Access::ReadOnly => ProtFlags::READ,
+        Access::ReadWrite => ProtFlags::READ | ProtFlags::WRITE,
+    }
+}
+
+impl SharedMemory for Mapping {
+    fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn writable(&self) -> bool {
+        self.access == Access::ReadWrite
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr..ptr+len` is the range mmap returned, owned by this
+        // value and unmapped exactly once, here; borrows of it (atomics)
+        // can't outlive `self`.
+        // munmap of a range we mapped can't fail; nothing to report in drop.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapping")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("access", &self.access)
+            .finish()
+    }
+}
+
+static_assertions::assert_impl_all!(Mapping: Send, Sync);
+static_assertions::assert_impl_all!(SysvMapping: Send, Sync);
+
+/// The key of a SysV segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SysvKey {
+    /// `IPC_PRIVATE`: always a new segment, reachable only by its id.
+    Private,
+    /// A chosen key (as from `ftok`).
+    Key(i32),
+}
+
+/// Gets or creates a SysV shared-memory segment (`shmget(2)`) of `size`
+/// bytes, returning its id. `create` adds `IPC_CREAT | IPC_EXCL`; `mode` is
+/// its permission bits (use `0o600`).
+///
+/// # Errors
+///
+/// `EEXIST` when creating a key that exists, `ENOENT` when opening one that
+/// doesn't, `EINVAL` for a size outside the system's limits.
+pub fn shmget(key: SysvKey, size: usize, create: bool, mode: u32) -> Result<i32> {
+    let k = match key {
+        SysvKey::Private => libc::IPC_PRIVATE as libc::key_t,
+        SysvKey::Key(k) => k as libc::key_t,
+    };
+    let mut flags = (mode & 0o777) as libc::c_int;
+    if create {
+        flags |= libc::IPC_CREAT | libc::IPC_EXCL;
+    }
+    // SAFETY: shmget takes only integers and touches no memory of ours.
+    let id = unsafe { libc::shmget(k, size, flags) };
+    if id < 0 {
+        Err(Error::new(
+            "shmget",
+            format!("{key:?}, {size} bytes, create {create}, {mode:#o}"),
+            last_errno(),
+        ))
+    } else {
+        Ok(id)
+    }
+}
+
+/// Marks a SysV segment for removal (`shmctl(IPC_RMID)`): it goes once the
+/// last process detaches.
+#[doc(alias = "shmctl")]
+pub fn shm_remove(id: i32) -> Result<()> {
+    // SAFETY: IPC_RMID reads no buffer; a null pointer is allowed.
+    let rc = unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    if rc < 0 {
+        Err(Error::new(
+            "shmctl",
+            format!("id {id}, IPC_RMID"),
+            last_errno(),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The size in bytes of a SysV segment (`shmctl(IPC_STAT)`).
+pub fn shm_segment_size(id: i32) -> Result<usize> {
+    // SAFETY: `shmid_ds` is plain old data; all-zero is a valid value.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a live, writable `shmid_ds` the kernel fills in.
+    let rc = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) };
+    if rc < 0 {
+        Err(Error::new(
+            "shmctl",
+            format!("id {id}, IPC_STAT"),
+            last_errno(),
+        ))
+    } else {
+        Ok(ds.shm_segsz as usize)
+    }
+}
+
+/// A SysV segment attached to this process (`shmat(2)`), detached on drop
+/// (`shmdt(2)`).
+pub struct SysvMapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    id: i32,
+    access: Access,
+}
+
+// SAFETY: as for `Mapping`: owned plain memory, reached only through raw
+// pointers, atomics and copies.
+unsafe impl Send for SysvMapping {}
+// SAFETY: see `Send`.
+unsafe impl Sync for SysvMapping {}
+
+impl SysvMapping {
+    /// Attaches segment `id` at an address the kernel picks.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for an id that doesn't exist (or was removed and detached),
+    /// `EACCES` when its mode forbids the access.
+    #[doc(alias = "shmat")]
+    pub fn attach(id: i32, access: Access) -> Result<Self> {
+        let len = shm_segment_size(id)?;
+        let flags = match access {
+            Access::ReadOnly => libc::SHM_RDONLY,
+            Access::ReadWrite => 0,
+        };
+        // SAFETY: a null address lets the kernel choose a free range, so no
+        // existing memory is replaced.
+        let p = unsafe { libc::shmat(id, std::ptr::null(), flags) };
+        if p as isize == -1 {
+            return Err(Error::new(
+                "shmat",
+                format!("id {id}, {access:?}"),
+                last_errno(),
+            ));
+        }
+        match NonNull::new(p.cast::<u8>()) {
+            Some(ptr) => Ok(Self {
+                ptr,
+                len,
+                id,
+                access,
+            }),
+            None => Err(Error::new(
+                "shmat",
+                format!("id {id}: returned null"),
+                libc::EFAULT,
+            )),
+        }
+    }
+
+    /// The segment's id.
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+}
+
+impl SharedMemory for SysvMapping {
+    fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn writable(&self) -> bool {
+        self.access == Access::ReadWrite
+    }
+}
+
+impl Drop for SysvMapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` is the address shmat returned, detached exactly once,
+        // here; borrows of the memory can't outlive `self`. shmdt of an
+        // attached address can't fail, and drop has nowhere to report.
+        let _ = unsafe { libc::shmdt(self.ptr.as_ptr().cast()) };
+    }
+}
+
+impl fmt::Debug for SysvMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SysvMapping")
+            .field("id", &self.id)
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("access", &self.access)
+            .finish()
+    }
+}
+
+/// A name for a POSIX segment that no other live process uses: the prefix,
+/// this pid, and a counter.
+pub fn unique_shm_name(prefix: &str) -> String {
+    use std::sync::atomic::Ordering;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("/{prefix}-{}-{n}", super::process::getpid())
+}

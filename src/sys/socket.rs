@@ -1,0 +1,530 @@
+//! Sockets: one [`Socket`] type for IPv4, IPv6 and Unix-domain stream and
+//! datagram sockets, created close-on-exec, with addresses as [`SockAddr`].
+//!
+//! The socket is created and bound in separate steps (unlike
+//! `std::net::TcpListener::bind`), so options such as `SO_REUSEPORT` can be set
+//! in between; the options themselves live in [`crate::sys::sockopt`].
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::net::{self as rnet, AddressFamily, SocketAddrAny, SocketAddrUnix, SocketType};
+
+use super::error::{Context, Error, Result};
+
+/// The address family of a socket (`AF_INET`, `AF_INET6`, `AF_UNIX`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Domain(AddressFamily);
+
+impl Domain {
+    /// `AF_INET`: IPv4.
+    pub const IPV4: Self = Self(AddressFamily::INET);
+    /// `AF_INET6`: IPv6.
+    pub const IPV6: Self = Self(AddressFamily::INET6);
+    /// `AF_UNIX`: Unix-domain sockets.
+    pub const UNIX: Self = Self(AddressFamily::UNIX);
+
+    /// The domain an address belongs to.
+    pub fn of(addr: &SockAddr) -> Self {
+        match addr {
+            SockAddr::Inet(SocketAddr::V4(_)) => Self::IPV4,
+            SockAddr::Inet(SocketAddr::V6(_)) => Self::IPV6,
+            _ => Self::UNIX,
+        }
+    }
+}
+
+impl fmt::Debug for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match *self {
+            Self::IPV4 => "AF_INET",
+            Self::IPV6 => "AF_INET6",
+            Self::UNIX => "AF_UNIX",
+            _ => "AF_?",
+        })
+    }
+}
+
+/// The type of a socket (`SOCK_STREAM`, `SOCK_DGRAM`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Type(SocketType);
+
+impl Type {
+    /// `SOCK_STREAM`: TCP, or a Unix stream socket.
+    pub const STREAM: Self = Self(SocketType::STREAM);
+    /// `SOCK_DGRAM`: UDP, or a Unix datagram socket.
+    pub const DGRAM: Self = Self(SocketType::DGRAM);
+}
+
+impl fmt::Debug for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match *self {
+            Self::STREAM => "SOCK_STREAM",
+            Self::DGRAM => "SOCK_DGRAM",
+            _ => "SOCK_?",
+        })
+    }
+}
+
+/// Which half of a connection [`Socket::shutdown`] closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shutdown {
+    /// `SHUT_RD`: no more receives.
+    Read,
+    /// `SHUT_WR`: no more sends; the peer reads end-of-file.
+    Write,
+    /// `SHUT_RDWR`: both.
+    Both,
+}
+
+/// A socket address: an IP address and port, or a Unix-domain address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SockAddr {
+    /// An IPv4 or IPv6 address with a port.
+    Inet(SocketAddr),
+    /// A Unix-domain socket bound to a path in the file system.
+    Unix(PathBuf),
+    /// A Linux abstract Unix-domain name (no file; gone when the socket closes).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Abstract(Vec<u8>),
+    /// An unbound Unix-domain socket (for example one end of a socketpair).
+    Unnamed,
+}
+
+impl SockAddr {
+    /// A Unix-domain path address.
+    pub fn unix(path: impl AsRef<Path>) -> Self {
+        Self::Unix(path.as_ref().to_path_buf())
+    }
+
+    /// A Linux abstract Unix-domain address (`name` without the leading NUL).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn abstract_name(name: impl AsRef<[u8]>) -> Self {
+        Self::Abstract(name.as_ref().to_vec())
+    }
+
+    /// The IP address and port, if this is an internet address.
+    pub fn as_inet(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Inet(a) => Some(*a),
+            _ => None,
+        }
+    }
+
+    /// The port, if this is an internet address.
+    pub fn port(&self) -> Option<u16> {
+        self.as_inet().map(|a| a.port())
+    }
+
+    /// The path, if this is a Unix-domain path address.
+    pub fn as_path(&self) -> Option<&Path> {
+        match self {
+            Self::Unix(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn to_rustix(&self, call: &'static str) -> Result<SocketAddrAny> {
+        Ok(match self {
+            Self::Inet(a) => SocketAddrAny::from(*a),
+            Self::Unix(p) => SocketAddrAny::from(
+                SocketAddrUnix::new(p.as_path()).ctx(call, || p.display().to_string())?,
+            ),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Self::Abstract(n) => SocketAddrAny::from(
+                SocketAddrUnix::new_abstract_name(n).ctx(call, || self.to_string())?,
+            ),
+            Self::Unnamed => return Err(Error::invalid_input(call, "unnamed address")),
+        })
+    }
+
+    fn from_rustix(a: SocketAddrAny) -> Self {
+        match a.address_family() {
+            AddressFamily::INET => match SocketAddrV4::try_from(a) {
+                Ok(v4) => Self::Inet(SocketAddr::V4(v4)),
+                Err(_) => Self::Unnamed,
+            },
+            AddressFamily::INET6 => match SocketAddrV6::try_from(a) {
+                Ok(v6) => Self::Inet(SocketAddr::V6(v6)),
+                Err(_) => Self::Unnamed,
+            },
+            _ => match SocketAddrUnix::try_from(a) {
+                Ok(u) => Self::from_unix(&u),
+                Err(_) => Self::Unnamed,
+            },
+        }
+    }
+
+    fn from_unix(u: &SocketAddrUnix) -> Self {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(name) = u.abstract_name() {
+            return Self::Abstract(name.to_vec());
+        }
+        match u.path_bytes() {
+            Some(p) if !p.is_empty() => {
+                let p = p.strip_suffix(b"\0").unwrap_or(p);
+                Self::Unix(PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+            }
+            _ => Self::Unnamed,
+        }
+    }
+}
+
+impl fmt::Display for SockAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inet(a) => write!(f, "{a}"),
+            Self::Unix(p) => write!(f, "{}", p.display()),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Self::Abstract(n) => write!(f, "@{}", n.escape_ascii()),
+            Self::Unnamed => f.write_str("(unnamed)"),
+        }
+    }
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(a: SocketAddr) -> Self {
+        Self::Inet(a)
+    }
+}
+
+impl From<SocketAddrV4> for SockAddr {
+    fn from(a: SocketAddrV4) -> Self {
+        Self::Inet(a.into())
+    }
+}
+
+impl From<SocketAddrV6> for SockAddr {
+    fn from(a: SocketAddrV6) -> Self {
+        Self::Inet(a.into())
+    }
+}
+
+impl From<&Path> for SockAddr {
+    fn from(p: &Path) -> Self {
+        Self::unix(p)
+    }
+}
+
+impl From<PathBuf> for SockAddr {
+    fn from(p: PathBuf) -> Self {
+        Self::Unix(p)
+    }
+}
+
+/// A socket that owns its file descriptor and closes it on drop.
+///
+/// Every socket this module creates (by [`Socket::new`], [`Socket::accept`],
+/// [`socketpair`] or [`Socket::try_clone`]) is close-on-exec; handing one to a
+/// child process is explicit (see [`crate::sys::process`]). Writes never raise
+/// `SIGPIPE`: a write to a closed peer is an `EPIPE` error.
+pub struct Socket {
+    fd: OwnedFd,
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket")
+            .field("fd", &self.fd.as_raw_fd())
+            .finish()
+    }
+}
+
+/// Renders an fd for error messages.
+pub(crate) fn fd_arg(fd: BorrowedFd<'_>) -> String {
+    format!("fd {}", fd.as_raw_fd())
+}
+
+#[cfg(target_vendor = "apple")]
+fn set_cloexec(fd: BorrowedFd<'_>, call: &'static str) -> Result<()> {
+    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC).ctx(call, || fd_arg(fd))
+}
+
+impl Socket {
+    /// Creates a socket (`socket(2)`), close-on-exec.
+    ///
+    /// # Errors
+    ///
+    /// `socket` fails with `EAFNOSUPPORT` where the family is off (IPv6
+    /// disabled), `EMFILE`/`ENFILE` when out of descriptors.
+    #[doc(alias = "socket")]
+    pub fn new(domain: Domain, ty: Type) -> Result<Self> {
+        let args = || format!("{domain:?}, {ty:?}");
+        #[cfg(not(target_vendor = "apple"))]
+        let fd = rnet::socket_with(domain.0, ty.0, rnet::SocketFlags::CLOEXEC, None)
+            .ctx("socket", args)?;
+        #[cfg(target_vendor = "apple")]
+        let fd = {
+            let fd = rnet::socket(domain.0, ty.0, None).ctx("socket", args)?;
+            set_cloexec(fd.as_fd(), "socket")?;
+            rnet::sockopt::set_socket_nosigpipe(&fd, true).ctx("setsockopt", || {
+                format!("{}, SO_NOSIGPIPE", fd_arg(fd.as_fd()))
+            })?;
+            fd
+        };
+        Ok(Self { fd })
+    }
+
+    /// Creates a socket of the family `addr` belongs to.
+    pub fn for_addr(addr: &SockAddr, ty: Type) -> Result<Self> {
+        Self::new(Domain::of(addr), ty)
+    }
+
+    /// Binds the socket to `addr` (`bind(2)`).
+    ///
+    /// # Errors
+    ///
+    /// `EADDRINUSE` when the address is taken, `EACCES` for a privileged port.
+    pub fn bind(&self, addr: impl Into<SockAddr>) -> Result<()> {
+        let addr = addr.into();
+        let raw = addr.to_rustix("bind")?;
+        rnet::bind(&self.fd, &raw).ctx("bind", || addr.to_string())
+    }
+
+    /// Marks the socket as accepting connections (`listen(2)`).
+    pub fn listen(&self, backlog: i32) -> Result<()> {
+        rnet::listen(&self.fd, backlog).ctx("listen", || {
+            format!("{}, backlog {backlog}", fd_arg(self.fd.as_fd()))
+        })
+    }
+
+    /// Accepts a connection (`accept4(2)` with `SOCK_CLOEXEC` where it exists),
+    /// returning the new socket and the peer's address.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` on a socket that is not listening, `EAGAIN` on a non-blocking
+    /// socket with nothing pending, `EMFILE` when out of descriptors. `EINTR` is
+    /// surfaced, not retried.
+    #[doc(alias = "accept4")]
+    pub fn accept(&self) -> Result<(Socket, SockAddr)> {
+        let args = || fd_arg(self.fd.as_fd());
+        #[cfg(not(target_vendor = "apple"))]
+        let (fd, addr) =
+            rnet::acceptfrom_with(&self.fd, rnet::SocketFlags::CLOEXEC).ctx("accept", args)?;
+        #[cfg(target_vendor = "apple")]
+        let (fd, addr) = {
+            let (fd, addr) = rnet::acceptfrom(&self.fd).ctx("accept", args)?;
+            set_cloexec(fd.as_fd(), "accept")?;
+            (fd, addr)
+        };
+        let addr = addr.map_or(SockAddr::Unnamed, SockAddr::from_rustix);
+        Ok((Socket { fd }, addr))
+    }
+
+    /// Connects to `addr` (`connect(2)`).
+    ///
+    /// # Errors
+    ///
+    /// `ECONNREFUSED` when nothing listens there; `EINPROGRESS` on a
+    /// non-blocking socket (wait for writability, then read
+    /// [`Socket::take_error`]).
+    pub fn connect(&self, addr: impl Into<SockAddr>) -> Result<()> {
+        let addr = addr.into();
+        let raw = addr.to_rustix("connect")?;
+        rnet::connect(&self.fd, &raw).ctx("connect", || addr.to_string())
+    }
+
+    /// The address the socket is bound to (`getsockname(2)`).
+    #[doc(alias = "getsockname")]
+    pub fn local_addr(&self) -> Result<SockAddr> {
+        rnet::getsockname(&self.fd)
+            .map(SockAddr::from_rustix)
+            .ctx("getsockname", || fd_arg(self.fd.as_fd()))
+    }
+
+    /// The address of the connected peer (`getpeername(2)`).
+    ///
+    /// # Errors
+    ///
+    /// `ENOTCONN` when the socket is not connected.
+    #[doc(alias = "getpeername")]
+    pub fn peer_addr(&self) -> Result<SockAddr> {
+        rnet::getpeername(&self.fd)
+            .map(|a| a.map_or(SockAddr::Unnamed, SockAddr::from_rustix))
+            .ctx("getpeername", || fd_arg(self.fd.as_fd()))
+    }
+
+    /// Switches non-blocking mode on or off (`ioctl(FIONBIO)`).
+    pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
+        rustix::io::ioctl_fionbio(&self.fd, nonblocking).ctx("ioctl", || {
+            format!("{}, FIONBIO {nonblocking}", fd_arg(self.fd.as_fd()))
+        })
+    }
+
+    /// Shuts down one or both directions (`shutdown(2)`).
+    pub fn shutdown(&self, how: Shutdown) -> Result<()> {
+        let h = match how {
+            Shutdown::Read => rnet::Shutdown::Read,
+            Shutdown::Write => rnet::Shutdown::Write,
+            Shutdown::Both => rnet::Shutdown::Both,
+        };
+        rnet::shutdown(&self.fd, h).ctx("shutdown", || {
+            format!("{}, {how:?}", fd_arg(self.fd.as_fd()))
+        })
+    }
+
+    /// Sends bytes on a connected socket (`send(2)`, never raising `SIGPIPE`).
+    ///
+    /// # Errors
+    ///
+    /// `EPIPE` when the peer has closed, `EAGAIN` when a non-blocking socket's
+    /// buffer is full. `EINTR` is surfaced.
+    pub fn send(&self, buf: &[u8]) -> Result<usize> {
+        rnet::send(&self.fd, buf, send_flags()).ctx("send", || {
+            format!("{}, {} bytes", fd_arg(self.fd.as_fd()), buf.len())
+        })
+    }
+
+    /// Receives bytes (`recv(2)`); `Ok(0)` is end-of-file on a stream socket.
+    pub fn recv(&self, buf: &mut [u8]) -> Result<usize> {
+        let len = buf.len();
+        rnet::recv(&self.fd, buf, rnet::RecvFlags::empty())
+            .map(|(n, _)| n)
+            .ctx("recv", || {
+                format!("{}, {len} bytes", fd_arg(self.fd.as_fd()))
+            })
+    }
+
+    /// Sends a datagram to `addr` (`sendto(2)`).
+    #[doc(alias = "sendto")]
+    pub fn send_to(&self, buf: &[u8], addr: impl Into<SockAddr>) -> Result<usize> {
+        let addr = addr.into();
+        let raw = addr.to_rustix("sendto")?;
+        rnet::sendto(&self.fd, buf, send_flags(), &raw)
+            .ctx("sendto", || format!("{addr}, {} bytes", buf.len()))
+    }
+
+    /// Receives a datagram and its sender's address (`recvfrom(2)`). A
+    /// datagram longer than `buf` is truncated to it.
+    #[doc(alias = "recvfrom")]
+    pub fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SockAddr)> {
+        let len = buf.len();
+        rnet::recvfrom(&self.fd, buf, rnet::RecvFlags::empty())
+            .map(|(n, _, a)| (n, a.map_or(SockAddr::Unnamed, SockAddr::from_rustix)))
+            .ctx("recvfrom", || {
+                format!("{}, {len} bytes", fd_arg(self.fd.as_fd()))
+            })
+    }
+
+    /// A second handle to the same socket (`fcntl(F_DUPFD_CLOEXEC)`).
+    #[doc(alias = "dup")]
+    pub fn try_clone(&self) -> Result<Socket> {
+        rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
+            .map(|fd| Socket { fd })
+            .ctx("fcntl", || {
+                format!("{}, F_DUPFD_CLOEXEC", fd_arg(self.fd.as_fd()))
+            })
+    }
+}
+
+#[cfg(not(target_vendor = "apple"))]
+fn send_flags() -> rnet::SendFlags {
+    rnet::SendFlags::NOSIGNAL
+}
+
+#[cfg(target_vendor = "apple")]
+fn send_flags() -> rnet::SendFlags {
+    // SO_NOSIGPIPE was set when the socket was made.
+    rnet::SendFlags::empty()
+}
+
+/// Creates a pair of connected sockets (`socketpair(2)`), both close-on-exec.
+pub fn socketpair(domain: Domain, ty: Type) -> Result<(Socket, Socket)> {
+    let args = || format!("{domain:?}, {ty:?}");
+    #[cfg(not(target_vendor = "apple"))]
+    let (a, b) = rnet::socketpair(domain.0, ty.0, rnet::SocketFlags::CLOEXEC, None)
+        .ctx("socketpair", args)?;
+    #[cfg(target_vendor = "apple")]
+    let (a, b) = {
+        let (a, b) = rnet::socketpair(domain.0, ty.0, rnet::SocketFlags::empty(), None)
+            .ctx("socketpair", args)?;
+        for fd in [&a, &b] {
+            set_cloexec(fd.as_fd(), "socketpair")?;
+            rnet::sockopt::set_socket_nosigpipe(fd, true).ctx("setsockopt", || {
+                format!("{}, SO_NOSIGPIPE", fd_arg(fd.as_fd()))
+            })?;
+        }
+        (a, b)
+    };
+    Ok((Socket { fd: a }, Socket { fd: b }))
+}
+
+impl io::Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(self.recv(buf)?)
+    }
+}
+
+impl io::Read for &Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(self.recv(buf)?)
+    }
+}
+
+impl io::Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(self.send(buf)?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl io::Write for &Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(self.send(buf)?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl IntoRawFd for Socket {
+    fn into_raw_fd(self) -> RawFd {
+        self.fd.into_raw_fd()
+    }
+}
+
+impl FromRawFd for Socket {
+    /// # Safety
+    ///
+    /// `fd` must be an open socket that nothing else owns; the `Socket`
+    /// closes it on drop.
+    unsafe fn from_raw_fd(fd: RawFd) -> Self {
+        Self {
+            // SAFETY: the caller hands over sole ownership of an open fd.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        }
+    }
+}
+
+impl From<OwnedFd> for Socket {
+    fn from(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+}
+
+impl From<Socket> for OwnedFd {
+    fn from(s: Socket) -> Self {
+        s.fd
+    }
+}

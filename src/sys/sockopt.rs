@@ -1,0 +1,222 @@
+//! Socket options, one safe typed method pair per option on [`Socket`]
+//! (socket2's way): `set_x(value)` and `x()`. The value type is fixed by the
+//! method, so an option can't be set with the wrong type.
+//!
+//! Options rustix has no call for (`SO_RCVLOWAT`) go through one private
+//! `getsockopt`/`setsockopt` pair over `libc` for `c_int` values.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
+
+use rustix::net::sockopt as so;
+
+use super::error::{last_errno, Context, Error, Result};
+use super::socket::{fd_arg, Socket};
+
+/// The credentials of the process at the other end of a Unix socket, as the
+/// kernel recorded them when it connected (`SO_PEERCRED`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerCred {
+    /// The peer's process id.
+    pub pid: i32,
+    /// The peer's effective user id.
+    pub uid: u32,
+    /// The peer's effective group id.
+    pub gid: u32,
+}
+
+fn opt_args(s: &Socket, name: &str) -> String {
+    format!("{}, {name}", fd_arg(s.as_fd()))
+}
+
+fn set_args(s: &Socket, name: &str, value: impl std::fmt::Debug) -> String {
+    format!("{}, {name}, {value:?}", fd_arg(s.as_fd()))
+}
+
+/// Sets an `int`-valued option rustix has no call for.
+fn setsockopt_int(s: &Socket, level: i32, opt: i32, name: &'static str, value: i32) -> Result<()> {
+    // SAFETY: `value` is a live `c_int` and the length passed is its size; the
+    // fd is owned by `s` and open for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            opt,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Error::new(
+            "setsockopt",
+            set_args(s, name, value),
+            last_errno(),
+        ))
+    }
+}
+
+/// Reads an `int`-valued option rustix has no call for.
+fn getsockopt_int(s: &Socket, level: i32, opt: i32, name: &'static str) -> Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live locals; `len` holds the size of
+    // `value`, so the kernel writes at most that many bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            level,
+            opt,
+            (&mut value as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(Error::new("getsockopt", opt_args(s, name), last_errno()))
+    }
+}
+
+impl Socket {
+    /// Sets `SO_REUSEADDR`: bind an address whose old connections linger in
+    /// TIME_WAIT.
+    #[doc(alias = "SO_REUSEADDR")]
+    pub fn set_reuse_address(&self, on: bool) -> Result<()> {
+        so::set_socket_reuseaddr(self, on).ctx("setsockopt", || set_args(self, "SO_REUSEADDR", on))
+    }
+
+    /// Reads `SO_REUSEADDR`.
+    pub fn reuse_address(&self) -> Result<bool> {
+        so::socket_reuseaddr(self).ctx("getsockopt", || opt_args(self, "SO_REUSEADDR"))
+    }
+
+    /// Sets `SO_REUSEPORT`: sockets of the same user that all set it may bind
+    /// the same address and port.
+    #[doc(alias = "SO_REUSEPORT")]
+    pub fn set_reuse_port(&self, on: bool) -> Result<()> {
+        so::set_socket_reuseport(self, on).ctx("setsockopt", || set_args(self, "SO_REUSEPORT", on))
+    }
+
+    /// Reads `SO_REUSEPORT`.
+    pub fn reuse_port(&self) -> Result<bool> {
+        so::socket_reuseport(self).ctx("getsockopt", || opt_args(self, "SO_REUSEPORT"))
+    }
+
+    /// Sets `SO_RCVLOWAT`, the number of bytes that must be buffered before the
+    /// socket reports readable. It saves wake-ups only: a non-blocking `recv`
+    /// can still return fewer bytes, so decoders must reassemble anyway.
+    #[doc(alias = "SO_RCVLOWAT")]
+    pub fn set_recv_low_water(&self, bytes: usize) -> Result<()> {
+        let v = i32::try_from(bytes).map_err(|_| {
+            Error::invalid_input("setsockopt", set_args(self, "SO_RCVLOWAT", bytes))
+        })?;
+        setsockopt_int(self, libc::SOL_SOCKET, libc::SO_RCVLOWAT, "SO_RCVLOWAT", v)
+    }
+
+    /// Reads `SO_RCVLOWAT`.
+    pub fn recv_low_water(&self) -> Result<usize> {
+        getsockopt_int(self, libc::SOL_SOCKET, libc::SO_RCVLOWAT, "SO_RCVLOWAT")
+            .map(|v| v.max(0) as usize)
+    }
+
+    /// Sets `TCP_NODELAY`: send small segments at once instead of coalescing.
+    #[doc(alias = "TCP_NODELAY")]
+    pub fn set_nodelay(&self, on: bool) -> Result<()> {
+        so::set_tcp_nodelay(self, on).ctx("setsockopt", || set_args(self, "TCP_NODELAY", on))
+    }
+
+    /// Reads `TCP_NODELAY`.
+    pub fn nodelay(&self) -> Result<bool> {
+        so::tcp_nodelay(self).ctx("getsockopt", || opt_args(self, "TCP_NODELAY"))
+    }
+
+    /// Sets `SO_RCVBUF`. The kernel may round or double the value (Linux
+    /// doubles it for bookkeeping); read it back with [`Socket::recv_buffer_size`].
+    #[doc(alias = "SO_RCVBUF")]
+    pub fn set_recv_buffer_size(&self, bytes: usize) -> Result<()> {
+        so::set_socket_recv_buffer_size(self, bytes)
+            .ctx("setsockopt", || set_args(self, "SO_RCVBUF", bytes))
+    }
+
+    /// Reads `SO_RCVBUF`.
+    pub fn recv_buffer_size(&self) -> Result<usize> {
+        so::socket_recv_buffer_size(self).ctx("getsockopt", || opt_args(self, "SO_RCVBUF"))
+    }
+
+    /// Sets `SO_SNDBUF` (rounded or doubled by the kernel like `SO_RCVBUF`).
+    #[doc(alias = "SO_SNDBUF")]
+    pub fn set_send_buffer_size(&self, bytes: usize) -> Result<()> {
+        so::set_socket_send_buffer_size(self, bytes)
+            .ctx("setsockopt", || set_args(self, "SO_SNDBUF", bytes))
+    }
+
+    /// Reads `SO_SNDBUF`.
+    pub fn send_buffer_size(&self) -> Result<usize> {
+        so::socket_send_buffer_size(self).ctx("getsockopt", || opt_args(self, "SO_SNDBUF"))
+    }
+
+    /// Sets `SO_LINGER`: `Some(d)` makes `close` wait up to `d` for unsent
+    /// data (`Some(ZERO)` resets the connection); `None` turns it off.
+    #[doc(alias = "SO_LINGER")]
+    pub fn set_linger(&self, linger: Option<Duration>) -> Result<()> {
+        so::set_socket_linger(self, linger)
+            .ctx("setsockopt", || set_args(self, "SO_LINGER", linger))
+    }
+
+    /// Reads `SO_LINGER`.
+    pub fn linger(&self) -> Result<Option<Duration>> {
+        so::socket_linger(self).ctx("getsockopt", || opt_args(self, "SO_LINGER"))
+    }
+
+    /// Sets `SO_KEEPALIVE`.
+    #[doc(alias = "SO_KEEPALIVE")]
+    pub fn set_keepalive(&self, on: bool) -> Result<()> {
+        so::set_socket_keepalive(self, on).ctx("setsockopt", || set_args(self, "SO_KEEPALIVE", on))
+    }
+
+    /// Reads `SO_KEEPALIVE`.
+    pub fn keepalive(&self) -> Result<bool> {
+        so::socket_keepalive(self).ctx("getsockopt", || opt_args(self, "SO_KEEPALIVE"))
+    }
+
+    /// Sets `IPV6_V6ONLY` on an IPv6 socket: `true` keeps it from also taking
+    /// IPv4-mapped traffic.
+    #[doc(alias = "IPV6_V6ONLY")]
+    pub fn set_only_v6(&self, on: bool) -> Result<()> {
+        so::set_ipv6_v6only(self, on).ctx("setsockopt", || set_args(self, "IPV6_V6ONLY", on))
+    }
+
+    /// Reads `IPV6_V6ONLY`.
+    pub fn only_v6(&self) -> Result<bool> {
+        so::ipv6_v6only(self).ctx("getsockopt", || opt_args(self, "IPV6_V6ONLY"))
+    }
+
+    /// Reads and clears the pending socket error (`SO_ERROR`): how a
+    /// non-blocking `connect` ended, for one.
+    #[doc(alias = "SO_ERROR")]
+    pub fn take_error(&self) -> Result<Option<io::Error>> {
+        so::socket_error(self)
+            .map(|r| {
+                r.err()
+                    .map(|e| io::Error::from_raw_os_error(e.raw_os_error()))
+            })
+            .ctx("getsockopt", || opt_args(self, "SO_ERROR"))
+    }
+
+    /// The credentials of the connected peer of a Unix socket (`SO_PEERCRED`).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[doc(alias = "SO_PEERCRED")]
+    pub fn peer_cred(&self) -> Result<PeerCred> {
+        so::socket_peercred(self)
+            .map(|c| PeerCred {
+                pid: c.pid.as_raw_nonzero().get(),
+                uid: c.uid.as_raw(),
+                gid: c.gid.as_raw(),
+            })
+            .ctx("getsockopt", || opt_args(self, "SO_PEERCRED"))
+    }
+}
