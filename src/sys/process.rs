@@ -146,7 +146,7 @@ impl Child {
     ///
     /// Returns `None` for a pid that is not positive.
     pub fn from_pid(pid: i32) -> Option<Self> {
-        Pid::from_raw(pid).map(|pid| Self { pid, status: None })
+        positive_pid(pid).map(|pid| Self { pid, status: None })
     }
 
     /// The child's process id.
@@ -256,7 +256,7 @@ pub fn exit_immediately(code: i32) -> ! {
 /// `ESRCH` when no such process exists, `EPERM` when it isn't ours.
 pub fn kill(pid: i32, sig: Signal) -> Result<()> {
     let args = || format!("pid {pid}, {sig}");
-    let p = Pid::from_raw(pid).ok_or_else(|| Error::invalid_input("kill", args()))?;
+    let p = positive_pid(pid).ok_or_else(|| Error::invalid_input("kill", args()))?;
     // rustix only accepts signals it can name; fall back to libc for others.
     match rustix::process::Signal::from_named_raw(sig.0) {
         Some(s) => rustix::process::kill_process(p, s).ctx("kill", args),
@@ -273,7 +273,16 @@ pub fn kill(pid: i32, sig: Signal) -> Result<()> {
 
 /// Whether process `pid` exists (`kill(pid, 0)`); a zombie still exists.
 pub fn process_exists(pid: i32) -> bool {
-    Pid::from_raw(pid).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+    positive_pid(pid).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}
+
+/// A `Pid` for a positive number only (rustix asserts on negative ones).
+fn positive_pid(pid: i32) -> Option<Pid> {
+    if pid > 0 {
+        Pid::from_raw(pid)
+    } else {
+        None
+    }
 }
 
 /// This process's id (`getpid(2)`).

@@ -57,8 +57,28 @@ pub fn shm_open(name: &str, flags: ShmOpenFlags, mode: u32) -> Result<OwnedFd> {
     if flags.contains(ShmOpenFlags::TRUNCATE) {
         o |= OFlags::TRUNC;
     }
-    rustix::shm::open(name, o, Mode::from_raw_mode(mode as _))
-        .ctx("shm_open", || format!("{name}, {flags:?}, {mode:#o}"))
+    rustix::shm::open(name, o, Mode::from_raw_mode(mode as _)).ctx("shm_open", || {
+        format!("{name}, {}, {mode:#o}", open_flags_c(flags))
+    })
+}
+
+/// `O_RDWR|O_CREAT|...` as the C call would spell the flags.
+fn open_flags_c(flags: ShmOpenFlags) -> String {
+    let mut s = String::from(if flags.contains(ShmOpenFlags::READ_ONLY) {
+        "O_RDONLY"
+    } else {
+        "O_RDWR"
+    });
+    for (f, name) in [
+        (ShmOpenFlags::CREATE, "|O_CREAT"),
+        (ShmOpenFlags::EXCLUSIVE, "|O_EXCL"),
+        (ShmOpenFlags::TRUNCATE, "|O_TRUNC"),
+    ] {
+        if flags.contains(f) {
+            s.push_str(name);
+        }
+    }
+    s
 }
 
 /// Removes a POSIX shared-memory object's name (`shm_unlink(3)`); mappings

@@ -162,6 +162,10 @@ impl SockAddr {
     fn from_unix(u: &SocketAddrUnix) -> Self {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         if let Some(name) = u.abstract_name() {
+            // The kernel reports an unbound peer with an empty name.
+            if name.is_empty() {
+                return Self::Unnamed;
+            }
             return Self::Abstract(name.to_vec());
         }
         match u.path_bytes() {

@@ -2,6 +2,12 @@
 //! (socket2's way): `set_x(value)` and `x()`. The value type is fixed by the
 //! method, so an option can't be set with the wrong type.
 //!
+//! ```compile_fail
+//! # use procwire::sys::socket::{Domain, Socket, Type};
+//! let s = Socket::new(Domain::IPV4, Type::STREAM).unwrap();
+//! s.set_linger(5u32).unwrap(); // SO_LINGER takes Option<Duration>
+//! ```
+//!
 //! Options rustix has no call for (`SO_RCVLOWAT`) go through one private
 //! `getsockopt`/`setsockopt` pair over `libc` for `c_int` values.
 
