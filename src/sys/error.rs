@@ -154,3 +154,41 @@ pub(crate) fn last_errno() -> i32 {
         .raw_os_error()
         .unwrap_or(libc::EIO)
 }
+
+/// This thread's `errno` slot, for code that must save and restore it (a
+/// signal handler) or read it without allocating (a forked child).
+///
+/// # Safety
+///
+/// The pointer is valid for the calling thread only and must not be kept.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) unsafe fn errno_ptr() -> *mut libc::c_int {
+    // SAFETY: returns this thread's errno slot; always valid.
+    unsafe { libc::__errno_location() }
+}
+
+/// See the Linux variant.
+///
+/// # Safety
+///
+/// The pointer is valid for the calling thread only and must not be kept.
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "dragonfly"
+))]
+pub(crate) unsafe fn errno_ptr() -> *mut libc::c_int {
+    // SAFETY: returns this thread's errno slot; always valid.
+    unsafe { libc::__error() }
+}
+
+/// See the Linux variant.
+///
+/// # Safety
+///
+/// The pointer is valid for the calling thread only and must not be kept.
+#[cfg(any(target_os = "openbsd", target_os = "netbsd"))]
+pub(crate) unsafe fn errno_ptr() -> *mut libc::c_int {
+    // SAFETY: returns this thread's errno slot; always valid.
+    unsafe { libc::__errno() }
+}

@@ -10,11 +10,13 @@ pub mod error;
 pub mod event;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod eventfd;
+pub mod fd;
 pub mod fdpass;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod futex;
 pub mod process;
 pub mod shm;
+pub mod signal;
 pub mod socket;
 pub mod sockopt;
 

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use rustix::process::{Pid, WaitOptions};
 
-use super::error::{last_errno, Context, Error, Result};
+use super::error::{errno_ptr, last_errno, Context, Error, Result};
 
 /// A signal number, printed by its C name.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -300,6 +300,54 @@ pub struct FdMapping<'a> {
     pub target: RawFd,
 }
 
+/// In a child between fork and exec: places each `(source, target)` pair,
+/// first copying every source (and `keep`, when not -1) above all sources
+/// and targets so no `dup2` overwrites a source still to be placed. The
+/// copies are close-on-exec and vanish at exec. Returns the new number of
+/// `keep`. Only `fcntl` and `dup2`: async-signal-safe, no allocation.
+fn place_fds(
+    pairs: &[(RawFd, RawFd)],
+    temps: &mut [RawFd],
+    keep: RawFd,
+) -> std::result::Result<RawFd, i32> {
+    let above = pairs
+        .iter()
+        .map(|&(s, t)| s.max(t))
+        .max()
+        .unwrap_or(0)
+        .max(keep)
+        + 1;
+    let errno = || {
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    for (i, &(src, _)) in pairs.iter().enumerate() {
+        // SAFETY: fcntl on an fd number; fails cleanly if it isn't open.
+        let t = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, above) };
+        if t < 0 {
+            return Err(errno());
+        }
+        temps[i] = t;
+    }
+    let mut kept = keep;
+    if keep >= 0 {
+        // SAFETY: as above.
+        kept = unsafe { libc::fcntl(keep, libc::F_DUPFD_CLOEXEC, above) };
+        if kept < 0 {
+            return Err(errno());
+        }
+    }
+    for (i, &(_, target)) in pairs.iter().enumerate() {
+        // SAFETY: dup2 between fd numbers; it clears close-on-exec on
+        // `target`, which is what inheriting it needs.
+        if unsafe { libc::dup2(temps[i], target) } < 0 {
+            return Err(errno());
+        }
+    }
+    Ok(kept)
+}
+
 /// Spawns `cmd` with each [`FdMapping`] in `fds` placed at its target number
 /// in the child, the way socket activation needs (fds from 3).
 ///
@@ -324,31 +372,330 @@ pub fn spawn_with_fds(cmd: &mut Command, fds: &[FdMapping<'_>]) -> Result<std::p
         }
     }
     let pairs: Vec<(RawFd, RawFd)> = fds.iter().map(|m| (m.fd.as_raw_fd(), m.target)).collect();
-    let above = pairs.iter().map(|&(s, t)| s.max(t)).max().unwrap_or(0) + 1;
     let mut temps: Vec<RawFd> = vec![-1; pairs.len()];
     // SAFETY: the closure runs in the child between fork and exec. It only
     // calls `fcntl` and `dup2` (async-signal-safe) and writes into `temps`,
     // which was allocated in the parent: it neither allocates nor locks.
     unsafe {
-        cmd.pre_exec(move || {
-            // Step 1: copy every source above all sources and targets, so no
-            // later dup2 can overwrite a source still to be placed. The
-            // copies are close-on-exec and vanish at exec.
-            for (i, &(src, _)) in pairs.iter().enumerate() {
-                let t = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, above);
-                if t < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                temps[i] = t;
-            }
-            // Step 2: place each at its target; dup2 clears close-on-exec.
-            for (i, &(_, target)) in pairs.iter().enumerate() {
-                if libc::dup2(temps[i], target) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
+        cmd.pre_exec(move || match place_fds(&pairs, &mut temps, -1) {
+            Ok(_) => Ok(()),
+            Err(errno) => Err(std::io::Error::from_raw_os_error(errno)),
         });
     }
     cmd.spawn().ctx("spawn", || program)
+}
+
+/// A program to start with `fork` + `execve`, prepared entirely before the
+/// fork so the child only makes system calls.
+///
+/// Beyond what [`std::process::Command`] offers it can place fds at chosen
+/// numbers ([`Spawn::fd`]) and set an environment variable to the child's own
+/// pid ([`Spawn::env_pid`]) between fork and exec, which is what the systemd
+/// socket-activation protocol's `LISTEN_PID` needs. The child starts with an
+/// empty signal mask and `SIGPIPE` at its default, whatever the parent did.
+/// An `exec` failure comes back as an error naming the program, and the
+/// failed child is reaped.
+#[derive(Debug)]
+pub struct Spawn<'a> {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)>,
+    clear_env: bool,
+    fds: Vec<FdMapping<'a>>,
+    pid_env: Option<std::ffi::OsString>,
+}
+
+impl<'a> Spawn<'a> {
+    /// Starts building a spawn of `program` (looked up in `PATH` when it has
+    /// no `/`). `argv[0]` is `program` as given.
+    pub fn new(program: impl AsRef<std::ffi::OsStr>) -> Self {
+        Self {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            clear_env: false,
+            fds: Vec::new(),
+            pid_env: None,
+        }
+    }
+
+    /// Adds one argument.
+    pub fn arg(&mut self, arg: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable in the child.
+    pub fn env(
+        &mut self,
+        key: impl AsRef<std::ffi::OsStr>,
+        value: impl AsRef<std::ffi::OsStr>,
+    ) -> &mut Self {
+        self.env
+            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    /// Removes an environment variable from the child's environment.
+    pub fn env_remove(&mut self, key: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+        self.env.push((key.as_ref().to_owned(), None));
+        self
+    }
+
+    /// Starts the child with an empty environment plus what `env` adds.
+    pub fn env_clear(&mut self) -> &mut Self {
+        self.clear_env = true;
+        self.env.clear();
+        self
+    }
+
+    /// Places `fd` at number `target` in the child, inherited across exec.
+    /// Targets 0, 1 and 2 replace stdio.
+    pub fn fd(&mut self, fd: BorrowedFd<'a>, target: RawFd) -> &mut Self {
+        self.fds.push(FdMapping { fd, target });
+        self
+    }
+
+    /// Sets environment variable `key` to the child's own pid, written in
+    /// the child between fork and exec (`LISTEN_PID` for socket activation).
+    pub fn env_pid(&mut self, key: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+        self.pid_env = Some(key.as_ref().to_owned());
+        self
+    }
+
+    /// The program as given.
+    pub fn program(&self) -> &std::ffi::OsStr {
+        &self.program
+    }
+
+    /// Forks and execs the child.
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` (call `spawn`) when the program is not found, `EINVAL` for a
+    /// NUL byte in an argument or a repeated fd target, the errno of `fork`,
+    /// or the errno with which `execve` failed in the child (call `execve`).
+    pub fn spawn(&self) -> Result<Child> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+
+        let prog = self.program.to_string_lossy().into_owned();
+        let bad = |what: &str| Error::invalid_input("spawn", format!("{prog}: {what}"));
+        let cstr =
+            |s: &[u8]| CString::new(s).map_err(|_| bad("NUL byte in an argument or variable"));
+
+        for (i, m) in self.fds.iter().enumerate() {
+            if m.target < 0 || self.fds[..i].iter().any(|o| o.target == m.target) {
+                return Err(bad(&format!("fd target {}", m.target)));
+            }
+        }
+        let path = resolve_program(&self.program, &self.env, self.clear_env)
+            .ok_or_else(|| Error::new("spawn", &prog, libc::ENOENT))?;
+        let path = cstr(path.as_os_str().as_bytes())?;
+
+        let mut argv = vec![cstr(self.program.as_bytes())?];
+        for a in &self.args {
+            argv.push(cstr(a.as_bytes())?);
+        }
+
+        // The final environment: inherited (unless cleared), then the
+        // changes in order; the pid variable is filled in by the child.
+        let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = if self.clear_env {
+            Vec::new()
+        } else {
+            std::env::vars_os().collect()
+        };
+        for (k, v) in &self.env {
+            vars.retain(|(ek, _)| ek != k);
+            if let Some(v) = v {
+                vars.push((k.clone(), v.clone()));
+            }
+        }
+        if let Some(k) = &self.pid_env {
+            vars.retain(|(ek, _)| ek != k);
+        }
+        let mut envs = Vec::with_capacity(vars.len() + 1);
+        for (k, v) in &vars {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            envs.push(cstr(&kv)?);
+        }
+        // "KEY=" followed by room for any pid and the NUL.
+        let mut pid_var: Option<(Vec<u8>, usize)> = match &self.pid_env {
+            Some(k) => {
+                let mut b = k.as_bytes().to_vec();
+                if b.contains(&0) || b.contains(&b'=') {
+                    return Err(bad("bad pid variable name"));
+                }
+                b.push(b'=');
+                let at = b.len();
+                b.resize(at + 24, 0);
+                Some((b, at))
+            }
+            None => None,
+        };
+
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr()).collect();
+        if let Some((b, _)) = &pid_var {
+            envp.push(b.as_ptr().cast());
+        }
+        envp.push(std::ptr::null());
+
+        let pairs: Vec<(RawFd, RawFd)> = self
+            .fds
+            .iter()
+            .map(|m| (m.fd.as_raw_fd(), m.target))
+            .collect();
+        let mut temps: Vec<RawFd> = vec![-1; pairs.len()];
+        let (err_read, err_write) = super::fd::pipe()?;
+        let err_write_raw = err_write.as_raw_fd();
+        let pid_buf: Option<(*mut u8, usize)> =
+            pid_var.as_mut().map(|(b, at)| (b.as_mut_ptr(), *at));
+
+        // SAFETY: after the fork the child only runs `child_exec`, which
+        // makes async-signal-safe system calls on memory prepared above and
+        // never returns.
+        match unsafe { fork() }? {
+            Fork::Child => {
+                // SAFETY: every pointer refers to buffers prepared above that
+                // the child's copy of memory still holds.
+                unsafe {
+                    child_exec(
+                        &path,
+                        &argv_ptrs,
+                        &envp,
+                        &pairs,
+                        &mut temps,
+                        err_write_raw,
+                        pid_buf,
+                    )
+                }
+            }
+            Fork::Parent(mut child) => {
+                drop(err_write);
+                let mut b = [0u8; 4];
+                let mut got = 0;
+                while got < 4 {
+                    match super::fd::read(err_read.as_fd(), &mut b[got..]) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.raw_os_error() == libc::EINTR => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if got == 0 {
+                    return Ok(child);
+                }
+                // exec failed: reap the child, report its errno.
+                let _ = child.wait();
+                let errno = if got == 4 {
+                    i32::from_ne_bytes(b)
+                } else {
+                    libc::EIO
+                };
+                Err(Error::new("execve", prog, errno))
+            }
+        }
+    }
+}
+
+use std::os::fd::AsFd as _;
+
+/// Finds the file `program` names: itself when it has a `/`, else the first
+/// executable of that name on `PATH` (the child's `PATH` when it is set).
+fn resolve_program(
+    program: &std::ffi::OsStr,
+    env: &[(std::ffi::OsString, Option<std::ffi::OsString>)],
+    clear_env: bool,
+) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if program.as_bytes().contains(&b'/') {
+        return Some(program.into());
+    }
+    let child_path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone());
+    let path = match child_path {
+        Some(p) => p?,
+        None if clear_env => return None,
+        None => std::env::var_os("PATH")?,
+    };
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok() && p.is_file())
+}
+
+/// The child's side of [`Spawn::spawn`]: signal state, fds, pid variable,
+/// `execve`; on failure writes the errno to the error pipe and `_exit`s.
+///
+/// # Safety
+///
+/// Must run in a freshly forked child, with every pointer valid and the
+/// arrays null-terminated as `Spawn::spawn` prepares them.
+unsafe fn child_exec(
+    path: &std::ffi::CStr,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    pairs: &[(RawFd, RawFd)],
+    temps: &mut [RawFd],
+    err_fd: RawFd,
+    pid_buf: Option<(*mut u8, usize)>,
+) -> ! {
+    let fail = |fd: RawFd, errno: i32| -> ! {
+        let b = errno.to_ne_bytes();
+        // SAFETY: write of a stack buffer, then _exit: async-signal-safe.
+        unsafe {
+            libc::write(fd, b.as_ptr().cast(), 4);
+            libc::_exit(127)
+        }
+    };
+    // SAFETY: only async-signal-safe calls on memory that
+    // exists in this process (a stack sigset, the prepared buffers).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+
+        let err_fd = match place_fds(pairs, temps, err_fd) {
+            Ok(fd) => fd,
+            Err(errno) => fail(err_fd, errno),
+        };
+        if let Some((buf, at)) = pid_buf {
+            // Decimal digits of our pid, then NUL, after "KEY=".
+            let mut pid = libc::getpid() as u32;
+            let mut digits = [0u8; 12];
+            let mut n = 0;
+            loop {
+                digits[n] = b'0' + (pid % 10) as u8;
+                n += 1;
+                pid /= 10;
+                if pid == 0 {
+                    break;
+                }
+            }
+            for i in 0..n {
+                *buf.add(at + i) = digits[n - 1 - i];
+            }
+            *buf.add(at + n) = 0;
+        }
+        libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        fail(err_fd, *errno_ptr())
+    }
 }

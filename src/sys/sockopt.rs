@@ -201,6 +201,34 @@ impl Socket {
         so::ipv6_v6only(self).ctx("getsockopt", || opt_args(self, "IPV6_V6ONLY"))
     }
 
+    /// Sets `SO_RCVTIMEO`: a blocking receive (or accept) fails with
+    /// `EAGAIN` after this long; `None` waits forever.
+    #[doc(alias = "SO_RCVTIMEO")]
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        so::set_socket_timeout(self, so::Timeout::Recv, timeout)
+            .ctx("setsockopt", || set_args(self, "SO_RCVTIMEO", timeout))
+    }
+
+    /// Reads `SO_RCVTIMEO`.
+    pub fn read_timeout(&self) -> Result<Option<Duration>> {
+        so::socket_timeout(self, so::Timeout::Recv)
+            .ctx("getsockopt", || opt_args(self, "SO_RCVTIMEO"))
+    }
+
+    /// Sets `SO_SNDTIMEO`: a blocking send fails with `EAGAIN` after this
+    /// long; `None` waits forever.
+    #[doc(alias = "SO_SNDTIMEO")]
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        so::set_socket_timeout(self, so::Timeout::Send, timeout)
+            .ctx("setsockopt", || set_args(self, "SO_SNDTIMEO", timeout))
+    }
+
+    /// Reads `SO_SNDTIMEO`.
+    pub fn write_timeout(&self) -> Result<Option<Duration>> {
+        so::socket_timeout(self, so::Timeout::Send)
+            .ctx("getsockopt", || opt_args(self, "SO_SNDTIMEO"))
+    }
+
     /// Reads and clears the pending socket error (`SO_ERROR`): how a
     /// non-blocking `connect` ended, for one.
     #[doc(alias = "SO_ERROR")]

@@ -1,0 +1,86 @@
+//! Plain descriptor calls: pipes, the close-on-exec flag, non-blocking mode,
+//! and taking ownership of descriptors a parent process left at known
+//! numbers.
+
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use super::error::{Context, Error, Result};
+use super::socket::fd_arg;
+
+/// Creates a pipe (`pipe2(O_CLOEXEC)`, or `pipe` plus `fcntl` where there is
+/// no `pipe2`), returning `(read end, write end)`, both close-on-exec.
+#[doc(alias = "pipe2")]
+pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ctx("pipe2", || "O_CLOEXEC")
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        use std::os::fd::AsFd;
+        let (r, w) = rustix::pipe::pipe().ctx("pipe", || "")?;
+        set_cloexec(r.as_fd(), true)?;
+        set_cloexec(w.as_fd(), true)?;
+        Ok((r, w))
+    }
+}
+
+/// Sets or clears close-on-exec (`fcntl(F_SETFD)`).
+pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    let flags = if on {
+        rustix::io::FdFlags::CLOEXEC
+    } else {
+        rustix::io::FdFlags::empty()
+    };
+    rustix::io::fcntl_setfd(fd, flags).ctx("fcntl", || format!("{}, F_SETFD {flags:?}", fd_arg(fd)))
+}
+
+/// Whether close-on-exec is set (`fcntl(F_GETFD)`).
+pub fn is_cloexec(fd: BorrowedFd<'_>) -> Result<bool> {
+    rustix::io::fcntl_getfd(fd)
+        .map(|f| f.contains(rustix::io::FdFlags::CLOEXEC))
+        .ctx("fcntl", || format!("{}, F_GETFD", fd_arg(fd)))
+}
+
+/// Switches `O_NONBLOCK` on or off (`ioctl(FIONBIO)`), for any fd.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    rustix::io::ioctl_fionbio(fd, on).ctx("ioctl", || format!("{}, FIONBIO {on}", fd_arg(fd)))
+}
+
+/// Reads into `buf` (`read(2)`); `Ok(0)` is end-of-file.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
+    let len = buf.len();
+    rustix::io::read(fd, buf).ctx("read", || format!("{}, {len} bytes", fd_arg(fd)))
+}
+
+/// Writes from `buf` (`write(2)`), returning how many bytes went.
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize> {
+    rustix::io::write(fd, buf).ctx("write", || format!("{}, {} bytes", fd_arg(fd), buf.len()))
+}
+
+/// Takes ownership of descriptor `raw`, which this process inherited (for
+/// example a socket passed by socket activation), after checking it is open.
+///
+/// # Safety
+///
+/// Nothing else in the process may own or later close `raw`: the returned
+/// `OwnedFd` closes it on drop.
+///
+/// # Errors
+///
+/// `EBADF` when `raw` is not an open descriptor.
+pub unsafe fn take_inherited(raw: RawFd) -> Result<OwnedFd> {
+    if raw < 0 {
+        return Err(Error::new(
+            "fcntl",
+            format!("fd {raw}, F_GETFD"),
+            libc::EBADF,
+        ));
+    }
+    // SAFETY: only used for the duration of the F_GETFD check below; if the
+    // fd is closed the call fails with EBADF and nothing else happens.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
+    is_cloexec(borrowed)?;
+    // SAFETY: the caller hands over sole ownership of `raw`, open as checked.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
