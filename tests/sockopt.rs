@@ -54,6 +54,20 @@ round_trip!(
     [Some(Duration::from_secs(5)), Some(Duration::ZERO), None]
 );
 round_trip!(
+    read_timeout,
+    tcp4(),
+    set_read_timeout,
+    read_timeout,
+    [Some(Duration::from_millis(1500)), None]
+);
+round_trip!(
+    write_timeout,
+    tcp4(),
+    set_write_timeout,
+    write_timeout,
+    [Some(Duration::from_secs(3)), None]
+);
+round_trip!(
     recv_low_water,
     tcp4(),
     set_recv_low_water,
