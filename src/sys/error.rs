@@ -192,3 +192,42 @@ pub(crate) unsafe fn errno_ptr() -> *mut libc::c_int {
     // SAFETY: returns this thread's errno slot; always valid.
     unsafe { libc::__errno() }
 }
+
+/// Errno values the layers above compare errors against, so that they never
+/// name libc themselves.
+pub mod errno {
+    /// Address already in use.
+    pub const EADDRINUSE: i32 = libc::EADDRINUSE;
+    /// Cannot assign requested address (no such local address).
+    pub const EADDRNOTAVAIL: i32 = libc::EADDRNOTAVAIL;
+    /// Address family not supported (IPv6 off).
+    pub const EAFNOSUPPORT: i32 = libc::EAFNOSUPPORT;
+    /// Protocol not supported.
+    pub const EPROTONOSUPPORT: i32 = libc::EPROTONOSUPPORT;
+    /// Resource temporarily unavailable (would block).
+    pub const EAGAIN: i32 = libc::EAGAIN;
+    /// Bad file descriptor.
+    pub const EBADF: i32 = libc::EBADF;
+    /// Device or resource busy.
+    pub const EBUSY: i32 = libc::EBUSY;
+    /// No child processes.
+    pub const ECHILD: i32 = libc::ECHILD;
+    /// Connection refused.
+    pub const ECONNREFUSED: i32 = libc::ECONNREFUSED;
+    /// Interrupted system call.
+    pub const EINTR: i32 = libc::EINTR;
+    /// Invalid argument.
+    pub const EINVAL: i32 = libc::EINVAL;
+    /// Too many open files in this process.
+    pub const EMFILE: i32 = libc::EMFILE;
+    /// Too many open files in the system.
+    pub const ENFILE: i32 = libc::ENFILE;
+    /// No such file or directory.
+    pub const ENOENT: i32 = libc::ENOENT;
+    /// Broken pipe.
+    pub const EPIPE: i32 = libc::EPIPE;
+    /// No such process.
+    pub const ESRCH: i32 = libc::ESRCH;
+    /// Connection timed out.
+    pub const ETIMEDOUT: i32 = libc::ETIMEDOUT;
+}

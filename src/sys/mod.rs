@@ -20,4 +20,4 @@ pub mod signal;
 pub mod socket;
 pub mod sockopt;
 
-pub use error::{Error, Result};
+pub use error::{errno, Error, Result};

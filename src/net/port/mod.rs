@@ -1,0 +1,31 @@
+//! Race-free port allocation and hand-off to child processes.
+//!
+//! The problem: a parent needs free ports for the children it starts, and
+//! any gap between "found free" and "child bound it" is a race another
+//! process can win. The answer here is to never leave a gap:
+//!
+//! - a [`Reservation`] holds a port with a socket bound with `SO_REUSEPORT`
+//!   (not listening) until the child has exited; the child joins the hold
+//!   with [`ReservedBind`] / [`bind_reserved`] and listens, while anyone
+//!   else's bind fails (hand-off 1, by port number);
+//! - or the listening socket itself is passed to the child by the systemd
+//!   socket-activation protocol ([`pass_listeners`], [`listen_fds`]): no
+//!   options, no window at all (hand-off 2);
+//! - or, for a child that can only set `SO_REUSEADDR`, the port is parked in
+//!   TIME_WAIT ([`reserve_time_wait`]) (hand-off 3);
+//! - [`Supervisor`] starts N children from command templates with their
+//!   ports, keeps every reservation until its child exits, reaps, forwards
+//!   signals and reports each exit.
+
+mod activation;
+mod reservation;
+mod supervisor;
+
+pub use activation::{listen_fds, pass_listeners, ListenFd, LISTEN_FDS_START};
+pub use reservation::{
+    bind_reserved, reserve_many, reserve_time_wait, Protocol, Reservation, ReservationBuilder,
+    ReservedBind,
+};
+pub use supervisor::{
+    ChildReport, ChildSpec, Handoff, Outcome, StopReason, Supervisor, SupervisorOptions,
+};

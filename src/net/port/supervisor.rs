@@ -1,0 +1,457 @@
+//! A supervisor that starts N children with reserved ports, keeps each
+//! reservation until its child has exited, reaps every child, forwards
+//! SIGINT/SIGTERM as SIGTERM (then SIGKILL after a grace period), and reports
+//! how each one ended.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use super::activation::pass_listeners;
+use super::reservation::{Reservation, ReservationBuilder};
+use crate::sys::event::{Events, Interest, Mode, Selector, Token};
+use crate::sys::process::{Child, ExitStatus, Signal, Spawn};
+use crate::sys::signal::SignalPipe;
+use crate::sys::{errno, Error, Result};
+
+/// How a child learns its port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Handoff {
+    /// By number: `{port}` in its command and `PORT` in its environment; it
+    /// binds with `SO_REUSEPORT` (hand-off 1).
+    #[default]
+    Port,
+    /// The listening socket itself at fd 3 (and 4 for the IPv6 hold), by the
+    /// socket-activation protocol, plus the number as with `Port` (hand-off 2).
+    Listener,
+}
+
+/// One child to start: a command template and what to give it.
+///
+/// In the command, `{port}` becomes the child's port, `{ports}` all ports
+/// (comma-separated, in child order), `{peers}` all ports but its own, and
+/// `{index}` its position (from 0).
+#[derive(Debug)]
+pub struct ChildSpec {
+    name: String,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    handoff: Handoff,
+    fds: Vec<(OwnedFd, RawFd)>,
+}
+
+impl ChildSpec {
+    /// A child called `name` (in reports and errors) running `command`
+    /// (program first).
+    pub fn new<I, S>(name: impl Into<String>, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            name: name.into(),
+            command: command.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+            handoff: Handoff::Port,
+            fds: Vec::new(),
+        }
+    }
+
+    /// Sets an environment variable (the value is a template too).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Chooses the hand-off.
+    pub fn handoff(mut self, handoff: Handoff) -> Self {
+        self.handoff = handoff;
+        self
+    }
+
+    /// Places `fd` at number `target` in the child (1 to capture its stdout,
+    /// say); the supervisor closes its copy once the child started.
+    pub fn fd(mut self, fd: OwnedFd, target: RawFd) -> Self {
+        self.fds.push((fd, target));
+        self
+    }
+}
+
+/// How the supervisor runs and stops its children.
+#[derive(Clone, Debug)]
+pub struct SupervisorOptions {
+    /// How ports are reserved (default: TCP on 127.0.0.1 and ::1).
+    pub reservation: ReservationBuilder,
+    /// How long children get between SIGTERM and SIGKILL (default 5 s).
+    pub grace: Duration,
+    /// Stop everything when one child fails (default true).
+    pub stop_on_failure: bool,
+    /// Stop after this long (default: no limit).
+    pub duration: Option<Duration>,
+    /// Catch SIGINT and SIGTERM and stop the children on them (default true).
+    pub handle_signals: bool,
+}
+
+impl Default for SupervisorOptions {
+    fn default() -> Self {
+        Self {
+            reservation: ReservationBuilder::new(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                .both_loopback_families(true),
+            grace: Duration::from_secs(5),
+            stop_on_failure: true,
+            duration: None,
+            handle_signals: true,
+        }
+    }
+}
+
+/// What is known of one child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildReport {
+    /// Its name from the [`ChildSpec`].
+    pub name: String,
+    /// Its program.
+    pub program: String,
+    /// Its process id.
+    pub pid: i32,
+    /// Its port.
+    pub port: u16,
+    /// How it ended, once it has.
+    pub status: Option<ExitStatus>,
+    /// Whether the supervisor sent it SIGTERM or SIGKILL.
+    pub stopped_by_supervisor: bool,
+}
+
+impl ChildReport {
+    /// It ended badly: non-zero exit, or a signal the supervisor didn't send.
+    pub fn failed(&self) -> bool {
+        match self.status {
+            None | Some(ExitStatus::Exited(0)) => false,
+            Some(ExitStatus::Signaled(s)) if self.stopped_by_supervisor => {
+                s != Signal::TERM && s != Signal::KILL
+            }
+            Some(_) => true,
+        }
+    }
+}
+
+impl fmt::Display for ChildReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (pid {}, port {}, {})",
+            self.name, self.pid, self.port, self.program
+        )?;
+        match self.status {
+            Some(s) => write!(f, ": {s}"),
+            None => f.write_str(": running"),
+        }
+    }
+}
+
+/// Why [`Supervisor::run`] stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// Every child exited by itself.
+    AllExited,
+    /// The configured duration passed.
+    Duration,
+    /// This process got SIGINT or SIGTERM.
+    Signal(Signal),
+    /// A child failed (index into the reports).
+    ChildFailed(usize),
+}
+
+/// The result of [`Supervisor::run`].
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Why it stopped.
+    pub reason: StopReason,
+    /// Every child, all reaped.
+    pub children: Vec<ChildReport>,
+}
+
+impl Outcome {
+    /// The children that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &ChildReport> {
+        self.children.iter().filter(|c| c.failed())
+    }
+
+    /// No child failed.
+    pub fn success(&self) -> bool {
+        self.failures().next().is_none()
+    }
+}
+
+struct Supervised {
+    report: ChildReport,
+    child: Child,
+    /// Held until the child has exited.
+    reservation: Option<Reservation>,
+}
+
+/// Children started with reserved ports; see the module docs.
+///
+/// Dropping it stops and reaps whatever still runs, so no child outlives it
+/// as a zombie or an orphan.
+pub struct Supervisor {
+    children: Vec<Supervised>,
+    opts: SupervisorOptions,
+    signals: Option<SignalPipe>,
+    selector: Selector,
+    events: Events,
+}
+
+const SIGNALS: Token = Token(0);
+
+/// Replaces the placeholders of one template string.
+fn expand(t: &str, index: usize, port: u16, ports: &[u16]) -> String {
+    let join = |skip: Option<usize>| {
+        ports
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| Some(i) != skip)
+            .map(|(_, p)| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    t.replace("{ports}", &join(None))
+        .replace("{peers}", &join(Some(index)))
+        .replace("{port}", &port.to_string())
+        .replace("{index}", &index.to_string())
+}
+
+impl Supervisor {
+    /// Reserves one port per spec (all or nothing), then starts the children
+    /// in order.
+    ///
+    /// # Errors
+    ///
+    /// A reservation error, or a spawn error naming the child and program
+    /// (`execve(peer-1: ./peer): No such file or directory`); children
+    /// started before the failure are stopped and reaped first.
+    pub fn start(specs: Vec<ChildSpec>, opts: SupervisorOptions) -> Result<Self> {
+        let selector = Selector::new()?;
+        let signals = if opts.handle_signals {
+            match SignalPipe::install(&[Signal::INT, Signal::TERM, Signal::CHLD]) {
+                Ok(p) => {
+                    selector.register(p.as_fd(), SIGNALS, Interest::READABLE, Mode::Level)?;
+                    Some(p)
+                }
+                // Someone else in this process catches signals: poll instead.
+                Err(e) if e.raw_os_error() == errno::EBUSY => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let reservations = opts.reservation.reserve_many(specs.len())?;
+        let ports: Vec<u16> = reservations.iter().map(Reservation::port).collect();
+        let mut sup = Supervisor {
+            children: Vec::with_capacity(specs.len()),
+            opts,
+            signals,
+            selector,
+            events: Events::with_capacity(8),
+        };
+        for (index, (spec, reservation)) in specs.into_iter().zip(reservations).enumerate() {
+            if let Err(e) = sup.spawn_one(index, spec, reservation, &ports) {
+                sup.terminate()?;
+                return Err(e);
+            }
+        }
+        Ok(sup)
+    }
+
+    fn spawn_one(
+        &mut self,
+        index: usize,
+        spec: ChildSpec,
+        reservation: Reservation,
+        ports: &[u16],
+    ) -> Result<()> {
+        let port = reservation.port();
+        let cmd: Vec<String> = spec
+            .command
+            .iter()
+            .map(|t| expand(t, index, port, ports))
+            .collect();
+        let Some(program) = cmd.first().cloned() else {
+            return Err(Error::new(
+                "spawn",
+                format!("{}: empty command", spec.name),
+                errno::EINVAL,
+            ));
+        };
+        let mut spawn = Spawn::new(&program);
+        spawn.args(&cmd[1..]).env("PORT", port.to_string());
+        for (k, v) in &spec.env {
+            spawn.env(k, expand(v, index, port, ports));
+        }
+        for (fd, target) in &spec.fds {
+            spawn.fd(fd.as_fd(), *target);
+        }
+        if spec.handoff == Handoff::Listener {
+            reservation.listen(1024)?;
+            let listeners: Vec<(&str, _)> = reservation
+                .tcp_sockets()
+                .map(|(a, s)| (if a.is_ipv4() { "tcp-ipv4" } else { "tcp-ipv6" }, s.as_fd()))
+                .collect();
+            pass_listeners(&mut spawn, &listeners)?;
+        }
+        let child = spawn.spawn().map_err(|e| {
+            Error::new(
+                e.call(),
+                format!("{}: {}", spec.name, e.args()),
+                e.raw_os_error(),
+            )
+        })?;
+        drop(spec.fds);
+        self.children.push(Supervised {
+            report: ChildReport {
+                name: spec.name,
+                program,
+                pid: child.pid(),
+                port,
+                status: None,
+                stopped_by_supervisor: false,
+            },
+            child,
+            reservation: Some(reservation),
+        });
+        Ok(())
+    }
+
+    /// What is known of each child so far.
+    pub fn children(&self) -> Vec<ChildReport> {
+        self.children.iter().map(|c| c.report.clone()).collect()
+    }
+
+    /// The children's ports, in order.
+    pub fn ports(&self) -> Vec<u16> {
+        self.children.iter().map(|c| c.report.port).collect()
+    }
+
+    /// Reaps children that have ended, releasing their reservations.
+    fn reap(&mut self) -> Result<()> {
+        for c in &mut self.children {
+            if c.report.status.is_none() {
+                if let Some(s) = c.child.try_wait()? {
+                    c.report.status = Some(s);
+                    c.reservation = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Supervised> {
+        self.children.iter().filter(|c| c.report.status.is_none())
+    }
+
+    /// Waits up to `timeout` for a signal (SIGCHLD included), returning
+    /// SIGINT or SIGTERM if one came. Without a signal pipe it polls.
+    fn wait_signal(&mut self, timeout: Duration) -> Result<Option<Signal>> {
+        let Some(pipe) = &self.signals else {
+            std::thread::sleep(timeout.min(Duration::from_millis(10)));
+            return Ok(None);
+        };
+        self.selector.wait(&mut self.events, Some(timeout))?;
+        Ok(pipe
+            .drain()?
+            .into_iter()
+            .find(|&s| s == Signal::INT || s == Signal::TERM))
+    }
+
+    /// Runs until every child has exited, one fails (with
+    /// `stop_on_failure`), the duration passes or SIGINT/SIGTERM arrives;
+    /// then stops the rest ([`Supervisor::terminate`]) and reports.
+    pub fn run(&mut self) -> Result<Outcome> {
+        let deadline = self.opts.duration.map(|d| Instant::now() + d);
+        let reason = loop {
+            self.reap()?;
+            if self.live().next().is_none() {
+                break StopReason::AllExited;
+            }
+            if self.opts.stop_on_failure {
+                if let Some(i) = self.children.iter().position(|c| c.report.failed()) {
+                    break StopReason::ChildFailed(i);
+                }
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                break StopReason::Duration;
+            }
+            // SIGCHLD wakes the wait; the cap is only a backstop.
+            let cap = Duration::from_secs(1);
+            let timeout = deadline.map_or(cap, |d| (d - now).min(cap));
+            if let Some(s) = self.wait_signal(timeout)? {
+                break StopReason::Signal(s);
+            }
+        };
+        self.terminate()?;
+        Ok(Outcome {
+            reason,
+            children: self.children(),
+        })
+    }
+
+    /// Sends SIGTERM to every live child, waits up to the grace period for
+    /// them to exit (a second SIGINT/SIGTERM cuts it short), SIGKILLs the
+    /// rest, and reaps them all.
+    pub fn terminate(&mut self) -> Result<()> {
+        self.reap()?;
+        for c in self
+            .children
+            .iter_mut()
+            .filter(|c| c.report.status.is_none())
+        {
+            c.report.stopped_by_supervisor = true;
+            // ESRCH can't happen for an unreaped child; anything else is real.
+            c.child.kill(Signal::TERM)?;
+        }
+        let deadline = Instant::now() + self.opts.grace;
+        loop {
+            self.reap()?;
+            let now = Instant::now();
+            if self.live().next().is_none() || now >= deadline {
+                break;
+            }
+            if self
+                .wait_signal((deadline - now).min(Duration::from_millis(100)))?
+                .is_some()
+            {
+                break;
+            }
+        }
+        for c in self
+            .children
+            .iter_mut()
+            .filter(|c| c.report.status.is_none())
+        {
+            c.child.kill(Signal::KILL)?;
+            c.report.status = Some(c.child.wait()?);
+            c.reservation = None;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.live().next().is_some() {
+            // Nowhere to report from drop; terminate kills and reaps.
+            let _ = self.terminate();
+        }
+    }
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("children", &self.children())
+            .field("opts", &self.opts)
+            .finish()
+    }
+}
