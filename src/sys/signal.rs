@@ -34,11 +34,12 @@ extern "C" fn on_signal(signo: libc::c_int) {
 
 /// Caught signals, delivered as bytes on a pipe; see the module docs.
 ///
-/// Dropping it restores the default disposition of its signals and closes
+/// Dropping it restores the dispositions its signals had before and closes
 /// the pipe.
 pub struct SignalPipe {
     read: OwnedFd,
-    signals: Vec<Signal>,
+    /// Each caught signal with the action it had before `install`.
+    signals: Vec<(Signal, libc::sigaction)>,
 }
 
 impl SignalPipe {
@@ -73,11 +74,9 @@ impl SignalPipe {
             signals: Vec::new(),
         };
         for &s in signals {
-            set_handler(
-                s,
-                on_signal as extern "C" fn(libc::c_int) as *const () as usize,
-            )?;
-            pipe.signals.push(s);
+            let handler = on_signal as extern "C" fn(libc::c_int) as *const () as usize;
+            let old = set_handler(s, handler)?;
+            pipe.signals.push((s, old));
         }
         Ok(pipe)
     }
@@ -100,18 +99,27 @@ impl SignalPipe {
     }
 }
 
-fn set_handler(sig: Signal, handler: usize) -> Result<()> {
+/// Installs `handler` for `sig`, returning the previous action.
+fn set_handler(sig: Signal, handler: usize) -> Result<libc::sigaction> {
     // SAFETY: `sigaction` is plain old data; zeroed is a valid empty value.
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
     sa.sa_sigaction = handler;
     sa.sa_flags = libc::SA_RESTART;
     // SAFETY: `sa.sa_mask` is a live sigset_t owned by this frame.
     unsafe { libc::sigemptyset(&mut sa.sa_mask) };
-    // SAFETY: `sa` is fully initialised; the handler (when not SIG_DFL) is
-    // `on_signal`, which is async-signal-safe; the old action isn't asked for.
-    let rc = unsafe { libc::sigaction(sig.as_raw(), &sa, std::ptr::null_mut()) };
+    restore(sig, &sa)
+}
+
+/// Installs the action `sa` for `sig`, returning the previous one.
+fn restore(sig: Signal, sa: &libc::sigaction) -> Result<libc::sigaction> {
+    // SAFETY: zeroed `sigaction` is a valid value for the kernel to fill.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: `sa` is fully initialised (its handler is SIG_DFL, SIG_IGN, a
+    // previous handler, or `on_signal`, which is async-signal-safe) and
+    // `old` is a live, writable sigaction.
+    let rc = unsafe { libc::sigaction(sig.as_raw(), sa, &mut old) };
     if rc == 0 {
-        Ok(())
+        Ok(old)
     } else {
         Err(Error::new("sigaction", sig, last_errno()))
     }
@@ -119,9 +127,9 @@ fn set_handler(sig: Signal, handler: usize) -> Result<()> {
 
 impl Drop for SignalPipe {
     fn drop(&mut self) {
-        for &s in &self.signals {
-            // Restoring the default can't fail for a signal we set before.
-            let _ = set_handler(s, libc::SIG_DFL);
+        for (s, old) in &self.signals {
+            // Restoring can't fail for a signal we set before.
+            let _ = restore(*s, old);
         }
         let w = WRITE_FD.swap(-1, Ordering::SeqCst);
         if w >= 0 {
@@ -144,7 +152,10 @@ impl fmt::Debug for SignalPipe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignalPipe")
             .field("read", &self.read.as_raw_fd())
-            .field("signals", &self.signals)
+            .field(
+                "signals",
+                &self.signals.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
