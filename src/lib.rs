@@ -39,3 +39,8 @@
 pub mod ipc;
 pub mod net;
 pub mod sys;
+
+/// The README's code blocks, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
