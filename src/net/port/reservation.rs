@@ -81,7 +81,7 @@ impl ReservationBuilder {
     /// When the address is loopback, hold the same port on both loopback
     /// addresses, 127.0.0.1 and ::1.
     ///
-    /// A hold on 127.0.0.1:P does not stop a stranger binding [::1]:P, and a
+    /// A hold on 127.0.0.1:P does not stop a stranger binding `[::1]:P`, and a
     /// client that resolves `localhost` to ::1 would then reach the
     /// stranger. Where IPv6 is off, only the IPv4 hold is made and
     /// [`Reservation::note`] says so.
