@@ -196,6 +196,12 @@ pub(crate) unsafe fn errno_ptr() -> *mut libc::c_int {
 /// Errno values the layers above compare errors against, so that they never
 /// name libc themselves.
 pub mod errno {
+    /// Permission denied.
+    pub const EACCES: i32 = libc::EACCES;
+    /// Operation not permitted.
+    pub const EPERM: i32 = libc::EPERM;
+    /// Read-only file system.
+    pub const EROFS: i32 = libc::EROFS;
     /// Address already in use.
     pub const EADDRINUSE: i32 = libc::EADDRINUSE;
     /// Cannot assign requested address (no such local address).

@@ -84,3 +84,35 @@ pub unsafe fn take_inherited(raw: RawFd) -> Result<OwnedFd> {
     // SAFETY: the caller hands over sole ownership of `raw`, open as checked.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
+
+/// Takes an exclusive advisory lock on the whole file (`flock(LOCK_EX)`),
+/// waiting for other holders; `EINTR` is retried here. The lock goes with
+/// the open file description: closing the fd (or the process dying)
+/// releases it.
+#[doc(alias = "flock")]
+pub fn lock_exclusive(fd: BorrowedFd<'_>) -> Result<()> {
+    loop {
+        match rustix::fs::flock(fd, rustix::fs::FlockOperation::LockExclusive) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r.ctx("flock", || format!("{}, LOCK_EX", fd_arg(fd))),
+        }
+    }
+}
+
+/// Releases a lock taken with [`lock_exclusive`] (`flock(LOCK_UN)`).
+pub fn unlock(fd: BorrowedFd<'_>) -> Result<()> {
+    rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock)
+        .ctx("flock", || format!("{}, LOCK_UN", fd_arg(fd)))
+}
+
+/// Flushes a file's data and metadata to stable storage (`fsync(2)`); on a
+/// directory fd this makes a rename inside it durable.
+pub fn fsync(fd: BorrowedFd<'_>) -> Result<()> {
+    rustix::fs::fsync(fd).ctx("fsync", || fd_arg(fd))
+}
+
+/// Whether this process may write `path` (`access(W_OK)`): for a directory,
+/// whether it may create files in it.
+pub fn can_write(path: &std::path::Path) -> bool {
+    rustix::fs::access(path, rustix::fs::Access::WRITE_OK).is_ok()
+}

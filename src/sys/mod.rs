@@ -19,5 +19,12 @@ pub mod shm;
 pub mod signal;
 pub mod socket;
 pub mod sockopt;
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd"
+))]
+pub mod sysctl;
 
 pub use error::{errno, Error, Result};

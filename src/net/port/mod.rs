@@ -15,13 +15,25 @@
 //!   TIME_WAIT ([`reserve_time_wait`]) (hand-off 3);
 //! - [`Supervisor`] starts N children from command templates with their
 //!   ports, keeps every reservation until its child exits, reaps, forwards
-//!   signals and reports each exit.
+//!   signals and reports each exit;
+//! - for ports that must stay the same across restarts, [`select_random`] /
+//!   [`get_port`] pick good ports (unassigned, outside the ephemeral range,
+//!   free) and [`Registry`] remembers name -> port associations in
+//!   port-for's file format, crash-safe and safe for concurrent writers.
 
 mod activation;
+mod good;
+mod registry;
 mod reservation;
 mod supervisor;
+mod unassigned;
 
 pub use activation::{listen_fds, pass_listeners, ListenFd, LISTEN_FDS_START};
+pub use good::{
+    available_good_ports, ephemeral_ranges, get_port, is_available, is_good, select_random,
+    unassigned_ranges, PortItem, PortSpec, PortSpecError, DEFAULT_EPHEMERAL_RANGE,
+};
+pub use registry::{check_name, parse_port, Registry, RegistryError, PATH_VARIABLE, SYSTEM_PATH};
 pub use reservation::{
     bind_reserved, reserve_many, reserve_time_wait, Protocol, Reservation, ReservationBuilder,
     ReservedBind,
