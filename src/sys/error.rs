@@ -17,8 +17,31 @@ use std::io;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Error {
     call: &'static str,
-    args: Box<str>,
+    args: Args,
     errno: i32,
+}
+
+/// The arguments of a failed call, kept unrendered where that is cheap, so
+/// that errors expected on hot paths (`EAGAIN` from a drained socket) cost
+/// no allocation; rendered by `Display`.
+#[derive(Clone, PartialEq, Eq)]
+enum Args {
+    /// A file descriptor: `fd 5`.
+    Fd(i32),
+    /// A file descriptor and a buffer length: `fd 5, 64 bytes`.
+    FdLen(i32, usize),
+    /// Anything else, rendered when the error was made.
+    Text(Box<str>),
+}
+
+impl fmt::Display for Args {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fd(fd) => write!(f, "fd {fd}"),
+            Self::FdLen(fd, len) => write!(f, "fd {fd}, {len} bytes"),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
 }
 
 /// The result type of every wrapper in [`crate::sys`].
@@ -29,7 +52,26 @@ impl Error {
     pub fn new(call: &'static str, args: impl fmt::Display, errno: i32) -> Self {
         Self {
             call,
-            args: args.to_string().into_boxed_str(),
+            args: Args::Text(args.to_string().into_boxed_str()),
+            errno,
+        }
+    }
+
+    /// An error whose argument is one fd, made without allocating.
+    pub(crate) fn with_fd(call: &'static str, fd: i32, errno: i32) -> Self {
+        Self {
+            call,
+            args: Args::Fd(fd),
+            errno,
+        }
+    }
+
+    /// An error whose arguments are an fd and a length, made without
+    /// allocating.
+    pub(crate) fn with_fd_len(call: &'static str, fd: i32, len: usize, errno: i32) -> Self {
+        Self {
+            call,
+            args: Args::FdLen(fd, len),
             errno,
         }
     }
@@ -46,8 +88,11 @@ impl Error {
     }
 
     /// The rendering of the arguments that matter, as shown between parentheses.
-    pub fn args(&self) -> &str {
-        &self.args
+    pub fn args(&self) -> std::borrow::Cow<'_, str> {
+        match &self.args {
+            Args::Text(t) => std::borrow::Cow::Borrowed(t),
+            other => std::borrow::Cow::Owned(other.to_string()),
+        }
     }
 
     /// The raw errno value.
@@ -82,7 +127,7 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Error")
             .field("call", &self.call)
-            .field("args", &self.args)
+            .field("args", &self.args())
             .field("errno", &self.errno)
             .field(
                 "message",
@@ -122,6 +167,18 @@ impl Error {
 pub(crate) trait Context<T> {
     /// Maps an error to [`Error`] with `call` and the arguments `args()` renders.
     fn ctx<A: fmt::Display>(self, call: &'static str, args: impl FnOnce() -> A) -> Result<T>;
+
+    /// Maps an error to [`Error`] with `call` and an fd, without allocating.
+    fn ctx_fd(self, call: &'static str, fd: std::os::fd::BorrowedFd<'_>) -> Result<T>;
+
+    /// Maps an error to [`Error`] with `call`, an fd and a length, without
+    /// allocating.
+    fn ctx_fd_len(
+        self,
+        call: &'static str,
+        fd: std::os::fd::BorrowedFd<'_>,
+        len: usize,
+    ) -> Result<T>;
 }
 
 impl<T> Context<T> for std::result::Result<T, rustix::io::Errno> {
@@ -131,6 +188,23 @@ impl<T> Context<T> for std::result::Result<T, rustix::io::Errno> {
             Ok(v) => Ok(v),
             Err(e) => Err(Error::new(call, args(), e.raw_os_error())),
         }
+    }
+
+    #[inline]
+    fn ctx_fd(self, call: &'static str, fd: std::os::fd::BorrowedFd<'_>) -> Result<T> {
+        use std::os::fd::AsRawFd;
+        self.map_err(|e| Error::with_fd(call, fd.as_raw_fd(), e.raw_os_error()))
+    }
+
+    #[inline]
+    fn ctx_fd_len(
+        self,
+        call: &'static str,
+        fd: std::os::fd::BorrowedFd<'_>,
+        len: usize,
+    ) -> Result<T> {
+        use std::os::fd::AsRawFd;
+        self.map_err(|e| Error::with_fd_len(call, fd.as_raw_fd(), len, e.raw_os_error()))
     }
 }
 
@@ -145,6 +219,32 @@ impl<T> Context<T> for io::Result<T> {
                 e.raw_os_error().unwrap_or(libc::EIO),
             )),
         }
+    }
+
+    #[inline]
+    fn ctx_fd(self, call: &'static str, fd: std::os::fd::BorrowedFd<'_>) -> Result<T> {
+        use std::os::fd::AsRawFd;
+        self.map_err(|e| {
+            Error::with_fd(call, fd.as_raw_fd(), e.raw_os_error().unwrap_or(libc::EIO))
+        })
+    }
+
+    #[inline]
+    fn ctx_fd_len(
+        self,
+        call: &'static str,
+        fd: std::os::fd::BorrowedFd<'_>,
+        len: usize,
+    ) -> Result<T> {
+        use std::os::fd::AsRawFd;
+        self.map_err(|e| {
+            Error::with_fd_len(
+                call,
+                fd.as_raw_fd(),
+                len,
+                e.raw_os_error().unwrap_or(libc::EIO),
+            )
+        })
     }
 }
 

@@ -50,12 +50,12 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 /// Reads into `buf` (`read(2)`); `Ok(0)` is end-of-file.
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
     let len = buf.len();
-    rustix::io::read(fd, buf).ctx("read", || format!("{}, {len} bytes", fd_arg(fd)))
+    rustix::io::read(fd, buf).ctx_fd_len("read", fd, len)
 }
 
 /// Writes from `buf` (`write(2)`), returning how many bytes went.
 pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize> {
-    rustix::io::write(fd, buf).ctx("write", || format!("{}, {} bytes", fd_arg(fd), buf.len()))
+    rustix::io::write(fd, buf).ctx_fd_len("write", fd, buf.len())
 }
 
 /// Takes ownership of descriptor `raw`, which this process inherited (for

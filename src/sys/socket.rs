@@ -306,13 +306,12 @@ impl Socket {
     /// surfaced, not retried.
     #[doc(alias = "accept4")]
     pub fn accept(&self) -> Result<(Socket, SockAddr)> {
-        let args = || fd_arg(self.fd.as_fd());
         #[cfg(not(target_vendor = "apple"))]
-        let (fd, addr) =
-            rnet::acceptfrom_with(&self.fd, rnet::SocketFlags::CLOEXEC).ctx("accept", args)?;
+        let (fd, addr) = rnet::acceptfrom_with(&self.fd, rnet::SocketFlags::CLOEXEC)
+            .ctx_fd("accept", self.fd.as_fd())?;
         #[cfg(target_vendor = "apple")]
         let (fd, addr) = {
-            let (fd, addr) = rnet::acceptfrom(&self.fd).ctx("accept", args)?;
+            let (fd, addr) = rnet::acceptfrom(&self.fd).ctx_fd("accept", self.fd.as_fd())?;
             set_cloexec(fd.as_fd(), "accept")?;
             (fd, addr)
         };
@@ -379,9 +378,7 @@ impl Socket {
     /// `EPIPE` when the peer has closed, `EAGAIN` when a non-blocking socket's
     /// buffer is full. `EINTR` is surfaced.
     pub fn send(&self, buf: &[u8]) -> Result<usize> {
-        rnet::send(&self.fd, buf, send_flags()).ctx("send", || {
-            format!("{}, {} bytes", fd_arg(self.fd.as_fd()), buf.len())
-        })
+        rnet::send(&self.fd, buf, send_flags()).ctx_fd_len("send", self.fd.as_fd(), buf.len())
     }
 
     /// Receives bytes (`recv(2)`); `Ok(0)` is end-of-file on a stream socket.
