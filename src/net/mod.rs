@@ -1,5 +1,8 @@
 //! Networking between processes on one host: race-free port allocation and
-//! hand-off to child processes ([`port`]); the event loop and framing come
-//! next. Built on [`crate::sys`] only.
+//! hand-off to child processes ([`port`]), the event loop and server
+//! building blocks ([`event`]), and framing ([`frame`]). Built on
+//! [`crate::sys`] only.
 
+pub mod event;
+pub mod frame;
 pub mod port;

@@ -318,6 +318,12 @@ pub mod errno {
     pub const EBUSY: i32 = libc::EBUSY;
     /// No child processes.
     pub const ECHILD: i32 = libc::ECHILD;
+    /// Connection aborted (a peer reset before accept).
+    pub const ECONNABORTED: i32 = libc::ECONNABORTED;
+    /// Protocol error (some kernels' accept of a reset connection).
+    pub const EPROTO: i32 = libc::EPROTO;
+    /// Connection reset by peer.
+    pub const ECONNRESET: i32 = libc::ECONNRESET;
     /// Connection refused.
     pub const ECONNREFUSED: i32 = libc::ECONNREFUSED;
     /// Interrupted system call.

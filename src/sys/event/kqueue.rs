@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rustix::event::kqueue::{self, EventFilter, EventFlags};
 
-use super::{retry_interrupted, Event, Interest, Mode, Token};
+use super::{retry_interrupted, Event, Interest, Mode, Signal, Token};
 use super::{ERROR, READABLE, READ_CLOSED, WRITABLE, WRITE_CLOSED};
 use crate::sys::error::{Context, Error, Result};
 use crate::sys::socket::fd_arg;
@@ -60,7 +60,13 @@ impl Events {
         self.list.iter().map(|e| {
             let ef = e.flags();
             let mut flags = 0;
+            let mut signo = 0;
             match e.filter() {
+                EventFilter::Signal { signal, .. } => {
+                    flags |= READABLE;
+                    signo = signal.as_raw();
+                }
+                EventFilter::User { .. } => flags |= READABLE,
                 EventFilter::Read(_) => {
                     flags |= READABLE;
                     if ef.contains(EventFlags::EOF) {
@@ -81,6 +87,7 @@ impl Events {
             Event {
                 token: Token(e.udata() as usize),
                 flags,
+                signo,
             }
         })
     }
@@ -267,5 +274,191 @@ impl fmt::Debug for Selector {
 impl AsFd for Selector {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.kq.as_fd()
+    }
+}
+
+impl Selector {
+    /// Submits one change with `EV_RECEIPT` and returns its error, if any.
+    fn change(&self, ev: kqueue::Event, what: &str) -> Result<()> {
+        let mut receipts: Vec<kqueue::Event> = Vec::with_capacity(1);
+        // SAFETY: udata values are plain tokens, never dereferenced.
+        unsafe {
+            kqueue::kevent(
+                &self.kq,
+                &[ev],
+                rustix::buffer::spare_capacity(&mut receipts),
+                None,
+            )
+        }
+        .ctx("kevent", || format!("{}, {what}", fd_arg(self.kq.as_fd())))?;
+        match receipts.first() {
+            Some(r) if r.flags().contains(EventFlags::ERROR) && r.data() != 0 => Err(Error::new(
+                "kevent",
+                format!("{}, {what}", fd_arg(self.kq.as_fd())),
+                r.data() as i32,
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Wakes a [`Selector`] blocked in `wait`, from any thread: an `EVFILT_USER`
+/// event triggered with `NOTE_TRIGGER` (`EV_CLEAR`, so each trigger reports
+/// once).
+pub struct Notifier {
+    kq: OwnedFd,
+    ident: isize,
+}
+
+impl Notifier {
+    /// Adds the user event to `selector` under `token`.
+    pub fn new(selector: &Selector, token: Token) -> Result<Self> {
+        use rustix::event::kqueue::{UserDefinedFlags, UserFlags};
+        let ident = token.0 as isize;
+        let udata = token.0 as *mut std::ffi::c_void;
+        let filter = EventFilter::User {
+            ident,
+            flags: UserFlags::empty(),
+            user_flags: UserDefinedFlags::new(0),
+        };
+        selector.change(
+            kqueue::Event::new(
+                filter,
+                EventFlags::ADD | EventFlags::CLEAR | EventFlags::RECEIPT,
+                udata,
+            ),
+            "EVFILT_USER EV_ADD",
+        )?;
+        let kq = rustix::io::fcntl_dupfd_cloexec(&selector.kq, 0).ctx("fcntl", || {
+            format!("{}, F_DUPFD_CLOEXEC", fd_arg(selector.kq.as_fd()))
+        })?;
+        Ok(Self { kq, ident })
+    }
+
+    /// Makes the selector report the notifier's token (`NOTE_TRIGGER`). One
+    /// `kevent(2)` call with a stack buffer, no allocation.
+    pub fn notify(&self) -> Result<()> {
+        use rustix::event::kqueue::{UserDefinedFlags, UserFlags};
+        let filter = EventFilter::User {
+            ident: self.ident,
+            flags: UserFlags::TRIGGER,
+            user_flags: UserDefinedFlags::new(0),
+        };
+        let ev = kqueue::Event::new(
+            filter,
+            EventFlags::empty(),
+            self.ident as *mut std::ffi::c_void,
+        );
+        // SAFETY: no events are returned (empty list); udata is a token.
+        unsafe {
+            kqueue::kevent(
+                &self.kq,
+                &[ev],
+                &mut [] as &mut [kqueue::Event],
+                Some(Duration::ZERO),
+            )
+        }
+        .map(drop)
+        .ctx_fd("kevent", self.kq.as_fd())
+    }
+}
+
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Notifier")
+            .field("ident", &self.ident)
+            .finish()
+    }
+}
+
+/// Signals delivered through the selector (`EVFILT_SIGNAL`). Each signal's
+/// disposition is set to ignore while the source lives (kqueue reports
+/// signals alongside their normal delivery) and restored on drop.
+pub struct SignalSource {
+    kq: OwnedFd,
+    old: Vec<(Signal, libc::sigaction)>,
+}
+
+impl SignalSource {
+    /// Adds an `EVFILT_SIGNAL` event per signal to `selector` under `token`.
+    pub fn new(selector: &Selector, signals: &[Signal], token: Token) -> Result<Self> {
+        let kq = rustix::io::fcntl_dupfd_cloexec(&selector.kq, 0).ctx("fcntl", || {
+            format!("{}, F_DUPFD_CLOEXEC", fd_arg(selector.kq.as_fd()))
+        })?;
+        let mut source = Self {
+            kq,
+            old: Vec::new(),
+        };
+        for &s in signals {
+            let rs = rustix::process::Signal::from_named_raw(s.as_raw())
+                .ok_or_else(|| Error::invalid_input("kevent", format!("EVFILT_SIGNAL {s}")))?;
+            // SAFETY: a zeroed sigaction with SIG_IGN and an empty mask is valid.
+            let mut ign: libc::sigaction = unsafe { std::mem::zeroed() };
+            ign.sa_sigaction = libc::SIG_IGN;
+            // SAFETY: zeroed sigaction is a valid value for the kernel to fill.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: both actions are live and initialised.
+            if unsafe { libc::sigaction(s.as_raw(), &ign, &mut old) } != 0 {
+                return Err(Error::new("sigaction", s, crate::sys::error::last_errno()));
+            }
+            source.old.push((s, old));
+            let ev = kqueue::Event::new(
+                EventFilter::Signal {
+                    signal: rs,
+                    times: 0,
+                },
+                EventFlags::ADD | EventFlags::RECEIPT,
+                token.0 as *mut std::ffi::c_void,
+            );
+            selector.change(ev, "EVFILT_SIGNAL EV_ADD")?;
+        }
+        Ok(source)
+    }
+
+    /// Calls `f` with the signal `event` reports.
+    pub fn read(&self, event: &Event, mut f: impl FnMut(Signal)) -> Result<()> {
+        if let Some(s) = event.signal() {
+            f(s);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SignalSource {
+    fn drop(&mut self) {
+        for (s, old) in &self.old {
+            if let Some(rs) = rustix::process::Signal::from_named_raw(s.as_raw()) {
+                let ev = kqueue::Event::new(
+                    EventFilter::Signal {
+                        signal: rs,
+                        times: 0,
+                    },
+                    EventFlags::DELETE,
+                    std::ptr::null_mut(),
+                );
+                // SAFETY: no events are returned; nothing to report in drop.
+                let _ = unsafe {
+                    kqueue::kevent(
+                        &self.kq,
+                        &[ev],
+                        &mut [] as &mut [kqueue::Event],
+                        Some(Duration::ZERO),
+                    )
+                };
+            }
+            // SAFETY: restores the action saved in `new`.
+            unsafe { libc::sigaction(s.as_raw(), old, std::ptr::null_mut()) };
+        }
+    }
+}
+
+impl fmt::Debug for SignalSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalSource")
+            .field(
+                "signals",
+                &self.old.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            )
+            .finish()
     }
 }

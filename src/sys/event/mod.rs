@@ -43,7 +43,9 @@ mod selector;
 )))]
 compile_error!("procwire supports epoll (Linux, Android) and kqueue (Apple, BSD) targets only");
 
-pub use selector::{Events, Selector};
+pub use selector::{Events, Notifier, Selector, SignalSource};
+
+use super::process::Signal;
 
 /// The value a registration carries back in each of its events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,6 +82,8 @@ pub enum Mode {
 pub struct Event {
     token: Token,
     flags: u8,
+    /// The signal number of a kqueue `EVFILT_SIGNAL` report, else 0.
+    signo: i32,
 }
 
 const READABLE: u8 = 1;
@@ -89,6 +93,23 @@ const READ_CLOSED: u8 = 8;
 const WRITE_CLOSED: u8 = 16;
 
 impl Event {
+    /// An event as the selector would report it, for code that calls a
+    /// handler without the selector (a retry after a pause, say).
+    pub fn new(token: Token, interest: Interest) -> Self {
+        let mut flags = 0;
+        if interest.contains(Interest::READABLE) {
+            flags |= READABLE;
+        }
+        if interest.contains(Interest::WRITABLE) {
+            flags |= WRITABLE;
+        }
+        Event {
+            token,
+            flags,
+            signo: 0,
+        }
+    }
+
     /// The token of the registration this event belongs to.
     pub fn token(&self) -> Token {
         self.token
@@ -117,6 +138,22 @@ impl Event {
     /// Writing can't succeed any more (the peer closed or reset).
     pub fn is_write_closed(&self) -> bool {
         self.flags & WRITE_CLOSED != 0
+    }
+
+    /// This event with the readiness of `other` added (kqueue reports the
+    /// read and write sides of one fd as two events).
+    pub fn merged(&self, other: &Event) -> Event {
+        Event {
+            token: self.token,
+            flags: self.flags | other.flags,
+            signo: self.signo,
+        }
+    }
+
+    /// The signal this event reports, where the backend delivers signals as
+    /// events (kqueue's `EVFILT_SIGNAL`); `None` elsewhere.
+    pub fn signal(&self) -> Option<Signal> {
+        (self.signo != 0).then(|| Signal::from_raw(self.signo))
     }
 }
 

@@ -1,0 +1,394 @@
+//! Building blocks for servers on the loop: an accept loop that survives
+//! running out of descriptors, and buffered connections with bounded memory
+//! that speak a [`Protocol`].
+
+use std::io;
+use std::time::Duration;
+
+use super::{Context, EventLoop, Interest, Ready, Registration};
+use crate::sys::errno;
+use crate::sys::socket::{SockAddr, Socket};
+use crate::sys::Result;
+
+/// Limits and knobs of [`serve`].
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Bytes asked for per `recv` (default 64 KiB).
+    pub read_chunk: usize,
+    /// Most bytes of one connection's input held unconsumed (default
+    /// 1 MiB): a peer that sends more than the protocol will consume is cut
+    /// off with an error instead of growing memory.
+    pub max_input: usize,
+    /// Most bytes queued for a peer that doesn't read (default 1 MiB):
+    /// past it the connection stops reading (and so stops producing
+    /// replies) until the queue drains.
+    pub max_output: usize,
+    /// How long accepting pauses after `EMFILE`/`ENFILE` (default 100 ms).
+    pub accept_retry: Duration,
+    /// Set `TCP_NODELAY` on accepted TCP connections (default true).
+    pub nodelay: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            read_chunk: 64 * 1024,
+            max_input: 1024 * 1024,
+            max_output: 1024 * 1024,
+            accept_retry: Duration::from_millis(100),
+            nodelay: true,
+        }
+    }
+}
+
+/// What a connection speaks: called with the bytes received and not yet
+/// consumed, it consumes what it can and writes replies to the [`Output`].
+pub trait Protocol: 'static {
+    /// Consumes a prefix of `input` and returns its length (0: a message is
+    /// incomplete, wait for more). Called again while it consumes. An error
+    /// closes this connection only.
+    fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> io::Result<usize>;
+
+    /// The connection is closing: the peer closed (`None`), or an error.
+    fn on_close(&mut self, _error: Option<&io::Error>) {}
+}
+
+/// Bytes waiting to be written to a peer, with the written prefix skipped
+/// rather than shifted on every write.
+#[derive(Debug, Default)]
+struct Queue {
+    buf: Vec<u8>,
+    head: usize,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.head > 0 && self.head >= self.buf.len() / 2 {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Sends as much as the socket takes; `Ok(true)` when all went.
+    fn flush(&mut self, sock: &Socket) -> io::Result<bool> {
+        while !self.is_empty() {
+            match sock.send(&self.buf[self.head..]) {
+                Ok(n) => self.head += n,
+                Err(e) if e.is_would_block() => return Ok(false),
+                Err(e) if e.raw_os_error() == errno::EINTR => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.buf.clear();
+        self.head = 0;
+        Ok(true)
+    }
+}
+
+/// Where a [`Protocol`] writes: straight to the socket while nothing is
+/// queued, into the connection's bounded queue otherwise.
+#[derive(Debug)]
+pub struct Output<'a> {
+    sock: &'a Socket,
+    queue: &'a mut Queue,
+    close: &'a mut bool,
+}
+
+impl Output<'_> {
+    /// Writes `data` to the peer: sent at once as far as the socket takes
+    /// it, the rest queued and sent when the socket is writable.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut data = data;
+        if self.queue.is_empty() {
+            while !data.is_empty() {
+                match self.sock.send(data) {
+                    Ok(n) => data = &data[n..],
+                    Err(e) if e.is_would_block() => break,
+                    Err(e) if e.raw_os_error() == errno::EINTR => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if !data.is_empty() {
+            self.queue.push(data);
+        }
+        Ok(())
+    }
+
+    /// Bytes queued for the peer and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Closes the connection once what is queued has been sent (a `QUIT`).
+    pub fn close(&mut self) {
+        *self.close = true;
+    }
+}
+
+/// One connection's state, owned by its handler.
+struct Conn<P> {
+    proto: P,
+    input: Vec<u8>,
+    start: usize,
+    end: usize,
+    out: Queue,
+    closing: bool,
+    paused: bool,
+    writable_interest: bool,
+    opts: ServerOptions,
+}
+
+enum Step {
+    Open,
+    Close(Option<io::Error>),
+}
+
+impl<P: Protocol> Conn<P> {
+    fn new(proto: P, opts: ServerOptions) -> Self {
+        Self {
+            proto,
+            input: Vec::new(),
+            start: 0,
+            end: 0,
+            out: Queue::default(),
+            closing: false,
+            paused: false,
+            writable_interest: false,
+            opts,
+        }
+    }
+
+    /// Feeds buffered input to the protocol while it consumes and output
+    /// has room.
+    fn process(&mut self, sock: &Socket) -> io::Result<()> {
+        while self.start < self.end && self.out.len() < self.opts.max_output && !self.closing {
+            let mut out = Output {
+                sock,
+                queue: &mut self.out,
+                close: &mut self.closing,
+            };
+            let n = self
+                .proto
+                .on_input(&self.input[self.start..self.end], &mut out)?;
+            if n == 0 {
+                break;
+            }
+            self.start += n.min(self.end - self.start);
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok(())
+    }
+
+    /// Makes room for one more read, within `max_input`.
+    fn make_room(&mut self) -> io::Result<()> {
+        if self.end - self.start >= self.opts.max_input {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "more than {} bytes of unconsumed input",
+                    self.opts.max_input
+                ),
+            ));
+        }
+        if self.input.len() - self.end < self.opts.read_chunk {
+            if self.start > 0 {
+                self.input.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let want =
+                (self.end + self.opts.read_chunk).min(self.opts.max_input + self.opts.read_chunk);
+            if self.input.len() < want {
+                self.input.resize(want, 0);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_ready(&mut self, cx: &mut Context<'_>, sock: &Socket, ready: Ready) -> io::Result<Step> {
+        if ready.is_error() {
+            let e = sock
+                .take_error()?
+                .unwrap_or_else(|| io::Error::from_raw_os_error(errno::ECONNREFUSED));
+            return Ok(Step::Close(Some(e)));
+        }
+        // Writable (or a retry): send what is queued.
+        if !self.out.is_empty() && !self.out.flush(sock)? {
+            self.want_writable(cx, true)?;
+            return Ok(Step::Open);
+        }
+        if self.closing {
+            return Ok(Step::Close(None));
+        }
+        if self.paused && self.out.len() < self.opts.max_output / 2 {
+            // The peer caught up: go on with what is buffered, then read.
+            self.paused = false;
+        }
+        if !self.paused {
+            self.process(sock)?;
+            let mut budget = cx.budget();
+            loop {
+                if self.out.len() >= self.opts.max_output {
+                    self.paused = true;
+                    break;
+                }
+                if self.closing {
+                    break;
+                }
+                if budget == 0 {
+                    cx.reschedule();
+                    break;
+                }
+                budget -= 1;
+                self.make_room()?;
+                let chunk_end = (self.end + self.opts.read_chunk).min(self.input.len());
+                match sock.recv(&mut self.input[self.end..chunk_end]) {
+                    Ok(0) => {
+                        // Finish sending what is queued, then close.
+                        self.closing = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        self.end += n;
+                        self.process(sock)?;
+                    }
+                    Err(e) if e.is_would_block() => break,
+                    Err(e) if e.raw_os_error() == errno::EINTR => continue,
+                    Err(e) => return Ok(Step::Close(Some(e.into()))),
+                }
+            }
+        }
+        if !self.out.is_empty() {
+            if !self.out.flush(sock)? {
+                self.want_writable(cx, true)?;
+                return Ok(Step::Open);
+            }
+            if self.paused {
+                // Drained at once: resume next turn.
+                cx.reschedule();
+            }
+        }
+        self.want_writable(cx, false)?;
+        if self.closing {
+            return Ok(Step::Close(None));
+        }
+        Ok(Step::Open)
+    }
+
+    fn want_writable(&mut self, cx: &Context<'_>, on: bool) -> io::Result<()> {
+        if self.writable_interest != on {
+            let interest = if on {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            cx.reregister_current(interest)?;
+            self.writable_interest = on;
+        }
+        Ok(())
+    }
+}
+
+/// Accepts connections on `listener` (made non-blocking) in a loop until
+/// `WouldBlock`, at most a budget per turn, calling `on_conn` for each.
+/// On `EMFILE`/`ENFILE` it stops accepting for `retry` and goes on serving,
+/// then tries again (pending connections wait in the backlog); aborted
+/// connections are skipped.
+pub fn listen<F>(
+    lp: &EventLoop,
+    listener: Socket,
+    retry: Duration,
+    mut on_conn: F,
+) -> Result<Registration>
+where
+    F: FnMut(&mut Context<'_>, Socket, SockAddr) -> io::Result<()> + 'static,
+{
+    listener.set_nonblocking(true)?;
+    let mut paused = false;
+    lp.register(
+        listener,
+        Interest::READABLE,
+        move |cx, l: &Socket, ready| {
+            if paused && !ready.is_rescheduled() {
+                return Ok(());
+            }
+            paused = false;
+            for _ in 0..cx.budget() {
+                match l.accept() {
+                    Ok((s, addr)) => on_conn(cx, s, addr)?,
+                    Err(e) if e.is_would_block() => return Ok(()),
+                    Err(e) if matches!(e.raw_os_error(), errno::EMFILE | errno::ENFILE) => {
+                        paused = true;
+                        if let Some(key) = cx.current() {
+                            cx.after(retry, move |cx| cx.schedule(key, Interest::READABLE));
+                        }
+                        return Ok(());
+                    }
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            errno::EINTR | errno::ECONNABORTED | errno::EPROTO
+                        ) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            cx.reschedule();
+            Ok(())
+        },
+    )
+}
+
+/// Serves `listener`: accepts (as [`listen`]) and runs a connection per
+/// peer with the protocol `make` returns, edge-triggered, with the bounds of
+/// `opts`. A connection's error closes that connection only.
+pub fn serve<P, F>(
+    lp: &EventLoop,
+    listener: Socket,
+    opts: ServerOptions,
+    mut make: F,
+) -> Result<Registration>
+where
+    P: Protocol,
+    F: FnMut(&SockAddr) -> P + 'static,
+{
+    let retry = opts.accept_retry;
+    listen(lp, listener, retry, move |cx, sock, addr| {
+        if opts.nodelay && matches!(addr, SockAddr::Inet(_)) {
+            // Best effort: a Unix peer has no TCP_NODELAY.
+            let _ = sock.set_nodelay(true);
+        }
+        sock.set_nonblocking(true)?;
+        let mut conn = Conn::new(make(&addr), opts.clone());
+        let reg = cx.register(sock, Interest::READABLE, move |cx, sock: &Socket, ready| {
+            match conn.on_ready(cx, sock, ready) {
+                Ok(Step::Open) => {}
+                Ok(Step::Close(e)) => {
+                    conn.proto.on_close(e.as_ref());
+                    cx.deregister_current();
+                }
+                Err(e) => {
+                    conn.proto.on_close(Some(&e));
+                    cx.deregister_current();
+                }
+            }
+            Ok(())
+        })?;
+        // Registering reports data that arrived before it (epoll and kqueue
+        // both check readiness on add), so no first read is needed here.
+        reg.detach();
+        Ok(())
+    })
+}
