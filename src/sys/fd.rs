@@ -108,7 +108,7 @@ pub fn unlock(fd: BorrowedFd<'_>) -> Result<()> {
 /// Flushes a file's data and metadata to stable storage (`fsync(2)`); on a
 /// directory fd this makes a rename inside it durable.
 pub fn fsync(fd: BorrowedFd<'_>) -> Result<()> {
-    rustix::fs::fsync(fd).ctx("fsync", || fd_arg(fd))
+    rustix::fs::fsync(fd).ctx_fd("fsync", fd)
 }
 
 /// Whether this process may write `path` (`access(W_OK)`): for a directory,

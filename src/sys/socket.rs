@@ -337,7 +337,7 @@ impl Socket {
     pub fn local_addr(&self) -> Result<SockAddr> {
         rnet::getsockname(&self.fd)
             .map(SockAddr::from_rustix)
-            .ctx("getsockname", || fd_arg(self.fd.as_fd()))
+            .ctx_fd("getsockname", self.fd.as_fd())
     }
 
     /// The address of the connected peer (`getpeername(2)`).
@@ -349,7 +349,7 @@ impl Socket {
     pub fn peer_addr(&self) -> Result<SockAddr> {
         rnet::getpeername(&self.fd)
             .map(|a| a.map_or(SockAddr::Unnamed, SockAddr::from_rustix))
-            .ctx("getpeername", || fd_arg(self.fd.as_fd()))
+            .ctx_fd("getpeername", self.fd.as_fd())
     }
 
     /// Switches non-blocking mode on or off (`ioctl(FIONBIO)`).
@@ -386,9 +386,7 @@ impl Socket {
         let len = buf.len();
         rnet::recv(&self.fd, buf, rnet::RecvFlags::empty())
             .map(|(n, _)| n)
-            .ctx("recv", || {
-                format!("{}, {len} bytes", fd_arg(self.fd.as_fd()))
-            })
+            .ctx_fd_len("recv", self.fd.as_fd(), len)
     }
 
     /// Sends a datagram to `addr` (`sendto(2)`).
@@ -407,9 +405,7 @@ impl Socket {
         let len = buf.len();
         rnet::recvfrom(&self.fd, buf, rnet::RecvFlags::empty())
             .map(|(n, _, a)| (n, a.map_or(SockAddr::Unnamed, SockAddr::from_rustix)))
-            .ctx("recvfrom", || {
-                format!("{}, {len} bytes", fd_arg(self.fd.as_fd()))
-            })
+            .ctx_fd_len("recvfrom", self.fd.as_fd(), len)
     }
 
     /// A second handle to the same socket (`fcntl(F_DUPFD_CLOEXEC)`).
