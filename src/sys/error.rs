@@ -324,6 +324,8 @@ pub mod errno {
     pub const EPROTO: i32 = libc::EPROTO;
     /// Connection reset by peer.
     pub const ECONNRESET: i32 = libc::ECONNRESET;
+    /// Operation now in progress (a non-blocking connect).
+    pub const EINPROGRESS: i32 = libc::EINPROGRESS;
     /// Connection refused.
     pub const ECONNREFUSED: i32 = libc::ECONNREFUSED;
     /// Interrupted system call.

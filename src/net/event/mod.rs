@@ -231,7 +231,8 @@ struct Inner {
     events: RefCell<Option<Events>>,
     error_hook: RefCell<Option<ErrorHook>>,
     stopped: Cell<bool>,
-    now: Cell<Instant>,
+    /// The time of this turn, read on first use after each wait.
+    now: Cell<Option<Instant>>,
 }
 
 /// The reactor; see the module docs. Not `Send`: it runs on one thread,
@@ -456,15 +457,22 @@ impl EventLoop {
                 events: RefCell::new(Some(Events::with_capacity(EVENTS_CAPACITY))),
                 error_hook: RefCell::new(None),
                 stopped: Cell::new(false),
-                now: Cell::new(now),
+                now: Cell::new(Some(now)),
             }),
         })
     }
 
-    /// The time the loop last woke up: cheaper than `Instant::now()` and the
-    /// same for every handler of one turn.
+    /// The time of this turn: read once after the loop woke up (on first
+    /// use), then the same for every handler and timer of the turn.
     pub fn now(&self) -> Instant {
-        self.inner.now.get()
+        match self.inner.now.get() {
+            Some(t) => t,
+            None => {
+                let t = Instant::now();
+                self.inner.now.set(Some(t));
+                t
+            }
+        }
     }
 
     /// Makes [`EventLoop::run`] return after the current turn.
@@ -791,7 +799,8 @@ impl EventLoop {
             .take()
             .unwrap_or_else(|| Events::with_capacity(EVENTS_CAPACITY));
         let waited = self.inner.selector.wait(&mut events, wait);
-        self.inner.now.set(Instant::now());
+        // Read the clock when someone needs it this turn, not every turn.
+        self.inner.now.set(None);
         if let Err(e) = waited {
             *self.inner.events.borrow_mut() = Some(events);
             return Err(e.into());
@@ -913,7 +922,10 @@ impl EventLoop {
     }
 
     fn fire_timers(&self) {
-        let now = self.inner.now.get();
+        if self.inner.state.borrow().timer_heap.is_empty() {
+            return;
+        }
+        let now = self.now();
         loop {
             let (index, generation, deadline, mut cb) = {
                 let mut st = self.inner.state.borrow_mut();
