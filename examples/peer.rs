@@ -8,19 +8,20 @@
 //!
 //! It takes the listening socket from socket activation when one was
 //! passed (`LISTEN_FDS`), else binds 127.0.0.1:PORT with `SO_REUSEPORT` to
-//! join its parent's reservation. `peer_manager` starts these.
+//! join its parent's reservation. `peer_manager` starts these. Everything
+//! runs on one thread on the event loop: answering, exchanges (non-blocking
+//! connects with a timer as deadline), the tick, and SIGTERM.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsFd;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::time::Duration;
 
+use procwire::net::event::{serve, Context, EventLoop, Interest, Output, Protocol, ServerOptions};
 use procwire::net::port::{bind_reserved, listen_fds};
-use procwire::sys::event::{Events, Interest, Mode, Selector, Token};
-use procwire::sys::process::{getpid, Signal};
-use procwire::sys::signal::SignalPipe;
+use procwire::sys::process::getpid;
 use procwire::sys::socket::{Domain, Socket, Type};
 use procwire::sys::{errno, Error};
 
@@ -85,7 +86,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match Peer::new(a).and_then(|mut p| p.serve()) {
+    match serve_peer(a) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("peer: {e}");
@@ -106,206 +107,265 @@ impl Rng {
     }
 }
 
-struct Peer {
-    a: Args,
-    listeners: Vec<Socket>,
-    rng: Rng,
-    /// Peers still to visit in this round (a shuffled bag).
-    bag: Vec<u16>,
-    /// Peers reached at least once: a refused connect to one never reached
-    /// is "not up yet", not a failure.
-    reached: BTreeSet<u16>,
+/// What a peer counts, shared by its handlers on the loop.
+#[derive(Default)]
+struct Stats {
     partners: BTreeSet<u16>,
+    /// Peers reached at least once: a refused connect to one never reached
+    /// is "not up yet" (port hand-off: it binds after it starts), not a
+    /// failure.
+    reached: BTreeSet<u16>,
     initiated: u64,
     answered: u64,
     failures: u64,
 }
 
-const SIGNALS: Token = Token(usize::MAX);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-impl Peer {
-    fn new(a: Args) -> Result<Self, Error> {
-        let mut listeners: Vec<Socket> = listen_fds()?.into_iter().map(|l| l.socket).collect();
-        if listeners.is_empty() {
-            listeners.push(bind_reserved(SocketAddr::from((
-                Ipv4Addr::LOCALHOST,
-                a.port,
-            )))?);
-        }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let seed = (getpid() as u64) << 32 ^ nanos ^ 0x9e37_79b9_7f4a_7c15;
-        Ok(Self {
-            a,
-            listeners,
-            rng: Rng(seed | 1),
-            bag: Vec::new(),
-            reached: BTreeSet::new(),
-            partners: BTreeSet::new(),
-            initiated: 0,
-            answered: 0,
-            failures: 0,
-        })
-    }
+struct Peer {
+    a: Args,
+    stats: Rc<RefCell<Stats>>,
+    rng: RefCell<Rng>,
+    /// Peers still to visit in this round (a shuffled bag).
+    bag: RefCell<Vec<u16>>,
+}
 
+impl Peer {
     fn tag(&self) -> String {
         format!("peer {} (port {})", self.a.index, self.a.port)
     }
 
-    fn serve(&mut self) -> Result<(), Error> {
-        let signals = SignalPipe::install(&[Signal::TERM, Signal::INT])?;
-        let sel = Selector::new()?;
-        sel.register(signals.as_fd(), SIGNALS, Interest::READABLE, Mode::Level)?;
-        for (i, l) in self.listeners.iter().enumerate() {
-            l.set_nonblocking(true)?;
-            sel.register(l.as_fd(), Token(i), Interest::READABLE, Mode::Level)?;
-        }
-        let mut events = Events::with_capacity(8);
-        let mut next_tick = Instant::now() + self.a.interval;
-        loop {
-            let now = Instant::now();
-            sel.wait(&mut events, Some(next_tick.saturating_duration_since(now)))?;
-            let ready: Vec<Token> = events.iter().map(|e| e.token()).collect();
-            for t in ready {
-                if t == SIGNALS {
-                    if !signals.drain()?.is_empty() {
-                        println!(
-                            "summary index={} port={} initiated={} answered={} failures={} partners={}",
-                            self.a.index,
-                            self.a.port,
-                            self.initiated,
-                            self.answered,
-                            self.failures,
-                            self.partners.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
-                        );
-                        return Ok(());
-                    }
-                } else {
-                    self.accept_all(t.0)?;
-                }
-            }
-            if Instant::now() >= next_tick {
-                self.exchange();
-                next_tick += self.a.interval;
-                if next_tick < Instant::now() {
-                    next_tick = Instant::now() + self.a.interval;
-                }
-            }
-        }
-    }
-
-    fn accept_all(&mut self, i: usize) -> Result<(), Error> {
-        loop {
-            let conn = match self.listeners[i].accept() {
-                Ok((c, _)) => c,
-                Err(e) if e.is_would_block() => return Ok(()),
-                Err(e) if matches!(e.raw_os_error(), errno::EMFILE | errno::ENFILE) => {
-                    eprintln!("{}: {e}", self.tag());
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            };
-            match self.answer(&conn) {
-                Ok(from) => {
-                    self.answered += 1;
-                    self.partners.insert(from);
-                    println!("{}: answered hello from port {from}", self.tag());
-                }
-                Err(e) => {
-                    self.failures += 1;
-                    println!("{}: failed to answer: {e}", self.tag());
-                }
-            }
-        }
-    }
-
-    fn answer(&self, conn: &Socket) -> Result<u16, Box<dyn std::error::Error>> {
-        conn.set_nonblocking(false)?;
-        conn.set_read_timeout(Some(IO_TIMEOUT))?;
-        conn.set_write_timeout(Some(IO_TIMEOUT))?;
-        let line = read_line(conn)?;
-        let from = parse_greeting(&line, "hello")?;
-        (&*conn).write_all(format!("ack {} {}\n", self.a.index, self.a.port).as_bytes())?;
-        Ok(from)
-    }
-
-    fn pick(&mut self) -> Option<u16> {
-        if self.bag.is_empty() {
-            self.bag = self
+    fn pick(&self) -> Option<u16> {
+        let mut bag = self.bag.borrow_mut();
+        if bag.is_empty() {
+            *bag = self
                 .a
                 .peers
                 .iter()
                 .copied()
                 .filter(|&p| p != self.a.port)
                 .collect();
-            for i in (1..self.bag.len()).rev() {
-                let j = (self.rng.next() % (i as u64 + 1)) as usize;
-                self.bag.swap(i, j);
+            let mut rng = self.rng.borrow_mut();
+            for i in (1..bag.len()).rev() {
+                let j = (rng.next() % (i as u64 + 1)) as usize;
+                bag.swap(i, j);
             }
         }
-        self.bag.pop()
+        bag.pop()
     }
 
-    fn exchange(&mut self) {
-        let Some(to) = self.pick() else { return };
-        match self.greet(to) {
-            Ok(from) => {
-                self.initiated += 1;
-                self.reached.insert(to);
-                self.partners.insert(from);
-                println!("{}: hello to port {to}, ack from port {from}", self.tag());
-                if self.a.crash_after.is_some_and(|n| self.initiated >= n) {
-                    eprintln!(
-                        "{}: crashing on purpose after {} exchanges",
-                        self.tag(),
-                        self.initiated
-                    );
-                    std::process::abort();
-                }
-            }
-            Err(e)
-                if !self.reached.contains(&to) && e.raw_os_error() == Some(errno::ECONNREFUSED) =>
-            {
-                // Not listening yet (port hand-off: it binds after it starts).
-                self.bag.insert(0, to);
-            }
-            Err(e) => {
-                self.failures += 1;
-                println!("{}: exchange with port {to} failed: {e}", self.tag());
-            }
-        }
-    }
-
-    fn greet(&self, to: u16) -> std::io::Result<u16> {
+    /// Starts one exchange without blocking the loop: a non-blocking
+    /// connect, `hello` when writable, `ack` when readable, a timer as the
+    /// deadline.
+    fn exchange(self: &Rc<Self>, cx: &mut Context<'_>) -> Result<(), Error> {
+        let Some(to) = self.pick() else { return Ok(()) };
         let s = Socket::new(Domain::IPV4, Type::STREAM)?;
-        s.set_read_timeout(Some(IO_TIMEOUT))?;
-        s.set_write_timeout(Some(IO_TIMEOUT))?;
-        s.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, to)))?;
-        (&s).write_all(format!("hello {} {}\n", self.a.index, self.a.port).as_bytes())?;
-        let line = read_line(&s)?;
-        parse_greeting(&line, "ack")
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        s.set_nonblocking(true)?;
+        match s.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, to))) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == errno::EINPROGRESS => {}
+            Err(e) => {
+                self.failed(to, &e.to_string(), e.raw_os_error() == errno::ECONNREFUSED);
+                return Ok(());
+            }
+        }
+        let finished = Rc::new(Cell::new(false));
+        let (me, fin) = (Rc::clone(self), Rc::clone(&finished));
+        let mut sent = false;
+        let mut line = Vec::new();
+        let reg = cx.register(
+            s,
+            Interest::READABLE | Interest::WRITABLE,
+            move |cx, s: &Socket, r| {
+                let end = |cx: &mut Context<'_>, outcome: Result<u16, (String, bool)>| {
+                    fin.set(true);
+                    cx.deregister_current();
+                    match outcome {
+                        Ok(from) => me.succeeded(to, from),
+                        Err((why, refused)) => me.failed(to, &why, refused),
+                    }
+                };
+                if !sent {
+                    if !(r.is_writable() || r.is_error()) {
+                        return Ok(());
+                    }
+                    if let Some(e) = s.take_error()? {
+                        let refused = e.raw_os_error() == Some(errno::ECONNREFUSED);
+                        end(cx, Err((e.to_string(), refused)));
+                        return Ok(());
+                    }
+                    // Tiny, into an empty buffer: it goes in one send.
+                    s.send(format!("hello {} {}\n", me.a.index, me.a.port).as_bytes())?;
+                    sent = true;
+                }
+                let mut b = [0u8; 64];
+                loop {
+                    match s.recv(&mut b) {
+                        Ok(0) => {
+                            end(cx, Err(("closed before the ack".into(), false)));
+                            return Ok(());
+                        }
+                        Ok(n) => {
+                            line.extend_from_slice(&b[..n]);
+                            if let Some(at) = line.iter().position(|&c| c == b'\n') {
+                                let text = String::from_utf8_lossy(&line[..at]).into_owned();
+                                end(cx, parse_greeting(&text, "ack").map_err(|e| (e, false)));
+                                return Ok(());
+                            }
+                            if line.len() > 128 {
+                                end(cx, Err(("ack line too long".into(), false)));
+                                return Ok(());
+                            }
+                        }
+                        Err(e) if e.is_would_block() => return Ok(()),
+                        Err(e) => {
+                            end(cx, Err((e.to_string(), false)));
+                            return Ok(());
+                        }
+                    }
+                }
+            },
+        )?;
+        // The deadline: dropping the registration ends the exchange (a
+        // no-op if it finished already).
+        let me = Rc::clone(self);
+        let mut reg = Some(reg);
+        cx.after(IO_TIMEOUT, move |_| {
+            drop(reg.take());
+            if !finished.get() {
+                me.failed(to, "timed out", false);
+            }
+        });
+        Ok(())
+    }
+
+    fn succeeded(&self, to: u16, from: u16) {
+        let initiated = {
+            let mut st = self.stats.borrow_mut();
+            st.initiated += 1;
+            st.reached.insert(to);
+            st.partners.insert(from);
+            st.initiated
+        };
+        println!("{}: hello to port {to}, ack from port {from}", self.tag());
+        if self.a.crash_after.is_some_and(|n| initiated >= n) {
+            eprintln!(
+                "{}: crashing on purpose after {initiated} exchanges",
+                self.tag()
+            );
+            std::process::abort();
+        }
+    }
+
+    fn failed(&self, to: u16, why: &str, refused: bool) {
+        let mut st = self.stats.borrow_mut();
+        if refused && !st.reached.contains(&to) {
+            // Not listening yet: try it again first next time.
+            drop(st);
+            self.bag.borrow_mut().insert(0, to);
+            return;
+        }
+        st.failures += 1;
+        drop(st);
+        println!("{}: exchange with port {to} failed: {why}", self.tag());
+    }
+
+    fn summary(&self) -> String {
+        let st = self.stats.borrow();
+        format!(
+            "summary index={} port={} initiated={} answered={} failures={} partners={}",
+            self.a.index,
+            self.a.port,
+            st.initiated,
+            st.answered,
+            st.failures,
+            st.partners
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        )
     }
 }
 
-/// Reads one line of at most 128 bytes.
-fn read_line(s: &Socket) -> std::io::Result<String> {
-    let mut buf = Vec::new();
-    let mut b = [0u8; 64];
-    while !buf.contains(&b'\n') {
-        let n = (&*s).read(&mut b)?;
-        if n == 0 || buf.len() + n > 128 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "no line",
-            ));
+/// The answering side: reads `hello INDEX PORT`, writes `ack INDEX PORT`,
+/// closes.
+struct Answer {
+    peer: Rc<Peer>,
+}
+
+impl Protocol for Answer {
+    fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> std::io::Result<usize> {
+        let Some(at) = input.iter().position(|&c| c == b'\n') else {
+            if input.len() > 128 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "hello line too long",
+                ));
+            }
+            return Ok(0);
+        };
+        let text = String::from_utf8_lossy(&input[..at]).into_owned();
+        let from = parse_greeting(&text, "hello")
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        out.write(format!("ack {} {}\n", self.peer.a.index, self.peer.a.port).as_bytes())?;
+        out.close();
+        {
+            let mut st = self.peer.stats.borrow_mut();
+            st.answered += 1;
+            st.partners.insert(from);
         }
-        buf.extend_from_slice(&b[..n]);
+        println!("{}: answered hello from port {from}", self.peer.tag());
+        Ok(at + 1)
     }
-    let end = buf.iter().position(|&c| c == b'\n').unwrap_or(buf.len());
-    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+
+    fn on_close(&mut self, error: Option<&std::io::Error>) {
+        if let Some(e) = error {
+            self.peer.stats.borrow_mut().failures += 1;
+            println!("{}: failed to answer: {e}", self.peer.tag());
+        }
+    }
+}
+
+fn serve_peer(a: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let lp = EventLoop::new()?;
+    // Before anything else: signalfd needs the signals blocked.
+    lp.on_shutdown(|cx| cx.stop())?;
+    let mut listeners: Vec<Socket> = listen_fds()?.into_iter().map(|l| l.socket).collect();
+    if listeners.is_empty() {
+        listeners.push(bind_reserved(SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            a.port,
+        )))?);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed = (getpid() as u64) << 32 ^ nanos ^ 0x9e37_79b9_7f4a_7c15;
+    let interval = a.interval;
+    let peer = Rc::new(Peer {
+        a,
+        stats: Rc::default(),
+        rng: RefCell::new(Rng(seed | 1)),
+        bag: RefCell::new(Vec::new()),
+    });
+    let mut servers = Vec::new();
+    for l in listeners {
+        let p = Rc::clone(&peer);
+        servers.push(serve(&lp, l, ServerOptions::default(), move |_| Answer {
+            peer: Rc::clone(&p),
+        })?);
+    }
+    let p = Rc::clone(&peer);
+    lp.every(interval, move |cx| {
+        if let Err(e) = p.exchange(cx) {
+            p.stats.borrow_mut().failures += 1;
+            println!("{}: exchange failed: {e}", p.tag());
+        }
+    });
+    lp.run()?;
+    println!("{}", peer.summary());
+    Ok(())
 }
 
 /// Parses `WORD INDEX PORT`, returning the port.

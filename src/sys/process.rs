@@ -699,3 +699,29 @@ unsafe fn child_exec(
         fail(err_fd, *errno_ptr())
     }
 }
+
+/// This process's limit on open descriptors (`getrlimit(RLIMIT_NOFILE)`):
+/// `(soft, hard)`, `None` meaning unlimited.
+pub fn open_files_limit() -> (Option<u64>, Option<u64>) {
+    let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    (l.current, l.maximum)
+}
+
+/// Sets the soft limit on open descriptors (`setrlimit(RLIMIT_NOFILE)`),
+/// keeping the hard limit.
+///
+/// # Errors
+///
+/// `EINVAL` when `soft` is above the hard limit.
+#[doc(alias = "setrlimit")]
+pub fn set_open_files_limit(soft: u64) -> Result<()> {
+    let (_, hard) = open_files_limit();
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(soft),
+            maximum: hard,
+        },
+    )
+    .ctx("setrlimit", || format!("RLIMIT_NOFILE, soft {soft}"))
+}
