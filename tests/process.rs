@@ -143,8 +143,12 @@ fn spawn_places_fds_at_chosen_numbers_even_when_they_collide() {
 fn spawn_leaves_other_fds_closed_in_the_child() {
     let placed = pipe_with(b"x");
     let other = pipe_with(b"y");
+    // A target far above the numbers this test process uses, so that it
+    // can't be `other`'s number (other tests open and close fds meanwhile).
+    const TARGET: i32 = 250;
+    assert_ne!(other.as_raw_fd(), TARGET);
     let script = format!(
-        "test -e /proc/self/fd/3 && ! test -e /proc/self/fd/{}",
+        "test -e /proc/self/fd/{TARGET} && ! test -e /proc/self/fd/{}",
         other.as_raw_fd()
     );
     let mut cmd = Command::new("sh");
@@ -157,13 +161,13 @@ fn spawn_leaves_other_fds_closed_in_the_child() {
         &mut cmd,
         &[FdMapping {
             fd: placed.as_fd(),
-            target: 3,
+            target: TARGET,
         }],
     )
     .unwrap();
     assert!(
         child.wait().unwrap().success(),
-        "fd 3 must be open and the unplaced fd closed"
+        "the placed fd must be open and the unplaced fd closed"
     );
 }
 
