@@ -6,6 +6,8 @@
 //! ([`std::os::fd::OwnedFd`] or a type holding one) and close-on-exec unless
 //! a call says otherwise.
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod cpu;
 pub mod error;
 pub mod event;
 #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -389,6 +389,28 @@ impl Socket {
             .ctx_fd_len("recv", self.fd.as_fd(), len)
     }
 
+    /// Sends without blocking even on a blocking socket (`MSG_DONTWAIT`).
+    pub fn send_nonblocking(&self, buf: &[u8]) -> Result<usize> {
+        rnet::send(&self.fd, buf, send_flags() | rnet::SendFlags::DONTWAIT).ctx_fd_len(
+            "send",
+            self.fd.as_fd(),
+            buf.len(),
+        )
+    }
+
+    /// Receives without blocking even on a blocking socket (`MSG_DONTWAIT`);
+    /// with `peek`, leaves the bytes queued (`MSG_PEEK`).
+    pub fn recv_nonblocking(&self, buf: &mut [u8], peek: bool) -> Result<usize> {
+        let len = buf.len();
+        let mut flags = rnet::RecvFlags::DONTWAIT;
+        if peek {
+            flags |= rnet::RecvFlags::PEEK;
+        }
+        rnet::recv(&self.fd, buf, flags)
+            .map(|(n, _)| n)
+            .ctx_fd_len("recv", self.fd.as_fd(), len)
+    }
+
     /// Sends a datagram to `addr` (`sendto(2)`).
     #[doc(alias = "sendto")]
     pub fn send_to(&self, buf: &[u8], addr: impl Into<SockAddr>) -> Result<usize> {

@@ -1,0 +1,122 @@
+//! One direction of the transport: a single-producer single-consumer byte
+//! ring in shared memory, after rigtorp's SPSC queue. The indices are
+//! monotonically growing byte counts; each side keeps its own index locally
+//! (the copy in shared memory is only published, never read back) and a
+//! cached copy of the other side's, re-read only when the ring looks full
+//! (producer) or empty (consumer).
+//!
+//! Nothing read from shared memory is trusted: the other side's index is
+//! checked against what is possible (it only grows, never past ours, never
+//! more than a ring apart); a bad one is [`Corrupt`], and positions are
+//! masked to the ring, so a hostile peer can garble the bytes but can't make
+//! us touch memory outside the ring.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The other side's index in shared memory was impossible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Corrupt;
+
+/// One direction's ring: where its bytes are and its two shared indices.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RingRef<'a> {
+    /// The ring's first byte; `size` bytes follow, inside a live mapping.
+    pub(crate) data: *mut u8,
+    /// A power of two.
+    pub(crate) size: u64,
+    pub(crate) tail: &'a AtomicU64,
+    pub(crate) head: &'a AtomicU64,
+}
+
+/// The producer's local state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ProducerState {
+    pub(crate) tail: u64,
+    pub(crate) head_cache: u64,
+}
+
+/// The consumer's local state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ConsumerState {
+    pub(crate) head: u64,
+    pub(crate) tail_cache: u64,
+}
+
+impl RingRef<'_> {
+    fn mask(&self) -> u64 {
+        self.size - 1
+    }
+
+    /// Free space, re-reading the consumer's index when the cached view
+    /// shows less than `want`.
+    pub(crate) fn free(&self, p: &mut ProducerState, want: usize) -> Result<u64, Corrupt> {
+        let free = self.size - (p.tail - p.head_cache);
+        if free >= want as u64 && free > 0 {
+            return Ok(free);
+        }
+        let head = self.head.load(Ordering::Acquire);
+        // It only grows, and never passes what we produced.
+        if head < p.head_cache || head > p.tail || p.tail - head > self.size {
+            return Err(Corrupt);
+        }
+        p.head_cache = head;
+        Ok(self.size - (p.tail - head))
+    }
+
+    /// Bytes to read, re-reading the producer's index when the cached view
+    /// shows none.
+    pub(crate) fn available(&self, c: &mut ConsumerState) -> Result<u64, Corrupt> {
+        let avail = c.tail_cache - c.head;
+        if avail > 0 {
+            return Ok(avail);
+        }
+        let tail = self.tail.load(Ordering::Acquire);
+        if tail < c.tail_cache || tail < c.head || tail - c.head > self.size {
+            return Err(Corrupt);
+        }
+        c.tail_cache = tail;
+        Ok(tail - c.head)
+    }
+
+    /// Copies as much of `buf` as fits into the ring and publishes it.
+    pub(crate) fn write(&self, p: &mut ProducerState, buf: &[u8]) -> Result<usize, Corrupt> {
+        let free = self.free(p, buf.len())?;
+        let n = (buf.len() as u64).min(free) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let at = (p.tail & self.mask()) as usize;
+        let first = n.min(self.size as usize - at);
+        // SAFETY: `at < size` and `first <= size - at`, `n - first <= at`:
+        // both copies stay inside the ring, which lies in a live mapping;
+        // `buf` is local memory and can't overlap it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), self.data.add(at), first);
+            std::ptr::copy_nonoverlapping(buf.as_ptr().add(first), self.data, n - first);
+        }
+        p.tail += n as u64;
+        self.tail.store(p.tail, Ordering::Release);
+        Ok(n)
+    }
+
+    /// Copies up to `buf.len()` available bytes out of the ring and frees
+    /// their space.
+    pub(crate) fn read(&self, c: &mut ConsumerState, buf: &mut [u8]) -> Result<usize, Corrupt> {
+        let avail = self.available(c)?;
+        let n = (buf.len() as u64).min(avail) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let at = (c.head & self.mask()) as usize;
+        let first = n.min(self.size as usize - at);
+        // SAFETY: as in `write`: both copies stay inside the ring; `buf` is
+        // local memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data.add(at), buf.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(self.data, buf.as_mut_ptr().add(first), n - first);
+        }
+        c.head += n as u64;
+        self.head.store(c.head, Ordering::Release);
+        Ok(n)
+    }
+}

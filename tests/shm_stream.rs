@@ -1,0 +1,498 @@
+//! The shared-memory transport between real processes: round trips of
+//! every size across fork() and across spawned processes, all segment
+//! kinds, a peer killed while we block, a hostile peer scribbling over the
+//! header, fork reference counts, leaks, and the event loop.
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use procwire::ipc::{SegmentKind, ShmListener, ShmOptions, ShmStream};
+use procwire::sys::process::{exit_immediately, kill, Fork, Signal};
+
+const ROLE: &str = "PROCWIRE_TEST_ROLE";
+const SIZES: [usize; 7] = [1, 100, 4095, 4096, 4097, 9000, 16384];
+
+fn sock_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("procwire-shm-{tag}-{}.sock", std::process::id()))
+}
+
+/// A connected pair in this process: (client, server).
+fn pair(tag: &str, opts: ShmOptions) -> (ShmStream, ShmStream) {
+    let path = sock_path(tag);
+    let _ = std::fs::remove_file(&path);
+    let l = ShmListener::bind(&path).unwrap();
+    let p = path.clone();
+    let t = std::thread::spawn(move || ShmStream::connect_with(&p, opts).unwrap());
+    let s = l.accept().unwrap();
+    let c = t.join().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    (c, s)
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Sends each size in pieces of at most a ring and reads each piece back.
+fn echo_round_trips(c: &mut ShmStream, ring: usize) {
+    for (k, &size) in SIZES.iter().enumerate() {
+        let data = pattern(size, k as u8);
+        let mut back = vec![0u8; size];
+        let mut at = 0;
+        while at < size {
+            let n = (size - at).min(ring);
+            c.write_all(&data[at..at + n]).unwrap();
+            c.read_exact(&mut back[at..at + n]).unwrap();
+            at += n;
+        }
+        assert_eq!(back, data, "size {size}");
+    }
+}
+
+/// The echo side: reads whatever comes and writes it back until EOF.
+fn echo_until_eof(s: &mut ShmStream) -> usize {
+    let mut buf = vec![0u8; 8192];
+    let mut total = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => {
+                s.write_all(&buf[..n]).unwrap();
+                total += n;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn round_trips_across_fork() {
+    let ring = 4096;
+    let (mut c, mut s) = pair(
+        "fork",
+        ShmOptions {
+            ring_size: ring,
+            ..ShmOptions::default()
+        },
+    );
+    // SAFETY: the child only reads and writes the existing stream (no
+    // allocation on these paths), then `_exit`s.
+    match unsafe { procwire::ipc::fork() }.unwrap() {
+        Fork::Child => {
+            drop(c);
+            let mut buf = [0u8; 4096];
+            let code = loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break 0,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            break 2;
+                        }
+                    }
+                    Err(_) => break 3,
+                }
+            };
+            exit_immediately(code)
+        }
+        Fork::Parent(mut child) => {
+            // The server side now lives in the child: close ours.
+            drop(s);
+            echo_round_trips(&mut c, ring);
+            drop(c);
+            assert!(child.wait().unwrap().success());
+        }
+    }
+}
+
+#[test]
+fn round_trips_with_a_spawned_process_for_every_kind() {
+    if std::env::var(ROLE).as_deref() == Ok("echo-server") {
+        let path = std::env::var("SHM_PATH").unwrap();
+        let l = ShmListener::bind(&path).unwrap();
+        println!("READY");
+        std::io::stdout().flush().unwrap();
+        let mut s = l.accept().unwrap();
+        echo_until_eof(&mut s);
+        std::process::exit(0);
+    }
+    for kind in [SegmentKind::Memfd, SegmentKind::Posix, SegmentKind::SysV] {
+        let path = sock_path(&format!("spawn-{kind:?}"));
+        let _ = std::fs::remove_file(&path);
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "round_trips_with_a_spawned_process_for_every_kind",
+                "--exact",
+                "--nocapture",
+                "-q",
+            ])
+            .env(ROLE, "echo-server")
+            .env("SHM_PATH", &path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while line.trim() != "READY" {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "the server died");
+        }
+        let ring = 4096;
+        let mut c = ShmStream::connect_with(
+            &path,
+            ShmOptions {
+                kind,
+                ring_size: ring,
+            },
+        )
+        .unwrap();
+        echo_round_trips(&mut c, ring);
+        drop(c);
+        assert!(child.wait().unwrap().success(), "{kind:?}");
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+fn spawn_idle_peer(tag: &str, test: &str) -> (std::process::Child, ShmStream) {
+    let path = sock_path(tag);
+    let _ = std::fs::remove_file(&path);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "-q"])
+        .env(ROLE, "idle-peer")
+        .env("SHM_PATH", &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != "READY" {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the peer died");
+    }
+    let c = ShmStream::connect_with(
+        &path,
+        ShmOptions {
+            ring_size: 4096,
+            ..ShmOptions::default()
+        },
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(&path);
+    (child, c)
+}
+
+fn idle_peer_role() {
+    if std::env::var(ROLE).as_deref() == Ok("idle-peer") {
+        let l = ShmListener::bind(std::env::var("SHM_PATH").unwrap()).unwrap();
+        println!("READY");
+        std::io::stdout().flush().unwrap();
+        let _s = l.accept().unwrap();
+        // Never reads or writes; waits to be killed.
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+#[test]
+fn sigkill_of_the_peer_ends_a_blocked_read() {
+    idle_peer_role();
+    let (mut child, c) = spawn_idle_peer("kill-read", "sigkill_of_the_peer_ends_a_blocked_read");
+    let killed_at = std::sync::Arc::new(AtomicU64::new(0));
+    let k = killed_at.clone();
+    let start = Instant::now();
+    let pid = child.id() as i32;
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        k.store(start.elapsed().as_micros() as u64, Ordering::SeqCst);
+        kill(pid, Signal::KILL).unwrap();
+    });
+    let mut buf = [0u8; 16];
+    let n = (&c).read(&mut buf).unwrap();
+    let returned = start.elapsed().as_micros() as u64;
+    killer.join().unwrap();
+    child.wait().unwrap();
+    assert_eq!(n, 0, "end-of-file after the peer died");
+    let delay = returned - killed_at.load(Ordering::SeqCst);
+    eprintln!("blocked read returned {delay} us after SIGKILL");
+    // The design checks liveness every 40 ms; allow for a loaded machine.
+    assert!(delay < 500_000, "took {delay} us");
+}
+
+#[test]
+fn sigkill_of_the_peer_ends_a_blocked_write() {
+    idle_peer_role();
+    let (mut child, c) = spawn_idle_peer("kill-write", "sigkill_of_the_peer_ends_a_blocked_write");
+    let written = std::sync::Arc::new(AtomicU64::new(0));
+    let w = written.clone();
+    let writer = std::thread::spawn(move || {
+        let chunk = [7u8; 1024];
+        loop {
+            match (&c).write(&chunk) {
+                Ok(n) => {
+                    w.fetch_add(n as u64, Ordering::SeqCst);
+                }
+                Err(e) => return (e.kind(), Instant::now()),
+            }
+        }
+    });
+    // The ring holds 4096 bytes: past that the writer is blocked.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while written.load(Ordering::SeqCst) < 4096 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let killed = Instant::now();
+    kill(child.id() as i32, Signal::KILL).unwrap();
+    let (kind, at) = writer.join().unwrap();
+    child.wait().unwrap();
+    assert_eq!(kind, ErrorKind::BrokenPipe);
+    let delay = at.duration_since(killed);
+    eprintln!("blocked write returned {delay:?} after SIGKILL");
+    assert!(delay < Duration::from_millis(500));
+}
+
+#[test]
+fn a_peer_scribbling_over_the_header_gets_errors_not_a_crash() {
+    let (c, s) = pair(
+        "scribble",
+        ShmOptions {
+            ring_size: 4096,
+            ..ShmOptions::default()
+        },
+    );
+    let (base, len) = s.raw_segment();
+    let base = base as usize;
+    // SAFETY: the child only writes random words into the mapping it
+    // inherited (atomics, no allocation) and `_exit`s.
+    match unsafe { procwire::sys::process::fork() }.unwrap() {
+        Fork::Child => {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let end = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < end {
+                for _ in 0..1000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly the header page; some ring bytes too.
+                    let span = if x % 4 == 0 { len } else { 4096 };
+                    let off = ((x >> 8) as usize % (span / 8)) * 8;
+                    // SAFETY: `off + 8 <= len` and 8-aligned, inside the
+                    // shared mapping inherited from the parent.
+                    let w = unsafe { &*((base + off) as *const AtomicU64) };
+                    w.store(x.rotate_left(17), Ordering::Relaxed);
+                }
+            }
+            exit_immediately(0)
+        }
+        Fork::Parent(mut child) => {
+            c.set_nonblocking(true).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let mut errors = 0;
+            let mut buf = [0u8; 512];
+            let end = Instant::now() + Duration::from_millis(700);
+            while Instant::now() < end {
+                for r in [
+                    (&c).write(&buf[..100]).map(|_| ()),
+                    (&s).read(&mut buf).map(|_| ()),
+                    (&s).write(&buf[..64]).map(|_| ()),
+                    (&c).read(&mut buf).map(|_| ()),
+                ] {
+                    match r {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(_) => errors += 1,
+                    }
+                }
+            }
+            assert!(child.wait().unwrap().success());
+            assert!(errors > 0, "garbled indices were never reported");
+        }
+    }
+}
+
+#[test]
+fn fork_refcount_closes_only_after_the_last_holder() {
+    let (c, s) = pair("refs", ShmOptions::default());
+    s.set_nonblocking(true).unwrap();
+    // SAFETY: the child drops its copy (atomics and syscalls, no
+    // allocation) and `_exit`s.
+    match unsafe { procwire::ipc::fork() }.unwrap() {
+        Fork::Child => {
+            drop(c);
+            exit_immediately(0)
+        }
+        Fork::Parent(mut child) => {
+            assert!(child.wait().unwrap().success());
+            let mut b = [0u8; 8];
+            let e = (&s).read(&mut b).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                ErrorKind::WouldBlock,
+                "the parent still holds the client side"
+            );
+            (&c).write_all(b"still").unwrap();
+            assert_eq!((&s).read(&mut b).unwrap(), 5);
+            drop(c);
+            assert_eq!(
+                (&s).read(&mut b).unwrap(),
+                0,
+                "closed after the last holder"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_second_process_writing_the_same_direction_is_refused() {
+    let (c, _s) = pair("owner", ShmOptions::default());
+    (&c).write_all(b"mine").unwrap();
+    // SAFETY: the child tries one write (the refusal allocates its message,
+    // which is acceptable in this single test's child since it only reports
+    // through the exit code) and `_exit`s.
+    match unsafe { procwire::ipc::fork() }.unwrap() {
+        Fork::Child => {
+            let code = match (&c).write(b"x") {
+                Err(e)
+                    if e.raw_os_error().is_none() && e.to_string().contains("already writes") =>
+                {
+                    0
+                }
+                _ => 1,
+            };
+            exit_immediately(code)
+        }
+        Fork::Parent(mut child) => assert!(child.wait().unwrap().success()),
+    }
+}
+
+fn dev_shm_entries() -> usize {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn own_sysv_segments() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(6) == Some(me.as_str()))
+        .count()
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_thousand_connect_close_cycles_leak_nothing() {
+    if std::env::var(ROLE).as_deref() != Ok("cycles") {
+        // Alone in a process, so other tests' fds don't disturb the count.
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "a_thousand_connect_close_cycles_leak_nothing",
+                "--exact",
+                "--nocapture",
+                "-q",
+            ])
+            .env(ROLE, "cycles")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let path = sock_path("cycles");
+    let _ = std::fs::remove_file(&path);
+    let l = ShmListener::bind(&path).unwrap();
+    let shm_before = dev_shm_entries();
+    let fds_before = open_fds();
+    let acceptor = std::thread::spawn(move || {
+        for _ in 0..1000 {
+            let mut s = l.accept().unwrap();
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).unwrap();
+        }
+        l
+    });
+    for i in 0..1000 {
+        let kind = [SegmentKind::Memfd, SegmentKind::Posix, SegmentKind::SysV][i % 3];
+        let mut c = ShmStream::connect_with(
+            &path,
+            ShmOptions {
+                kind,
+                ring_size: 4096,
+            },
+        )
+        .unwrap();
+        c.write_all(b"ping").unwrap();
+    }
+    let l = acceptor.join().unwrap();
+    drop(l);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(dev_shm_entries(), shm_before, "/dev/shm holds nothing new");
+    assert_eq!(own_sysv_segments(), 0, "no SysV segment of ours is left");
+    assert_eq!(
+        open_fds(),
+        fds_before - 1,
+        "no fd left behind (the listener is closed)"
+    );
+}
+
+#[test]
+fn a_stream_in_the_event_loop_delivers_readable_events() {
+    use procwire::net::event::{EventLoop, Interest};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let (c, s) = pair("loop", ShmOptions::default());
+    s.set_nonblocking(true).unwrap();
+    let lp = EventLoop::new().unwrap();
+    let got: Rc<RefCell<Vec<u8>>> = Rc::default();
+    let g = got.clone();
+    let _reg = lp
+        .register(s, Interest::READABLE, move |_, s: &ShmStream, _| {
+            let mut b = [0u8; 64];
+            loop {
+                match (&*s).read(&mut b) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => g.borrow_mut().extend_from_slice(&b[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .unwrap();
+    // Nothing yet: the first read arms the wake-up, so give it one turn.
+    lp.run_once(Some(Duration::from_millis(10))).unwrap();
+    let sender = std::thread::spawn(move || {
+        for i in 0..5u8 {
+            std::thread::sleep(Duration::from_millis(5));
+            (&c).write_all(&[i; 10]).unwrap();
+        }
+        c
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.borrow().len() < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "got {} of 50 bytes",
+            got.borrow().len()
+        );
+        lp.run_once(Some(Duration::from_millis(100))).unwrap();
+    }
+    let _c = sender.join().unwrap();
+    assert_eq!(got.borrow()[..10], [0u8; 10]);
+}
