@@ -1,0 +1,380 @@
+//! Shared memory against a Unix socket: the same ping-pong (64-byte
+//! messages, p50 and p99 round trip) and the same one-way stream (64 KiB
+//! writes, bytes/s) over `ShmStream` and over `std::os::unix::net::UnixStream`,
+//! in three placements of the two processes: pinned to one CPU, pinned to two
+//! CPUs, and unpinned. Also prints the raw floor: a cache-line ping-pong
+//! between two processes over a shared mapping. Medians of repeated runs,
+//! everything in one run; one `RATIO` line per comparison.
+//!
+//! ```text
+//! cargo run --release --example shm_bench
+//! cargo run --release --example shm_bench -- --runs 3 --quick
+//! ```
+//!
+//! Each peer is this program run again with a role.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use procwire::ipc::{ShmListener, ShmStream};
+use procwire::sys::cpu::{available_cpus, pin_to};
+use procwire::sys::shm::{ftruncate, memfd_create, Access, Mapping, SharedMemory};
+
+const MSG: usize = 64;
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Placement {
+    OneCpu,
+    TwoCpus,
+    Unpinned,
+}
+
+impl Placement {
+    fn name(self) -> &'static str {
+        match self {
+            Self::OneCpu => "one_cpu",
+            Self::TwoCpus => "two_cpus",
+            Self::Unpinned => "unpinned",
+        }
+    }
+
+    /// The CPUs for (parent, child).
+    fn cpus(self) -> (Vec<usize>, Vec<usize>) {
+        let all: Vec<usize> = (0..cpu_count()).collect();
+        match self {
+            Self::OneCpu => (vec![0], vec![0]),
+            Self::TwoCpus => (vec![0], vec![1 % all.len()]),
+            Self::Unpinned => (all.clone(), all),
+        }
+    }
+}
+
+/// The CPUs this program may use, counted once before it pins itself
+/// (afterwards the count would be that of the pinned set).
+fn cpu_count() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(available_cpus)
+}
+
+fn pin(cpus: &[usize]) {
+    if let Err(e) = pin_to(cpus) {
+        eprintln!("shm_bench: {e}");
+    }
+}
+
+fn spawn_peer(role: &str, path: &Path, cpus: &[usize], extra: &[String]) -> Child {
+    let cpus: Vec<String> = cpus.iter().map(usize::to_string).collect();
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args([role, &path.display().to_string(), &cpus.join(",")])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn peer");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("peer ready");
+    child
+}
+
+/// Echoes 64-byte messages, or swallows a stream, until EOF.
+fn serve(mut s: impl Read + Write, mode: &str) {
+    let mut buf = vec![0u8; CHUNK];
+    match mode {
+        "echo" => loop {
+            if s.read_exact(&mut buf[..MSG]).is_err() || s.write_all(&buf[..MSG]).is_err() {
+                return;
+            }
+        },
+        _ => loop {
+            // The client announces how many bytes follow, then sends them.
+            let mut head = [0u8; 8];
+            if s.read_exact(&mut head).is_err() {
+                return;
+            }
+            let mut left = u64::from_le_bytes(head);
+            while left > 0 {
+                let want = (left as usize).min(buf.len());
+                match s.read(&mut buf[..want]) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => left -= n as u64,
+                }
+            }
+            if s.write_all(b"k").is_err() {
+                return;
+            }
+        },
+    }
+}
+
+fn ping_pong(s: &mut (impl Read + Write), rounds: usize) -> Vec<u64> {
+    let mut msg = [0u8; MSG];
+    let mut rtts = Vec::with_capacity(rounds);
+    for i in 0..rounds + rounds / 10 {
+        msg[0] = i as u8;
+        let t = Instant::now();
+        s.write_all(&msg).expect("write");
+        s.read_exact(&mut msg).expect("read");
+        if i >= rounds / 10 {
+            rtts.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    rtts
+}
+
+fn stream(s: &mut (impl Read + Write), bytes: u64) -> f64 {
+    let chunk = vec![7u8; CHUNK];
+    let t = Instant::now();
+    s.write_all(&bytes.to_le_bytes()).expect("write");
+    let mut sent = 0u64;
+    while sent < bytes {
+        s.write_all(&chunk).expect("write");
+        sent += CHUNK as u64;
+    }
+    let mut k = [0u8; 1];
+    s.read_exact(&mut k).expect("ack");
+    bytes as f64 / t.elapsed().as_secs_f64()
+}
+
+fn pct(v: &mut [u64], p: f64) -> u64 {
+    v.sort_unstable();
+    v[((v.len() as f64 - 1.0) * p) as usize]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+struct Figures {
+    p50: f64,
+    p99: f64,
+    bytes_per_s: f64,
+}
+
+/// One measurement of one transport in one placement.
+fn measure(shm: bool, placement: Placement, rounds: usize, bytes: u64, dir: &Path) -> Figures {
+    let (mine, theirs) = placement.cpus();
+    pin(&mine);
+    let path = dir.join(if shm { "shm.sock" } else { "unix.sock" });
+    let mut out = Figures {
+        p50: 0.0,
+        p99: 0.0,
+        bytes_per_s: 0.0,
+    };
+    for mode in ["echo", "sink"] {
+        let _ = std::fs::remove_file(&path);
+        let role = if shm { "peer-shm" } else { "peer-unix" };
+        let mut child = spawn_peer(role, &path, &theirs, &[mode.to_string()]);
+        if shm {
+            let mut s = ShmStream::connect(&path).expect("connect");
+            if mode == "echo" {
+                let mut r = ping_pong(&mut s, rounds);
+                out.p50 = pct(&mut r, 0.5) as f64;
+                out.p99 = pct(&mut r, 0.99) as f64;
+            } else {
+                out.bytes_per_s = stream(&mut s, bytes);
+            }
+        } else {
+            let mut s = UnixStream::connect(&path).expect("connect");
+            if mode == "echo" {
+                let mut r = ping_pong(&mut s, rounds);
+                out.p50 = pct(&mut r, 0.5) as f64;
+                out.p99 = pct(&mut r, 0.99) as f64;
+            } else {
+                out.bytes_per_s = stream(&mut s, bytes);
+            }
+        }
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_file(&path);
+    out
+}
+
+/// Two processes bouncing a counter through one shared cache line each.
+fn floor(placement: Placement, rounds: usize) -> (u64, u64) {
+    let (mine, theirs) = placement.cpus();
+    pin(&mine);
+    let fd = memfd_create("shm-bench-floor").expect("memfd");
+    ftruncate(std::os::fd::AsFd::as_fd(&fd), 4096).expect("ftruncate");
+    let map = Mapping::map(std::os::fd::AsFd::as_fd(&fd), 4096, Access::ReadWrite).expect("map");
+    let mut spawn = procwire::sys::process::Spawn::new(std::env::current_exe().expect("exe"));
+    let cpus: Vec<String> = theirs.iter().map(usize::to_string).collect();
+    spawn
+        .args(["peer-floor", "-", &cpus.join(","), &rounds.to_string()])
+        .fd(std::os::fd::AsFd::as_fd(&fd), 3);
+    let mut child = spawn.spawn().expect("spawn floor peer");
+    let ping = map.atomic_u64(0).expect("word");
+    let pong = map.atomic_u64(64).expect("word");
+    let mut rtts = Vec::with_capacity(rounds);
+    for i in 1..=(rounds + rounds / 10) as u64 {
+        let t = Instant::now();
+        ping.store(i, Ordering::Release);
+        while pong.load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+        }
+        if i as usize > rounds / 10 {
+            rtts.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    let _ = child.wait();
+    (pct(&mut rtts, 0.5), pct(&mut rtts, 0.99))
+}
+
+fn floor_peer(cpus: &[usize], rounds: u64) {
+    pin(cpus);
+    // SAFETY: the parent placed the memfd at fd 3 for us alone.
+    let fd = unsafe { procwire::sys::fd::take_inherited(3) }.expect("fd 3");
+    let map = Mapping::map(std::os::fd::AsFd::as_fd(&fd), 4096, Access::ReadWrite).expect("map");
+    let ping: &AtomicU64 = map.atomic_u64(0).expect("word");
+    let pong: &AtomicU64 = map.atomic_u64(64).expect("word");
+    for i in 1..=rounds + rounds / 10 {
+        while ping.load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+        }
+        pong.store(i, Ordering::Release);
+    }
+}
+
+fn parse_cpus(s: &str) -> Vec<usize> {
+    s.split(',').filter_map(|c| c.parse().ok()).collect()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("peer-shm") | Some("peer-unix") => {
+            pin(&parse_cpus(&args[2]));
+            let path = PathBuf::from(&args[1]);
+            if args[0] == "peer-shm" {
+                let l = ShmListener::bind(&path).expect("bind");
+                println!("ready");
+                let _ = std::io::stdout().flush();
+                let s = l.accept().expect("accept");
+                serve(s, &args[3]);
+            } else {
+                let l = UnixListener::bind(&path).expect("bind");
+                println!("ready");
+                let _ = std::io::stdout().flush();
+                let (s, _) = l.accept().expect("accept");
+                serve(s, &args[3]);
+            }
+            return ExitCode::SUCCESS;
+        }
+        Some("peer-floor") => {
+            floor_peer(&parse_cpus(&args[2]), args[3].parse().unwrap_or(0));
+            return ExitCode::SUCCESS;
+        }
+        Some("-h") | Some("--help") => {
+            println!("usage: shm_bench [--runs N] [--quick]");
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    cpu_count();
+    let quick = args.iter().any(|a| a == "--quick");
+    let runs: usize = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let (rounds, bytes) = if quick {
+        (2_000, 64 << 20)
+    } else {
+        (20_000, 512 << 20)
+    };
+    if cpu_count() < 2 {
+        println!("shm_bench: only one CPU: the two-CPU placement is the one-CPU placement here");
+    }
+    let dir = std::env::temp_dir().join(format!("procwire-shm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut ratios = Vec::new();
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "placement", "shm p50", "unix p50", "shm p99", "unix p99", "shm MB/s", "unix MB/s"
+    );
+    for placement in [Placement::OneCpu, Placement::TwoCpus, Placement::Unpinned] {
+        let (mut s50, mut s99, mut sbw, mut u50, mut u99, mut ubw) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for run in 0..runs {
+            // Alternate which goes first.
+            for shm in if run % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            } {
+                let f = measure(shm, placement, rounds, bytes, &dir);
+                if shm {
+                    s50.push(f.p50);
+                    s99.push(f.p99);
+                    sbw.push(f.bytes_per_s);
+                } else {
+                    u50.push(f.p50);
+                    u99.push(f.p99);
+                    ubw.push(f.bytes_per_s);
+                }
+            }
+        }
+        let (s50, s99, sbw, u50, u99, ubw) = (
+            median(s50),
+            median(s99),
+            median(sbw),
+            median(u50),
+            median(u99),
+            median(ubw),
+        );
+        println!(
+            "{:<10} {:>8.2}us {:>8.2}us {:>8.2}us {:>8.2}us {:>12.0} {:>12.0}",
+            placement.name(),
+            s50 / 1e3,
+            u50 / 1e3,
+            s99 / 1e3,
+            u99 / 1e3,
+            sbw / 1e6,
+            ubw / 1e6
+        );
+        let other_cpu = placement != Placement::OneCpu;
+        let (bw_goal, p50_goal, p99_goal) = if other_cpu {
+            (5.0, 0.05, 0.1)
+        } else {
+            (3.0, 0.6, 0.8)
+        };
+        let n = placement.name();
+        ratios.push(format!(
+            "RATIO shm_bench/throughput_{n} = {:.2} goal >= {bw_goal}",
+            sbw / ubw
+        ));
+        ratios.push(format!(
+            "RATIO shm_bench/p50_{n} = {:.3} goal <= {p50_goal}",
+            s50 / u50
+        ));
+        ratios.push(format!(
+            "RATIO shm_bench/p99_{n} = {:.3} goal <= {p99_goal}",
+            s99 / u99
+        ));
+    }
+    pin(&(0..cpu_count()).collect::<Vec<_>>());
+    // Unpinned, the scheduler tends to put two spinning processes on one
+    // CPU, where a spin floor means nothing: the floor is for two CPUs.
+    if cpu_count() > 1 {
+        let placement = Placement::TwoCpus;
+        let (p50, p99) = floor(placement, rounds);
+        println!(
+            "floor {:<10} cache-line ping-pong p50 {:.2}us p99 {:.2}us",
+            placement.name(),
+            p50 as f64 / 1e3,
+            p99 as f64 / 1e3
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    for r in ratios {
+        println!("{r}");
+    }
+    ExitCode::SUCCESS
+}
