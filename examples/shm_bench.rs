@@ -271,7 +271,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("-h") | Some("--help") => {
-            println!("usage: shm_bench [--runs N] [--quick]");
+            println!(
+                "usage: shm_bench [--runs N] [--quick] [--placement one_cpu|two_cpus|unpinned]"
+            );
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -299,7 +301,15 @@ fn main() -> ExitCode {
         "{:<10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
         "placement", "shm p50", "unix p50", "shm p99", "unix p99", "shm MB/s", "unix MB/s"
     );
+    let only = args
+        .iter()
+        .position(|a| a == "--placement")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     for placement in [Placement::OneCpu, Placement::TwoCpus, Placement::Unpinned] {
+        if only.as_deref().is_some_and(|o| o != placement.name()) {
+            continue;
+        }
         let (mut s50, mut s99, mut sbw, mut u50, mut u99, mut ubw) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
         for run in 0..runs {

@@ -41,6 +41,8 @@
 mod ring;
 mod segment;
 mod stream;
+#[doc(hidden)]
+pub mod testing;
 
 pub use ring::Corrupt;
 pub use stream::{SegmentKind, ShmListener, ShmOptions, ShmStream};

@@ -328,6 +328,34 @@ impl Doc {
     }
 }
 
+/// Parses registry text as [`Registry::list`] does (`path` only names the
+/// file in errors).
+pub fn parse_text(path: &Path, text: &str) -> Result<Vec<(String, u16)>> {
+    Ok(Doc::parse(path, text)?
+        .entries
+        .into_iter()
+        .map(|e| (e.name, e.port))
+        .collect())
+}
+
+/// Parses `text`, adds `name = port` and removes `remove` the way a write
+/// does, and returns the text that would be written. For fuzzing the writer
+/// against the reader.
+#[doc(hidden)]
+pub fn rewrite_text(text: &str, add: Option<(&str, u16)>, remove: Option<&str>) -> Result<String> {
+    let mut doc = Doc::parse(Path::new("fuzz"), text)?;
+    if let Some((name, port)) = add {
+        let name = check_name(name)?;
+        if doc.get(&name).is_none() && doc.holder(port).is_none() && port != 0 {
+            doc.add(&name, port);
+        }
+    }
+    if let Some(name) = remove {
+        doc.remove(&check_name(name)?);
+    }
+    Ok(doc.text())
+}
+
 /// The registry file and the operations on it; see the module docs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Registry {
