@@ -157,6 +157,17 @@ struct Figures {
     bytes_per_s: f64,
 }
 
+/// Runs the ping-pong (`echo`) or the stream (`sink`) on `s`.
+fn run_mode(s: &mut (impl Read + Write), mode: &str, rounds: usize, bytes: u64, out: &mut Figures) {
+    if mode == "echo" {
+        let mut r = ping_pong(s, rounds);
+        out.p50 = pct(&mut r, 0.5) as f64;
+        out.p99 = pct(&mut r, 0.99) as f64;
+    } else {
+        out.bytes_per_s = stream(s, bytes);
+    }
+}
+
 /// One measurement of one transport in one placement.
 fn measure(shm: bool, placement: Placement, rounds: usize, bytes: u64, dir: &Path) -> Figures {
     let (mine, theirs) = placement.cpus();
@@ -172,23 +183,21 @@ fn measure(shm: bool, placement: Placement, rounds: usize, bytes: u64, dir: &Pat
         let role = if shm { "peer-shm" } else { "peer-unix" };
         let mut child = spawn_peer(role, &path, &theirs, &[mode.to_string()]);
         if shm {
-            let mut s = ShmStream::connect(&path).expect("connect");
-            if mode == "echo" {
-                let mut r = ping_pong(&mut s, rounds);
-                out.p50 = pct(&mut r, 0.5) as f64;
-                out.p99 = pct(&mut r, 0.99) as f64;
-            } else {
-                out.bytes_per_s = stream(&mut s, bytes);
-            }
+            run_mode(
+                &mut ShmStream::connect(&path).expect("connect"),
+                mode,
+                rounds,
+                bytes,
+                &mut out,
+            );
         } else {
-            let mut s = UnixStream::connect(&path).expect("connect");
-            if mode == "echo" {
-                let mut r = ping_pong(&mut s, rounds);
-                out.p50 = pct(&mut r, 0.5) as f64;
-                out.p99 = pct(&mut r, 0.99) as f64;
-            } else {
-                out.bytes_per_s = stream(&mut s, bytes);
-            }
+            run_mode(
+                &mut UnixStream::connect(&path).expect("connect"),
+                mode,
+                rounds,
+                bytes,
+                &mut out,
+            );
         }
         let _ = child.wait();
     }
