@@ -191,7 +191,14 @@ impl Doc {
         let mut last_option_line: Option<usize> = None;
         for (i, raw) in doc.lines.iter().enumerate() {
             let t = raw.trim();
-            if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            if t.is_empty() {
+                // A blank line ends a value here (ConfigParser would let an
+                // indented line after it continue the value; no port value
+                // spans lines either way).
+                last_option_line = None;
+                continue;
+            }
+            if t.starts_with('#') || t.starts_with(';') {
                 continue;
             }
             if raw.starts_with([' ', '\t']) && last_option_line.is_some() {
@@ -283,17 +290,25 @@ impl Doc {
         let at = match self.insert_at {
             Some(at) => at,
             None => {
-                // ConfigParser writes [DEFAULT] first, then a blank line
-                // before the next section.
-                let mut head = vec!["[DEFAULT]".to_string()];
-                if !self.lines.is_empty() {
-                    head.push(String::new());
+                // A new [DEFAULT] section goes at the end, where no indented
+                // line of the file can be taken for a continuation of ours;
+                // ConfigParser reads [DEFAULT] wherever it stands.
+                if self.lines.last().is_some_and(|l| !l.trim().is_empty()) {
+                    self.lines.push(String::new());
                 }
-                self.lines.splice(0..0, head);
-                1
+                self.lines.push("[DEFAULT]".to_string());
+                self.lines.len()
             }
         };
         self.lines.insert(at, text);
+        // An indented line right after ours would read as its continuation.
+        if self
+            .lines
+            .get(at + 1)
+            .is_some_and(|l| l.starts_with([' ', '\t']) && !l.trim().is_empty())
+        {
+            self.lines.insert(at + 1, String::new());
+        }
         self.insert_at = Some(at + 1);
         self.entries.push(Entry {
             name: name.to_string(),
@@ -595,9 +610,24 @@ mod tests {
         assert_eq!(e.text(), "[DEFAULT]\nx = 3000\n");
         let mut f = parse("[other]\nk = v\n").unwrap();
         f.add("x", 3000);
-        assert_eq!(f.text(), "[DEFAULT]\nx = 3000\n\n[other]\nk = v\n");
+        assert_eq!(f.text(), "[other]\nk = v\n\n[DEFAULT]\nx = 3000\n");
         assert!(f.remove("x"));
         assert!(!f.remove("x"));
+    }
+
+    /// Found by the `registry_file` fuzz target: adding [DEFAULT] in front of
+    /// an indented line made that line a continuation of the new entry, and
+    /// the file we wrote no longer parsed.
+    #[test]
+    fn fuzz_regression_indented_line_after_a_new_entry() {
+        for text in ["# cv\n [DE*}A9TU)0L]\nA:] \n", "[DEFAULT]\n  [x]\n"] {
+            let written = rewrite_text(text, Some(("zz-fuzz-new", 1)), None).unwrap();
+            let back = parse_text(Path::new("t"), &written).unwrap();
+            assert!(
+                back.iter().any(|(n, p)| n == "zz-fuzz-new" && *p == 1),
+                "{written:?}"
+            );
+        }
     }
 
     #[test]
