@@ -8,7 +8,8 @@
 //!   placement for socket activation), shared memory (POSIX, memfd, SysV,
 //!   mappings), the epoll/kqueue selector, futexes and eventfds (Linux), and
 //!   fd passing over Unix sockets;
-//! - [`net`]: port allocation and hand-off, the event loop, framing;
+//! - [`net`]: port allocation and hand-off, the event loop and server
+//!   building blocks, framing, the RESP codec;
 //! - [`ipc`]: the shared-memory transport.
 //!
 //! Layers only look down: `net` and `ipc` use `sys` and never call rustix or
