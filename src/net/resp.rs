@@ -16,6 +16,9 @@ pub const MAX_ARGS: usize = 1 << 20;
 /// The longest inline request (or `*`/`$` header line).
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// A parsed request: its arguments, and how many input bytes it took.
+pub type Request<'a> = (Vec<&'a [u8]>, usize);
+
 /// A malformed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RespError(pub String);
@@ -64,10 +67,7 @@ fn number(digits: &[u8], what: &str) -> Result<i64, RespError> {
 /// consumed)))`, `Ok(None)` while incomplete (nothing is allocated for
 /// announced lengths meanwhile), or an error. An empty inline line or
 /// `*0` / `*-1` is a request with no arguments.
-pub fn parse_request(
-    input: &[u8],
-    max_bulk: usize,
-) -> Result<Option<(Vec<&[u8]>, usize)>, RespError> {
+pub fn parse_request(input: &[u8], max_bulk: usize) -> Result<Option<Request<'_>>, RespError> {
     if input.is_empty() {
         return Ok(None);
     }
@@ -175,9 +175,9 @@ pub fn array(out: &mut Vec<u8>, n: usize) {
 mod tests {
     use super::*;
 
-    fn owned(
-        r: Result<Option<(Vec<&[u8]>, usize)>, RespError>,
-    ) -> Result<Option<(Vec<Vec<u8>>, usize)>, RespError> {
+    type Owned = Result<Option<(Vec<Vec<u8>>, usize)>, RespError>;
+
+    fn owned(r: Result<Option<Request<'_>>, RespError>) -> Owned {
         r.map(|o| o.map(|(a, n)| (a.into_iter().map(<[u8]>::to_vec).collect(), n)))
     }
 
