@@ -59,7 +59,12 @@ fn number(digits: &[u8], what: &str) -> Result<i64, RespError> {
     if d.is_empty() || !d.iter().all(u8::is_ascii_digit) {
         return Err(RespError(format!("invalid {what}")));
     }
-    let v = d.iter().fold(0i64, |v, &c| v * 10 + i64::from(c - b'0'));
+    let v = d
+        .iter()
+        .try_fold(0i64, |v, &c| {
+            v.checked_mul(10)?.checked_add(i64::from(c - b'0'))
+        })
+        .ok_or_else(|| RespError(format!("invalid {what}")))?;
     Ok(if neg { -v } else { v })
 }
 
@@ -226,6 +231,9 @@ mod tests {
             b"*1\r\n$\r\n",
             b"*9999999999\r\n",
             b"*1\r\n$--1\r\n",
+            // Found by the `resp` fuzz target: 19 digits overflowed an i64.
+            b"*9999999999999999999\r\n",
+            b"*1\r\n$9999999999999999999\r\n",
         ] {
             assert!(
                 parse_request(bad, DEFAULT_MAX_BULK).is_err(),
