@@ -65,6 +65,10 @@ fn cost(key: &[u8], value: &[u8]) -> usize {
 
 impl Store {
     fn touch(&mut self, key: &[u8]) {
+        // The LRU order only matters when something may be evicted.
+        if self.max_memory.is_none() {
+            return;
+        }
         self.tick += 1;
         let t = self.tick;
         if let Some(e) = self.map.get_mut(key) {
@@ -94,14 +98,14 @@ impl Store {
         }
     }
 
-    fn get(&mut self, key: &[u8], now: Instant) -> Option<Vec<u8>> {
+    fn get(&mut self, key: &[u8], now: Instant) -> Option<&[u8]> {
         if self.live(key, now) {
             self.touch(key);
-            return self.map.get(key).map(|e| e.value.clone());
+        } else {
+            let v = self.read_through(key)?;
+            self.set(key.to_vec(), v, None);
         }
-        let v = self.read_through(key)?;
-        self.set(key.to_vec(), v.clone(), None);
-        Some(v)
+        self.map.get(key).map(|e| e.value.as_slice())
     }
 
     /// A missing key's value from `--data-dir`, if the key is a plain file
@@ -129,7 +133,9 @@ impl Store {
         self.remove(&key);
         self.tick += 1;
         self.used += cost(&key, &value);
-        self.lru.insert(self.tick, key.clone());
+        if self.max_memory.is_some() {
+            self.lru.insert(self.tick, key.clone());
+        }
         if let Some(t) = expires {
             self.expiries.push(Reverse((t, key.clone())));
         }
@@ -208,7 +214,7 @@ fn execute(store: &mut Store, args: &[&[u8]], out: &mut Vec<u8>, now: Instant) -
         "ECHO" if argc == 2 => resp::bulk(out, Some(args[1])),
         "GET" if argc == 2 => {
             let v = store.get(args[1], now);
-            resp::bulk(out, v.as_deref());
+            resp::bulk(out, v);
         }
         "SET" if argc >= 3 => {
             let (mut expires, mut nx, mut xx) = (None, false, false);
@@ -300,7 +306,7 @@ fn execute(store: &mut Store, args: &[&[u8]], out: &mut Vec<u8>, now: Instant) -
             resp::array(out, argc - 1);
             for k in &args[1..] {
                 let v = store.get(k, now);
-                resp::bulk(out, v.as_deref());
+                resp::bulk(out, v);
             }
         }
         "MSET" if argc >= 3 && argc % 2 == 1 => {
@@ -396,33 +402,40 @@ struct Client {
 }
 
 impl Protocol for Client {
+    /// Executes every complete request in `input` (pipelining), then sends
+    /// all their replies in one write.
     fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> std::io::Result<usize> {
         let max_bulk = self.store.borrow().max_bulk;
-        match parse_request(input, max_bulk) {
-            Ok(None) => Ok(0),
-            Ok(Some((args, n))) => {
-                self.reply.clear();
-                let quit = execute(
-                    &mut self.store.borrow_mut(),
-                    &args,
-                    &mut self.reply,
-                    Instant::now(),
-                );
-                out.write(&self.reply)?;
-                if quit {
-                    out.close();
+        let now = Instant::now();
+        self.reply.clear();
+        let mut consumed = 0;
+        let mut quit = false;
+        let mut store = self.store.borrow_mut();
+        // Bound the replies of one batch, so a long pipeline of big GETs
+        // goes out in pieces under the server's output limit.
+        while consumed < input.len() && self.reply.len() < 256 * 1024 && !quit {
+            match parse_request(&input[consumed..], max_bulk) {
+                Ok(None) => break,
+                Ok(Some((args, n))) => {
+                    quit = execute(&mut store, &args, &mut self.reply, now);
+                    consumed += n;
                 }
-                Ok(n)
-            }
-            Err(e) => {
-                // Answer, then close this connection only.
-                self.reply.clear();
-                resp::error(&mut self.reply, &format!("ERR {e}"));
-                out.write(&self.reply)?;
-                out.close();
-                Ok(input.len())
+                Err(e) => {
+                    // Answer, then close this connection only.
+                    resp::error(&mut self.reply, &format!("ERR {e}"));
+                    consumed = input.len();
+                    quit = true;
+                }
             }
         }
+        drop(store);
+        if !self.reply.is_empty() {
+            out.write(&self.reply)?;
+        }
+        if quit {
+            out.close();
+        }
+        Ok(consumed)
     }
 }
 
