@@ -9,13 +9,19 @@
 //! ```
 //!
 //! The peers are this same program run as `peer_manager peer ...` (see
-//! `examples/peer.rs`).
+//! `examples/peer.rs`). One thread: the peers' output comes through pipes
+//! on the event loop, and the supervisor is polled between turns.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::Read;
+use std::os::fd::AsFd;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::rc::Rc;
 use std::time::Duration;
+
+use procwire::net::event::{EventLoop, Interest};
+use procwire::sys::fd::set_nonblocking;
 
 use procwire::net::port::{ChildSpec, Handoff, StopReason, Supervisor, SupervisorOptions};
 use procwire::sys::fd::pipe;
@@ -130,7 +136,8 @@ fn main() -> ExitCode {
 
 fn manage(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let me = std::env::current_exe()?.to_string_lossy().into_owned();
-    let summaries: Arc<Mutex<BTreeMap<usize, Summary>>> = Arc::default();
+    let lp = EventLoop::new()?;
+    let summaries: Rc<RefCell<BTreeMap<usize, Summary>>> = Rc::default();
     let mut readers = Vec::new();
     let mut specs = Vec::new();
     for i in 0..a.n {
@@ -150,18 +157,40 @@ fn manage(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         // Each peer's stdout comes through a pipe: forwarded line by line,
         // and its summary line kept for the report.
         let (r, w) = pipe()?;
-        let sums = Arc::clone(&summaries);
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(std::fs::File::from(r)).lines() {
-                let Ok(line) = line else { break };
-                match parse_summary(&line) {
-                    Some(s) => {
-                        sums.lock().map(|mut m| m.insert(i, s)).ok();
+        set_nonblocking(r.as_fd(), true)?;
+        let sums = Rc::clone(&summaries);
+        let mut pending: Vec<u8> = Vec::new();
+        // The peer's stdout on the loop: forwarded line by line, its
+        // summary line kept for the report.
+        readers.push(lp.register(
+            std::fs::File::from(r),
+            Interest::READABLE,
+            move |cx, f: &std::fs::File, _| {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match (&*f).read(&mut buf) {
+                        Ok(0) => {
+                            cx.deregister_current();
+                            break;
+                        }
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
                     }
-                    None => println!("{line}"),
                 }
-            }
-        }));
+                while let Some(at) = pending.iter().position(|&c| c == b'\n') {
+                    let line = String::from_utf8_lossy(&pending[..at]).into_owned();
+                    pending.drain(..=at);
+                    match parse_summary(&line) {
+                        Some(s) => {
+                            sums.borrow_mut().insert(i, s);
+                        }
+                        None => println!("{line}"),
+                    }
+                }
+                Ok(())
+            },
+        )?);
         specs.push(
             ChildSpec::new(format!("peer-{i}"), cmd)
                 .handoff(a.handoff)
@@ -179,18 +208,29 @@ fn manage(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             c.name, c.pid, c.port
         );
     }
-    let outcome = sup.run()?;
+    // One thread: the loop carries the peers' output, the supervisor is
+    // polled between turns (SIGCHLD, SIGINT, SIGTERM, the duration).
+    let reason = loop {
+        lp.run_once(Some(Duration::from_millis(20)))?;
+        if let Some(r) = sup.poll(Duration::ZERO)? {
+            break r;
+        }
+    };
+    let outcome = sup.finish(reason)?;
     drop(sup);
-    for r in readers {
-        let _ = r.join();
+    // Take what the peers printed last, until every pipe closed (bounded).
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !lp.is_empty() && std::time::Instant::now() < until {
+        lp.run_once(Some(Duration::from_millis(50)))?;
     }
+    drop(readers);
 
     let by_port: BTreeMap<u16, String> = outcome
         .children
         .iter()
         .map(|c| (c.port, c.name.clone()))
         .collect();
-    let sums = summaries.lock().map(|m| m.clone()).unwrap_or_default();
+    let sums = summaries.borrow().clone();
     println!(
         "peer_manager: stopped ({})",
         match &outcome.reason {

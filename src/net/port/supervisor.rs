@@ -201,6 +201,8 @@ pub struct Supervisor {
     signals: Option<SignalPipe>,
     selector: Selector,
     events: Events,
+    /// When `opts.duration` runs out.
+    deadline: Option<Instant>,
 }
 
 const SIGNALS: Token = Token(0);
@@ -248,8 +250,10 @@ impl Supervisor {
         };
         let reservations = opts.reservation.reserve_many(specs.len())?;
         let ports: Vec<u16> = reservations.iter().map(Reservation::port).collect();
+        let deadline = opts.duration.map(|d| Instant::now() + d);
         let mut sup = Supervisor {
             children: Vec::with_capacity(specs.len()),
+            deadline,
             opts,
             signals,
             selector,
@@ -368,28 +372,38 @@ impl Supervisor {
     /// `stop_on_failure`), the duration passes or SIGINT/SIGTERM arrives;
     /// then stops the rest ([`Supervisor::terminate`]) and reports.
     pub fn run(&mut self) -> Result<Outcome> {
-        let deadline = self.opts.duration.map(|d| Instant::now() + d);
-        let reason = loop {
-            self.reap()?;
-            if self.live().next().is_none() {
-                break StopReason::AllExited;
-            }
-            if self.opts.stop_on_failure {
-                if let Some(i) = self.children.iter().position(|c| c.report.failed()) {
-                    break StopReason::ChildFailed(i);
-                }
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                break StopReason::Duration;
-            }
+        loop {
             // SIGCHLD wakes the wait; the cap is only a backstop.
-            let cap = Duration::from_secs(1);
-            let timeout = deadline.map_or(cap, |d| (d - now).min(cap));
-            if let Some(s) = self.wait_signal(timeout)? {
-                break StopReason::Signal(s);
+            if let Some(reason) = self.poll(Duration::from_secs(1))? {
+                return self.finish(reason);
             }
-        };
+        }
+    }
+
+    /// One step of [`Supervisor::run`], for callers that drive their own
+    /// loop: reaps, checks the stop conditions, then waits at most
+    /// `timeout` for a signal. `Some(reason)` means it is time to stop:
+    /// call [`Supervisor::finish`].
+    pub fn poll(&mut self, timeout: Duration) -> Result<Option<StopReason>> {
+        self.reap()?;
+        if self.live().next().is_none() {
+            return Ok(Some(StopReason::AllExited));
+        }
+        if self.opts.stop_on_failure {
+            if let Some(i) = self.children.iter().position(|c| c.report.failed()) {
+                return Ok(Some(StopReason::ChildFailed(i)));
+            }
+        }
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Ok(Some(StopReason::Duration));
+        }
+        let timeout = self.deadline.map_or(timeout, |d| (d - now).min(timeout));
+        Ok(self.wait_signal(timeout)?.map(StopReason::Signal))
+    }
+
+    /// Stops what still runs ([`Supervisor::terminate`]) and reports.
+    pub fn finish(&mut self, reason: StopReason) -> Result<Outcome> {
         self.terminate()?;
         Ok(Outcome {
             reason,
