@@ -103,15 +103,7 @@ impl ReservationBuilder {
     }
 
     fn holding_socket(&self, addr: SocketAddr, ty: Type) -> Result<Socket> {
-        let s = Socket::new(Domain::of(&SockAddr::Inet(addr)), ty)?;
-        s.set_reuse_port(true)?;
-        if self.reuse_address {
-            s.set_reuse_address(true)?;
-        }
-        if addr.is_ipv6() {
-            s.set_only_v6(true)?;
-        }
-        s.bind(addr)?;
+        let s = bind_joinable(addr, ty, self.reuse_address)?;
         if ty == Type::DGRAM {
             // A bound UDP socket takes its share of the port's datagrams
             // once the child joins the SO_REUSEPORT group. Connected to its
@@ -192,6 +184,22 @@ impl ReservationBuilder {
     pub fn reserve_many(&self, n: usize) -> Result<Vec<Reservation>> {
         (0..n).map(|_| self.reserve()).collect()
     }
+}
+
+/// A socket bound to `addr` so that others of this user can join it:
+/// `SO_REUSEPORT` (and `SO_REUSEADDR` if asked), IPv6-only for IPv6. Both
+/// the hold and the child that joins it bind this way.
+fn bind_joinable(addr: SocketAddr, ty: Type, reuse_address: bool) -> Result<Socket> {
+    let s = Socket::new(Domain::of(&SockAddr::Inet(addr)), ty)?;
+    s.set_reuse_port(true)?;
+    if reuse_address {
+        s.set_reuse_address(true)?;
+    }
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(addr)?;
+    Ok(s)
 }
 
 fn family_unavailable(e: &Error) -> bool {
@@ -344,16 +352,7 @@ impl ReservedBind {
     }
 
     fn socket(&self, ty: Type) -> Result<Socket> {
-        let s = Socket::new(Domain::of(&SockAddr::Inet(self.addr)), ty)?;
-        s.set_reuse_port(true)?;
-        if self.reuse_address {
-            s.set_reuse_address(true)?;
-        }
-        if self.addr.is_ipv6() {
-            s.set_only_v6(true)?;
-        }
-        s.bind(self.addr)?;
-        Ok(s)
+        bind_joinable(self.addr, ty, self.reuse_address)
     }
 
     /// A listening TCP socket on the reserved address.
