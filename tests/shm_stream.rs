@@ -124,24 +124,11 @@ fn round_trips_with_a_spawned_process_for_every_kind() {
     for kind in [SegmentKind::Memfd, SegmentKind::Posix, SegmentKind::SysV] {
         let path = sock_path(&format!("spawn-{kind:?}"));
         let _ = std::fs::remove_file(&path);
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "round_trips_with_a_spawned_process_for_every_kind",
-                "--exact",
-                "--nocapture",
-                "-q",
-            ])
-            .env(ROLE, "echo-server")
-            .env("SHM_PATH", &path)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        while line.trim() != "READY" {
-            line.clear();
-            assert!(out.read_line(&mut line).unwrap() > 0, "the server died");
-        }
+        let mut child = spawn_peer(
+            "round_trips_with_a_spawned_process_for_every_kind",
+            "echo-server",
+            &path,
+        );
         let ring = 4096;
         let mut c = ShmStream::connect_with(
             &path,
@@ -158,13 +145,13 @@ fn round_trips_with_a_spawned_process_for_every_kind() {
     }
 }
 
-fn spawn_idle_peer(tag: &str, test: &str) -> (std::process::Child, ShmStream) {
-    let path = sock_path(tag);
-    let _ = std::fs::remove_file(&path);
+/// Runs `test` of this binary in `role` with `SHM_PATH` set, and waits for
+/// it to print READY (its listener is bound).
+fn spawn_peer(test: &str, role: &str, path: &std::path::Path) -> std::process::Child {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "-q"])
-        .env(ROLE, "idle-peer")
-        .env("SHM_PATH", &path)
+        .env(ROLE, role)
+        .env("SHM_PATH", path)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -172,8 +159,15 @@ fn spawn_idle_peer(tag: &str, test: &str) -> (std::process::Child, ShmStream) {
     let mut line = String::new();
     while line.trim() != "READY" {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the peer died");
+        assert!(out.read_line(&mut line).unwrap() > 0, "the {role} died");
     }
+    child
+}
+
+fn spawn_idle_peer(tag: &str, test: &str) -> (std::process::Child, ShmStream) {
+    let path = sock_path(tag);
+    let _ = std::fs::remove_file(&path);
+    let child = spawn_peer(test, "idle-peer", &path);
     let c = ShmStream::connect_with(
         &path,
         ShmOptions {

@@ -5,7 +5,7 @@
 //! `fork` is libc's, so the allocator's and libc's atfork handlers stay right.
 
 use std::fmt;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -612,8 +612,6 @@ impl<'a> Spawn<'a> {
         }
     }
 }
-
-use std::os::fd::AsFd as _;
 
 /// Finds the file `program` names: itself when it has a `/`, else the first
 /// executable of that name on `PATH` (the child's `PATH` when it is set).
