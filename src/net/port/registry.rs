@@ -301,12 +301,14 @@ impl Doc {
             }
         };
         self.lines.insert(at, text);
-        // An indented line right after ours would read as its continuation.
-        if self
-            .lines
-            .get(at + 1)
-            .is_some_and(|l| l.starts_with([' ', '\t']) && !l.trim().is_empty())
-        {
+        // An indented line after ours would read as its continuation, also
+        // across comment lines (ConfigParser skips those inside a value); a
+        // blank line right after ours ends the value.
+        let next = self.lines[at + 1..].iter().find(|l| {
+            let t = l.trim();
+            !(t.starts_with('#') || t.starts_with(';'))
+        });
+        if next.is_some_and(|l| l.starts_with([' ', '\t']) && !l.trim().is_empty()) {
             self.lines.insert(at + 1, String::new());
         }
         self.insert_at = Some(at + 1);
@@ -620,7 +622,12 @@ mod tests {
     /// the file we wrote no longer parsed.
     #[test]
     fn fuzz_regression_indented_line_after_a_new_entry() {
-        for text in ["# cv\n [DE*}A9TU)0L]\nA:] \n", "[DEFAULT]\n  [x]\n"] {
+        for text in [
+            "# cv\n [DE*}A9TU)0L]\nA:] \n",
+            "[DEFAULT]\n  [x]\n",
+            // A comment between the new entry and the indented line.
+            "[DT]\n[DEFAULT]\n#\n [c]\n\n; x\n k = v\n",
+        ] {
             let written = rewrite_text(text, Some(("zz-fuzz-new", 1)), None).unwrap();
             let back = parse_text(Path::new("t"), &written).unwrap();
             assert!(
