@@ -3,10 +3,10 @@
 //! 127.0.0.1:0 plus close (socket2, no options, no listen), in the same
 //! run. Medians over rounds; one `RATIO` line per case.
 //!
-//! `select_random` probes its pick twice, as `is_available` defines: a bind
-//! of the dual-stack wildcard and a connect to 127.0.0.1 that must be
-//! refused. The refused connect (SYN, RST) costs about two binds in the
-//! kernel, so the floor of the two probes is about 3x one plain bind.
+//! `select_random` probes its pick as `is_available` defines: a connect to
+//! 127.0.0.1 that must be refused and a bind of the dual-stack wildcard,
+//! both on one socket. The refused connect (SYN, RST) costs about one more
+//! socket in the kernel, so the floor is about 2x one plain bind.
 //!
 //! `cargo bench --bench port_select`
 

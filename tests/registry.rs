@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -107,6 +107,60 @@ fn good_ports_are_unassigned_and_outside_the_ephemeral_range() {
     }
     for well_known in [3306u16, 5432, 6379, 8080, 27017, 11211] {
         assert!(!good.contains(&well_known), "{well_known} is assigned");
+    }
+}
+
+/// Each kind of holder makes a port unavailable; a probe that says "free"
+/// leaves the port free (its one socket neither keeps the port nor leaves
+/// a TIME_WAIT behind).
+#[test]
+fn is_available_sees_every_kind_of_holder() {
+    assert!(!is_available(0));
+    let free = select_random(None, &[]).unwrap();
+    assert!(is_available(free));
+    assert!(is_available(free), "a second probe finds it free again");
+    let s = Socket::new(Domain::IPV4, Type::STREAM).unwrap();
+    s.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, free)))
+        .unwrap();
+    drop(s);
+
+    type Holder = fn(u16) -> Option<Socket>;
+    let holders: [(&str, Holder); 4] = [
+        ("listener on 127.0.0.1", |p| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM).ok()?;
+            s.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, p))).ok()?;
+            s.listen(8).ok()?;
+            Some(s)
+        }),
+        ("bound, not listening, on 0.0.0.0", |p| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM).ok()?;
+            s.bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, p))).ok()?;
+            Some(s)
+        }),
+        ("bound on ::1 only", |p| {
+            let s = Socket::new(Domain::IPV6, Type::STREAM).ok()?;
+            s.set_only_v6(true).ok()?;
+            s.bind(SocketAddr::from((Ipv6Addr::LOCALHOST, p))).ok()?;
+            Some(s)
+        }),
+        ("listener on ::1 only", |p| {
+            let s = Socket::new(Domain::IPV6, Type::STREAM).ok()?;
+            s.set_only_v6(true).ok()?;
+            s.bind(SocketAddr::from((Ipv6Addr::LOCALHOST, p))).ok()?;
+            s.listen(8).ok()?;
+            Some(s)
+        }),
+    ];
+    for (what, hold) in holders {
+        let p = select_random(None, &[]).unwrap();
+        let Some(held) = hold(p) else {
+            // Only where IPv6 is off.
+            println!("skipped {what}: could not hold {p}");
+            continue;
+        };
+        assert!(!is_available(p), "{what} on {p} went unseen");
+        drop(held);
+        assert!(is_available(p), "{p} free again after the {what} closed");
     }
 }
 

@@ -30,6 +30,8 @@ enum Args {
     Fd(i32),
     /// A file descriptor and a buffer length: `fd 5, 64 bytes`.
     FdLen(i32, usize),
+    /// An IP socket address: `127.0.0.1:8080`.
+    Inet(std::net::SocketAddr),
     /// Anything else, rendered when the error was made.
     Text(Box<str>),
 }
@@ -39,6 +41,7 @@ impl fmt::Display for Args {
         match self {
             Self::Fd(fd) => write!(f, "fd {fd}"),
             Self::FdLen(fd, len) => write!(f, "fd {fd}, {len} bytes"),
+            Self::Inet(addr) => write!(f, "{addr}"),
             Self::Text(t) => f.write_str(t),
         }
     }
@@ -72,6 +75,16 @@ impl Error {
         Self {
             call,
             args: Args::FdLen(fd, len),
+            errno,
+        }
+    }
+
+    /// An error whose argument is an IP socket address, made without
+    /// allocating (a refused or in-progress connect is routine).
+    pub(crate) fn with_inet(call: &'static str, addr: std::net::SocketAddr, errno: i32) -> Self {
+        Self {
+            call,
+            args: Args::Inet(addr),
             errno,
         }
     }

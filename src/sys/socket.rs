@@ -11,6 +11,7 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::net::{self as rnet, AddressFamily, SocketAddrAny, SocketAddrUnix, SocketType};
 
@@ -273,6 +274,49 @@ impl Socket {
         Ok(Self { fd })
     }
 
+    /// Creates a socket in non-blocking mode (`SOCK_NONBLOCK` where the
+    /// platform has it, so no second call), close-on-exec as [`Socket::new`].
+    pub fn new_nonblocking(domain: Domain, ty: Type) -> Result<Self> {
+        #[cfg(not(target_vendor = "apple"))]
+        {
+            let flags = rnet::SocketFlags::CLOEXEC | rnet::SocketFlags::NONBLOCK;
+            let fd = rnet::socket_with(domain.0, ty.0, flags, None)
+                .ctx("socket", || format!("{domain:?}, {ty:?} | SOCK_NONBLOCK"))?;
+            Ok(Self { fd })
+        }
+        #[cfg(target_vendor = "apple")]
+        {
+            let s = Self::new(domain, ty)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        }
+    }
+
+    /// Waits up to `timeout` until the socket is writable (a non-blocking
+    /// connect finished, either way) or has an error pending (`poll(2)`);
+    /// `false` on a timeout. Interrupted waits resume with the time left.
+    #[doc(alias = "poll")]
+    pub fn wait_writable(&self, timeout: Duration) -> Result<bool> {
+        use rustix::event::{PollFd, PollFlags};
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ts = rustix::time::Timespec::try_from(left).ok();
+            let mut fds = [PollFd::new(&self.fd, PollFlags::OUT)];
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
+                Ok(n) => return Ok(n > 0),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    return Err(Error::with_fd(
+                        "poll",
+                        self.fd.as_raw_fd(),
+                        e.raw_os_error(),
+                    ))
+                }
+            }
+        }
+    }
+
     /// Creates a socket of the family `addr` belongs to.
     pub fn for_addr(addr: &SockAddr, ty: Type) -> Result<Self> {
         Self::new(Domain::of(addr), ty)
@@ -286,7 +330,11 @@ impl Socket {
     pub fn bind(&self, addr: impl Into<SockAddr>) -> Result<()> {
         let addr = addr.into();
         let raw = addr.to_rustix("bind")?;
-        rnet::bind(&self.fd, &raw).ctx("bind", || addr.to_string())
+        match addr {
+            SockAddr::Inet(ip) => rnet::bind(&self.fd, &raw)
+                .map_err(|e| Error::with_inet("bind", ip, e.raw_os_error())),
+            _ => rnet::bind(&self.fd, &raw).ctx("bind", || addr.to_string()),
+        }
     }
 
     /// Marks the socket as accepting connections (`listen(2)`).
@@ -329,7 +377,11 @@ impl Socket {
     pub fn connect(&self, addr: impl Into<SockAddr>) -> Result<()> {
         let addr = addr.into();
         let raw = addr.to_rustix("connect")?;
-        rnet::connect(&self.fd, &raw).ctx("connect", || addr.to_string())
+        match addr {
+            SockAddr::Inet(ip) => rnet::connect(&self.fd, &raw)
+                .map_err(|e| Error::with_inet("connect", ip, e.raw_os_error())),
+            _ => rnet::connect(&self.fd, &raw).ctx("connect", || addr.to_string()),
+        }
     }
 
     /// The address the socket is bound to (`getsockname(2)`).

@@ -191,42 +191,101 @@ pub fn is_good(port: u16) -> bool {
         .any(|&(lo, hi)| (lo..=hi).contains(&port))
 }
 
-/// Whether nothing uses `port` on this host now: a bind of the wildcard
-/// address (IPv6 dual-stack, which conflicts with any bind of the port on
-/// loopback or the wildcard, IPv4 or IPv6; plain IPv4 where IPv6 is off)
-/// succeeds, and a connection to 127.0.0.1 is refused. Port 0 is never
-/// available.
+/// Whether nothing uses `port` on this host now: a connection to
+/// 127.0.0.1 is refused (nothing listens there), and then a bind of the
+/// wildcard address succeeds (IPv6 dual-stack, which conflicts with any
+/// bind of the port on loopback or the wildcard, IPv4 or IPv6; plain IPv4
+/// where IPv6 is off). Port 0 is never available.
+///
+/// Both tests use one non-blocking socket: a connect that was refused
+/// leaves it unbound, so the bind follows on the same socket, and the
+/// probe costs one socket, one refused connect and one bind. The order
+/// matters: a socket bound to `port` first would connect to itself. A
+/// listener whose queue is full never answers: after [`PROBE_WAIT`] of
+/// silence the port counts as taken.
 pub fn is_available(port: u16) -> bool {
-    port != 0 && bind_test(port) && refuses_connection(port)
+    port != 0 && probe(port).unwrap_or(false)
 }
 
-fn bind_test(port: u16) -> bool {
-    let v6 = Socket::new(Domain::IPV6, Type::STREAM).and_then(|s| {
-        s.set_only_v6(false)?;
-        Ok(s)
-    });
-    match v6 {
-        Ok(s) => s
-            .bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
-            .is_ok(),
-        Err(_) => Socket::new(Domain::IPV4, Type::STREAM)
-            .and_then(|s| s.bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))))
-            .is_ok(),
-    }
-}
+/// How long [`is_available`] waits for an answer to its connect. On
+/// loopback the refusal normally arrives within the connect call itself.
+pub const PROBE_WAIT: Duration = Duration::from_millis(100);
 
-fn refuses_connection(port: u16) -> bool {
-    let Ok(s) = Socket::new(Domain::IPV4, Type::STREAM) else {
-        return false;
+fn probe(port: u16) -> Result<bool> {
+    let (s, loopback, wildcard) = match Socket::new_nonblocking(Domain::IPV6, Type::STREAM) {
+        Ok(s) => {
+            s.set_only_v6(false)?;
+            let mapped = SocketAddr::from((Ipv4Addr::LOCALHOST.to_ipv6_mapped(), port));
+            (s, mapped, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
+        }
+        Err(_) => (
+            Socket::new_nonblocking(Domain::IPV4, Type::STREAM)?,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        ),
     };
-    // A listener whose queue is full drops the SYN: don't wait long for it.
-    if s.set_write_timeout(Some(Duration::from_secs(1))).is_err() {
-        return false;
+    match s.connect(loopback) {
+        Err(e) if e.raw_os_error() == errno::ECONNREFUSED => {
+            return bind_after_refusal(s, wildcard)
+        }
+        Err(e) if e.raw_os_error() == errno::EINPROGRESS => {}
+        Err(_) => return Ok(false),
+        Ok(()) => return self_connected(s, wildcard),
     }
-    matches!(
-        s.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
-        Err(e) if e.raw_os_error() == errno::ECONNREFUSED
-    )
+    // On loopback the RST has normally been handled before connect
+    // returned: the socket is closed and unbound again, and the bind is
+    // the second test. EINVAL means the connect is still going (or done).
+    match s.bind(wildcard) {
+        Ok(()) => return Ok(true),
+        Err(e) if e.raw_os_error() != errno::EINVAL => return Ok(false),
+        Err(_) => {}
+    }
+    if !s.wait_writable(PROBE_WAIT)? {
+        return Ok(false);
+    }
+    match s.take_error()? {
+        Some(e) if e.raw_os_error() == Some(errno::ECONNREFUSED) => bind_after_refusal(s, wildcard),
+        Some(_) => Ok(false),
+        None => self_connected(s, wildcard),
+    }
+}
+
+/// The bind test on the socket whose connect was refused. Linux lets a
+/// socket bind after a failed connect; where the platform doesn't
+/// (`EINVAL`), a fresh socket takes the test.
+fn bind_after_refusal(s: Socket, wildcard: SocketAddr) -> Result<bool> {
+    match s.bind(wildcard) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == errno::EINVAL => {
+            drop(s);
+            fresh_bind(wildcard)
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+/// After a connect to `port` succeeded: when the kernel picked `port`
+/// itself as the source port, the SYN reached the socket itself and
+/// nothing listens; the bind test then needs another socket.
+fn self_connected(s: Socket, wildcard: SocketAddr) -> Result<bool> {
+    if s.local_addr()? != s.peer_addr()? {
+        return Ok(false);
+    }
+    drop(s);
+    fresh_bind(wildcard)
+}
+
+fn fresh_bind(wildcard: SocketAddr) -> Result<bool> {
+    let domain = if wildcard.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let t = Socket::new(domain, Type::STREAM)?;
+    if wildcard.is_ipv6() {
+        t.set_only_v6(false)?;
+    }
+    Ok(t.bind(wildcard).is_ok())
 }
 
 /// A random number from the process's OS-seeded hasher keys and a counter.
