@@ -3,7 +3,10 @@
 //! writes, bytes/s) over `ShmStream` and over `std::os::unix::net::UnixStream`,
 //! in three placements of the two processes: pinned to one CPU, pinned to two
 //! CPUs, and unpinned. Also prints the raw floor: a cache-line ping-pong
-//! between two processes over a shared mapping. Medians of repeated runs,
+//! between two processes over a shared mapping, and the two ways a waiter
+//! can sleep (a futex on a shared word against an eventfd the waiter polls
+//! with epoll, edge-triggered and never drained) in the same one-CPU
+//! ping-pong. Medians of repeated runs,
 //! everything in one run; one `RATIO` line per comparison.
 //!
 //! ```text
@@ -250,6 +253,125 @@ fn floor_peer(cpus: &[usize], rounds: u64) {
     }
 }
 
+/// One-CPU ping-pong of a counter where every wait sleeps: `futex` sleeps on
+/// the shared word, `eventfd` in `epoll_wait` on an eventfd that the other
+/// side writes. Both sides always make the wake call, so the figures
+/// compare the primitives, not a heuristic.
+#[cfg(target_os = "linux")]
+fn wake_compare(mode: &str, rounds: usize) -> (u64, u64) {
+    use procwire::sys::eventfd::EventFd;
+    let cpus = [0usize];
+    pin(&cpus);
+    let fd = memfd_create("shm-bench-wake").expect("memfd");
+    ftruncate(std::os::fd::AsFd::as_fd(&fd), 4096).expect("ftruncate");
+    let map = Mapping::map(std::os::fd::AsFd::as_fd(&fd), 4096, Access::ReadWrite).expect("map");
+    let (mine, theirs) = (
+        EventFd::new(0, false).expect("eventfd"),
+        EventFd::new(0, false).expect("eventfd"),
+    );
+    let mut spawn = procwire::sys::process::Spawn::new(std::env::current_exe().expect("exe"));
+    spawn
+        .args(["peer-wake", mode, "0", &rounds.to_string()])
+        .fd(std::os::fd::AsFd::as_fd(&fd), 3)
+        .fd(std::os::fd::AsFd::as_fd(&theirs), 4)
+        .fd(std::os::fd::AsFd::as_fd(&mine), 5);
+    let mut child = spawn.spawn().expect("spawn wake peer");
+    let waiter = Waiter::new(mode, mine);
+    let ping = map.atomic_u32(0).expect("word");
+    let pong = map.atomic_u32(64).expect("word");
+    let mut rtts = Vec::with_capacity(rounds);
+    for i in 1..=(rounds + rounds / 10) as u32 {
+        let t = Instant::now();
+        ping.store(i, Ordering::Release);
+        waiter.wake(ping, &theirs);
+        waiter.wait(pong, i);
+        if i as usize > rounds / 10 {
+            rtts.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    let _ = child.wait();
+    (pct(&mut rtts, 0.5), pct(&mut rtts, 0.99))
+}
+
+#[cfg(target_os = "linux")]
+fn wake_peer(mode: &str, cpus: &[usize], rounds: u32) {
+    use procwire::sys::eventfd::EventFd;
+    pin(cpus);
+    // SAFETY: the parent placed the memfd at 3 and the eventfds at 4 (ours)
+    // and 5 (the parent's) for us alone.
+    let (fd, mine, theirs) = unsafe {
+        (
+            procwire::sys::fd::take_inherited(3).expect("fd 3"),
+            EventFd::from_owned(procwire::sys::fd::take_inherited(4).expect("fd 4")),
+            EventFd::from_owned(procwire::sys::fd::take_inherited(5).expect("fd 5")),
+        )
+    };
+    let map = Mapping::map(std::os::fd::AsFd::as_fd(&fd), 4096, Access::ReadWrite).expect("map");
+    let ping = map.atomic_u32(0).expect("word");
+    let pong = map.atomic_u32(64).expect("word");
+    let waiter = Waiter::new(mode, mine);
+    for i in 1..=rounds + rounds / 10 {
+        waiter.wait(ping, i);
+        pong.store(i, Ordering::Release);
+        waiter.wake(pong, &theirs);
+    }
+}
+
+#[cfg(target_os = "linux")]
+struct Waiter {
+    futex: bool,
+    efd: procwire::sys::eventfd::EventFd,
+    selector: procwire::sys::event::Selector,
+    events: std::cell::RefCell<procwire::sys::event::Events>,
+}
+
+#[cfg(target_os = "linux")]
+impl Waiter {
+    fn new(mode: &str, efd: procwire::sys::eventfd::EventFd) -> Self {
+        use procwire::sys::event::{Events, Interest, Mode, Selector, Token};
+        let selector = Selector::new().expect("epoll");
+        selector
+            .register(
+                std::os::fd::AsFd::as_fd(&efd),
+                Token(0),
+                Interest::READABLE,
+                Mode::Edge,
+            )
+            .expect("register");
+        Self {
+            futex: mode == "futex",
+            efd,
+            selector,
+            events: std::cell::RefCell::new(Events::with_capacity(4)),
+        }
+    }
+
+    fn wait(&self, word: &std::sync::atomic::AtomicU32, want: u32) {
+        loop {
+            let v = word.load(Ordering::Acquire);
+            if v == want {
+                return;
+            }
+            if self.futex {
+                procwire::sys::futex::futex_wait(word, v, None).expect("futex wait");
+            } else {
+                self.selector
+                    .wait(&mut self.events.borrow_mut(), None)
+                    .expect("epoll_wait");
+            }
+        }
+    }
+
+    fn wake(&self, word: &std::sync::atomic::AtomicU32, peer: &procwire::sys::eventfd::EventFd) {
+        let _ = &self.efd;
+        if self.futex {
+            procwire::sys::futex::futex_wake(word, 1).expect("futex wake");
+        } else {
+            peer.write(1).expect("eventfd write");
+        }
+    }
+}
+
 fn parse_cpus(s: &str) -> Vec<usize> {
     s.split(',').filter_map(|c| c.parse().ok()).collect()
 }
@@ -277,6 +399,15 @@ fn main() -> ExitCode {
         }
         Some("peer-floor") => {
             floor_peer(&parse_cpus(&args[2]), args[3].parse().unwrap_or(0));
+            return ExitCode::SUCCESS;
+        }
+        #[cfg(target_os = "linux")]
+        Some("peer-wake") => {
+            wake_peer(
+                &args[1],
+                &parse_cpus(&args[2]),
+                args[3].parse().unwrap_or(0),
+            );
             return ExitCode::SUCCESS;
         }
         Some("-h") | Some("--help") => {
@@ -390,6 +521,31 @@ fn main() -> ExitCode {
             p50 as f64 / 1e3,
             p99 as f64 / 1e3
         );
+    }
+    #[cfg(target_os = "linux")]
+    if only.is_none() || only.as_deref() == Some("one_cpu") {
+        let (mut f50, mut f99, mut e50, mut e99) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..runs {
+            let (a, b) = wake_compare("futex", rounds);
+            let (c, d) = wake_compare("eventfd", rounds);
+            f50.push(a as f64);
+            f99.push(b as f64);
+            e50.push(c as f64);
+            e99.push(d as f64);
+        }
+        let (f50, f99, e50, e99) = (median(f50), median(f99), median(e50), median(e99));
+        println!(
+            "wake one_cpu  futex p50 {:.2}us p99 {:.2}us; eventfd+epoll p50 {:.2}us p99 {:.2}us",
+            f50 / 1e3,
+            f99 / 1e3,
+            e50 / 1e3,
+            e99 / 1e3
+        );
+        ratios.push(format!(
+            "RATIO shm_bench/wake_eventfd_vs_futex_p50 = {:.3} goal <= 1.1",
+            e50 / f50
+        ));
+        pin(&(0..cpu_count()).collect::<Vec<_>>());
     }
     let _ = std::fs::remove_dir_all(&dir);
     for r in ratios {

@@ -474,7 +474,15 @@ impl ShmStream {
             self.rx.set(c);
             let n = r.map_err(corrupt)?;
             if n > 0 {
-                self.wake(&h.space_waiter[dir].v);
+                // As a socket does for its writers: a writer waiting for room
+                // is woken once half the ring is free (by what we know
+                // without another look at shared memory), so on one CPU the
+                // two sides take turns in large steps, not one switch per
+                // read. Emptying the ring always crosses the line.
+                let c = self.rx.get();
+                if c.tail_cache - c.head <= s.ring / 2 {
+                    self.wake(&h.space_waiter[dir].v);
+                }
                 return Ok(n);
             }
             if self.peer_closed() {

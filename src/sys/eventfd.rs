@@ -27,6 +27,14 @@ impl EventFd {
             .ctx("eventfd", || format!("{initval}, {flags:?}"))
     }
 
+    /// Wraps an eventfd received from elsewhere (inherited, or passed with
+    /// `SCM_RIGHTS`). Nothing checks that `fd` is an eventfd: on another
+    /// kind of file, [`EventFd::read`] and [`EventFd::write`] act on that
+    /// file and report its errors.
+    pub fn from_owned(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+
     /// Adds `n` to the counter, making the fd readable (`write(2)`).
     ///
     /// # Errors

@@ -1,0 +1,630 @@
+//! A client of the peer-server-peer file-sharing network (see
+//! `psp_server`): registers, fetches its own block and replica first, then
+//! every other chunk from the server, with a bounded number of requests in
+//! flight and a retry timeout that adapts to the measured round trip; it
+//! answers the server's asks for chunks it holds. When it has every chunk
+//! it checks the whole file's checksum, writes the output atomically
+//! (temporary file, fsync, rename) and reports done; it exits 0 when the
+//! server says everyone is done.
+//!
+//! ```text
+//! psp_client ADDR [-o OUT] [--control udp|tcp]
+//! ```
+//!
+//! It prints `rtt SUM_US COUNT BUCKETS` (see `proto::Hist`) before it exits.
+
+#[path = "psp_common/proto.rs"]
+mod proto;
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use procwire::net::event::{EventLoop, Interest};
+use procwire::net::frame::{Decoder, Framing};
+use procwire::sys::errno;
+use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
+
+use proto::{Bad, Control, Hist, Info, Msg, Rng, Rto, CONTROL_SIZE};
+
+const USAGE: &str = "usage: psp_client ADDR [-o OUT] [--control udp|tcp]
+
+Fetches the file psp_server at ADDR (host:port) shares, writes it to OUT
+(default: psp-out-PID in the current directory) and exits 0 once the server
+says every client is done.";
+
+const TICK: Duration = Duration::from_millis(2);
+const REG_EVERY: Duration = Duration::from_millis(50);
+/// How long it waits for the server at all.
+const GIVE_UP: Duration = Duration::from_secs(120);
+
+struct Args {
+    server: SocketAddr,
+    out: PathBuf,
+    control: Control,
+    drop_udp: f64,
+    stall_after: Option<u64>,
+}
+
+fn parse() -> Result<Args, String> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let e = |e: lexopt::Error| e.to_string();
+    let (mut server, mut out) = (None, None);
+    let mut control = Control::Udp;
+    let (mut drop_udp, mut stall_after) = (0.0, None);
+    while let Some(arg) = p.next().map_err(e)? {
+        match arg {
+            Short('o') | Long("out") => out = Some(PathBuf::from(p.value().map_err(e)?)),
+            Long("control") => control = p.value().map_err(e)?.parse().map_err(e)?,
+            // Test only: drop this fraction of outgoing datagrams.
+            Long("drop-udp") => drop_udp = p.value().map_err(e)?.parse().map_err(e)?,
+            // Test only: stop asking for chunks after this many arrived
+            // (and print `stalled`), still answering the server.
+            Long("stall-after") => stall_after = Some(p.value().map_err(e)?.parse().map_err(e)?),
+            Short('h') | Long("help") => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            Value(v) if server.is_none() => {
+                let v = v.into_string().map_err(|v| format!("bad address {v:?}"))?;
+                server = Some(
+                    v.parse::<SocketAddr>()
+                        .map_err(|err| format!("ADDR {v:?}: {err} (expected host:port)"))?,
+                );
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let server = server.ok_or("missing ADDR")?;
+    if !(0.0..1.0).contains(&drop_udp) {
+        return Err("--drop-udp takes a fraction below 1".into());
+    }
+    Ok(Args {
+        server,
+        out: out.unwrap_or_else(|| PathBuf::from(format!("psp-out-{}", std::process::id()))),
+        control,
+        drop_udp,
+        stall_after,
+    })
+}
+
+struct Client {
+    control: Control,
+    server: SocketAddr,
+    tcp: Rc<Socket>,
+    udp: Rc<Socket>,
+    out_q: VecDeque<u8>,
+    decoder: Option<Decoder>,
+    /// TCP bytes that came before the `Info` that says how to cut them.
+    early: Vec<u8>,
+    info: Option<Info>,
+    data: Vec<u8>,
+    have: Vec<bool>,
+    have_count: u32,
+    /// Chunks to fetch, in order: own block, replica, then the rest.
+    order: Vec<u32>,
+    next: usize,
+    /// Requests in flight: chunk -> (sent, tries).
+    flight: HashMap<u32, (Instant, u32)>,
+    window: usize,
+    rto: Rto,
+    hist: Hist,
+    have_sent: bool,
+    done: bool,
+    exit: Option<u8>,
+    out_path: PathBuf,
+    drop_udp: f64,
+    rng: Rng,
+    scratch: Vec<u8>,
+    stall_after: Option<u64>,
+    received: u64,
+    stalled: bool,
+    last_reg: Instant,
+}
+
+impl Client {
+    fn send_udp(&mut self, data: &[u8]) {
+        if self.drop_udp > 0.0 && self.rng.unit() < self.drop_udp {
+            return;
+        }
+        let _ = self.udp.send_to(data, self.server);
+    }
+
+    fn send_tcp(&mut self, data: &[u8]) {
+        self.out_q.extend(data);
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        while !self.out_q.is_empty() {
+            let (a, _) = self.out_q.as_slices();
+            match self.tcp.send(a) {
+                Ok(n) => {
+                    self.out_q.drain(..n);
+                }
+                Err(e) if e.is_would_block() => return,
+                Err(e) if e.raw_os_error() == errno::EINTR => {}
+                Err(_) => {
+                    self.out_q.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn send_msg(&mut self, m: Msg) {
+        let b = m.encode();
+        match self.control {
+            Control::Udp => self.send_udp(&b),
+            Control::Tcp => self.send_tcp(&b),
+        }
+    }
+
+    fn send_chunk(&mut self, id: u32) {
+        let Some(info) = self.info else { return };
+        let cs = info.chunk_size as usize;
+        let at = id as usize * cs;
+        let len = proto::chunk_len(id, cs, info.file_size);
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        proto::encode_chunk(id, &self.data[at..at + len], cs, &mut buf);
+        match self.control {
+            Control::Udp => self.send_tcp(&buf),
+            Control::Tcp => self.send_udp(&buf),
+        }
+        self.scratch = buf;
+    }
+
+    fn on_msg(&mut self, m: Msg, now: Instant) {
+        match m {
+            Msg::Info(i) => self.on_info(i, now),
+            Msg::Ask { start, count } => {
+                let Some(info) = self.info else { return };
+                let end = start.saturating_add(count).min(info.n_chunks);
+                for id in start..end {
+                    if self.have[id as usize] {
+                        self.send_chunk(id);
+                    }
+                }
+            }
+            Msg::Bye => {
+                if self.done {
+                    self.exit = Some(0);
+                } else {
+                    eprintln!("psp_client: the server ended the transfer before we had the file");
+                    self.exit = Some(1);
+                }
+            }
+            Msg::Lost { id } => {
+                eprintln!("psp_client: chunk {id} is lost (every holder left); giving up");
+                self.exit = Some(1);
+            }
+            other => eprintln!("psp_client: dropped {other:?}: not a server message"),
+        }
+    }
+
+    fn on_info(&mut self, i: Info, now: Instant) {
+        if let Some(old) = self.info {
+            if old != i {
+                eprintln!("psp_client: dropped a second, different Info");
+            }
+            return;
+        }
+        let cs = i.chunk_size as usize;
+        let Ok(size) = usize::try_from(i.file_size) else {
+            eprintln!(
+                "psp_client: a file of {} bytes doesn't fit in memory",
+                i.file_size
+            );
+            self.exit = Some(1);
+            return;
+        };
+        self.info = Some(i);
+        self.data = vec![0; size];
+        self.have = vec![false; i.n_chunks as usize];
+        let mut order: Vec<u32> = (i.block_start..i.block_end).collect();
+        order.extend(
+            (i.replica_start..i.replica_end)
+                .filter(|id| !(i.block_start..i.block_end).contains(id)),
+        );
+        order.extend((0..i.n_chunks).filter(|id| {
+            !(i.block_start..i.block_end).contains(id)
+                && !(i.replica_start..i.replica_end).contains(id)
+        }));
+        self.order = order;
+        // Requests in flight are bounded so that what they bring fits the
+        // receive buffer (chunks over UDP) and the server's queue.
+        let per = proto::chunk_record(cs) + 512;
+        self.window = (256 * 1024 / per).clamp(2, 64);
+        if self.control == Control::Udp {
+            self.decoder = Some(Decoder::new(Framing::Fixed(proto::chunk_record(cs))));
+            let early = std::mem::take(&mut self.early);
+            self.on_tcp_bytes(&early, now);
+        }
+        if i.n_chunks == 0 {
+            self.complete();
+        }
+        self.fill(now);
+    }
+
+    /// Sends requests until the window is full, contiguous chunks as one
+    /// range.
+    fn fill(&mut self, now: Instant) {
+        if self.info.is_none() || self.stalled {
+            return;
+        }
+        while self.flight.len() < self.window && self.next < self.order.len() {
+            let start = self.order[self.next];
+            if self.have[start as usize] || self.flight.contains_key(&start) {
+                self.next += 1;
+                continue;
+            }
+            let room = self.window - self.flight.len();
+            let mut count = 0;
+            while count < room
+                && self.next < self.order.len()
+                && self.order[self.next] == start + count as u32
+                && !self.have[self.order[self.next] as usize]
+            {
+                self.flight.insert(start + count as u32, (now, 0));
+                count += 1;
+                self.next += 1;
+            }
+            self.send_msg(Msg::Req {
+                start,
+                count: count as u32,
+            });
+        }
+    }
+
+    fn on_chunk(&mut self, rec: &[u8], now: Instant) {
+        let Some(info) = self.info else { return };
+        let cs = info.chunk_size as usize;
+        let (id, bytes) = match proto::decode_chunk(rec, cs, info.n_chunks, info.file_size) {
+            Ok(v) => v,
+            Err(Bad(why)) => {
+                eprintln!("psp_client: dropped a chunk: {why}");
+                return;
+            }
+        };
+        if let Some((sent, tries)) = self.flight.remove(&id) {
+            let rtt = now.duration_since(sent);
+            self.hist.add(rtt.as_secs_f64() * 1e6);
+            // Karn: only first transmissions time the path.
+            if tries == 0 {
+                self.rto.sample(rtt.as_secs_f64());
+            }
+        }
+        if !self.have[id as usize] {
+            let at = id as usize * cs;
+            self.data[at..at + bytes.len()].copy_from_slice(bytes);
+            self.have[id as usize] = true;
+            self.have_count += 1;
+            self.received += 1;
+            if !self.have_sent && self.holds_blocks(&info) {
+                self.have_sent = true;
+                self.send_msg(Msg::Have);
+            }
+            if self.have_count == info.n_chunks {
+                self.complete();
+            }
+            if let Some(k) = self.stall_after {
+                if self.received >= k && !self.stalled {
+                    self.stalled = true;
+                    println!("stalled");
+                    let _ = std::io::stdout().flush();
+                }
+            }
+        }
+        self.fill(now);
+    }
+
+    fn holds_blocks(&self, i: &Info) -> bool {
+        (i.block_start..i.block_end)
+            .chain(i.replica_start..i.replica_end)
+            .all(|id| self.have[id as usize])
+    }
+
+    /// Every chunk is here: check, write, report.
+    fn complete(&mut self) {
+        let Some(info) = self.info else { return };
+        if self.done {
+            return;
+        }
+        if proto::checksum(&self.data) != info.file_hash {
+            eprintln!("psp_client: the assembled file fails its checksum");
+            self.exit = Some(1);
+            return;
+        }
+        if let Err(e) = write_atomically(&self.out_path, &self.data) {
+            eprintln!("psp_client: writing {}: {e}", self.out_path.display());
+            self.exit = Some(1);
+            return;
+        }
+        self.done = true;
+        if !self.have_sent {
+            self.have_sent = true;
+            self.send_msg(Msg::Have);
+        }
+        self.send_msg(Msg::Done);
+    }
+
+    fn on_tcp_bytes(&mut self, b: &[u8], now: Instant) {
+        match self.control {
+            Control::Udp => {
+                let Some(dec) = self.decoder.as_mut() else {
+                    // Bounded: before its Info the server sends nothing on
+                    // this connection, so only garbage could pile up here.
+                    if self.early.len() + b.len() <= 1 << 20 {
+                        self.early.extend_from_slice(b);
+                    }
+                    return;
+                };
+                dec.feed(b);
+                while let Some(Ok(Some(r))) = self.decoder.as_mut().map(Decoder::next_frame) {
+                    let rec = r.to_vec();
+                    self.on_chunk(&rec, now);
+                }
+            }
+            Control::Tcp => {
+                let dec = self
+                    .decoder
+                    .get_or_insert_with(|| Decoder::new(Framing::Fixed(CONTROL_SIZE)));
+                dec.feed(b);
+                while let Some(Ok(Some(r))) = self.decoder.as_mut().map(Decoder::next_frame) {
+                    let rec = r.to_vec();
+                    match Msg::decode(&rec) {
+                        Ok(m) => self.on_msg(m, now),
+                        Err(Bad(why)) => eprintln!("psp_client: dropped a record: {why}"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, d: &[u8], now: Instant) {
+        match self.control {
+            Control::Udp => match Msg::decode(d) {
+                Ok(m) => self.on_msg(m, now),
+                Err(Bad(why)) => eprintln!("psp_client: dropped a datagram: {why}"),
+            },
+            Control::Tcp => self.on_chunk(d, now),
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        if self.info.is_none() {
+            if now.duration_since(self.last_reg) >= REG_EVERY {
+                self.last_reg = now;
+                self.send_msg(Msg::Reg {
+                    pid: std::process::id(),
+                });
+            }
+            return;
+        }
+        if self.stalled {
+            return;
+        }
+        let base = self.rto.timeout();
+        let mut due: Vec<u32> = self
+            .flight
+            .iter()
+            .filter(|(_, &(sent, tries))| {
+                let wait = (base * f64::from(1u32 << tries.min(6))).min(Rto::MAX);
+                now.duration_since(sent).as_secs_f64() > wait
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        due.sort_unstable();
+        let mut i = 0;
+        while i < due.len() {
+            let start = due[i];
+            let mut count = 1;
+            while i + count < due.len() && due[i + count] == start + count as u32 {
+                count += 1;
+            }
+            for id in start..start + count as u32 {
+                if let Some(f) = self.flight.get_mut(&id) {
+                    f.0 = now;
+                    f.1 += 1;
+                }
+            }
+            self.send_msg(Msg::Req {
+                start,
+                count: count as u32,
+            });
+            i += count;
+        }
+    }
+}
+
+fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the output path has no file name"))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let r = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("psp_client: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("psp_client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> std::io::Result<u8> {
+    // One port number for both sockets: UDP first (any free port), then
+    // TCP bound to the same number before it connects.
+    let udp = Socket::new(Domain::IPV4, Type::DGRAM)?;
+    udp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    let port = udp.local_addr()?.port().unwrap_or(0);
+    let _ = udp.set_recv_buffer_size(4 << 20);
+    udp.connect(args.server)?;
+    udp.set_nonblocking(true)?;
+    let tcp = Socket::new(Domain::IPV4, Type::STREAM)?;
+    tcp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+    tcp.connect(args.server)?;
+    tcp.set_nonblocking(true)?;
+    let _ = tcp.set_nodelay(true);
+    let (tcp, udp) = (Rc::new(tcp), Rc::new(udp));
+
+    let now = Instant::now();
+    let client = Rc::new(RefCell::new(Client {
+        control: args.control,
+        server: args.server,
+        tcp: Rc::clone(&tcp),
+        udp: Rc::clone(&udp),
+        out_q: VecDeque::new(),
+        decoder: None,
+        early: Vec::new(),
+        info: None,
+        data: Vec::new(),
+        have: Vec::new(),
+        have_count: 0,
+        order: Vec::new(),
+        next: 0,
+        flight: HashMap::new(),
+        window: 8,
+        rto: Rto::default(),
+        hist: Hist::default(),
+        have_sent: false,
+        done: false,
+        exit: None,
+        out_path: args.out,
+        drop_udp: args.drop_udp,
+        rng: Rng::new(u64::from(std::process::id()) << 16 | u64::from(port)),
+        scratch: Vec::new(),
+        stall_after: args.stall_after,
+        received: 0,
+        stalled: false,
+        last_reg: now,
+    }));
+    client.borrow_mut().send_msg(Msg::Reg {
+        pid: std::process::id(),
+    });
+
+    let lp = EventLoop::new()?;
+    let c = Rc::clone(&client);
+    let mut buf = vec![0u8; 256 * 1024];
+    lp.register(
+        tcp,
+        Interest::READABLE | Interest::WRITABLE,
+        move |cx, t: &Rc<Socket>, ready| {
+            let mut cl = c.borrow_mut();
+            if ready.is_writable() {
+                cl.flush();
+            }
+            for _ in 0..cx.budget() {
+                match t.recv(&mut buf) {
+                    Ok(0) => {
+                        if cl.exit.is_none() {
+                            if cl.done {
+                                cl.exit = Some(0);
+                            } else {
+                                eprintln!("psp_client: the server closed the connection");
+                                cl.exit = Some(1);
+                            }
+                        }
+                        cx.stop();
+                        cx.deregister_current();
+                        return Ok(());
+                    }
+                    Ok(n) => {
+                        let now = cx.now();
+                        cl.on_tcp_bytes(&buf[..n], now);
+                        if cl.exit.is_some() {
+                            cx.stop();
+                            return Ok(());
+                        }
+                    }
+                    Err(e) if e.is_would_block() => return Ok(()),
+                    Err(e) if e.raw_os_error() == errno::EINTR => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            cx.reschedule();
+            Ok(())
+        },
+    )?
+    .detach();
+
+    let c = Rc::clone(&client);
+    let mut dbuf = vec![0u8; 65536];
+    let server = SockAddr::from(args.server);
+    lp.register(udp, Interest::READABLE, move |cx, u: &Rc<Socket>, _| {
+        let mut cl = c.borrow_mut();
+        for _ in 0..cx.budget() {
+            match u.recv_from(&mut dbuf) {
+                Ok((n, from)) => {
+                    // A connected UDP socket only receives from the server;
+                    // checked again anyway.
+                    if from == server {
+                        let now = cx.now();
+                        cl.on_datagram(&dbuf[..n], now);
+                    }
+                    if cl.exit.is_some() {
+                        cx.stop();
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.is_would_block() => return Ok(()),
+                Err(e) if e.raw_os_error() == errno::EINTR => {}
+                // The server's port refused a datagram (it is gone, or
+                // not yet listening): the TCP side decides.
+                Err(_) => {}
+            }
+        }
+        cx.reschedule();
+        Ok(())
+    })?
+    .detach();
+
+    let c = Rc::clone(&client);
+    lp.every(TICK, move |cx| {
+        let mut cl = c.borrow_mut();
+        let now = cx.now();
+        cl.on_tick(now);
+        if cl.exit.is_some() {
+            cx.stop();
+        }
+    });
+    lp.after(GIVE_UP, |cx| {
+        eprintln!("psp_client: no result after {GIVE_UP:?}; giving up");
+        cx.stop();
+    });
+    lp.run()?;
+    let cl = client.borrow();
+    println!("rtt {}", cl.hist.to_line());
+    let _ = std::io::stdout().flush();
+    Ok(cl.exit.unwrap_or(1))
+}

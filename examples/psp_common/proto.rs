@@ -1,0 +1,523 @@
+//! The peer-server-peer wire format, shared by `psp_server`, `psp_client`
+//! and `client_manager`. Every message is encoded and decoded field by
+//! field (big-endian, no struct transmutes) and every field is checked on
+//! the way in; a message that fails a check is dropped by the caller.
+//!
+//! Two kinds of message travel on two layers:
+//! - control messages (`Reg`, `Info`, `Req`, `Ask`, `Have`, `Done`, `Bye`,
+//!   `Lost`), padded
+//!   to [`CONTROL_SIZE`] bytes so a TCP stream of them is a stream of
+//!   fixed-size records;
+//! - chunks: `[7, id u32, len u32, data; chunk_size]`, also fixed-size (the
+//!   last chunk of a file is padded; `len` says how much is data).
+//!
+//! In `--control udp` mode control messages are UDP datagrams and chunks
+//! go over TCP; in `--control tcp` mode it is the other way round.
+
+#![allow(dead_code)]
+
+use std::fmt;
+
+/// Every control message occupies this many bytes.
+pub const CONTROL_SIZE: usize = 48;
+/// A chunk record's header: type, id, length.
+pub const CHUNK_HEADER: usize = 9;
+/// The largest chunk: a chunk with its header must fit one UDP datagram
+/// on loopback (65,507 bytes of payload over IPv4).
+pub const MAX_CHUNK: usize = 65_000;
+/// The seed's chunk size.
+pub const DEFAULT_CHUNK: usize = 1024;
+
+const T_REG: u8 = 1;
+const T_INFO: u8 = 2;
+const T_REQ: u8 = 3;
+const T_ASK: u8 = 4;
+const T_DONE: u8 = 5;
+const T_BYE: u8 = 6;
+/// The type byte of a chunk record.
+pub const T_CHUNK: u8 = 7;
+const T_LOST: u8 = 8;
+const T_HAVE: u8 = 9;
+
+/// Which layer carries control messages (the other carries chunks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Control over UDP, chunks over TCP.
+    Udp,
+    /// Control over TCP, chunks over UDP.
+    Tcp,
+}
+
+impl std::str::FromStr for Control {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "udp" => Ok(Self::Udp),
+            "tcp" => Ok(Self::Tcp),
+            _ => Err(format!("--control takes udp or tcp, not {s:?}")),
+        }
+    }
+}
+
+impl fmt::Display for Control {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        })
+    }
+}
+
+/// What the server tells a registered client about the file and its block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Info {
+    pub client: u32,
+    pub n_chunks: u32,
+    pub chunk_size: u32,
+    pub file_size: u64,
+    pub file_hash: u64,
+    /// The client's block: chunks `block_start..block_end`.
+    pub block_start: u32,
+    pub block_end: u32,
+    /// The replica the client also holds: `replica_start..replica_end`.
+    pub replica_start: u32,
+    pub replica_end: u32,
+}
+
+/// A control message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Msg {
+    /// Client -> server: register (`pid` for logs only).
+    Reg { pid: u32 },
+    /// Server -> client: the file and the client's block.
+    Info(Info),
+    /// Client -> server: send me chunks `start..start + count`.
+    Req { start: u32, count: u32 },
+    /// Server -> client: send me your copies of `start..start + count`.
+    Ask { start: u32, count: u32 },
+    /// Client -> server: I hold my block and my replica.
+    Have,
+    /// Client -> server: I have the whole file, verified.
+    Done,
+    /// Server -> client: every client is done; exit.
+    Bye,
+    /// Server -> client: chunk `id` is gone (its only holder left and it
+    /// was not cached): the file can't be completed.
+    Lost { id: u32 },
+}
+
+/// Why a message was dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bad(pub String);
+
+impl fmt::Display for Bad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_be_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
+
+impl Msg {
+    /// Encodes into a fixed-size record.
+    pub fn encode(&self) -> [u8; CONTROL_SIZE] {
+        let mut b = [0u8; CONTROL_SIZE];
+        let mut put = |at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+        match *self {
+            Msg::Reg { pid } => {
+                put(0, &[T_REG]);
+                put(1, &pid.to_be_bytes());
+            }
+            Msg::Info(i) => {
+                put(0, &[T_INFO]);
+                put(1, &i.client.to_be_bytes());
+                put(5, &i.n_chunks.to_be_bytes());
+                put(9, &i.chunk_size.to_be_bytes());
+                put(13, &i.file_size.to_be_bytes());
+                put(21, &i.file_hash.to_be_bytes());
+                put(29, &i.block_start.to_be_bytes());
+                put(33, &i.block_end.to_be_bytes());
+                put(37, &i.replica_start.to_be_bytes());
+                put(41, &i.replica_end.to_be_bytes());
+            }
+            Msg::Req { start, count } => {
+                put(0, &[T_REQ]);
+                put(1, &start.to_be_bytes());
+                put(5, &count.to_be_bytes());
+            }
+            Msg::Ask { start, count } => {
+                put(0, &[T_ASK]);
+                put(1, &start.to_be_bytes());
+                put(5, &count.to_be_bytes());
+            }
+            Msg::Have => put(0, &[T_HAVE]),
+            Msg::Done => put(0, &[T_DONE]),
+            Msg::Bye => put(0, &[T_BYE]),
+            Msg::Lost { id } => {
+                put(0, &[T_LOST]);
+                put(1, &id.to_be_bytes());
+            }
+        }
+        b
+    }
+
+    /// Decodes one record, checking its length and type and that its
+    /// fields are self-consistent; ranges against the file are checked by
+    /// the receiver, which knows the file.
+    pub fn decode(b: &[u8]) -> Result<Msg, Bad> {
+        if b.len() != CONTROL_SIZE {
+            return Err(Bad(format!(
+                "control message of {} bytes, expected {CONTROL_SIZE}",
+                b.len()
+            )));
+        }
+        let m = match b[0] {
+            T_REG => Msg::Reg { pid: u32_at(b, 1) },
+            T_INFO => {
+                let i = Info {
+                    client: u32_at(b, 1),
+                    n_chunks: u32_at(b, 5),
+                    chunk_size: u32_at(b, 9),
+                    file_size: u64_at(b, 13),
+                    file_hash: u64_at(b, 21),
+                    block_start: u32_at(b, 29),
+                    block_end: u32_at(b, 33),
+                    replica_start: u32_at(b, 37),
+                    replica_end: u32_at(b, 41),
+                };
+                let cs = i.chunk_size as u64;
+                if cs == 0 || cs > MAX_CHUNK as u64 {
+                    return Err(Bad(format!("chunk size {cs} out of range")));
+                }
+                if i.file_size.div_ceil(cs) != u64::from(i.n_chunks) {
+                    return Err(Bad(format!(
+                        "{} chunks of {cs} bytes don't make {} bytes",
+                        i.n_chunks, i.file_size
+                    )));
+                }
+                for (a, z) in [
+                    (i.block_start, i.block_end),
+                    (i.replica_start, i.replica_end),
+                ] {
+                    if a > z || z > i.n_chunks {
+                        return Err(Bad(format!("block {a}..{z} outside {} chunks", i.n_chunks)));
+                    }
+                }
+                Msg::Info(i)
+            }
+            T_REQ | T_ASK => {
+                let (start, count) = (u32_at(b, 1), u32_at(b, 5));
+                if count == 0 || start.checked_add(count).is_none() {
+                    return Err(Bad(format!("bad range {start}+{count}")));
+                }
+                if b[0] == T_REQ {
+                    Msg::Req { start, count }
+                } else {
+                    Msg::Ask { start, count }
+                }
+            }
+            T_HAVE => Msg::Have,
+            T_DONE => Msg::Done,
+            T_BYE => Msg::Bye,
+            T_LOST => Msg::Lost { id: u32_at(b, 1) },
+            t => return Err(Bad(format!("unknown message type {t}"))),
+        };
+        Ok(m)
+    }
+}
+
+/// The record size of a chunk on the wire for `chunk_size`.
+pub fn chunk_record(chunk_size: usize) -> usize {
+    CHUNK_HEADER + chunk_size
+}
+
+/// Encodes chunk `id` (`data` at most `chunk_size` bytes) as a record of
+/// [`chunk_record`] bytes appended to `out`.
+pub fn encode_chunk(id: u32, data: &[u8], chunk_size: usize, out: &mut Vec<u8>) {
+    debug_assert!(data.len() <= chunk_size);
+    out.push(T_CHUNK);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len() + (chunk_size - data.len()), 0);
+}
+
+/// Decodes a chunk record of a file of `n_chunks` chunks of `chunk_size`
+/// bytes and `file_size` bytes: the id must be in range and the length
+/// exactly that chunk's length.
+pub fn decode_chunk(
+    b: &[u8],
+    chunk_size: usize,
+    n_chunks: u32,
+    file_size: u64,
+) -> Result<(u32, &[u8]), Bad> {
+    if b.len() != chunk_record(chunk_size) {
+        return Err(Bad(format!(
+            "chunk record of {} bytes, expected {}",
+            b.len(),
+            chunk_record(chunk_size)
+        )));
+    }
+    if b[0] != T_CHUNK {
+        return Err(Bad(format!("type {} where a chunk was expected", b[0])));
+    }
+    let id = u32_at(b, 1);
+    let len = u32_at(b, 5) as usize;
+    if id >= n_chunks {
+        return Err(Bad(format!("chunk id {id} out of range (0..{n_chunks})")));
+    }
+    let want = chunk_len(id, chunk_size, file_size);
+    if len != want {
+        return Err(Bad(format!("chunk {id} says {len} bytes, expected {want}")));
+    }
+    Ok((id, &b[CHUNK_HEADER..CHUNK_HEADER + len]))
+}
+
+/// The length of chunk `id`.
+pub fn chunk_len(id: u32, chunk_size: usize, file_size: u64) -> usize {
+    let start = u64::from(id) * chunk_size as u64;
+    (file_size.saturating_sub(start)).min(chunk_size as u64) as usize
+}
+
+/// The checksum of a chunk or a file (xxh3, 64 bits: it catches corruption,
+/// not a forger).
+pub fn checksum(data: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(data)
+}
+
+/// Splits `n` chunks into `k` contiguous blocks whose sizes differ by at
+/// most one; block `i` is `blocks(n, k)[i]`.
+pub fn blocks(n: u32, k: u32) -> Vec<(u32, u32)> {
+    let k = k.max(1);
+    let (base, extra) = (n / k, n % k);
+    let mut out = Vec::with_capacity(k as usize);
+    let mut at = 0;
+    for i in 0..k {
+        let len = base + u32::from(i < extra);
+        out.push((at, at + len));
+        at += len;
+    }
+    out
+}
+
+/// A seeded xorshift generator for the test-only drop option.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// A number in `0.0..1.0`.
+    pub fn unit(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Adaptive retransmission timeout after RFC 6298: a smoothed round trip
+/// and its variation, `rto = srtt + 4 * rttvar`, clamped.
+#[derive(Clone, Copy, Debug)]
+pub struct Rto {
+    srtt: f64,
+    rttvar: f64,
+    seeded: bool,
+}
+
+impl Default for Rto {
+    fn default() -> Self {
+        Self {
+            srtt: 0.05,
+            rttvar: 0.025,
+            seeded: false,
+        }
+    }
+}
+
+impl Rto {
+    pub const MIN: f64 = 0.005;
+    pub const MAX: f64 = 1.0;
+
+    /// Adds one measured round trip, in seconds.
+    pub fn sample(&mut self, rtt: f64) {
+        if !self.seeded {
+            self.srtt = rtt;
+            self.rttvar = rtt / 2.0;
+            self.seeded = true;
+        } else {
+            self.rttvar = 0.75 * self.rttvar + 0.25 * (self.srtt - rtt).abs();
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt;
+        }
+    }
+
+    /// The current timeout, in seconds.
+    pub fn timeout(&self) -> f64 {
+        (self.srtt + 4.0 * self.rttvar).clamp(Self::MIN, Self::MAX)
+    }
+}
+
+/// Round trips in logarithmic buckets (8 per doubling, from 1 us), so
+/// clients can report a distribution in one line and the manager can merge
+/// them.
+#[derive(Clone, Debug)]
+pub struct Hist {
+    pub buckets: Vec<u64>,
+    pub sum_us: f64,
+    pub count: u64,
+}
+
+const HIST_BUCKETS: usize = 8 * 24;
+
+impl Default for Hist {
+    fn default() -> Self {
+        Self {
+            buckets: vec![0; HIST_BUCKETS],
+            sum_us: 0.0,
+            count: 0,
+        }
+    }
+}
+
+impl Hist {
+    pub fn add(&mut self, us: f64) {
+        let b = if us <= 1.0 {
+            0
+        } else {
+            ((us.log2() * 8.0) as usize).min(HIST_BUCKETS - 1)
+        };
+        self.buckets[b] += 1;
+        self.sum_us += us;
+        self.count += 1;
+    }
+
+    pub fn merge(&mut self, o: &Hist) {
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+        self.sum_us += o.sum_us;
+        self.count += o.count;
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum_us / self.count as f64
+        }
+    }
+
+    /// The upper edge of the bucket holding quantile `q`, in microseconds.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let want = (self.count as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want.max(1) {
+                return 2f64.powf((i + 1) as f64 / 8.0);
+            }
+        }
+        0.0
+    }
+
+    /// `sum count b0,b1,...` with trailing empty buckets left off.
+    pub fn to_line(&self) -> String {
+        let last = self
+            .buckets
+            .iter()
+            .rposition(|&n| n > 0)
+            .map_or(0, |i| i + 1);
+        let b: Vec<String> = self.buckets[..last].iter().map(u64::to_string).collect();
+        format!("{:.0} {} {}", self.sum_us, self.count, b.join(","))
+    }
+
+    pub fn from_line(s: &str) -> Option<Hist> {
+        let mut it = s.split_whitespace();
+        let sum_us = it.next()?.parse().ok()?;
+        let count = it.next()?.parse().ok()?;
+        let mut h = Hist {
+            sum_us,
+            count,
+            ..Hist::default()
+        };
+        if let Some(list) = it.next() {
+            for (i, v) in list.split(',').enumerate() {
+                *h.buckets.get_mut(i)? = v.parse().ok()?;
+            }
+        }
+        Some(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_bad_ones_are_refused() {
+        let info = Info {
+            client: 3,
+            n_chunks: 10,
+            chunk_size: 1024,
+            file_size: 9 * 1024 + 1,
+            file_hash: 77,
+            block_start: 2,
+            block_end: 4,
+            replica_start: 4,
+            replica_end: 6,
+        };
+        for m in [
+            Msg::Reg { pid: 9 },
+            Msg::Info(info),
+            Msg::Req { start: 1, count: 2 },
+            Msg::Ask { start: 5, count: 1 },
+            Msg::Have,
+            Msg::Done,
+            Msg::Bye,
+            Msg::Lost { id: 4 },
+        ] {
+            assert_eq!(Msg::decode(&m.encode()), Ok(m));
+        }
+        assert!(Msg::decode(&[T_REQ; CONTROL_SIZE - 1]).is_err());
+        let mut b = Msg::Req { start: 1, count: 0 }.encode();
+        assert!(Msg::decode(&b).is_err());
+        b[0] = 99;
+        assert!(Msg::decode(&b).is_err());
+        let bad = Info {
+            n_chunks: 11,
+            ..info
+        };
+        assert!(Msg::decode(&Msg::Info(bad).encode()).is_err());
+    }
+
+    #[test]
+    fn chunks_check_id_and_length() {
+        let mut out = Vec::new();
+        encode_chunk(9, b"x", 4, &mut out);
+        assert_eq!(decode_chunk(&out, 4, 10, 37), Ok((9, &b"x"[..])));
+        assert!(decode_chunk(&out, 4, 9, 37).is_err(), "id out of range");
+        assert!(decode_chunk(&out, 4, 10, 40).is_err(), "wrong length");
+        assert!(decode_chunk(&out[..5], 4, 10, 37).is_err());
+    }
+
+    #[test]
+    fn blocks_differ_by_at_most_one() {
+        let b = blocks(10, 3);
+        assert_eq!(b, vec![(0, 4), (4, 7), (7, 10)]);
+        assert_eq!(blocks(2, 4), vec![(0, 1), (1, 2), (2, 2), (2, 2)]);
+    }
+}
