@@ -3,9 +3,11 @@
 //! every other chunk from the server, with a bounded number of requests in
 //! flight and a retry timeout that adapts to the measured round trip; it
 //! answers the server's asks for chunks it holds. When it has every chunk
-//! it checks the whole file's checksum, writes the output atomically
-//! (temporary file, fsync, rename) and reports done; it exits 0 when the
-//! server says everyone is done.
+//! it checks the whole file's checksum and makes the output appear
+//! atomically: chunks go straight into a mapped temporary file next to the
+//! output, which is fsynced and renamed over it only after the check (so
+//! the file is never held twice in memory); then it reports done and exits
+//! 0 when the server says everyone is done.
 //!
 //! ```text
 //! psp_client ADDR [-o OUT] [--control udp|tcp]
@@ -20,7 +22,8 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 use procwire::net::event::{EventLoop, Interest};
 use procwire::net::frame::{Decoder, Framing};
 use procwire::sys::errno;
+use procwire::sys::shm::{Access, Mapping, SharedMemory};
 use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
 
 use proto::{Bad, Control, Hist, Info, Msg, Rng, Rto, CONTROL_SIZE};
@@ -104,7 +108,9 @@ struct Client {
     /// TCP bytes that came before the `Info` that says how to cut them.
     early: Vec<u8>,
     info: Option<Info>,
-    data: Vec<u8>,
+    /// The temporary output file, mapped; `None` before the Info (and for
+    /// an empty file).
+    file: Option<OutFile>,
     have: Vec<bool>,
     have_count: u32,
     /// Chunks to fetch, in order: own block, replica, then the rest.
@@ -171,9 +177,14 @@ impl Client {
         let cs = info.chunk_size as usize;
         let at = id as usize * cs;
         let len = proto::chunk_len(id, cs, info.file_size);
+        let Some(f) = self.file.as_ref() else { return };
+        let mut piece = vec![0u8; len];
+        if f.map.read_at(at, &mut piece).is_err() {
+            return;
+        }
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
-        proto::encode_chunk(id, &self.data[at..at + len], cs, &mut buf);
+        proto::encode_chunk(id, &piece, cs, &mut buf);
         match self.control {
             Control::Udp => self.send_tcp(&buf),
             Control::Tcp => self.send_udp(&buf),
@@ -225,8 +236,20 @@ impl Client {
             self.exit = Some(1);
             return;
         };
+        if size > 0 {
+            match OutFile::create(&self.out_path, size) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => {
+                    eprintln!(
+                        "psp_client: making the output next to {}: {e}",
+                        self.out_path.display()
+                    );
+                    self.exit = Some(1);
+                    return;
+                }
+            }
+        }
         self.info = Some(i);
-        self.data = vec![0; size];
         self.have = vec![false; i.n_chunks as usize];
         let mut order: Vec<u32> = (i.block_start..i.block_end).collect();
         order.extend(
@@ -303,7 +326,15 @@ impl Client {
         }
         if !self.have[id as usize] {
             let at = id as usize * cs;
-            self.data[at..at + bytes.len()].copy_from_slice(bytes);
+            let stored = self
+                .file
+                .as_ref()
+                .map_or(Ok(()), |f| f.map.write_at(at, bytes));
+            if let Err(e) = stored {
+                eprintln!("psp_client: storing chunk {id}: {e}");
+                self.exit = Some(1);
+                return;
+            }
             self.have[id as usize] = true;
             self.have_count += 1;
             self.received += 1;
@@ -337,12 +368,29 @@ impl Client {
         if self.done {
             return;
         }
-        if proto::checksum(&self.data) != info.file_hash {
+        let hash = match self
+            .file
+            .as_ref()
+            .map_or(Ok(proto::checksum(&[])), OutFile::checksum)
+        {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("psp_client: reading back the output: {e}");
+                self.exit = Some(1);
+                return;
+            }
+        };
+        if hash != info.file_hash {
             eprintln!("psp_client: the assembled file fails its checksum");
             self.exit = Some(1);
             return;
         }
-        if let Err(e) = write_atomically(&self.out_path, &self.data) {
+        // The mapping stays: other clients' asks are answered from it.
+        let written = match self.file.as_mut() {
+            Some(f) => f.commit(&self.out_path),
+            None => std::fs::write(&self.out_path, b""),
+        };
+        if let Err(e) = written {
             eprintln!("psp_client: writing {}: {e}", self.out_path.display());
             self.exit = Some(1);
             return;
@@ -444,25 +492,76 @@ impl Client {
     }
 }
 
-fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("the output path has no file name"))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// The output while it is assembled: a temporary file in the output's
+/// directory, mapped; removed unless committed.
+struct OutFile {
+    tmp: PathBuf,
+    file: std::fs::File,
+    map: Mapping,
+    committed: bool,
+}
+
+impl OutFile {
+    fn create(out: &Path, size: usize) -> std::io::Result<Self> {
+        let name = out
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("the output path has no file name"))?;
+        let tmp = out.with_file_name(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        let made = (|| {
+            file.set_len(size as u64)?;
+            Ok::<_, std::io::Error>(Mapping::map(file.as_fd(), size, Access::ReadWrite)?)
+        })();
+        match made {
+            Ok(map) => Ok(Self {
+                tmp,
+                file,
+                map,
+                committed: false,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
     }
-    r
+
+    fn checksum(&self) -> std::io::Result<u64> {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < self.map.len() {
+            let n = buf.len().min(self.map.len() - at);
+            self.map.read_at(at, &mut buf[..n])?;
+            h.update(&buf[..n]);
+            at += n;
+        }
+        Ok(h.digest())
+    }
+
+    /// Flushes the file to disk and renames it over `out`.
+    fn commit(&mut self, out: &Path) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::rename(&self.tmp, out)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for OutFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -508,7 +607,7 @@ fn run(args: Args) -> std::io::Result<u8> {
         decoder: None,
         early: Vec::new(),
         info: None,
-        data: Vec::new(),
+        file: None,
         have: Vec::new(),
         have_count: 0,
         order: Vec::new(),

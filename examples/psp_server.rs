@@ -215,6 +215,8 @@ struct Client {
     has_blocks: bool,
     done: bool,
     gone: bool,
+    /// Bit per chunk: asked of this client at some point.
+    asked_ever: Vec<u64>,
     /// Its own block and the replica block it also holds.
     block: (u32, u32),
     replica: (u32, u32),
@@ -236,7 +238,10 @@ struct Stats {
     forwarded: u64,
     served: u64,
     bad_chunks: u64,
+    /// Chunks a client sent though it was never asked for them.
     unasked: u64,
+    /// Answers to asks already answered by someone else (retries).
+    late: u64,
     malformed: u64,
     lost: u64,
 }
@@ -378,8 +383,10 @@ impl Server {
             .filter(|&c| self.clients[c as usize].registered)
             .collect();
         let blocks = proto::blocks(self.n_chunks, ids.len() as u32);
+        let words = (self.n_chunks as usize).div_ceil(64);
         for (i, &c) in ids.iter().enumerate() {
             let cl = &mut self.clients[c as usize];
+            cl.asked_ever = vec![0; words];
             cl.block = blocks[i];
             cl.replica = blocks[(i + 1) % blocks.len()];
         }
@@ -542,6 +549,12 @@ impl Server {
             {
                 count += 1;
             }
+            let bits = &mut self.clients[h as usize].asked_ever;
+            for id in start..start + count {
+                if let Some(w) = bits.get_mut(id as usize / 64) {
+                    *w |= 1 << (id % 64);
+                }
+            }
             self.send_msg(h, Msg::Ask { start, count });
             self.stats.asks += 1;
             i += count as usize;
@@ -577,8 +590,17 @@ impl Server {
             };
         let asked_this = self.asks.get(&id).is_some_and(|a| a.asked.contains(&c));
         if !asked_this {
-            if !self.cache.contains(id) {
+            let ever = self.clients[c as usize]
+                .asked_ever
+                .get(id as usize / 64)
+                .is_some_and(|w| w & (1 << (id % 64)) != 0);
+            if ever {
+                self.stats.late += 1;
+            } else {
                 self.stats.unasked += 1;
+                if self.stats.unasked <= 10 {
+                    eprintln!("psp_server: dropped chunk {id} from client {c}: never asked for");
+                }
             }
             return;
         }
@@ -715,7 +737,7 @@ impl Server {
         let total = u64::from(self.n_chunks) * u64::from(self.expected);
         let s = &self.stats;
         format!(
-            "status served={} total={} done={} hits={} misses={} asks={} bad={} unasked={} malformed={} lost={}",
+            "status served={} total={} done={} hits={} misses={} asks={} bad={} unasked={} late={} malformed={} lost={} pending_asks={} waiting={}",
             s.served,
             total,
             self.clients.iter().filter(|c| c.done).count(),
@@ -724,8 +746,11 @@ impl Server {
             s.asks,
             s.bad_chunks,
             s.unasked,
+            s.late,
             s.malformed,
-            s.lost
+            s.lost,
+            self.asks.len(),
+            self.waiters.len()
         )
     }
 }
@@ -918,6 +943,7 @@ fn accept_client(
             has_blocks: false,
             done: false,
             gone: false,
+            asked_ever: Vec::new(),
             block: (0, 0),
             replica: (0, 0),
         });
