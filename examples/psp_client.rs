@@ -456,6 +456,15 @@ impl Client {
             }
             return;
         }
+        if self.done {
+            // Over UDP the Done may be lost: say it again until the server
+            // answers (Bye, or closing the connection).
+            if self.control == Control::Udp && now.duration_since(self.last_reg) >= REG_EVERY {
+                self.last_reg = now;
+                self.send_msg(Msg::Done);
+            }
+            return;
+        }
         if self.stalled {
             return;
         }

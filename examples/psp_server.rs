@@ -273,6 +273,8 @@ struct Server {
     start: Instant,
     /// (holder, chunk) asks collected this turn.
     pending_asks: Vec<(u32, u32)>,
+    /// Clients that answered an ask for a chunk with wrong bytes.
+    liars: HashMap<u32, Vec<u32>>,
 }
 
 impl Server {
@@ -339,6 +341,11 @@ impl Server {
             Msg::Req { start, count } => self.on_req(c, start, count, now),
             Msg::Done => {
                 if !self.clients[c as usize].registered {
+                    return;
+                }
+                if self.finished {
+                    // Its Bye was lost.
+                    self.send_msg(c, Msg::Bye);
                     return;
                 }
                 self.clients[c as usize].done = true;
@@ -499,8 +506,12 @@ impl Server {
     /// waiting for it.
     fn next_holder(&self, id: u32, asked: &[u32]) -> Option<u32> {
         let waiting = self.waiters.get(&id);
+        let liars = self.liars.get(&id);
         let ok = |c: u32| {
-            self.live(c) && !asked.contains(&c) && !waiting.is_some_and(|w| w.contains(&c))
+            self.live(c)
+                && !asked.contains(&c)
+                && !waiting.is_some_and(|w| w.contains(&c))
+                && !liars.is_some_and(|l| l.contains(&c))
         };
         let initial = (0..self.clients.len() as u32).filter(|&c| {
             let cl = &self.clients[c as usize];
@@ -512,6 +523,17 @@ impl Server {
         });
         let extra = self.extra_holders.get(&id).into_iter().flatten().copied();
         initial.chain(replica).chain(extra).find(|&c| ok(c))
+    }
+
+    /// [`Server::next_holder`], starting over when every holder was asked:
+    /// a holder may not have had the chunk yet, or its answer was lost.
+    fn next_holder_cycling(&self, id: u32, a: &mut Ask) -> Option<u32> {
+        if let Some(h) = self.next_holder(id, &a.asked) {
+            return Some(h);
+        }
+        let h = self.next_holder(id, &[])?;
+        a.asked.clear();
+        Some(h)
     }
 
     /// Starts an ask for `id` unless one is in flight.
@@ -607,7 +629,7 @@ impl Server {
         if proto::checksum(data) != self.sums[id as usize] {
             self.stats.bad_chunks += 1;
             eprintln!("psp_server: chunk {id} from client {c} fails its checksum; asking another");
-            self.retry_ask(id, now, true);
+            self.retry_ask(id, now, Some(c));
             self.flush_asks();
             return;
         }
@@ -630,25 +652,21 @@ impl Server {
         }
     }
 
-    /// The ask for `id` timed out or got a bad answer: ask the next holder
-    /// (or the same one again, with a longer wait, when it is the only one).
-    fn retry_ask(&mut self, id: u32, now: Instant, bad: bool) {
+    /// The ask for `id` timed out, its holder left, or `liar` answered with
+    /// wrong bytes: ask the next holder, starting over when all were asked
+    /// (with a longer wait each round).
+    fn retry_ask(&mut self, id: u32, now: Instant, liar: Option<u32>) {
         let Some(mut a) = self.asks.remove(&id) else {
             return;
         };
-        let next = self.next_holder(id, &a.asked);
-        let h = match next {
-            Some(h) => h,
-            None => {
-                let last = a.asked.last().copied();
-                match last {
-                    Some(l) if !bad && self.live(l) => l,
-                    _ => {
-                        self.lose(id);
-                        return;
-                    }
-                }
-            }
+        if let Some(l) = liar {
+            // It lied: it is never asked for this chunk again.
+            self.liars.entry(id).or_default().push(l);
+            a.asked.retain(|&x| x != l);
+        }
+        let Some(h) = self.next_holder_cycling(id, &mut a) else {
+            self.lose(id);
+            return;
         };
         if !a.asked.contains(&h) {
             a.asked.push(h);
@@ -671,7 +689,7 @@ impl Server {
             .map(|(&id, _)| id)
             .collect();
         for id in due {
-            self.retry_ask(id, now, false);
+            self.retry_ask(id, now, None);
         }
         self.flush_asks();
     }
@@ -707,7 +725,7 @@ impl Server {
             .map(|(&id, _)| id)
             .collect();
         for id in mine {
-            self.retry_ask(id, now, true);
+            self.retry_ask(id, now, None);
         }
         self.flush_asks();
         self.on_have(c);
@@ -848,6 +866,7 @@ fn run(args: Args) -> std::io::Result<()> {
         finished: false,
         start: Instant::now(),
         pending_asks: Vec::new(),
+        liars: HashMap::new(),
     }));
 
     let s = Rc::clone(&server);

@@ -1,0 +1,319 @@
+//! The peer-server-peer network end to end, as its programs run: small
+//! networks in both control modes through `client_manager` (which compares
+//! every output with the file byte for byte), with datagrams dropped on
+//! purpose, with a client killed midway, and against a hostile peer that
+//! sends chunks nobody asked for, corrupted chunks and malformed messages.
+
+#[path = "../examples/psp_common/proto.rs"]
+mod proto;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use procwire::sys::socket::{Domain, Socket, Type};
+
+use proto::{Msg, CONTROL_SIZE};
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is not built (cargo test builds examples)",
+        p.display()
+    );
+    p
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("procwire-psp-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// One network at a time: each is a server and several clients, and on two
+/// CPUs several at once would only measure the scheduler.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `client_manager` with `args`; returns its stdout after asserting
+/// that it succeeded.
+fn manager(tag: &str, args: &[&str]) -> String {
+    let _one = one_at_a_time();
+    let dir = temp_dir(tag);
+    let out = Command::new(example("client_manager"))
+        .args(args)
+        .arg("--out-dir")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "client_manager {args:?} failed\nstdout:\n{so}\nstderr:\n{se}"
+    );
+    assert!(so.contains("ok: every output matches the file"), "{so}");
+    so
+}
+
+const SMALL: &[&str] = &["--clients", "8", "--size", "4MB", "--cache", "64"];
+
+#[test]
+fn udp_control_small_network_delivers_every_byte() {
+    let mut a = SMALL.to_vec();
+    a.extend(["--control", "udp"]);
+    manager("udp", &a);
+}
+
+#[test]
+fn tcp_control_small_network_delivers_every_byte() {
+    let mut a = SMALL.to_vec();
+    a.extend(["--control", "tcp"]);
+    manager("tcp", &a);
+}
+
+#[test]
+fn ten_percent_of_datagrams_dropped_still_completes() {
+    for mode in ["udp", "tcp"] {
+        let mut a = SMALL.to_vec();
+        a.extend(["--control", mode, "--drop-udp", "0.1"]);
+        manager(&format!("drop-{mode}"), &a);
+    }
+}
+
+#[test]
+fn a_client_killed_midway_leaves_the_others_to_finish() {
+    for mode in ["udp", "tcp"] {
+        let mut a = SMALL.to_vec();
+        a.extend(["--control", mode, "--kill-one"]);
+        manager(&format!("kill-{mode}"), &a);
+    }
+}
+
+#[test]
+fn sweep_prints_a_table_and_csv() {
+    let so = manager(
+        "sweep",
+        &["--size", "1MB", "--sweep", "clients=1,3", "--cache", "16"],
+    );
+    assert!(so.contains("clients,cache,wall_s"), "{so}");
+    let rows = so.lines().filter(|l| l.ends_with(",true")).count();
+    assert_eq!(rows, 2, "{so}");
+}
+
+/// Starts `psp_server`; returns it, its port, and where its summary line
+/// arrives once it exits.
+fn spawn_server(
+    file: &Path,
+    clients: u32,
+) -> (
+    Child,
+    u16,
+    std::sync::mpsc::Receiver<String>,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    let mut server = Command::new(example("psp_server"))
+        .arg(file)
+        .args([
+            "--clients",
+            &clients.to_string(),
+            "--cache",
+            "16",
+            "--control",
+            "udp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    out.read_line(&mut first).unwrap();
+    let port: u16 = first
+        .strip_prefix("ready ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("server said {first:?}"));
+    // Keep reading so the server never blocks on a full pipe; the last
+    // line (its summary) is what the test wants.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let status = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let st = std::sync::Arc::clone(&status);
+    std::thread::spawn(move || {
+        let mut last_summary = String::new();
+        for l in out.lines().map_while(Result::ok) {
+            if l.starts_with("summary") {
+                last_summary = l;
+            } else if l.starts_with("status") {
+                *st.lock().unwrap() = l;
+            }
+        }
+        let _ = tx.send(last_summary);
+    });
+    (server, port, rx, status)
+}
+
+fn field(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+/// A registered peer that lies: it sends a chunk nobody asked for, answers
+/// every ask with corrupted bytes, and sends malformed datagrams and
+/// records. Two honest clients must still get the file intact.
+#[test]
+fn a_hostile_peer_gets_nothing_into_any_file() {
+    let _one = one_at_a_time();
+    let dir = temp_dir("hostile");
+    let file = dir.join("source.bin");
+    let data: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &data).unwrap();
+    let (mut server, port, summary, status) = spawn_server(&file, 3);
+    let server_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+
+    // The hostile peer: UDP and TCP on one port, like a client.
+    let udp = Socket::new(Domain::IPV4, Type::DGRAM).unwrap();
+    udp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .unwrap();
+    let my_port = udp.local_addr().unwrap().port().unwrap();
+    let tcp = Socket::new(Domain::IPV4, Type::STREAM).unwrap();
+    tcp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, my_port)))
+        .unwrap();
+    tcp.connect(server_addr).unwrap();
+    udp.connect(server_addr).unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    // Malformed datagrams: short, unknown type, an empty range.
+    udp.send(&[1, 2, 3]).unwrap();
+    let mut unknown = [0u8; CONTROL_SIZE];
+    unknown[0] = 99;
+    udp.send(&unknown).unwrap();
+    let mut empty = Msg::Req { start: 0, count: 1 }.encode();
+    empty[5..9].copy_from_slice(&0u32.to_be_bytes());
+    udp.send(&empty).unwrap();
+
+    let outs: Vec<PathBuf> = (0..2).map(|i| dir.join(format!("out-{i}"))).collect();
+    let mut honest: Vec<Child> = outs
+        .iter()
+        .map(|o| {
+            Command::new(example("psp_client"))
+                .arg(server_addr.to_string())
+                .arg("-o")
+                .arg(o)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut info = None;
+    let mut buf = [0u8; 65536];
+    let mut tcp_w = tcp.try_clone().unwrap();
+    while !outs.iter().all(|o| o.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "honest clients did not finish; the server's last status: {}",
+            status.lock().unwrap()
+        );
+        if info.is_none() {
+            // As a real client does: the server may not have taken our
+            // connection yet when a Reg arrives, so say it again.
+            udp.send(&Msg::Reg { pid: 1 }.encode()).unwrap();
+        }
+        let n = match udp.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.is_would_block() => continue,
+            Err(e) => panic!("{e}"),
+        };
+        match Msg::decode(&buf[..n]) {
+            Ok(Msg::Info(i)) if info.is_none() => {
+                info = Some(i);
+                // A chunk nobody asked for, and a record of a bad type.
+                let mut rec = Vec::new();
+                proto::encode_chunk(0, &vec![0xAA; 1024], 1024, &mut rec);
+                let mut bad_type = vec![0u8; rec.len()];
+                bad_type[0] = 42;
+                rec.extend_from_slice(&bad_type);
+                tcp_w.write_all(&rec).unwrap();
+            }
+            Ok(Msg::Ask { start, count }) => {
+                let i = info.expect("asked before Info");
+                let mut rec = Vec::new();
+                for id in start..(start + count).min(i.n_chunks) {
+                    let len = proto::chunk_len(id, 1024, i.file_size);
+                    let at = id as usize * 1024;
+                    let mut lie = data[at..at + len].to_vec();
+                    lie[0] ^= 0xFF;
+                    proto::encode_chunk(id, &lie, 1024, &mut rec);
+                }
+                tcp_w.write_all(&rec).unwrap();
+            }
+            _ => {}
+        }
+    }
+    // Everyone honest is done: the hostile peer leaves, and the server
+    // ends the transfer.
+    drop(tcp_w);
+    drop(tcp);
+    drop(udp);
+    for (i, c) in honest.iter_mut().enumerate() {
+        let st = wait_bounded(c, Duration::from_secs(30));
+        assert!(st.success(), "honest client {i}: {st:?}");
+    }
+    for o in &outs {
+        let mut got = Vec::new();
+        std::fs::File::open(o)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        assert!(got == data, "{} differs from the file", o.display());
+    }
+    let st = wait_bounded(&mut server, Duration::from_secs(30));
+    assert!(st.success(), "server: {st:?}");
+    let summary = summary.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        field(&summary, "bad") >= 1,
+        "no corrupted chunk was seen: {summary}"
+    );
+    assert!(field(&summary, "unasked") >= 1, "{summary}");
+    assert!(field(&summary, "malformed") >= 3, "{summary}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn wait_bounded(c: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            panic!("process {} did not exit within {limit:?}", c.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
