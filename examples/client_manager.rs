@@ -334,11 +334,29 @@ fn run_once(cfg: &Config, file: &Path, out_dir: &Path, tag: &str) -> std::io::Re
     let tty = std::io::stderr().is_terminal();
     let mut results: Vec<Option<std::process::ExitStatus>> = vec![None; clients.len()];
     let mut last_draw = Instant::now();
+    let mut aborted = None;
     while results.iter().any(Option::is_none) {
         for (i, (_, ch)) in clients.iter_mut().enumerate() {
             if results[i].is_none() {
                 results[i] = ch.try_wait()?;
+                let failed = results[i].is_some_and(|s| !s.success());
+                let victim = cfg.kill_one && i == 0;
+                if failed && !victim && aborted.is_none() {
+                    // One client failed: the transfer can't complete as
+                    // asked, so nobody waits for it.
+                    aborted = Some(i);
+                }
             }
+        }
+        if let Some(i) = aborted {
+            eprintln!("client_manager: client {i} failed; stopping the run");
+            for (j, (_, ch)) in clients.iter_mut().enumerate() {
+                if results[j].is_none() {
+                    let _ = ch.kill();
+                    results[j] = Some(ch.wait()?);
+                }
+            }
+            let _ = server.kill();
         }
         if tty && last_draw.elapsed() >= Duration::from_millis(200) {
             last_draw = Instant::now();

@@ -3,7 +3,8 @@
 //! every other chunk from the server, with a bounded number of requests in
 //! flight and a retry timeout that adapts to the measured round trip; it
 //! answers the server's asks for chunks it holds. When it has every chunk
-//! it checks the whole file's checksum and makes the output appear
+//! it checks the whole file's checksum (over the checksums of its chunks,
+//! each taken as the chunk arrived, so nothing is read back) and makes the output appear
 //! atomically: chunks go straight into a mapped temporary file next to the
 //! output, which is fsynced and renamed over it only after the check (so
 //! the file is never held twice in memory); then it reports done and exits
@@ -22,16 +23,15 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use procwire::net::event::{EventLoop, Interest};
-use procwire::net::frame::{Decoder, Framing};
+use procwire::net::frame::parse_record;
 use procwire::sys::errno;
-use procwire::sys::shm::{Access, Mapping, SharedMemory};
 use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
 
 use proto::{Bad, Control, Hist, Info, Msg, Rng, Rto, CONTROL_SIZE};
@@ -42,7 +42,7 @@ Fetches the file psp_server at ADDR (host:port) shares, writes it to OUT
 (default: psp-out-PID in the current directory) and exits 0 once the server
 says every client is done.";
 
-const TICK: Duration = Duration::from_millis(2);
+const TICK: Duration = Duration::from_millis(10);
 const REG_EVERY: Duration = Duration::from_millis(50);
 /// How long it waits for the server at all.
 const GIVE_UP: Duration = Duration::from_secs(120);
@@ -104,14 +104,18 @@ struct Client {
     tcp: Rc<Socket>,
     udp: Rc<Socket>,
     out_q: VecDeque<u8>,
-    decoder: Option<Decoder>,
-    /// TCP bytes that came before the `Info` that says how to cut them.
-    early: Vec<u8>,
+    /// TCP input: `inbuf[..inlen]` holds bytes not yet handled (records
+    /// that came before the `Info` that says how to cut them, or the start
+    /// of a record).
+    inbuf: Vec<u8>,
+    inlen: usize,
     info: Option<Info>,
     /// The temporary output file, mapped; `None` before the Info (and for
     /// an empty file).
     file: Option<OutFile>,
     have: Vec<bool>,
+    /// The checksum of each chunk, taken as it arrived.
+    sums: Vec<u64>,
     have_count: u32,
     /// Chunks to fetch, in order: own block, replica, then the rest.
     order: Vec<u32>,
@@ -179,7 +183,7 @@ impl Client {
         let len = proto::chunk_len(id, cs, info.file_size);
         let Some(f) = self.file.as_ref() else { return };
         let mut piece = vec![0u8; len];
-        if f.map.read_at(at, &mut piece).is_err() {
+        if f.file.read_exact_at(&mut piece, at as u64).is_err() {
             return;
         }
         let mut buf = std::mem::take(&mut self.scratch);
@@ -251,6 +255,7 @@ impl Client {
         }
         self.info = Some(i);
         self.have = vec![false; i.n_chunks as usize];
+        self.sums = vec![0; i.n_chunks as usize];
         let mut order: Vec<u32> = (i.block_start..i.block_end).collect();
         order.extend(
             (i.replica_start..i.replica_end)
@@ -261,14 +266,24 @@ impl Client {
                 && !(i.replica_start..i.replica_end).contains(id)
         }));
         self.order = order;
-        // Requests in flight are bounded so that what they bring fits the
-        // receive buffer (chunks over UDP) and the server's queue.
-        let per = proto::chunk_record(cs) + 512;
-        self.window = (256 * 1024 / per).clamp(2, 64);
+        // Requests in flight are bounded by bytes: over TCP by what keeps
+        // the path busy without piling up in the server's queue, over UDP
+        // by what the receive buffer holds (a datagram costs its size plus
+        // the kernel's bookkeeping), so a burst of answers is not dropped.
+        let per = proto::chunk_record(cs) + 768;
+        let budget = match self.control {
+            Control::Udp => 1 << 20,
+            Control::Tcp => self.udp.recv_buffer_size().unwrap_or(212_992) / 2,
+        };
+        self.window = (budget / per).clamp(2, 512);
         if self.control == Control::Udp {
-            self.decoder = Some(Decoder::new(Framing::Fixed(proto::chunk_record(cs))));
-            let early = std::mem::take(&mut self.early);
-            self.on_tcp_bytes(&early, now);
+            // Room for many chunk records; chunks that came before the
+            // Info are waiting at the start.
+            let want = (4 * proto::chunk_record(cs)).max(1 << 20);
+            if self.inbuf.len() < want {
+                self.inbuf.resize(want, 0);
+            }
+            self.take_records(now);
         }
         if i.n_chunks == 0 {
             self.complete();
@@ -329,13 +344,14 @@ impl Client {
             let stored = self
                 .file
                 .as_ref()
-                .map_or(Ok(()), |f| f.map.write_at(at, bytes));
+                .map_or(Ok(()), |f| f.file.write_all_at(bytes, at as u64));
             if let Err(e) = stored {
                 eprintln!("psp_client: storing chunk {id}: {e}");
                 self.exit = Some(1);
                 return;
             }
             self.have[id as usize] = true;
+            self.sums[id as usize] = proto::checksum(bytes);
             self.have_count += 1;
             self.received += 1;
             if !self.have_sent && self.holds_blocks(&info) {
@@ -368,18 +384,7 @@ impl Client {
         if self.done {
             return;
         }
-        let hash = match self
-            .file
-            .as_ref()
-            .map_or(Ok(proto::checksum(&[])), OutFile::checksum)
-        {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("psp_client: reading back the output: {e}");
-                self.exit = Some(1);
-                return;
-            }
-        };
+        let hash = proto::file_checksum(&self.sums);
         if hash != info.file_hash {
             eprintln!("psp_client: the assembled file fails its checksum");
             self.exit = Some(1);
@@ -403,37 +408,67 @@ impl Client {
         self.send_msg(Msg::Done);
     }
 
-    fn on_tcp_bytes(&mut self, b: &[u8], now: Instant) {
+    /// The size of the records on the TCP connection, once known: chunks
+    /// (control over UDP, after the Info) or control messages.
+    fn tcp_record(&self) -> Option<usize> {
         match self.control {
-            Control::Udp => {
-                let Some(dec) = self.decoder.as_mut() else {
-                    // Bounded: before its Info the server sends nothing on
-                    // this connection, so only garbage could pile up here.
-                    if self.early.len() + b.len() <= 1 << 20 {
-                        self.early.extend_from_slice(b);
-                    }
-                    return;
-                };
-                dec.feed(b);
-                while let Some(Ok(Some(r))) = self.decoder.as_mut().map(Decoder::next_frame) {
-                    let rec = r.to_vec();
-                    self.on_chunk(&rec, now);
+            Control::Udp => self
+                .info
+                .map(|i| proto::chunk_record(i.chunk_size as usize)),
+            Control::Tcp => Some(CONTROL_SIZE),
+        }
+    }
+
+    /// Reads the TCP connection until it would block (at most `budget`
+    /// reads) straight into the input buffer and handles each whole record
+    /// in place. `Ok(false)` at end of stream.
+    fn read_tcp(&mut self, now: Instant, budget: usize) -> std::io::Result<Option<bool>> {
+        for _ in 0..budget {
+            if self.inlen == self.inbuf.len() {
+                if self.tcp_record().is_some() {
+                    // Can't happen: records are taken as they complete and
+                    // the buffer holds several.
+                    return Err(std::io::Error::other("input buffer full"));
                 }
+                // Before the Info only garbage could pile up: drop it.
+                self.inlen = 0;
             }
-            Control::Tcp => {
-                let dec = self
-                    .decoder
-                    .get_or_insert_with(|| Decoder::new(Framing::Fixed(CONTROL_SIZE)));
-                dec.feed(b);
-                while let Some(Ok(Some(r))) = self.decoder.as_mut().map(Decoder::next_frame) {
-                    let rec = r.to_vec();
-                    match Msg::decode(&rec) {
-                        Ok(m) => self.on_msg(m, now),
-                        Err(Bad(why)) => eprintln!("psp_client: dropped a record: {why}"),
-                    }
-                }
+            let n = match self.tcp.recv(&mut self.inbuf[self.inlen..]) {
+                Ok(0) => return Ok(Some(false)),
+                Ok(n) => n,
+                Err(e) if e.is_would_block() => return Ok(Some(true)),
+                Err(e) if e.raw_os_error() == errno::EINTR => continue,
+                Err(e) => return Err(e.into()),
+            };
+            self.inlen += n;
+            self.take_records(now);
+            if self.exit.is_some() {
+                return Ok(Some(true));
             }
         }
+        Ok(None)
+    }
+
+    /// Handles the whole records at the start of the input buffer.
+    fn take_records(&mut self, now: Instant) {
+        let Some(size) = self.tcp_record() else {
+            return;
+        };
+        let buf = std::mem::take(&mut self.inbuf);
+        let mut off = 0;
+        while let Some(rec) = parse_record(&buf[off..self.inlen], size) {
+            off += size;
+            match self.control {
+                Control::Udp => self.on_chunk(rec, now),
+                Control::Tcp => match Msg::decode(rec) {
+                    Ok(m) => self.on_msg(m, now),
+                    Err(Bad(why)) => eprintln!("psp_client: dropped a record: {why}"),
+                },
+            }
+        }
+        self.inbuf = buf;
+        self.inbuf.copy_within(off..self.inlen, 0);
+        self.inlen -= off;
     }
 
     fn on_datagram(&mut self, d: &[u8], now: Instant) {
@@ -502,11 +537,11 @@ impl Client {
 }
 
 /// The output while it is assembled: a temporary file in the output's
-/// directory, mapped; removed unless committed.
+/// directory, written chunk by chunk at its offset (`pwrite`: no page is
+/// zeroed first, as a mapping's would be); removed unless committed.
 struct OutFile {
     tmp: PathBuf,
     file: std::fs::File,
-    map: Mapping,
     committed: bool,
 }
 
@@ -525,35 +560,15 @@ impl OutFile {
             .write(true)
             .create_new(true)
             .open(&tmp)?;
-        let made = (|| {
-            file.set_len(size as u64)?;
-            Ok::<_, std::io::Error>(Mapping::map(file.as_fd(), size, Access::ReadWrite)?)
-        })();
-        match made {
-            Ok(map) => Ok(Self {
-                tmp,
-                file,
-                map,
-                committed: false,
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(e)
-            }
+        if let Err(e) = file.set_len(size as u64) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-    }
-
-    fn checksum(&self) -> std::io::Result<u64> {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = 0;
-        while at < self.map.len() {
-            let n = buf.len().min(self.map.len() - at);
-            self.map.read_at(at, &mut buf[..n])?;
-            h.update(&buf[..n]);
-            at += n;
-        }
-        Ok(h.digest())
+        Ok(Self {
+            tmp,
+            file,
+            committed: false,
+        })
     }
 
     /// Flushes the file to disk and renames it over `out`.
@@ -571,6 +586,25 @@ impl Drop for OutFile {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// A UDP and a TCP socket bound to the same loopback port: the kernel
+/// picks a free UDP port, and the TCP bind of that number is tried; when
+/// TCP has the number in use, another pair is tried.
+fn same_port_pair() -> std::io::Result<(Socket, Socket, u16)> {
+    let mut last = None;
+    for _ in 0..100 {
+        let udp = Socket::new(Domain::IPV4, Type::DGRAM)?;
+        udp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let port = udp.local_addr()?.port().unwrap_or(0);
+        let tcp = Socket::new(Domain::IPV4, Type::STREAM)?;
+        match tcp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
+            Ok(()) => return Ok((udp, tcp, port)),
+            Err(e) if e.raw_os_error() == errno::EADDRINUSE => last = Some(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last.map_or_else(|| std::io::Error::other("no port pair"), Into::into))
 }
 
 fn main() -> ExitCode {
@@ -593,14 +627,10 @@ fn main() -> ExitCode {
 fn run(args: Args) -> std::io::Result<u8> {
     // One port number for both sockets: UDP first (any free port), then
     // TCP bound to the same number before it connects.
-    let udp = Socket::new(Domain::IPV4, Type::DGRAM)?;
-    udp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-    let port = udp.local_addr()?.port().unwrap_or(0);
+    let (udp, tcp, port) = same_port_pair()?;
     let _ = udp.set_recv_buffer_size(4 << 20);
     udp.connect(args.server)?;
     udp.set_nonblocking(true)?;
-    let tcp = Socket::new(Domain::IPV4, Type::STREAM)?;
-    tcp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
     tcp.connect(args.server)?;
     tcp.set_nonblocking(true)?;
     let _ = tcp.set_nodelay(true);
@@ -613,11 +643,12 @@ fn run(args: Args) -> std::io::Result<u8> {
         tcp: Rc::clone(&tcp),
         udp: Rc::clone(&udp),
         out_q: VecDeque::new(),
-        decoder: None,
-        early: Vec::new(),
+        inbuf: vec![0; 1 << 20],
+        inlen: 0,
         info: None,
         file: None,
         have: Vec::new(),
+        sums: Vec::new(),
         have_count: 0,
         order: Vec::new(),
         next: 0,
@@ -643,42 +674,36 @@ fn run(args: Args) -> std::io::Result<u8> {
 
     let lp = EventLoop::new()?;
     let c = Rc::clone(&client);
-    let mut buf = vec![0u8; 256 * 1024];
     lp.register(
         tcp,
         Interest::READABLE | Interest::WRITABLE,
-        move |cx, t: &Rc<Socket>, ready| {
+        move |cx, _: &Rc<Socket>, ready| {
             let mut cl = c.borrow_mut();
             if ready.is_writable() {
                 cl.flush();
             }
-            for _ in 0..cx.budget() {
-                match t.recv(&mut buf) {
-                    Ok(0) => {
-                        if cl.exit.is_none() {
-                            if cl.done {
-                                cl.exit = Some(0);
-                            } else {
-                                eprintln!("psp_client: the server closed the connection");
-                                cl.exit = Some(1);
-                            }
-                        }
+            let now = cx.now();
+            match cl.read_tcp(now, cx.budget())? {
+                Some(true) => {
+                    if cl.exit.is_some() {
                         cx.stop();
-                        cx.deregister_current();
-                        return Ok(());
                     }
-                    Ok(n) => {
-                        let now = cx.now();
-                        cl.on_tcp_bytes(&buf[..n], now);
-                        if cl.exit.is_some() {
-                            cx.stop();
-                            return Ok(());
+                    return Ok(());
+                }
+                Some(false) => {
+                    if cl.exit.is_none() {
+                        if cl.done {
+                            cl.exit = Some(0);
+                        } else {
+                            eprintln!("psp_client: the server closed the connection");
+                            cl.exit = Some(1);
                         }
                     }
-                    Err(e) if e.is_would_block() => return Ok(()),
-                    Err(e) if e.raw_os_error() == errno::EINTR => {}
-                    Err(e) => return Err(e.into()),
+                    cx.stop();
+                    cx.deregister_current();
+                    return Ok(());
                 }
+                None => {}
             }
             cx.reschedule();
             Ok(())

@@ -217,6 +217,8 @@ struct Client {
     gone: bool,
     /// Bit per chunk: asked of this client at some point.
     asked_ever: Vec<u64>,
+    /// Bit per chunk: sent to it over TCP (so it will arrive).
+    sent: Vec<u64>,
     /// Its own block and the replica block it also holds.
     block: (u32, u32),
     replica: (u32, u32),
@@ -242,6 +244,8 @@ struct Stats {
     unasked: u64,
     /// Answers to asks already answered by someone else (retries).
     late: u64,
+    /// Requests for chunks already sent over TCP, not answered again.
+    repeats: u64,
     malformed: u64,
     lost: u64,
 }
@@ -300,13 +304,28 @@ impl Server {
         let _ = self.udp.send_to(data, to);
     }
 
-    fn send_tcp(&mut self, c: u32, data: &[u8]) {
+    /// Sends or queues `data` on client `c`'s connection; `false` when it
+    /// was dropped (the client is gone or its queue is full).
+    fn send_tcp(&mut self, c: u32, data: &[u8]) -> bool {
         let cl = &mut self.clients[c as usize];
         if cl.gone || cl.out.len() > MAX_QUEUE {
-            return;
+            return false;
         }
-        cl.out.extend(data);
-        flush(cl);
+        let mut data = data;
+        // Straight to the socket while nothing waits in the queue: one
+        // copy less.
+        while cl.out.is_empty() && !data.is_empty() {
+            match cl.tcp.send(data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.raw_os_error() == errno::EINTR => {}
+                Err(_) => break,
+            }
+        }
+        if !data.is_empty() {
+            cl.out.extend(data);
+            flush(cl);
+        }
+        true
     }
 
     fn send_msg(&mut self, c: u32, m: Msg) {
@@ -316,7 +335,9 @@ impl Server {
                 let to = self.clients[c as usize].addr;
                 self.send_udp(to, &b);
             }
-            Control::Tcp => self.send_tcp(c, &b),
+            Control::Tcp => {
+                self.send_tcp(c, &b);
+            }
         }
     }
 
@@ -324,14 +345,27 @@ impl Server {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         proto::encode_chunk(id, data, self.chunk_size, &mut buf);
+        self.send_record(c, &buf);
+        self.scratch = buf;
+    }
+
+    /// Sends an encoded chunk record on the chunk layer.
+    fn send_record(&mut self, c: u32, rec: &[u8]) {
         match self.control {
-            Control::Udp => self.send_tcp(c, &buf),
+            Control::Udp => {
+                // Over TCP it will arrive: a repeated request for it (the
+                // client's timer, while it waited in a queue) is not
+                // answered twice.
+                if self.send_tcp(c, rec) {
+                    let id = u32::from_be_bytes([rec[1], rec[2], rec[3], rec[4]]);
+                    set_bit(&mut self.clients[c as usize].sent, id);
+                }
+            }
             Control::Tcp => {
                 let to = self.clients[c as usize].addr;
-                self.send_udp(to, &buf);
+                self.send_udp(to, rec);
             }
         }
-        self.scratch = buf;
     }
 
     /// A control message from client `c`.
@@ -394,6 +428,7 @@ impl Server {
         for (i, &c) in ids.iter().enumerate() {
             let cl = &mut self.clients[c as usize];
             cl.asked_ever = vec![0; words];
+            cl.sent = vec![0; words];
             cl.block = blocks[i];
             cl.replica = blocks[(i + 1) % blocks.len()];
         }
@@ -458,6 +493,10 @@ impl Server {
         }
         let mut last_miss = None;
         for id in start..end {
+            if get_bit(&self.clients[c as usize].sent, id) {
+                self.stats.repeats += 1;
+                continue;
+            }
             if self.file.is_some() && self.holds_initially(c, id) {
                 let f = self.file.take().unwrap_or_default();
                 let at = id as usize * self.chunk_size;
@@ -468,8 +507,11 @@ impl Server {
                 continue;
             }
             if let Some(data) = self.cache.get(id) {
-                let data = data.to_vec();
-                self.send_chunk(c, id, &data);
+                let mut buf = std::mem::take(&mut self.scratch);
+                buf.clear();
+                proto::encode_chunk(id, data, self.chunk_size, &mut buf);
+                self.send_record(c, &buf);
+                self.scratch = buf;
                 self.stats.hits += 1;
                 self.stats.served += 1;
                 self.note_holder(id, c);
@@ -571,11 +613,8 @@ impl Server {
             {
                 count += 1;
             }
-            let bits = &mut self.clients[h as usize].asked_ever;
             for id in start..start + count {
-                if let Some(w) = bits.get_mut(id as usize / 64) {
-                    *w |= 1 << (id % 64);
-                }
+                set_bit(&mut self.clients[h as usize].asked_ever, id);
             }
             self.send_msg(h, Msg::Ask { start, count });
             self.stats.asks += 1;
@@ -612,11 +651,7 @@ impl Server {
             };
         let asked_this = self.asks.get(&id).is_some_and(|a| a.asked.contains(&c));
         if !asked_this {
-            let ever = self.clients[c as usize]
-                .asked_ever
-                .get(id as usize / 64)
-                .is_some_and(|w| w & (1 << (id % 64)) != 0);
-            if ever {
+            if get_bit(&self.clients[c as usize].asked_ever, id) {
                 self.stats.late += 1;
             } else {
                 self.stats.unasked += 1;
@@ -755,13 +790,14 @@ impl Server {
         let total = u64::from(self.n_chunks) * u64::from(self.expected);
         let s = &self.stats;
         format!(
-            "status served={} total={} done={} hits={} misses={} asks={} bad={} unasked={} late={} malformed={} lost={} pending_asks={} waiting={}",
+            "status served={} total={} done={} hits={} misses={} asks={} repeats={} bad={} unasked={} late={} malformed={} lost={} pending_asks={} waiting={}",
             s.served,
             total,
             self.clients.iter().filter(|c| c.done).count(),
             s.hits,
             s.misses,
             s.asks,
+            s.repeats,
             s.bad_chunks,
             s.unasked,
             s.late,
@@ -771,6 +807,17 @@ impl Server {
             self.waiters.len()
         )
     }
+}
+
+fn set_bit(bits: &mut [u64], i: u32) {
+    if let Some(w) = bits.get_mut(i as usize / 64) {
+        *w |= 1 << (i % 64);
+    }
+}
+
+fn get_bit(bits: &[u64], i: u32) -> bool {
+    bits.get(i as usize / 64)
+        .is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
 /// Writes what the socket takes from a client's queue.
@@ -824,7 +871,7 @@ fn run(args: Args) -> std::io::Result<()> {
     let n_chunks = u32::try_from(data.len().div_ceil(cs))
         .map_err(|_| std::io::Error::other("the file has more than 2^32 chunks"))?;
     let sums: Vec<u64> = data.chunks(cs).map(proto::checksum).collect();
-    let file_hash = proto::checksum(&data);
+    let file_hash = proto::file_checksum(&sums);
 
     let port = match args.port {
         Some(p) => p,
@@ -963,6 +1010,7 @@ fn accept_client(
             done: false,
             gone: false,
             asked_ever: Vec::new(),
+            sent: Vec::new(),
             block: (0, 0),
             replica: (0, 0),
         });

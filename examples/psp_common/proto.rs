@@ -296,6 +296,17 @@ pub fn checksum(data: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(data)
 }
 
+/// The whole file's checksum: the checksum of its chunks' checksums (each
+/// 8 bytes, little-endian, in chunk order). A client computes it from the
+/// chunks as they arrive, without reading the file back.
+pub fn file_checksum(chunk_sums: &[u64]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for s in chunk_sums {
+        h.update(&s.to_le_bytes());
+    }
+    h.digest()
+}
+
 /// Splits `n` chunks into `k` contiguous blocks whose sizes differ by at
 /// most one; block `i` is `blocks(n, k)[i]`.
 pub fn blocks(n: u32, k: u32) -> Vec<(u32, u32)> {
