@@ -113,7 +113,7 @@ for chunk in 64000 1024; do
         times=()
         for _ in $(seq 1 "$RUNS"); do
             out=$("$EX/client_manager" --clients "$CLIENTS" --file "$work/www/file.bin" \
-                --control "$mode" --chunk-size "$chunk" --cache 1024 --out-dir "$work")
+                --control "$mode" --chunk-size "$chunk" --out-dir "$work")
             row=$(echo "$out" | awk '$1 ~ /^[0-9]+$/ {print $3}' | tail -1)
             echo "$out" | grep -q "ok: every output matches the file" || { echo "$out" >&2; exit 1; }
             times+=("$row")

@@ -37,6 +37,7 @@ const USAGE: &str =
 Runs psp_server and N psp_client processes (default 100 clients, a 100MB
 file of random bytes), checks every output and prints the figures.
 SIZE takes a suffix: KB, MB, GB (powers of 1000) or KiB, MiB, GiB.
+--cache defaults to 64 MiB worth of chunks.
 --out-dir holds the clients' outputs (default: a new directory in /dev/shm
 where it exists, else the temporary directory); they are deleted after the
 check unless --keep.";
@@ -87,7 +88,7 @@ fn parse() -> Result<Config, String> {
         size: 100_000_000,
         file: None,
         control: Control::Udp,
-        cache: 1024,
+        cache: 0,
         chunk_size: proto::DEFAULT_CHUNK,
         sweep: None,
         csv: None,
@@ -102,7 +103,12 @@ fn parse() -> Result<Config, String> {
             Long("size") => c.size = parse_size(&p.value().map_err(e)?.string().map_err(e)?)?,
             Long("file") => c.file = Some(p.value().map_err(e)?.into()),
             Long("control") => c.control = p.value().map_err(e)?.parse().map_err(e)?,
-            Long("cache") => c.cache = p.value().map_err(e)?.parse().map_err(e)?,
+            Long("cache") => {
+                c.cache = p.value().map_err(e)?.parse().map_err(e)?;
+                if c.cache == 0 {
+                    return Err("--cache must be at least 1 chunk".into());
+                }
+            }
             Long("chunk-size") => c.chunk_size = p.value().map_err(e)?.parse().map_err(e)?,
             Long("csv") => c.csv = Some(p.value().map_err(e)?.into()),
             Long("out-dir") => c.out_dir = Some(p.value().map_err(e)?.into()),
@@ -142,6 +148,12 @@ fn parse() -> Result<Config, String> {
     }
     if c.clients == 0 {
         return Err("--clients must be at least 1".into());
+    }
+    if c.chunk_size == 0 || c.chunk_size > proto::MAX_CHUNK {
+        return Err(format!("--chunk-size must be 1 to {}", proto::MAX_CHUNK));
+    }
+    if c.cache == 0 {
+        c.cache = (proto::DEFAULT_CACHE_BYTES / c.chunk_size).max(1);
     }
     if c.kill_one && c.clients < 2 {
         return Err("--kill-one needs at least 2 clients".into());

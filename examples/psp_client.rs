@@ -44,8 +44,9 @@ says every client is done.";
 
 const TICK: Duration = Duration::from_millis(10);
 const REG_EVERY: Duration = Duration::from_millis(50);
-/// How long it waits for the server at all.
-const GIVE_UP: Duration = Duration::from_secs(120);
+/// How long it waits without any progress (no Info, no new chunk) before
+/// it gives up.
+const GIVE_UP: Duration = Duration::from_secs(60);
 
 struct Args {
     server: SocketAddr,
@@ -134,6 +135,8 @@ struct Client {
     scratch: Vec<u8>,
     stall_after: Option<u64>,
     received: u64,
+    /// When the last new chunk (or the Info) arrived.
+    last_progress: Instant,
     stalled: bool,
     last_reg: Instant,
 }
@@ -176,24 +179,25 @@ impl Client {
         }
     }
 
-    fn send_chunk(&mut self, id: u32) {
-        let Some(info) = self.info else { return };
-        let cs = info.chunk_size as usize;
-        let at = id as usize * cs;
-        let len = proto::chunk_len(id, cs, info.file_size);
-        let Some(f) = self.file.as_ref() else { return };
-        let mut piece = vec![0u8; len];
-        if f.file.read_exact_at(&mut piece, at as u64).is_err() {
+    /// Appends chunk `id`'s record (read from the output) to `out`.
+    fn encode_chunk(&self, id: u32, out: &mut Vec<u8>) {
+        let (Some(info), Some(f)) = (self.info, self.file.as_ref()) else {
             return;
+        };
+        let cs = info.chunk_size as usize;
+        let len = proto::chunk_len(id, cs, info.file_size);
+        let mut piece = vec![0u8; len];
+        if f.load(id as u64 * cs as u64, &mut piece).is_ok() {
+            proto::encode_chunk(id, &piece, cs, out);
         }
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        proto::encode_chunk(id, &piece, cs, &mut buf);
+    }
+
+    /// Sends chunk records on the chunk layer (one datagram over UDP).
+    fn send_records(&mut self, recs: &[u8]) {
         match self.control {
-            Control::Udp => self.send_tcp(&buf),
-            Control::Tcp => self.send_udp(&buf),
+            Control::Udp => self.send_tcp(recs),
+            Control::Tcp => self.send_udp(recs),
         }
-        self.scratch = buf;
     }
 
     fn on_msg(&mut self, m: Msg, now: Instant) {
@@ -202,11 +206,26 @@ impl Client {
             Msg::Ask { start, count } => {
                 let Some(info) = self.info else { return };
                 let end = start.saturating_add(count).min(info.n_chunks);
+                let room = match self.control {
+                    Control::Udp => 256 * 1024,
+                    Control::Tcp => proto::MAX_DATAGRAM,
+                };
+                let size = proto::chunk_record(info.chunk_size as usize);
+                let mut batch = std::mem::take(&mut self.scratch);
+                batch.clear();
                 for id in start..end {
                     if self.have[id as usize] {
-                        self.send_chunk(id);
+                        if batch.len() + size > room {
+                            self.send_records(&batch);
+                            batch.clear();
+                        }
+                        self.encode_chunk(id, &mut batch);
                     }
                 }
+                if !batch.is_empty() {
+                    self.send_records(&batch);
+                }
+                self.scratch = batch;
             }
             Msg::Bye => {
                 if self.done {
@@ -254,6 +273,7 @@ impl Client {
             }
         }
         self.info = Some(i);
+        self.last_progress = now;
         self.have = vec![false; i.n_chunks as usize];
         self.sums = vec![0; i.n_chunks as usize];
         let mut order: Vec<u32> = (i.block_start..i.block_end).collect();
@@ -343,8 +363,8 @@ impl Client {
             let at = id as usize * cs;
             let stored = self
                 .file
-                .as_ref()
-                .map_or(Ok(()), |f| f.file.write_all_at(bytes, at as u64));
+                .as_mut()
+                .map_or(Ok(()), |f| f.store(at as u64, bytes));
             if let Err(e) = stored {
                 eprintln!("psp_client: storing chunk {id}: {e}");
                 self.exit = Some(1);
@@ -354,6 +374,7 @@ impl Client {
             self.sums[id as usize] = proto::checksum(bytes);
             self.have_count += 1;
             self.received += 1;
+            self.last_progress = now;
             if !self.have_sent && self.holds_blocks(&info) {
                 self.have_sent = true;
                 self.send_msg(Msg::Have);
@@ -390,7 +411,7 @@ impl Client {
             self.exit = Some(1);
             return;
         }
-        // The mapping stays: other clients' asks are answered from it.
+        // The file stays open: other clients' asks are answered from it.
         let written = match self.file.as_mut() {
             Some(f) => f.commit(&self.out_path),
             None => std::fs::write(&self.out_path, b""),
@@ -477,7 +498,17 @@ impl Client {
                 Ok(m) => self.on_msg(m, now),
                 Err(Bad(why)) => eprintln!("psp_client: dropped a datagram: {why}"),
             },
-            Control::Tcp => self.on_chunk(d, now),
+            Control::Tcp => {
+                let Some(info) = self.info else { return };
+                let size = proto::chunk_record(info.chunk_size as usize);
+                if d.is_empty() || d.len() % size != 0 {
+                    eprintln!("psp_client: dropped a datagram of {} bytes", d.len());
+                    return;
+                }
+                for rec in d.chunks(size) {
+                    self.on_chunk(rec, now);
+                }
+            }
         }
     }
 
@@ -542,6 +573,9 @@ impl Client {
 struct OutFile {
     tmp: PathBuf,
     file: std::fs::File,
+    /// Gathered writes: `pending` belongs at offset `pending_at`.
+    pending: Vec<u8>,
+    pending_at: u64,
     committed: bool,
 }
 
@@ -567,12 +601,48 @@ impl OutFile {
         Ok(Self {
             tmp,
             file,
+            pending: Vec::new(),
+            pending_at: 0,
             committed: false,
         })
     }
 
+    /// Stores `bytes` at offset `at`. Writes that continue the previous
+    /// one are gathered (up to 1 MiB) into one `pwrite`: with small chunks
+    /// that arrive in order, one system call per chunk would dominate.
+    fn store(&mut self, at: u64, bytes: &[u8]) -> std::io::Result<()> {
+        let next = self.pending_at + self.pending.len() as u64;
+        if self.pending.is_empty() || at != next || self.pending.len() + bytes.len() > 1 << 20 {
+            self.flush()?;
+            self.pending_at = at;
+        }
+        self.pending.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `at`, from the gathered writes or the file.
+    fn load(&self, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let start = self.pending_at;
+        let end = start + self.pending.len() as u64;
+        if at >= start && at + buf.len() as u64 <= end {
+            let off = (at - start) as usize;
+            buf.copy_from_slice(&self.pending[off..off + buf.len()]);
+            return Ok(());
+        }
+        self.file.read_exact_at(buf, at)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.file.write_all_at(&self.pending, self.pending_at)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
     /// Flushes the file to disk and renames it over `out`.
     fn commit(&mut self, out: &Path) -> std::io::Result<()> {
+        self.flush()?;
         self.file.sync_all()?;
         std::fs::rename(&self.tmp, out)?;
         self.committed = true;
@@ -665,6 +735,7 @@ fn run(args: Args) -> std::io::Result<u8> {
         scratch: Vec::new(),
         stall_after: args.stall_after,
         received: 0,
+        last_progress: now,
         stalled: false,
         last_reg: now,
     }));
@@ -751,9 +822,13 @@ fn run(args: Args) -> std::io::Result<u8> {
             cx.stop();
         }
     });
-    lp.after(GIVE_UP, |cx| {
-        eprintln!("psp_client: no result after {GIVE_UP:?}; giving up");
-        cx.stop();
+    let c = Rc::clone(&client);
+    lp.every(Duration::from_secs(1), move |cx| {
+        let cl = c.borrow();
+        if !cl.done && cx.now().duration_since(cl.last_progress) > GIVE_UP {
+            eprintln!("psp_client: no progress for {GIVE_UP:?}; giving up");
+            cx.stop();
+        }
     });
     lp.run()?;
     let cl = client.borrow();

@@ -43,7 +43,8 @@ use proto::{Bad, Control, Info, Msg, Rng, Rto, CONTROL_SIZE};
 const USAGE: &str = "usage: psp_server FILE --clients N [--cache CHUNKS] [--chunk-size BYTES] [--control udp|tcp] [--port PORT]
 
 Serves FILE to N psp_client processes through the peer-server-peer network.
---cache CHUNKS     chunks kept in the server's LRU cache (default 1024)
+--cache CHUNKS     chunks kept in the server's LRU cache (default: 64 MiB
+                   worth of chunks)
 --chunk-size BYTES bytes per chunk, 1 to 65000 (default 1024)
 --control udp|tcp  the layer for control messages; chunks take the other
                    (default udp)
@@ -54,6 +55,8 @@ Serves FILE to N psp_client processes through the peer-server-peer network.
 const MAX_RANGE: u32 = 4096;
 /// Chunks asked for ahead of a miss.
 const PREFETCH: u32 = 32;
+/// Most bytes of chunk records sent in one TCP send.
+const BATCH: usize = 256 * 1024;
 /// Period of the retry and status timers.
 const TICK: Duration = Duration::from_millis(5);
 const STATUS_EVERY: Duration = Duration::from_millis(100);
@@ -78,7 +81,7 @@ fn parse() -> Result<Args, String> {
     let mut a = Args {
         file: Default::default(),
         clients: 0,
-        cache: 1024,
+        cache: 0,
         chunk_size: proto::DEFAULT_CHUNK,
         control: Control::Udp,
         port: None,
@@ -88,7 +91,12 @@ fn parse() -> Result<Args, String> {
     while let Some(arg) = p.next().map_err(e)? {
         match arg {
             Long("clients") => clients = Some(p.value().map_err(e)?.parse().map_err(e)?),
-            Long("cache") => a.cache = p.value().map_err(e)?.parse().map_err(e)?,
+            Long("cache") => {
+                a.cache = p.value().map_err(e)?.parse().map_err(e)?;
+                if a.cache == 0 {
+                    return Err("--cache must be at least 1 chunk".into());
+                }
+            }
             Long("chunk-size") => a.chunk_size = p.value().map_err(e)?.parse().map_err(e)?,
             Long("control") => a.control = p.value().map_err(e)?.parse().map_err(e)?,
             Long("port") => a.port = Some(p.value().map_err(e)?.parse().map_err(e)?),
@@ -114,7 +122,7 @@ fn parse() -> Result<Args, String> {
         ));
     }
     if a.cache == 0 {
-        return Err("--cache must be at least 1 chunk".into());
+        a.cache = (proto::DEFAULT_CACHE_BYTES / a.chunk_size).max(1);
     }
     if !(0.0..1.0).contains(&a.drop_udp) {
         return Err("--drop-udp takes a fraction below 1".into());
@@ -244,7 +252,8 @@ struct Stats {
     unasked: u64,
     /// Answers to asks already answered by someone else (retries).
     late: u64,
-    /// Requests for chunks already sent over TCP, not answered again.
+    /// Requests repeated while the chunk was on its way (sent over TCP,
+    /// or waited for), not answered again.
     repeats: u64,
     malformed: u64,
     lost: u64,
@@ -279,6 +288,9 @@ struct Server {
     pending_asks: Vec<(u32, u32)>,
     /// Clients that answered an ask for a chunk with wrong bytes.
     liars: HashMap<u32, Vec<u32>>,
+    /// The records answering one request, and their chunk ids.
+    batch: Vec<u8>,
+    batched: Vec<u32>,
 }
 
 impl Server {
@@ -347,6 +359,29 @@ impl Server {
         proto::encode_chunk(id, data, self.chunk_size, &mut buf);
         self.send_record(c, &buf);
         self.scratch = buf;
+    }
+
+    /// Sends the chunk records in `batch` (chunks `ids`) to client `c` and
+    /// empties both.
+    fn send_batch(&mut self, c: u32, batch: &mut Vec<u8>, ids: &mut Vec<u32>) {
+        if batch.is_empty() {
+            return;
+        }
+        match self.control {
+            Control::Udp => {
+                if self.send_tcp(c, batch) {
+                    for &id in ids.iter() {
+                        set_bit(&mut self.clients[c as usize].sent, id);
+                    }
+                }
+            }
+            Control::Tcp => {
+                let to = self.clients[c as usize].addr;
+                self.send_udp(to, batch);
+            }
+        }
+        batch.clear();
+        ids.clear();
     }
 
     /// Sends an encoded chunk record on the chunk layer.
@@ -492,39 +527,55 @@ impl Server {
             return;
         }
         let mut last_miss = None;
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut batched = std::mem::take(&mut self.batched);
         for id in start..end {
             if get_bit(&self.clients[c as usize].sent, id) {
                 self.stats.repeats += 1;
                 continue;
             }
-            if self.file.is_some() && self.holds_initially(c, id) {
-                let f = self.file.take().unwrap_or_default();
+            let from_file = self.file.is_some() && self.holds_initially(c, id);
+            let data = if from_file {
                 let at = id as usize * self.chunk_size;
                 let len = proto::chunk_len(id, self.chunk_size, self.file_size);
-                self.send_chunk(c, id, &f[at..at + len]);
-                self.file = Some(f);
+                self.file.as_deref().map(|f| &f[at..at + len])
+            } else {
+                self.cache.get(id)
+            };
+            if let Some(data) = data {
+                proto::encode_chunk(id, data, self.chunk_size, &mut batch);
+                batched.push(id);
                 self.stats.served += 1;
+                if !from_file {
+                    self.stats.hits += 1;
+                    self.note_holder(id, c);
+                }
+                // The answers to one request go out together: in one send
+                // over TCP, packed into as few datagrams as they fit over
+                // UDP.
+                let room = match self.control {
+                    Control::Tcp => proto::MAX_DATAGRAM,
+                    Control::Udp => BATCH,
+                };
+                if batch.len() + proto::chunk_record(self.chunk_size) > room {
+                    self.send_batch(c, &mut batch, &mut batched);
+                }
                 continue;
             }
-            if let Some(data) = self.cache.get(id) {
-                let mut buf = std::mem::take(&mut self.scratch);
-                buf.clear();
-                proto::encode_chunk(id, data, self.chunk_size, &mut buf);
-                self.send_record(c, &buf);
-                self.scratch = buf;
-                self.stats.hits += 1;
-                self.stats.served += 1;
-                self.note_holder(id, c);
-                continue;
-            }
-            self.stats.misses += 1;
             let w = self.waiters.entry(id).or_default();
-            if !w.contains(&c) {
+            if w.contains(&c) {
+                // Asked again while it waits: not a new lookup.
+                self.stats.repeats += 1;
+            } else {
                 w.push(c);
+                self.stats.misses += 1;
             }
             self.ask(id, now);
             last_miss = Some(id);
         }
+        self.send_batch(c, &mut batch, &mut batched);
+        self.batch = batch;
+        self.batched = batched;
         // Prefetch: the other clients will want the next chunks too.
         if let Some(m) = last_miss {
             for id in m + 1..(m + 1).saturating_add(PREFETCH).min(self.n_chunks) {
@@ -914,6 +965,8 @@ fn run(args: Args) -> std::io::Result<()> {
         start: Instant::now(),
         pending_asks: Vec::new(),
         liars: HashMap::new(),
+        batch: Vec::new(),
+        batched: Vec::new(),
     }));
 
     let s = Rc::clone(&server);
@@ -1090,6 +1143,15 @@ fn on_datagram(server: &Rc<RefCell<Server>>, d: &[u8], from: &SockAddr) {
                 eprintln!("psp_server: dropped a datagram from client {c}: {why}");
             }
         },
-        Control::Tcp => sv.on_chunk(c, d, now),
+        Control::Tcp => {
+            let size = proto::chunk_record(sv.chunk_size);
+            if d.is_empty() || d.len() % size != 0 {
+                sv.stats.malformed += 1;
+                return;
+            }
+            for rec in d.chunks(size) {
+                sv.on_chunk(c, rec, now);
+            }
+        }
     }
 }

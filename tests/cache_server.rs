@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 struct Server {
     child: Child,
     port: u16,
@@ -20,14 +22,7 @@ impl Drop for Server {
 }
 
 fn start(args: &[&str]) -> Server {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("cache_server");
+    let bin = common::example("cache_server");
     let mut child = Command::new(bin)
         .args(args)
         .stdout(Stdio::piped())

@@ -2,29 +2,14 @@
 //! and `client` (built by `cargo test` into target/*/examples).
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use procwire::sys::process::{kill, process_exists, Signal};
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        dir.exists(),
-        "{} is not built (cargo test builds examples)",
-        dir.display()
-    );
-    dir
-}
+mod common;
+use common::example;
 
 /// Lines of a child's stdout, through a channel so reads can time out.
 fn lines(child: &mut Child) -> mpsc::Receiver<String> {

@@ -17,22 +17,8 @@ use procwire::sys::socket::{Domain, Socket, Type};
 
 use proto::{Msg, CONTROL_SIZE};
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} is not built (cargo test builds examples)",
-        p.display()
-    );
-    p
-}
+mod common;
+use common::example;
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("procwire-psp-{tag}-{}", std::process::id()));

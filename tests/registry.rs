@@ -15,6 +15,8 @@ use procwire::net::port::{
 };
 use procwire::sys::socket::{Domain, Socket, Type};
 
+mod common;
+
 const ROLE: &str = "PROCWIRE_TEST_ROLE";
 
 fn temp_conf(tag: &str) -> PathBuf {
@@ -25,14 +27,7 @@ fn temp_conf(tag: &str) -> PathBuf {
 }
 
 fn port_for(conf: &Path, args: &[&str]) -> (bool, String, String) {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("port-for");
+    let bin = common::example("port-for");
     let out = Command::new(bin)
         .arg("--conf")
         .arg(conf)

@@ -10,6 +10,9 @@ use procwire::net::event::{serve, EventLoop, Output, Protocol, ServerOptions};
 use procwire::sys::process::set_open_files_limit;
 use procwire::sys::socket::{Domain, Socket, Type};
 
+mod common;
+use common::example;
+
 const ROLE: &str = "PROCWIRE_TEST_ROLE";
 
 struct Echo;
@@ -104,16 +107,6 @@ fn the_server_survives_running_out_of_descriptors() {
     assert!(child.try_wait().unwrap().is_none(), "the server died");
     child.kill().unwrap();
     child.wait().unwrap();
-}
-
-fn example(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name)
 }
 
 #[test]

@@ -25,6 +25,11 @@ pub const CHUNK_HEADER: usize = 9;
 /// The largest chunk: a chunk with its header must fit one UDP datagram
 /// on loopback (65,507 bytes of payload over IPv4).
 pub const MAX_CHUNK: usize = 65_000;
+/// The most bytes of chunk records packed into one datagram (several
+/// records when chunks are small; one 65,000-byte chunk fits).
+pub const MAX_DATAGRAM: usize = MAX_CHUNK + CHUNK_HEADER;
+/// The server's cache by default: this many bytes' worth of chunks.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 /// The seed's chunk size.
 pub const DEFAULT_CHUNK: usize = 1024;
 
