@@ -31,7 +31,7 @@ mod unassigned;
 pub use activation::{listen_fds, pass_listeners, ListenFd, LISTEN_FDS_START};
 pub use good::{
     available_good_ports, ephemeral_ranges, get_port, is_available, is_good, select_random,
-    unassigned_ranges, PortItem, PortSpec, PortSpecError, DEFAULT_EPHEMERAL_RANGE,
+    unassigned_ranges, PortItem, PortSpec, PortSpecError, DEFAULT_EPHEMERAL_RANGE, PROBE_WAIT,
 };
 pub use registry::{
     check_name, parse_port, parse_text, rewrite_text, Registry, RegistryError, PATH_VARIABLE,
