@@ -43,7 +43,8 @@ Fetches the file psp_server at ADDR (host:port) shares, writes it to OUT
 says every client is done.";
 
 const TICK: Duration = Duration::from_millis(10);
-const REG_EVERY: Duration = Duration::from_millis(50);
+/// How often an unanswered `Reg` or `Done` is sent again.
+const REPEAT_EVERY: Duration = Duration::from_millis(50);
 /// How long it waits without any progress (no Info, no new chunk) before
 /// it gives up.
 const GIVE_UP: Duration = Duration::from_secs(60);
@@ -138,7 +139,9 @@ struct Client {
     /// When the last new chunk (or the Info) arrived.
     last_progress: Instant,
     stalled: bool,
-    last_reg: Instant,
+    /// When `Reg` (before the Info) or `Done` (over UDP, before the Bye)
+    /// was last sent: both are repeated until the server answers.
+    last_repeat: Instant,
 }
 
 impl Client {
@@ -514,8 +517,8 @@ impl Client {
 
     fn on_tick(&mut self, now: Instant) {
         if self.info.is_none() {
-            if now.duration_since(self.last_reg) >= REG_EVERY {
-                self.last_reg = now;
+            if now.duration_since(self.last_repeat) >= REPEAT_EVERY {
+                self.last_repeat = now;
                 self.send_msg(Msg::Reg {
                     pid: std::process::id(),
                 });
@@ -525,8 +528,9 @@ impl Client {
         if self.done {
             // Over UDP the Done may be lost: say it again until the server
             // answers (Bye, or closing the connection).
-            if self.control == Control::Udp && now.duration_since(self.last_reg) >= REG_EVERY {
-                self.last_reg = now;
+            if self.control == Control::Udp && now.duration_since(self.last_repeat) >= REPEAT_EVERY
+            {
+                self.last_repeat = now;
                 self.send_msg(Msg::Done);
             }
             return;
@@ -737,7 +741,7 @@ fn run(args: Args) -> std::io::Result<u8> {
         received: 0,
         last_progress: now,
         stalled: false,
-        last_reg: now,
+        last_repeat: now,
     }));
     client.borrow_mut().send_msg(Msg::Reg {
         pid: std::process::id(),

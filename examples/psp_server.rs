@@ -55,6 +55,8 @@ Serves FILE to N psp_client processes through the peer-server-peer network.
 const MAX_RANGE: u32 = 4096;
 /// Chunks asked for ahead of a miss.
 const PREFETCH: u32 = 32;
+/// Drop messages logged before only the counters go on.
+const LOG_LIMIT: u64 = 100;
 /// Most bytes of chunk records sent in one TCP send.
 const BATCH: usize = 256 * 1024;
 /// Period of the retry and status timers.
@@ -291,9 +293,23 @@ struct Server {
     /// The records answering one request, and their chunk ids.
     batch: Vec<u8>,
     batched: Vec<u32>,
+    /// Lines logged by `note`.
+    logged: u64,
 }
 
 impl Server {
+    /// Logs a dropped or refused message. After `LOG_LIMIT` lines only the
+    /// counters of the status lines go on, so a hostile peer can't flood
+    /// stderr.
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        self.logged += 1;
+        if self.logged <= LOG_LIMIT {
+            eprintln!("psp_server: {}", line());
+        } else if self.logged == LOG_LIMIT + 1 {
+            eprintln!("psp_server: more drops are only counted (see the status lines)");
+        }
+    }
+
     fn record_size(&self) -> usize {
         match self.control {
             Control::Udp => proto::chunk_record(self.chunk_size),
@@ -425,7 +441,7 @@ impl Server {
             Msg::Have => self.on_have(c),
             other => {
                 self.stats.malformed += 1;
-                eprintln!("psp_server: dropped {other:?} from client {c}: not a client message");
+                self.note(|| format!("dropped {other:?} from client {c}: not a client message"));
             }
         }
     }
@@ -520,10 +536,8 @@ impl Server {
         let end = start.saturating_add(count);
         if count > MAX_RANGE || end > self.n_chunks {
             self.stats.malformed += 1;
-            eprintln!(
-                "psp_server: client {c} asked for {start}+{count} of {} chunks; dropped",
-                self.n_chunks
-            );
+            let n = self.n_chunks;
+            self.note(|| format!("client {c} asked for {start}+{count} of {n} chunks; dropped"));
             return;
         }
         let mut last_miss = None;
@@ -696,7 +710,7 @@ impl Server {
                 Ok(v) => v,
                 Err(Bad(why)) => {
                     self.stats.malformed += 1;
-                    eprintln!("psp_server: dropped a chunk from client {c}: {why}");
+                    self.note(|| format!("dropped a chunk from client {c}: {why}"));
                     return;
                 }
             };
@@ -706,15 +720,13 @@ impl Server {
                 self.stats.late += 1;
             } else {
                 self.stats.unasked += 1;
-                if self.stats.unasked <= 10 {
-                    eprintln!("psp_server: dropped chunk {id} from client {c}: never asked for");
-                }
+                self.note(|| format!("dropped chunk {id} from client {c}: never asked for"));
             }
             return;
         }
         if proto::checksum(data) != self.sums[id as usize] {
             self.stats.bad_chunks += 1;
-            eprintln!("psp_server: chunk {id} from client {c} fails its checksum; asking another");
+            self.note(|| format!("chunk {id} from client {c} fails its checksum; asking another"));
             self.retry_ask(id, now, Some(c));
             self.flush_asks();
             return;
@@ -793,9 +805,7 @@ impl Server {
                 cl.pid
             );
         }
-        if let Some(i) = self.by_addr.iter().find(|(_, &v)| v == c).map(|(k, _)| *k) {
-            self.by_addr.remove(&i);
-        }
+        self.by_addr.remove(&cl.addr);
         for w in self.waiters.values_mut() {
             w.retain(|&x| x != c);
         }
@@ -967,6 +977,7 @@ fn run(args: Args) -> std::io::Result<()> {
         liars: HashMap::new(),
         batch: Vec::new(),
         batched: Vec::new(),
+        logged: 0,
     }));
 
     let s = Rc::clone(&server);
@@ -1072,56 +1083,62 @@ fn accept_client(
     };
     let s = Rc::clone(server);
     let mut buf = vec![0u8; 256 * 1024];
-    cx.register(tcp, Interest::READABLE | Interest::WRITABLE, move |cx, t: &Rc<Socket>, ready| {
-        let mut sv = s.borrow_mut();
-        if ready.is_writable() {
-            flush(&mut sv.clients[c as usize]);
-        }
-        for _ in 0..cx.budget() {
-            match t.recv(&mut buf) {
-                Ok(0) => {
-                    sv.on_gone(c, "closed its connection");
-                    cx.deregister_current();
-                    return Ok(());
-                }
-                Ok(n) => {
-                    let now = cx.now();
-                    sv.clients[c as usize].decoder.feed(&buf[..n]);
-                    loop {
-                        let rec = match sv.clients[c as usize].decoder.next_frame() {
-                            Ok(Some(r)) => r.to_vec(),
-                            Ok(None) => break,
-                            Err(e) => {
-                                sv.stats.malformed += 1;
-                                sv.on_gone(c, &format!("bad stream: {e}"));
-                                cx.deregister_current();
-                                return Ok(());
-                            }
-                        };
-                        match sv.control {
-                            Control::Udp => sv.on_chunk(c, &rec, now),
-                            Control::Tcp => match Msg::decode(&rec) {
-                                Ok(m) => sv.on_msg(c, m, now),
-                                Err(Bad(why)) => {
+    cx.register(
+        tcp,
+        Interest::READABLE | Interest::WRITABLE,
+        move |cx, t: &Rc<Socket>, ready| {
+            let mut sv = s.borrow_mut();
+            if ready.is_writable() {
+                flush(&mut sv.clients[c as usize]);
+            }
+            for _ in 0..cx.budget() {
+                match t.recv(&mut buf) {
+                    Ok(0) => {
+                        sv.on_gone(c, "closed its connection");
+                        cx.deregister_current();
+                        return Ok(());
+                    }
+                    Ok(n) => {
+                        let now = cx.now();
+                        sv.clients[c as usize].decoder.feed(&buf[..n]);
+                        loop {
+                            let rec = match sv.clients[c as usize].decoder.next_frame() {
+                                Ok(Some(r)) => r.to_vec(),
+                                Ok(None) => break,
+                                Err(e) => {
                                     sv.stats.malformed += 1;
-                                    eprintln!("psp_server: dropped a record from client {c}: {why}");
+                                    sv.on_gone(c, &format!("bad stream: {e}"));
+                                    cx.deregister_current();
+                                    return Ok(());
                                 }
-                            },
+                            };
+                            match sv.control {
+                                Control::Udp => sv.on_chunk(c, &rec, now),
+                                Control::Tcp => match Msg::decode(&rec) {
+                                    Ok(m) => sv.on_msg(c, m, now),
+                                    Err(Bad(why)) => {
+                                        sv.stats.malformed += 1;
+                                        sv.note(|| {
+                                            format!("dropped a record from client {c}: {why}")
+                                        });
+                                    }
+                                },
+                            }
                         }
                     }
-                }
-                Err(e) if e.is_would_block() => return Ok(()),
-                Err(e) if e.raw_os_error() == errno::EINTR => {}
-                Err(e) => {
-                    sv.on_gone(c, &e.to_string());
-                    cx.deregister_current();
-                    return Ok(());
+                    Err(e) if e.is_would_block() => return Ok(()),
+                    Err(e) if e.raw_os_error() == errno::EINTR => {}
+                    Err(e) => {
+                        sv.on_gone(c, &e.to_string());
+                        cx.deregister_current();
+                        return Ok(());
+                    }
                 }
             }
-        }
-        cx.reschedule();
-        Ok(())
-    })?
+            cx.reschedule();
+            Ok(())
+        },
+    )?
     .detach();
     Ok(())
 }
@@ -1140,7 +1157,7 @@ fn on_datagram(server: &Rc<RefCell<Server>>, d: &[u8], from: &SockAddr) {
             Ok(m) => sv.on_msg(c, m, now),
             Err(Bad(why)) => {
                 sv.stats.malformed += 1;
-                eprintln!("psp_server: dropped a datagram from client {c}: {why}");
+                sv.note(|| format!("dropped a datagram from client {c}: {why}"));
             }
         },
         Control::Tcp => {

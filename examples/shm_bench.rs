@@ -320,7 +320,8 @@ fn wake_peer(mode: &str, cpus: &[usize], rounds: u32) {
 #[cfg(target_os = "linux")]
 struct Waiter {
     futex: bool,
-    efd: procwire::sys::eventfd::EventFd,
+    /// Ours, registered in `selector`: kept open for as long as that is.
+    _efd: procwire::sys::eventfd::EventFd,
     selector: procwire::sys::event::Selector,
     events: std::cell::RefCell<procwire::sys::event::Events>,
 }
@@ -340,7 +341,7 @@ impl Waiter {
             .expect("register");
         Self {
             futex: mode == "futex",
-            efd,
+            _efd: efd,
             selector,
             events: std::cell::RefCell::new(Events::with_capacity(4)),
         }
@@ -363,7 +364,6 @@ impl Waiter {
     }
 
     fn wake(&self, word: &std::sync::atomic::AtomicU32, peer: &procwire::sys::eventfd::EventFd) {
-        let _ = &self.efd;
         if self.futex {
             procwire::sys::futex::futex_wake(word, 1).expect("futex wake");
         } else {

@@ -54,6 +54,16 @@ impl fmt::Debug for Domain {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Type(SocketType);
 
+/// The error of `call` on `addr`: an IP address is kept unrendered, so a
+/// routine refusal (a refused or in-progress connect, a port in use)
+/// allocates nothing.
+fn addr_error(call: &'static str, addr: &SockAddr, e: rustix::io::Errno) -> Error {
+    match addr {
+        SockAddr::Inet(ip) => Error::with_inet(call, *ip, e.raw_os_error()),
+        other => Error::new(call, other, e.raw_os_error()),
+    }
+}
+
 impl Type {
     /// `SOCK_STREAM`: TCP, or a Unix stream socket.
     pub const STREAM: Self = Self(SocketType::STREAM);
@@ -330,11 +340,7 @@ impl Socket {
     pub fn bind(&self, addr: impl Into<SockAddr>) -> Result<()> {
         let addr = addr.into();
         let raw = addr.to_rustix("bind")?;
-        match addr {
-            SockAddr::Inet(ip) => rnet::bind(&self.fd, &raw)
-                .map_err(|e| Error::with_inet("bind", ip, e.raw_os_error())),
-            _ => rnet::bind(&self.fd, &raw).ctx("bind", || addr.to_string()),
-        }
+        rnet::bind(&self.fd, &raw).map_err(|e| addr_error("bind", &addr, e))
     }
 
     /// Marks the socket as accepting connections (`listen(2)`).
@@ -377,11 +383,7 @@ impl Socket {
     pub fn connect(&self, addr: impl Into<SockAddr>) -> Result<()> {
         let addr = addr.into();
         let raw = addr.to_rustix("connect")?;
-        match addr {
-            SockAddr::Inet(ip) => rnet::connect(&self.fd, &raw)
-                .map_err(|e| Error::with_inet("connect", ip, e.raw_os_error())),
-            _ => rnet::connect(&self.fd, &raw).ctx("connect", || addr.to_string()),
-        }
+        rnet::connect(&self.fd, &raw).map_err(|e| addr_error("connect", &addr, e))
     }
 
     /// The address the socket is bound to (`getsockname(2)`).
