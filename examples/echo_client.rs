@@ -131,6 +131,11 @@ pub fn drive(load: &Load) -> Result<(u64, Duration), Box<dyn std::error::Error>>
                                 cx.deregister_current();
                                 return Ok(());
                             }
+                            if n < rbuf.len() {
+                                // A short read on a stream socket: its queue
+                                // is empty, and new data raises a new edge.
+                                break;
+                            }
                         }
                         Err(e) if e.is_would_block() => break,
                         Err(e) if e.raw_os_error() == errno::EINTR => continue,

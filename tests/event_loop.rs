@@ -60,6 +60,61 @@ fn level_edge_and_oneshot_delivery() {
 }
 
 #[test]
+fn deferred_calls_come_once_after_every_event_of_the_turn() {
+    let lp = EventLoop::new().unwrap();
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let (a1, b1) = pair();
+    let (a2, b2) = pair();
+    let (l1, l2) = (log.clone(), log.clone());
+    let again = Rc::new(Cell::new(true));
+    let again2 = again.clone();
+    let _r1 = lp
+        .register(b1, Interest::READABLE, move |cx, s: &Socket, r| {
+            if r.is_deferred() {
+                assert!(!r.is_readable() && !r.is_writable());
+                l1.borrow_mut().push("first deferred".into());
+                if again2.replace(false) {
+                    // Asked from the deferred call: the end of the next turn.
+                    cx.defer();
+                }
+                return Ok(());
+            }
+            let mut b = [0u8; 8];
+            while s.recv(&mut b).is_ok() {}
+            l1.borrow_mut().push("first".into());
+            cx.defer();
+            cx.defer();
+            Ok(())
+        })
+        .unwrap();
+    let _r2 = lp
+        .register(b2, Interest::READABLE, move |_, s: &Socket, _| {
+            let mut b = [0u8; 8];
+            while s.recv(&mut b).is_ok() {}
+            l2.borrow_mut().push("second".into());
+            Ok(())
+        })
+        .unwrap();
+    a1.send(b"x").unwrap();
+    a2.send(b"y").unwrap();
+    run_until(&lp, || log.borrow().len() >= 3);
+    {
+        let log = log.borrow();
+        assert_eq!(log.len(), 3, "{log:?}");
+        assert_eq!(log[2], "first deferred", "{log:?}");
+        assert!(log[..2].contains(&"first".to_string()), "{log:?}");
+        assert!(log[..2].contains(&"second".to_string()), "{log:?}");
+    }
+    // The deferral asked for inside the deferred call comes next turn, even
+    // with nothing ready; and then no more.
+    lp.run_once(Some(Duration::from_millis(0))).unwrap();
+    assert_eq!(log.borrow().len(), 4);
+    assert_eq!(log.borrow()[3], "first deferred");
+    lp.run_once(Some(Duration::from_millis(20))).unwrap();
+    assert_eq!(log.borrow().len(), 4, "{:?}", log.borrow());
+}
+
+#[test]
 fn oneshot_rearms_with_reregister() {
     let lp = EventLoop::new().unwrap();
     let (a, b) = pair();
@@ -388,6 +443,52 @@ fn a_client_that_never_reads_stays_bounded_and_others_are_served() {
         }
         got == b"still here"
     });
+}
+
+#[test]
+fn batched_and_unbatched_replies_arrive_whole_and_in_order() {
+    for batch_writes in [true, false] {
+        let lp = EventLoop::new().unwrap();
+        let (l, addr) = tcp_listener();
+        let peak = Rc::new(Cell::new(0));
+        let p = peak.clone();
+        let opts = ServerOptions {
+            batch_writes,
+            ..ServerOptions::default()
+        };
+        let _srv = serve(&lp, l, opts, move |_| Echo { peak: p.clone() }).unwrap();
+        // 4 MiB in uneven pieces, read back while sending: replies larger
+        // than the batch limit, a full socket, and small tail pieces.
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_nonblocking(true).unwrap();
+        let (mut sent, mut got) = (0usize, Vec::with_capacity(data.len()));
+        let mut piece = 1usize;
+        let deadline = Instant::now() + LONG;
+        while got.len() < data.len() {
+            assert!(Instant::now() < deadline, "echo incomplete: {}", got.len());
+            if sent < data.len() {
+                let end = (sent + piece).min(data.len());
+                piece = piece * 3 % 200_003 + 1;
+                match c.write(&data[sent..end]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            lp.run_once(Some(Duration::from_millis(1))).unwrap();
+            let mut b = [0u8; 65536];
+            loop {
+                match c.read(&mut b) {
+                    Ok(0) => panic!("server closed"),
+                    Ok(n) => got.extend_from_slice(&b[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        assert!(got == data, "batch_writes {batch_writes}: echo differs");
+    }
 }
 
 #[test]

@@ -190,3 +190,25 @@ fn options_on_the_wrong_socket_fail_naming_the_option() {
     assert_eq!(e.raw_os_error(), libc::EINVAL);
     assert!(e.args().contains("SO_RCVLOWAT"), "{e}");
 }
+
+#[test]
+fn socket_type_tells_stream_from_datagram() {
+    assert_eq!(tcp4().socket_type().unwrap(), Type::STREAM);
+    let udp = Socket::new(Domain::IPV6, Type::DGRAM).unwrap();
+    assert_eq!(udp.socket_type().unwrap(), Type::DGRAM);
+    let (u, _) = socketpair(Domain::UNIX, Type::DGRAM).unwrap();
+    assert_eq!(u.socket_type().unwrap(), Type::DGRAM);
+    // A pipe is no socket: the error names the call, the fd and the option.
+    let (r, _w) = procwire::sys::fd::pipe().unwrap();
+    let not_a_socket = Socket::from(r);
+    let e = not_a_socket.socket_type().unwrap_err();
+    assert_eq!(e.raw_os_error(), libc::ENOTSOCK);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "getsockopt(fd {}, SO_TYPE): {}",
+            not_a_socket.as_raw_fd(),
+            std::io::Error::from_raw_os_error(libc::ENOTSOCK)
+        )
+    );
+}

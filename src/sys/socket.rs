@@ -69,6 +69,10 @@ impl Type {
     pub const STREAM: Self = Self(SocketType::STREAM);
     /// `SOCK_DGRAM`: UDP, or a Unix datagram socket.
     pub const DGRAM: Self = Self(SocketType::DGRAM);
+
+    pub(super) fn from_rustix(ty: SocketType) -> Self {
+        Self(ty)
+    }
 }
 
 impl fmt::Debug for Type {

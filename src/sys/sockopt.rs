@@ -18,7 +18,7 @@ use std::time::Duration;
 use rustix::net::sockopt as so;
 
 use super::error::{last_errno, Context, Error, Result};
-use super::socket::{fd_arg, Socket};
+use super::socket::{fd_arg, Socket, Type};
 
 /// The credentials of the process at the other end of a Unix socket, as the
 /// kernel recorded them when it connected (`SO_PEERCRED`).
@@ -127,6 +127,15 @@ impl Socket {
     pub fn recv_low_water(&self) -> Result<usize> {
         getsockopt_int(self, libc::SOL_SOCKET, libc::SO_RCVLOWAT, "SO_RCVLOWAT")
             .map(|v| v.max(0) as usize)
+    }
+
+    /// Reads `SO_TYPE`: whether this is a stream or a datagram socket (or
+    /// another type, shown as `SOCK_?`).
+    #[doc(alias = "SO_TYPE")]
+    pub fn socket_type(&self) -> Result<Type> {
+        so::socket_type(self)
+            .map(Type::from_rustix)
+            .ctx("getsockopt", || opt_args(self, "SO_TYPE"))
     }
 
     /// Sets `TCP_NODELAY`: send small segments at once instead of coalescing.

@@ -13,10 +13,12 @@
 //!   so a stale event for a slot that was freed and reused (a new fd with the
 //!   same number, say) never reaches the new handler.
 //! - Edge-triggered by default: a handler drains its source until
-//!   `WouldBlock`, but within [`Context::budget`]; when it stops early it
-//!   calls [`Context::reschedule`] and runs again next turn, so one busy
-//!   connection can't starve the rest. Level and oneshot are per
-//!   registration.
+//!   `WouldBlock` (or, on a stream socket, until a read comes back shorter
+//!   than asked, which means the queue is empty: the connections of
+//!   [`serve`] save that last `recv`), but within [`Context::budget`]; when
+//!   it stops early it calls [`Context::reschedule`] and runs again next
+//!   turn, so one busy connection can't starve the rest. Level and oneshot
+//!   are per registration.
 //! - Timers ([`EventLoop::after`], [`EventLoop::every`]) sit in a heap and
 //!   drive the wait's timeout (sub-millisecond through `epoll_pwait2` where
 //!   the kernel has it); there is no fd per timer.
@@ -29,7 +31,7 @@
 
 mod server;
 
-pub use server::{listen, serve, Output, Protocol, ServerOptions};
+pub use server::{listen, serve, Output, Protocol, ServerOptions, BATCH_LIMIT};
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -60,6 +62,7 @@ pub const DEFAULT_BUDGET: usize = 32;
 pub struct Ready {
     ev: Event,
     rescheduled: bool,
+    deferred: bool,
 }
 
 impl Ready {
@@ -92,6 +95,12 @@ impl Ready {
     pub fn is_rescheduled(&self) -> bool {
         self.rescheduled
     }
+
+    /// This call is the end-of-turn call [`Context::defer`] asked for; it
+    /// reports no readiness.
+    pub fn is_deferred(&self) -> bool {
+        self.deferred
+    }
 }
 
 impl fmt::Debug for Ready {
@@ -103,6 +112,7 @@ impl fmt::Debug for Ready {
             .field("read_closed", &self.is_read_closed())
             .field("write_closed", &self.is_write_closed())
             .field("rescheduled", &self.rescheduled)
+            .field("deferred", &self.deferred)
             .finish()
     }
 }
@@ -187,6 +197,8 @@ struct Slot {
     /// Deregistered during its call: remove when the call returns.
     removed: bool,
     occupied: bool,
+    /// On the list of end-of-turn calls.
+    deferred: bool,
     mode: Mode,
     /// The registered fd's number. The entry owns the source and hands
     /// handlers only `&S`, so the number stays valid (and the same open
@@ -222,6 +234,8 @@ struct State {
     timer_seq: u64,
     /// Registrations to call again next turn, with their readiness.
     pending: Vec<(Key, Ready)>,
+    /// Registrations to call at the end of this turn ([`Context::defer`]).
+    deferred: Vec<Key>,
     error: Option<io::Error>,
 }
 
@@ -247,6 +261,7 @@ pub struct Context<'a> {
     lp: &'a EventLoop,
     current: Option<Key>,
     reschedule: bool,
+    defer: bool,
 }
 
 impl std::ops::Deref for Context<'_> {
@@ -285,6 +300,17 @@ impl Context<'_> {
     /// because its [`Context::budget`] ran out.
     pub fn reschedule(&mut self) {
         self.reschedule = true;
+    }
+
+    /// Calls the current handler once more at the end of this turn, after
+    /// every handler with an event this turn has run and before the loop
+    /// waits again, with [`Ready::is_deferred`]: a connection can gather
+    /// what it produced and write it in one call, and its peer gets every
+    /// reply of the turn together (as Redis writes replies just before it
+    /// sleeps). Asking twice in a turn still makes one call; asking from the
+    /// deferred call itself makes one at the end of the next turn.
+    pub fn defer(&mut self) {
+        self.defer = true;
     }
 
     /// How much work a handler should do in one call before rescheduling.
@@ -452,6 +478,7 @@ impl EventLoop {
                     free_timers: Vec::new(),
                     timer_seq: 0,
                     pending: Vec::new(),
+                    deferred: Vec::new(),
                     error: None,
                 }),
                 events: RefCell::new(Some(Events::with_capacity(EVENTS_CAPACITY))),
@@ -521,6 +548,7 @@ impl EventLoop {
                         in_call: false,
                         removed: false,
                         occupied: false,
+                        deferred: false,
                         mode,
                         fd: None,
                     });
@@ -648,6 +676,7 @@ impl EventLoop {
         let ready = Ready {
             ev: Event::new(key.token(), interest),
             rescheduled: true,
+            deferred: false,
         };
         self.inner.state.borrow_mut().pending.push((key, ready));
     }
@@ -779,7 +808,7 @@ impl EventLoop {
     pub fn run_once(&self, timeout: Option<Duration>) -> io::Result<()> {
         let wait = {
             let st = self.inner.state.borrow();
-            if !st.pending.is_empty() {
+            if !st.pending.is_empty() || !st.deferred.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 let timer = st
@@ -845,10 +874,12 @@ impl EventLoop {
                 Ready {
                     ev,
                     rescheduled: false,
+                    deferred: false,
                 },
             );
         }
         *self.inner.events.borrow_mut() = Some(events);
+        self.run_deferred();
         self.fire_timers();
         match self.inner.state.borrow_mut().error.take() {
             Some(e) => {
@@ -879,9 +910,10 @@ impl EventLoop {
             lp: self,
             current: Some(key),
             reschedule: false,
+            defer: false,
         };
         let result = entry.call(&mut cx, ready);
-        let reschedule = cx.reschedule;
+        let (reschedule, defer) = (cx.reschedule, cx.defer);
         let mut remove = false;
         if let Err(e) = &result {
             let decision = match self.inner.error_hook.borrow_mut().as_mut() {
@@ -905,6 +937,11 @@ impl EventLoop {
                 Some(entry)
             } else {
                 slot.entry = Some(entry);
+                let queue = defer && !slot.deferred;
+                slot.deferred |= defer;
+                if queue {
+                    st.deferred.push(key);
+                }
                 if reschedule {
                     st.pending.push((key, ready));
                 }
@@ -918,6 +955,35 @@ impl EventLoop {
                 let _ = self.inner.selector.deregister(fd);
             }
             drop(entry);
+        }
+    }
+
+    /// Makes the end-of-turn calls [`Context::defer`] asked for. Calls
+    /// asked for during these go to the end of the next turn.
+    fn run_deferred(&self) {
+        let mut keys = std::mem::take(&mut self.inner.state.borrow_mut().deferred);
+        if keys.is_empty() {
+            return;
+        }
+        for key in keys.drain(..) {
+            {
+                let mut st = self.inner.state.borrow_mut();
+                match st.slots.get_mut(key.index as usize) {
+                    Some(slot) if slot.generation == key.generation => slot.deferred = false,
+                    _ => continue,
+                }
+            }
+            let ready = Ready {
+                ev: Event::new(key.token(), Interest::empty()),
+                rescheduled: false,
+                deferred: true,
+            };
+            self.dispatch(key, ready);
+        }
+        let mut st = self.inner.state.borrow_mut();
+        if st.deferred.is_empty() {
+            // Keep the allocation for next time.
+            st.deferred = keys;
         }
     }
 
@@ -950,6 +1016,7 @@ impl EventLoop {
                 lp: self,
                 current: None,
                 reschedule: false,
+                defer: false,
             };
             cb(&mut cx);
             let dropped = {
@@ -986,6 +1053,7 @@ fn free_slot(st: &mut State, index: u32) {
     let slot = &mut st.slots[index as usize];
     slot.occupied = false;
     slot.removed = false;
+    slot.deferred = false;
     slot.entry = None;
     slot.fd = None;
     slot.generation = slot.generation.wrapping_add(1);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{Context, EventLoop, Interest, Ready, Registration};
 use crate::sys::errno;
-use crate::sys::socket::{SockAddr, Socket};
+use crate::sys::socket::{SockAddr, Socket, Type};
 use crate::sys::Result;
 
 /// Limits and knobs of [`serve`].
@@ -27,7 +27,17 @@ pub struct ServerOptions {
     pub accept_retry: Duration,
     /// Set `TCP_NODELAY` on accepted TCP connections (default true).
     pub nodelay: bool,
+    /// Gather a connection's replies and write them in one `send` at the end
+    /// of the loop's turn ([`Context::defer`]) rather than one `send` per
+    /// [`Output::write`] (default true). The peer gets all its replies of a
+    /// turn together, as Redis does. At most [`BATCH_LIMIT`] bytes are held
+    /// back; more goes out at once.
+    pub batch_writes: bool,
 }
+
+/// The most bytes a connection holds back when [`ServerOptions::batch_writes`]
+/// is on.
+pub const BATCH_LIMIT: usize = 64 * 1024;
 
 impl Default for ServerOptions {
     fn default() -> Self {
@@ -37,6 +47,7 @@ impl Default for ServerOptions {
             max_output: 1024 * 1024,
             accept_retry: Duration::from_millis(100),
             nodelay: true,
+            batch_writes: true,
         }
     }
 }
@@ -101,12 +112,26 @@ pub struct Output<'a> {
     sock: &'a Socket,
     queue: &'a mut Queue,
     close: &'a mut bool,
+    batch: bool,
 }
 
 impl Output<'_> {
     /// Writes `data` to the peer: sent at once as far as the socket takes
-    /// it, the rest queued and sent when the socket is writable.
+    /// it, the rest queued and sent when the socket is writable. With
+    /// [`ServerOptions::batch_writes`] it is held back until the end of the
+    /// turn, up to [`BATCH_LIMIT`] bytes.
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.batch {
+            if self.queue.len() + data.len() <= BATCH_LIMIT {
+                self.queue.push(data);
+                return Ok(());
+            }
+            // Too much to hold back: what was gathered goes first.
+            if !self.queue.flush(self.sock)? {
+                self.queue.push(data);
+                return Ok(());
+            }
+        }
         let mut data = data;
         if self.queue.is_empty() {
             while !data.is_empty() {
@@ -145,6 +170,10 @@ struct Conn<P> {
     closing: bool,
     paused: bool,
     writable_interest: bool,
+    /// An end-of-turn call is on its way ([`Context::defer`]).
+    flush_deferred: bool,
+    /// A stream socket: a short read means its queue is empty.
+    stream: bool,
     opts: ServerOptions,
 }
 
@@ -154,7 +183,7 @@ enum Step {
 }
 
 impl<P: Protocol> Conn<P> {
-    fn new(proto: P, opts: ServerOptions) -> Self {
+    fn new(proto: P, stream: bool, opts: ServerOptions) -> Self {
         Self {
             proto,
             input: Vec::new(),
@@ -164,6 +193,8 @@ impl<P: Protocol> Conn<P> {
             closing: false,
             paused: false,
             writable_interest: false,
+            flush_deferred: false,
+            stream,
             opts,
         }
     }
@@ -176,6 +207,7 @@ impl<P: Protocol> Conn<P> {
                 sock,
                 queue: &mut self.out,
                 close: &mut self.closing,
+                batch: self.opts.batch_writes,
             };
             let n = self
                 .proto
@@ -225,6 +257,10 @@ impl<P: Protocol> Conn<P> {
                 .unwrap_or_else(|| io::Error::from_raw_os_error(errno::ECONNREFUSED));
             return Ok(Step::Close(Some(e)));
         }
+        if ready.is_deferred() {
+            self.flush_deferred = false;
+            return self.finish(cx, sock);
+        }
         // Writable (or a retry): send what is queued.
         if !self.out.is_empty() && !self.out.flush(sock)? {
             self.want_writable(cx, true)?;
@@ -255,6 +291,7 @@ impl<P: Protocol> Conn<P> {
                 budget -= 1;
                 self.make_room()?;
                 let chunk_end = (self.end + self.opts.read_chunk).min(self.input.len());
+                let asked = chunk_end - self.end;
                 match sock.recv(&mut self.input[self.end..chunk_end]) {
                     Ok(0) => {
                         // Finish sending what is queued, then close.
@@ -264,6 +301,13 @@ impl<P: Protocol> Conn<P> {
                     Ok(n) => {
                         self.end += n;
                         self.process(sock)?;
+                        if self.stream && n < asked {
+                            // A stream socket returns less than asked only
+                            // when its receive queue is empty, and data that
+                            // arrives later raises a new edge: drained, without
+                            // the extra `recv` that would say `WouldBlock`.
+                            break;
+                        }
                     }
                     Err(e) if e.is_would_block() => break,
                     Err(e) if e.raw_os_error() == errno::EINTR => continue,
@@ -271,6 +315,19 @@ impl<P: Protocol> Conn<P> {
                 }
             }
         }
+        if self.opts.batch_writes && !self.out.is_empty() && !self.writable_interest {
+            // Gathered replies go out at the end of the turn.
+            if !self.flush_deferred {
+                self.flush_deferred = true;
+                cx.defer();
+            }
+            return Ok(Step::Open);
+        }
+        self.finish(cx, sock)
+    }
+
+    /// Sends what is queued; asks for writability while some is left.
+    fn finish(&mut self, cx: &mut Context<'_>, sock: &Socket) -> io::Result<Step> {
         if !self.out.is_empty() {
             if !self.out.flush(sock)? {
                 self.want_writable(cx, true)?;
@@ -365,13 +422,16 @@ where
     F: FnMut(&SockAddr) -> P + 'static,
 {
     let retry = opts.accept_retry;
+    // A short read ends a turn early only on a stream socket: a seqpacket
+    // socket returns one record per read and more may be queued.
+    let stream = listener.socket_type()? == Type::STREAM;
     listen(lp, listener, retry, move |cx, sock, addr| {
         if opts.nodelay && matches!(addr, SockAddr::Inet(_)) {
             // Best effort: a Unix peer has no TCP_NODELAY.
             let _ = sock.set_nodelay(true);
         }
         sock.set_nonblocking(true)?;
-        let mut conn = Conn::new(make(&addr), opts.clone());
+        let mut conn = Conn::new(make(&addr), stream, opts.clone());
         let reg = cx.register(sock, Interest::READABLE, move |cx, sock: &Socket, ready| {
             match conn.on_ready(cx, sock, ready) {
                 Ok(Step::Open) => {}
