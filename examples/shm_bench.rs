@@ -23,7 +23,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use procwire::ipc::{ShmListener, ShmStream};
+use procwire::ipc::{ShmListener, ShmOptions, ShmStream};
 use procwire::sys::cpu::{available_cpus, pin_to};
 use procwire::sys::shm::{ftruncate, memfd_create, Access, Mapping, SharedMemory};
 
@@ -62,6 +62,17 @@ impl Placement {
 fn cpu_count() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *N.get_or_init(available_cpus)
+}
+
+/// Bytes per ring direction (`--ring`, default the transport's default).
+static RING: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+fn shm_options() -> ShmOptions {
+    let mut o = ShmOptions::default();
+    if let Some(&r) = RING.get() {
+        o.ring_size = r;
+    }
+    o
 }
 
 fn pin(cpus: &[usize]) {
@@ -187,7 +198,7 @@ fn measure(shm: bool, placement: Placement, rounds: usize, bytes: u64, dir: &Pat
         let mut child = spawn_peer(role, &path, &theirs, &[mode.to_string()]);
         if shm {
             run_mode(
-                &mut ShmStream::connect(&path).expect("connect"),
+                &mut ShmStream::connect_with(&path, shm_options()).expect("connect"),
                 mode,
                 rounds,
                 bytes,
@@ -412,13 +423,21 @@ fn main() -> ExitCode {
         }
         Some("-h") | Some("--help") => {
             println!(
-                "usage: shm_bench [--runs N] [--quick] [--placement one_cpu|two_cpus|unpinned]"
+                "usage: shm_bench [--runs N] [--quick] [--placement one_cpu|two_cpus|unpinned] [--ring BYTES]"
             );
             return ExitCode::SUCCESS;
         }
         _ => {}
     }
     cpu_count();
+    if let Some(r) = args
+        .iter()
+        .position(|a| a == "--ring")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+    {
+        let _ = RING.set(r);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let runs: usize = args
         .iter()

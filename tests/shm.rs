@@ -269,3 +269,36 @@ fn anonymous_mapping_is_shared_with_a_child() {
         libc::EINVAL
     );
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn populate_backs_every_page_up_front() {
+    use procwire::sys::shm::memfd_create;
+    use std::os::unix::fs::MetadataExt;
+    let len = 4 << 20;
+    let fd = memfd_create("procwire-populate").unwrap();
+    ftruncate(fd.as_fd(), len as u64).unwrap();
+    let file = std::fs::File::from(fd.try_clone().unwrap());
+    let map = Mapping::map(fd.as_fd(), len, Access::ReadWrite).unwrap();
+    assert_eq!(file.metadata().unwrap().blocks(), 0, "no page yet");
+    map.populate().unwrap();
+    // tmpfs counts allocated pages in 512-byte blocks.
+    assert_eq!(file.metadata().unwrap().blocks() * 512, len as u64);
+    // The contents are still zero.
+    let mut b = [1u8; 16];
+    map.read_at(len - 16, &mut b).unwrap();
+    assert_eq!(b, [0u8; 16]);
+
+    // A mapping longer than its file can't be backed past the end: an
+    // error naming the call, not a SIGBUS.
+    let short = memfd_create("procwire-populate-short").unwrap();
+    ftruncate(short.as_fd(), 4096).unwrap();
+    let over = Mapping::map(short.as_fd(), 3 * 4096, Access::ReadWrite).unwrap();
+    let e = over.populate().unwrap_err();
+    assert_eq!(e.raw_os_error(), libc::EFAULT, "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("madvise(12288 bytes, MADV_POPULATE_WRITE): "),
+        "{e}"
+    );
+}

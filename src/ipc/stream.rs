@@ -56,6 +56,9 @@ impl Default for ShmOptions {
 
 /// How long a blocked call sleeps before it checks that the peer lives.
 const LIVENESS: Duration = Duration::from_millis(40);
+/// How often a waiter offers its CPU to a peer on the same CPU before it
+/// sleeps.
+const YIELDS: u32 = 1;
 /// The longest a waiter spins while the peer runs on another CPU.
 const SPIN: Duration = Duration::from_micros(30);
 /// The handshake: "PWSHM", kind, ring size (u64 LE), SysV id (i32 LE).
@@ -436,10 +439,17 @@ impl ShmStream {
         }
         if me != 0 && peer == me {
             // On one CPU the peer can only make progress if we let it run:
-            // offer the CPU once before paying for a futex sleep.
-            std::thread::yield_now();
-            if ready()? {
-                return Ok(());
+            // offer the CPU before paying for a futex sleep, a few times, as
+            // the scheduler may hand it straight back once.
+            for _ in 0..YIELDS {
+                std::thread::yield_now();
+                if ready()? {
+                    return Ok(());
+                }
+                if h.running[s.peer()].v.load(Ordering::Relaxed) == 0 {
+                    // The peer went to sleep: it waits for us, not the CPU.
+                    break;
+                }
             }
         }
         h.running[s.side].v.store(0, Ordering::Relaxed);
@@ -615,6 +625,7 @@ fn create_segment(kind: SegmentKind, len: usize) -> io::Result<(Mem, Option<Owne
                     shm::Seals::SHRINK | shm::Seals::GROW | shm::Seals::SEAL,
                 )?;
                 let m = Mapping::map(fd.as_fd(), len, Access::ReadWrite)?;
+                m.populate()?;
                 Ok((Mem::Map(m), Some(fd), -1))
             }
             #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
@@ -634,11 +645,15 @@ fn create_segment(kind: SegmentKind, len: usize) -> io::Result<(Mem, Option<Owne
             shm::ftruncate(fd.as_fd(), len as u64)?;
             unlinked?;
             let m = Mapping::map(fd.as_fd(), len, Access::ReadWrite)?;
+            m.populate()?;
             Ok((Mem::Map(m), Some(fd), -1))
         }
         SegmentKind::SysV => {
             let id = shm::shmget(shm::SysvKey::Private, len, true, 0o600)?;
-            let m = match SysvMapping::attach(id, Access::ReadWrite) {
+            let m = match SysvMapping::attach(id, Access::ReadWrite).and_then(|m| {
+                m.populate()?;
+                Ok(m)
+            }) {
                 Ok(m) => m,
                 Err(e) => {
                     let _ = shm::shm_remove(id);
@@ -764,7 +779,9 @@ impl ShmListener {
                 if size != len as u64 {
                     return Err(invalid(&format!("segment of {size} bytes, expected {len}")));
                 }
-                Mem::Map(Mapping::map(fd.as_fd(), len, Access::ReadWrite)?)
+                let m = Mapping::map(fd.as_fd(), len, Access::ReadWrite)?;
+                m.populate()?;
+                Mem::Map(m)
             }
             k if k == SegmentKind::SysV as u8 => {
                 let mut id = [0u8; 4];
@@ -777,6 +794,7 @@ impl ShmListener {
                         m.len()
                     )));
                 }
+                m.populate()?;
                 #[cfg(not(any(target_os = "linux", target_os = "android")))]
                 let _ = shm::shm_remove(id);
                 Mem::Sysv(m)
