@@ -79,7 +79,15 @@ impl RingRef<'_> {
     }
 
     /// Copies as much of `buf` as fits into the ring and publishes it.
-    pub(crate) fn write(&self, p: &mut ProducerState, buf: &[u8]) -> Result<usize, Corrupt> {
+    /// `streaming` copies with non-temporal stores (x86-64; elsewhere a
+    /// plain copy): for a reader on another CPU, which then reads the bytes
+    /// from memory instead of pulling each line out of this core's cache.
+    pub(crate) fn write(
+        &self,
+        p: &mut ProducerState,
+        buf: &[u8],
+        streaming: bool,
+    ) -> Result<usize, Corrupt> {
         let free = self.free(p, buf.len())?;
         let n = (buf.len() as u64).min(free) as usize;
         if n == 0 {
@@ -91,8 +99,13 @@ impl RingRef<'_> {
         // both copies stay inside the ring, which lies in a live mapping;
         // `buf` is local memory and can't overlap it.
         unsafe {
-            std::ptr::copy_nonoverlapping(buf.as_ptr(), self.data.add(at), first);
-            std::ptr::copy_nonoverlapping(buf.as_ptr().add(first), self.data, n - first);
+            if streaming {
+                copy_streaming(buf.as_ptr(), self.data.add(at), first);
+                copy_streaming(buf.as_ptr().add(first), self.data, n - first);
+            } else {
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), self.data.add(at), first);
+                std::ptr::copy_nonoverlapping(buf.as_ptr().add(first), self.data, n - first);
+            }
         }
         p.tail += n as u64;
         self.tail.store(p.tail, Ordering::Release);
@@ -119,4 +132,53 @@ impl RingRef<'_> {
         self.head.store(c.head, Ordering::Release);
         Ok(n)
     }
+}
+
+/// Copies `len` bytes from `src` to `dst` with non-temporal stores where
+/// the platform has them, and orders them before any later store (the
+/// index published with `Release` after it), as plain stores are.
+///
+/// # Safety
+///
+/// `src` must be valid for reads and `dst` for writes of `len` bytes, and
+/// the two must not overlap.
+#[cfg(target_arch = "x86_64")]
+unsafe fn copy_streaming(src: *const u8, dst: *mut u8, len: usize) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+    // Plain stores up to the first 16-byte boundary of `dst`.
+    let head = ((16 - (dst as usize & 15)) & 15).min(len);
+    // SAFETY: `head <= len`, within both ranges (the caller's contract).
+    unsafe { std::ptr::copy_nonoverlapping(src, dst, head) };
+    let mut i = head;
+    while i + 64 <= len {
+        // SAFETY: `i + 64 <= len`: the four 16-byte loads and stores stay in
+        // the ranges; `dst + i` is 16-byte aligned (past `head`), as
+        // `_mm_stream_si128` needs; SSE2 is part of x86-64.
+        unsafe {
+            let a = _mm_loadu_si128(src.add(i).cast::<__m128i>());
+            let b = _mm_loadu_si128(src.add(i + 16).cast::<__m128i>());
+            let c = _mm_loadu_si128(src.add(i + 32).cast::<__m128i>());
+            let d = _mm_loadu_si128(src.add(i + 48).cast::<__m128i>());
+            _mm_stream_si128(dst.add(i).cast::<__m128i>(), a);
+            _mm_stream_si128(dst.add(i + 16).cast::<__m128i>(), b);
+            _mm_stream_si128(dst.add(i + 32).cast::<__m128i>(), c);
+            _mm_stream_si128(dst.add(i + 48).cast::<__m128i>(), d);
+        }
+        i += 64;
+    }
+    // SAFETY: the rest, `len - i` bytes, within both ranges.
+    unsafe { std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), len - i) };
+    // Non-temporal stores are weakly ordered: fence them before the index
+    // that publishes them.
+    // SAFETY: SSE is part of x86-64.
+    unsafe { _mm_sfence() };
+}
+
+/// # Safety
+///
+/// As on x86-64: `src` readable and `dst` writable for `len` bytes, apart.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn copy_streaming(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
 }

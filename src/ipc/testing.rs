@@ -67,10 +67,11 @@ impl LocalRing {
     }
 
     /// Writes as much of `buf` as fits; `InvalidData` if the consumer's
-    /// index was corrupted.
+    /// index was corrupted. Odd lengths are written with the streaming
+    /// (non-temporal) copy, so both copies are exercised.
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut p = self.p;
-        let r = self.ring().write(&mut p, buf);
+        let r = self.ring().write(&mut p, buf, buf.len() % 2 == 1);
         self.p = p;
         r.map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "corrupt head"))
     }
