@@ -588,3 +588,43 @@ fn plain_and_streaming_copies_keep_every_byte_through_wrap_around() {
         }
     }
 }
+
+#[cfg(target_os = "linux")]
+fn voluntary_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_idle_blocked_read_sleeps_until_woken() {
+    let (mut c, s) = pair("idle", ShmOptions::default());
+    let reader = std::thread::spawn(move || {
+        let before = voluntary_switches();
+        let mut b = [0u8; 4];
+        let n = c.read(&mut b).unwrap();
+        (n, Instant::now(), voluntary_switches() - before)
+    });
+    // A second of idleness (this sleep makes the idle time; nothing waits
+    // on it), then one byte.
+    std::thread::sleep(Duration::from_secs(1));
+    let sent = Instant::now();
+    (&s).write_all(b"x").unwrap();
+    let (n, woke, switches) = reader.join().unwrap();
+    assert_eq!(n, 1);
+    // Polling the peer's liveness every 40 ms would be 25 sleeps here; an
+    // idle wait sleeps on the socket after the first period.
+    assert!(switches <= 6, "{switches} sleeps in one idle second");
+    // Woken by the byte, not by a timeout.
+    let delay = woke.duration_since(sent);
+    assert!(
+        delay < Duration::from_millis(500),
+        "woke {delay:?} after the write"
+    );
+}

@@ -13,11 +13,14 @@
 //!   only while the peer advertises that it runs on another CPU (spinning on
 //!   a shared CPU only delays the peer), then sleeps on a futex in the
 //!   segment (Linux; elsewhere it waits on the socket); the other side wakes
-//!   it only if it said it sleeps. A blocked call checks every 40 ms that
-//!   the peer's socket is still there, so a peer that dies, even by SIGKILL,
-//!   turns a blocked read into end-of-file and a blocked write into
-//!   `BrokenPipe` within that time. Idle connections cost nothing but that
-//!   check.
+//!   it only if it said it sleeps. A futex sleep lasts at most 40 ms, after
+//!   which the call checks that the peer's socket is still there; a call
+//!   idle that long sleeps on the socket itself, where the peer's wake is a
+//!   byte and its end a hang-up. So a peer that dies, even by SIGKILL, turns
+//!   a blocked read into end-of-file and a blocked write into `BrokenPipe`
+//!   within 40 ms, and an idle connection takes no CPU (only a process
+//!   that shares a side with another after [`fork`] keeps the 40 ms checks:
+//!   the two share the socket).
 //! - In non-blocking mode a call that can't progress returns `WouldBlock`
 //!   after asking the peer to wake it through the socket: register the
 //!   stream (its [`AsFd`](std::os::fd::AsFd) is the socket) in

@@ -56,6 +56,10 @@ impl Default for ShmOptions {
 
 /// How long a blocked call sleeps before it checks that the peer lives.
 const LIVENESS: Duration = Duration::from_millis(40);
+/// The longest a waiter sleeps on the socket once idle (see
+/// `ShmStream::deep_sleep`): it only bounds a wake-up lost between two
+/// processes that share a side without having said so.
+const DEEP_BACKSTOP: Duration = Duration::from_secs(1);
 /// The smallest write copied with non-temporal stores when the reader runs
 /// on another CPU: large writes are streams, and the reader gets their
 /// bytes from memory faster than line by line out of the writer's cache
@@ -466,11 +470,35 @@ impl ShmStream {
         }
         let woke = sleep_on(word, &self.sock);
         word.store(WAIT_NONE, Ordering::Relaxed);
-        h.running[s.side].v.store(cpu_tag(), Ordering::Relaxed);
+        let mut result = Ok(());
         if !woke {
             // Timed out: is the peer still there?
             self.drain_socket();
+            if h.refs.v[s.side].load(Ordering::Relaxed) == 1 {
+                result = self.deep_sleep(word, ready);
+            }
         }
+        h.running[s.side].v.store(cpu_tag(), Ordering::Relaxed);
+        result
+    }
+
+    /// Idle for a whole liveness period: sleep on the socket instead, where
+    /// the peer's wake is a byte and its death (even by SIGKILL) a hang-up,
+    /// so an idle connection takes no CPU at all and a dead peer is noticed
+    /// at once. Only for the sole holder of this side: processes that share
+    /// it after a fork share its socket, and one could take the byte meant
+    /// for the other (`DEEP_BACKSTOP` bounds that case should a plain fork
+    /// have left the count at one).
+    fn deep_sleep(&self, word: &AtomicU32, ready: &dyn Fn() -> io::Result<bool>) -> io::Result<()> {
+        word.store(WAIT_SOCKET, Ordering::SeqCst);
+        if ready()? {
+            word.store(WAIT_NONE, Ordering::Relaxed);
+            return Ok(());
+        }
+        let r = self.sock.wait_readable(Some(DEEP_BACKSTOP));
+        word.store(WAIT_NONE, Ordering::Relaxed);
+        self.drain_socket();
+        r?;
         Ok(())
     }
 

@@ -311,12 +311,25 @@ impl Socket {
     /// `false` on a timeout. Interrupted waits resume with the time left.
     #[doc(alias = "poll")]
     pub fn wait_writable(&self, timeout: Duration) -> Result<bool> {
-        use rustix::event::{PollFd, PollFlags};
-        let deadline = Instant::now() + timeout;
+        self.wait_for(rustix::event::PollFlags::OUT, Some(timeout))
+    }
+
+    /// Waits until the socket is readable, its peer hung up, or an error is
+    /// pending (`poll(2)`), at most `timeout` (`None`: no limit); `false` on
+    /// a timeout. Interrupted waits resume with the time left.
+    #[doc(alias = "poll")]
+    pub fn wait_readable(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.wait_for(rustix::event::PollFlags::IN, timeout)
+    }
+
+    fn wait_for(&self, flags: rustix::event::PollFlags, timeout: Option<Duration>) -> Result<bool> {
+        use rustix::event::PollFd;
+        let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ts = rustix::time::Timespec::try_from(left).ok();
-            let mut fds = [PollFd::new(&self.fd, PollFlags::OUT)];
+            let ts = deadline.and_then(|d| {
+                rustix::time::Timespec::try_from(d.saturating_duration_since(Instant::now())).ok()
+            });
+            let mut fds = [PollFd::new(&self.fd, flags)];
             match rustix::event::poll(&mut fds, ts.as_ref()) {
                 Ok(n) => return Ok(n > 0),
                 Err(rustix::io::Errno::INTR) => continue,
