@@ -566,3 +566,48 @@ fn shutdown_signal_becomes_a_callback() {
         lp.run_once(Some(Duration::from_millis(20))).unwrap();
     }
 }
+
+#[test]
+fn busy_polling_keeps_timeouts_timers_and_events() {
+    let lp = EventLoop::new().unwrap();
+    lp.set_busy_poll(Duration::from_millis(2));
+    // A wait with nothing ready lasts its timeout, busy part included.
+    let t = Instant::now();
+    lp.run_once(Some(Duration::from_millis(20))).unwrap();
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(20), "{took:?}");
+    assert!(took < LONG, "{took:?}");
+    // A timer shorter than the budget fires on time, not after the budget.
+    lp.set_busy_poll(Duration::from_millis(200));
+    let fired = Rc::new(Cell::new(None));
+    let f = fired.clone();
+    let start = Instant::now();
+    lp.after(Duration::from_millis(5), move |_| {
+        f.set(Some(start.elapsed()))
+    });
+    run_until(&lp, || fired.get().is_some());
+    let at = fired.get().unwrap();
+    assert!(at >= Duration::from_millis(5), "{at:?}");
+    // Polling stops at the timer's deadline, not at the 200 ms budget.
+    assert!(at < Duration::from_millis(150), "{at:?}");
+    // An event that arrives while the loop polls is delivered.
+    let (a, b) = pair();
+    let got = counter();
+    let g = got.clone();
+    let _reg = lp
+        .register(b, Interest::READABLE, move |_, s: &Socket, _| {
+            let mut buf = [0u8; 8];
+            while let Ok(n) = s.recv(&mut buf) {
+                g.set(g.get() + n);
+            }
+            Ok(())
+        })
+        .unwrap();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1));
+        a.send(b"busy").unwrap();
+        a
+    });
+    run_until(&lp, || got.get() == 4);
+    drop(sender.join().unwrap());
+}

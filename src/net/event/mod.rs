@@ -247,6 +247,8 @@ struct Inner {
     stopped: Cell<bool>,
     /// The time of this turn, read on first use after each wait.
     now: Cell<Option<Instant>>,
+    /// How long a wait polls without blocking before it sleeps.
+    busy_poll: Cell<Duration>,
 }
 
 /// The reactor; see the module docs. Not `Send`: it runs on one thread,
@@ -485,6 +487,7 @@ impl EventLoop {
                 error_hook: RefCell::new(None),
                 stopped: Cell::new(false),
                 now: Cell::new(Some(now)),
+                busy_poll: Cell::new(Duration::ZERO),
             }),
         })
     }
@@ -510,6 +513,17 @@ impl EventLoop {
     /// Whether [`EventLoop::stop`] was called (reset by `run`).
     pub fn is_stopped(&self) -> bool {
         self.inner.stopped.get()
+    }
+
+    /// Before a wait that would block, polls without blocking for up to
+    /// `budget` (default zero: off). A server whose peers send their next
+    /// request within that time then never sleeps between them, so a
+    /// peer's send doesn't have to wake it up: less latency, and less work
+    /// for the peer (which pays for that wake-up). The price is a CPU spent
+    /// polling for up to `budget` after each burst; an idle loop still
+    /// sleeps.
+    pub fn set_busy_poll(&self, budget: Duration) {
+        self.inner.busy_poll.set(budget);
     }
 
     /// Sets the hook that decides what happens when a handler returns an
@@ -827,7 +841,7 @@ impl EventLoop {
             .borrow_mut()
             .take()
             .unwrap_or_else(|| Events::with_capacity(EVENTS_CAPACITY));
-        let waited = self.inner.selector.wait(&mut events, wait);
+        let waited = self.wait(&mut events, wait);
         // Read the clock when someone needs it this turn, not every turn.
         self.inner.now.set(None);
         if let Err(e) = waited {
@@ -887,6 +901,32 @@ impl EventLoop {
                 Err(e)
             }
             None => Ok(()),
+        }
+    }
+
+    /// Waits for events; with busy polling, first polls without blocking
+    /// for up to the budget.
+    fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> Result<()> {
+        let budget = self.inner.busy_poll.get();
+        if budget.is_zero() || timeout == Some(Duration::ZERO) {
+            return self.inner.selector.wait(events, timeout);
+        }
+        let start = Instant::now();
+        let limit = timeout.map_or(budget, |t| t.min(budget));
+        loop {
+            self.inner.selector.wait(events, Some(Duration::ZERO))?;
+            if !events.is_empty() {
+                return Ok(());
+            }
+            let spent = start.elapsed();
+            if spent >= limit {
+                let left = timeout.map(|t| t.saturating_sub(spent));
+                if left == Some(Duration::ZERO) {
+                    return Ok(());
+                }
+                return self.inner.selector.wait(events, left);
+            }
+            std::hint::spin_loop();
         }
     }
 
