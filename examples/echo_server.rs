@@ -6,7 +6,10 @@
 //! cargo run --release --example echo_server -- --unix /tmp/echo.sock
 //! ```
 //!
-//! Prints the address it listens on, then serves until Ctrl-C.
+//! Prints the address it listens on, then serves until Ctrl-C. After each
+//! burst it polls for up to `--busy-poll` microseconds (default 50) before
+//! it sleeps, so a client that sends again within that time doesn't pay for
+//! waking it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -14,10 +17,13 @@ use std::process::ExitCode;
 use procwire::net::event::{serve, EventLoop, Output, Protocol, ServerOptions};
 use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
 
-const USAGE: &str = "usage: echo_server [--port PORT] [--host IP] [--unix PATH]
+const USAGE: &str =
+    "usage: echo_server [--port PORT] [--host IP] [--unix PATH] [--busy-poll MICROSECONDS]
 
 Echoes every byte back. Listens on TCP 127.0.0.1 (a free port unless --port)
-or on a Unix socket with --unix; prints the address, serves until Ctrl-C.";
+or on a Unix socket with --unix; prints the address, serves until Ctrl-C.
+--busy-poll: poll that long after each burst before sleeping (default 50;
+0 sleeps at once).";
 
 /// Sends every byte back.
 pub struct Echo;
@@ -60,12 +66,14 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
     let (mut port, mut host, mut unix) = (0u16, IpAddr::V4(Ipv4Addr::LOCALHOST), None);
+    let mut busy_poll = 50u64;
     let parsed: Result<(), lexopt::Error> = (|| {
         while let Some(arg) = p.next()? {
             match arg {
                 Long("port") => port = p.value()?.parse()?,
                 Long("host") => host = p.value()?.parse()?,
                 Long("unix") => unix = Some(std::path::PathBuf::from(p.value()?)),
+                Long("busy-poll") => busy_poll = p.value()?.parse()?,
                 Short('h') | Long("help") => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -83,7 +91,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         Some(p) => Listen::Unix(p),
         None => Listen::Tcp(SocketAddr::new(host, port)),
     };
-    match serve_forever(&at) {
+    match serve_forever(&at, std::time::Duration::from_micros(busy_poll)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("echo_server: {e}");
@@ -92,8 +100,12 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     }
 }
 
-fn serve_forever(at: &Listen) -> Result<(), Box<dyn std::error::Error>> {
+fn serve_forever(
+    at: &Listen,
+    busy_poll: std::time::Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
     let lp = EventLoop::new()?;
+    lp.set_busy_poll(busy_poll);
     lp.on_shutdown(|cx| cx.stop())?;
     let l = listener(at)?;
     println!("echo_server listening on {}", l.local_addr()?);
