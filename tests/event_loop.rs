@@ -578,7 +578,7 @@ fn busy_polling_keeps_timeouts_timers_and_events() {
     assert!(took >= Duration::from_millis(20), "{took:?}");
     assert!(took < LONG, "{took:?}");
     // A timer shorter than the budget fires on time, not after the budget.
-    lp.set_busy_poll(Duration::from_millis(200));
+    lp.set_busy_poll(Duration::from_secs(2));
     let fired = Rc::new(Cell::new(None));
     let f = fired.clone();
     let start = Instant::now();
@@ -588,8 +588,8 @@ fn busy_polling_keeps_timeouts_timers_and_events() {
     run_until(&lp, || fired.get().is_some());
     let at = fired.get().unwrap();
     assert!(at >= Duration::from_millis(5), "{at:?}");
-    // Polling stops at the timer's deadline, not at the 200 ms budget.
-    assert!(at < Duration::from_millis(150), "{at:?}");
+    // Polling stops at the timer's deadline, not at the 2 s budget.
+    assert!(at < Duration::from_secs(1), "{at:?}");
     // An event that arrives while the loop polls is delivered.
     let (a, b) = pair();
     let got = counter();
