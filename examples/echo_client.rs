@@ -131,9 +131,11 @@ pub fn drive(load: &Load) -> Result<(u64, Duration), Box<dyn std::error::Error>>
                                 cx.deregister_current();
                                 return Ok(());
                             }
-                            if n < rbuf.len() {
+                            if n < rbuf.len() && !r.is_read_closed() {
                                 // A short read on a stream socket: its queue
-                                // is empty, and new data raises a new edge.
+                                // is empty, and new data raises a new edge
+                                // (the peer's end, if it came with this
+                                // event, would not: then read on).
                                 break;
                             }
                         }

@@ -611,3 +611,33 @@ fn busy_polling_keeps_timeouts_timers_and_events() {
     run_until(&lp, || got.get() == 4);
     drop(sender.join().unwrap());
 }
+
+#[test]
+fn a_request_followed_by_a_half_close_gets_its_reply_and_then_eof() {
+    // The request and the FIN arrive together: the read of the request is
+    // short, and the end of the stream must still be seen (no new edge
+    // will come for it).
+    let lp = EventLoop::new().unwrap();
+    let (l, addr) = tcp_listener();
+    let peak = Rc::new(Cell::new(0));
+    let p = peak.clone();
+    let _srv = serve(&lp, l, ServerOptions::default(), move |_| Echo {
+        peak: p.clone(),
+    })
+    .unwrap();
+    let client = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"last words").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        c.set_read_timeout(Some(LONG)).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        got
+    });
+    let deadline = Instant::now() + LONG;
+    while !client.is_finished() {
+        assert!(Instant::now() < deadline, "the server never closed");
+        lp.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    assert_eq!(client.join().unwrap(), b"last words");
+}

@@ -301,11 +301,13 @@ impl<P: Protocol> Conn<P> {
                     Ok(n) => {
                         self.end += n;
                         self.process(sock)?;
-                        if self.stream && n < asked {
+                        if self.stream && n < asked && !ready.is_read_closed() {
                             // A stream socket returns less than asked only
                             // when its receive queue is empty, and data that
                             // arrives later raises a new edge: drained, without
-                            // the extra `recv` that would say `WouldBlock`.
+                            // the extra `recv` that would say `WouldBlock`. Not
+                            // when the peer's end came with this event: no
+                            // edge would follow, and the next read sees it.
                             break;
                         }
                     }
