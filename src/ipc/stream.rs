@@ -448,8 +448,7 @@ impl ShmStream {
         }
         if me != 0 && peer == me {
             // On one CPU the peer can only make progress if we let it run:
-            // offer the CPU before paying for a futex sleep, a few times, as
-            // the scheduler may hand it straight back once.
+            // offer the CPU (`YIELDS` times) before paying for a futex sleep.
             for _ in 0..YIELDS {
                 std::thread::yield_now();
                 if ready()? {
