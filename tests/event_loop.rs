@@ -641,3 +641,65 @@ fn a_request_followed_by_a_half_close_gets_its_reply_and_then_eof() {
     }
     assert_eq!(client.join().unwrap(), b"last words");
 }
+
+#[test]
+fn a_paused_connection_resumes_once_its_peer_reads_again() {
+    // The peer sends far more than max_output before reading anything: the
+    // server stops reading, and must start again by itself once the queue
+    // drains (nothing new arrives to wake it), in both write modes.
+    for batch_writes in [true, false] {
+        let lp = EventLoop::new().unwrap();
+        let (l, addr) = tcp_listener();
+        let peak = Rc::new(Cell::new(0));
+        let p = peak.clone();
+        let opts = ServerOptions {
+            max_output: 64 * 1024,
+            batch_writes,
+            ..ServerOptions::default()
+        };
+        let _srv = serve(&lp, l, opts, move |_| Echo { peak: p.clone() }).unwrap();
+        let data: Vec<u8> = (0..2u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_nonblocking(true).unwrap();
+        // Send until the send buffers are full, without reading.
+        let mut sent = 0;
+        let mut stalled = 0;
+        let deadline = Instant::now() + LONG;
+        while sent < data.len() && stalled < 50 {
+            assert!(Instant::now() < deadline);
+            match c.write(&data[sent..]) {
+                Ok(n) => {
+                    sent += n;
+                    stalled = 0;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stalled += 1,
+                Err(e) => panic!("{e}"),
+            }
+            lp.run_once(Some(Duration::from_millis(1))).unwrap();
+        }
+        // Now only read (and send the rest as it fits).
+        let mut got = Vec::new();
+        let mut b = vec![0u8; 65536];
+        while got.len() < data.len() {
+            assert!(
+                Instant::now() < deadline,
+                "batch_writes {batch_writes}: stuck at {} of {}",
+                got.len(),
+                data.len()
+            );
+            if sent < data.len() {
+                if let Ok(n) = c.write(&data[sent..]) {
+                    sent += n;
+                }
+            }
+            lp.run_once(Some(Duration::from_millis(1))).unwrap();
+            match c.read(&mut b) {
+                Ok(0) => panic!("closed"),
+                Ok(n) => got.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(got == data, "batch_writes {batch_writes}: echo differs");
+    }
+}

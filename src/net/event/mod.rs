@@ -851,8 +851,11 @@ impl EventLoop {
         // Rescheduled handlers first: they were ready before these events.
         let mut pending = std::mem::take(&mut self.inner.state.borrow_mut().pending);
         for (key, ready) in pending.drain(..) {
+            // A deferred call that rescheduled comes back as a plain
+            // rescheduled one.
             let ready = Ready {
                 rescheduled: true,
+                deferred: false,
                 ..ready
             };
             self.dispatch(key, ready);
