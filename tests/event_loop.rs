@@ -677,10 +677,13 @@ fn a_paused_connection_resumes_once_its_peer_reads_again() {
             }
             lp.run_once(Some(Duration::from_millis(1))).unwrap();
         }
-        // Now only read (and send the rest as it fits).
+        // Now read, send the rest as it fits, then half-close: the end of
+        // the stream reaches the server while it is still paused, and must
+        // not be lost when it resumes.
         let mut got = Vec::new();
         let mut b = vec![0u8; 65536];
-        while got.len() < data.len() {
+        let mut shut = false;
+        loop {
             assert!(
                 Instant::now() < deadline,
                 "batch_writes {batch_writes}: stuck at {} of {}",
@@ -691,10 +694,13 @@ fn a_paused_connection_resumes_once_its_peer_reads_again() {
                 if let Ok(n) = c.write(&data[sent..]) {
                     sent += n;
                 }
+            } else if !shut {
+                c.shutdown(std::net::Shutdown::Write).unwrap();
+                shut = true;
             }
             lp.run_once(Some(Duration::from_millis(1))).unwrap();
             match c.read(&mut b) {
-                Ok(0) => panic!("closed"),
+                Ok(0) => break,
                 Ok(n) => got.extend_from_slice(&b[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => panic!("{e}"),

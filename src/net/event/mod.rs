@@ -310,7 +310,8 @@ impl Context<'_> {
     /// what it produced and write it in one call, and its peer gets every
     /// reply of the turn together (as Redis writes replies just before it
     /// sleeps). Asking twice in a turn still makes one call; asking from the
-    /// deferred call itself makes one at the end of the next turn.
+    /// deferred call itself makes one at the end of the next turn. In a
+    /// timer, which has no handler of its own, it does nothing.
     pub fn defer(&mut self) {
         self.defer = true;
     }

@@ -174,6 +174,9 @@ struct Conn<P> {
     flush_deferred: bool,
     /// A stream socket: a short read means its queue is empty.
     stream: bool,
+    /// An event said the peer closed its end: no edge will follow, so
+    /// reads go on until they see it.
+    read_closed: bool,
     opts: ServerOptions,
 }
 
@@ -195,6 +198,7 @@ impl<P: Protocol> Conn<P> {
             writable_interest: false,
             flush_deferred: false,
             stream,
+            read_closed: false,
             opts,
         }
     }
@@ -261,6 +265,7 @@ impl<P: Protocol> Conn<P> {
             self.flush_deferred = false;
             return self.finish(cx, sock);
         }
+        self.read_closed |= ready.is_read_closed();
         // Writable (or a retry): send what is queued.
         if !self.out.is_empty() && !self.out.flush(sock)? {
             self.want_writable(cx, true)?;
@@ -301,13 +306,13 @@ impl<P: Protocol> Conn<P> {
                     Ok(n) => {
                         self.end += n;
                         self.process(sock)?;
-                        if self.stream && n < asked && !ready.is_read_closed() {
+                        if self.stream && n < asked && !self.read_closed {
                             // A stream socket returns less than asked only
                             // when its receive queue is empty, and data that
                             // arrives later raises a new edge: drained, without
                             // the extra `recv` that would say `WouldBlock`. Not
-                            // when the peer's end came with this event: no
-                            // edge would follow, and the next read sees it.
+                            // once an event brought the peer's end: no edge
+                            // would follow, and a later read sees it.
                             break;
                         }
                     }
