@@ -418,6 +418,13 @@ where
 /// Serves `listener`: accepts (as [`listen`]) and runs a connection per
 /// peer with the protocol `make` returns, edge-triggered, with the bounds of
 /// `opts`. A connection's error closes that connection only.
+///
+/// On a stream socket a read shorter than asked ends the turn's reading (its
+/// queue was empty; new data raises a new edge). One peer can make a read
+/// short while more is queued: a Unix-socket peer that sends descriptors
+/// (the kernel stops a read at each message that carries some, and closes
+/// them). Its own connection then waits for its next send; no other
+/// connection is affected.
 pub fn serve<P, F>(
     lp: &EventLoop,
     listener: Socket,
