@@ -385,17 +385,30 @@ fn tcp_listener() -> (Socket, std::net::SocketAddr) {
     (l, addr)
 }
 
-#[test]
-fn a_client_that_never_reads_stays_bounded_and_others_are_served() {
+/// An echo server on a fresh loop: the loop, its registration (keep it),
+/// its address, and the most output any connection had queued.
+fn echo_server(
+    opts: ServerOptions,
+) -> (
+    EventLoop,
+    procwire::net::event::Registration,
+    std::net::SocketAddr,
+    Rc<Cell<usize>>,
+) {
     let lp = EventLoop::new().unwrap();
     let (l, addr) = tcp_listener();
     let peak = Rc::new(Cell::new(0));
     let p = peak.clone();
-    let opts = ServerOptions {
+    let srv = serve(&lp, l, opts, move |_| Echo { peak: p.clone() }).unwrap();
+    (lp, srv, addr, peak)
+}
+
+#[test]
+fn a_client_that_never_reads_stays_bounded_and_others_are_served() {
+    let (lp, _srv, addr, peak) = echo_server(ServerOptions {
         max_output: 64 * 1024,
         ..ServerOptions::default()
-    };
-    let _srv = serve(&lp, l, opts, move |_| Echo { peak: p.clone() }).unwrap();
+    });
 
     // The hog writes up to 64 MiB and never reads. Its own buffers are
     // small; what the kernel buffers on the server side is bounded by the
@@ -448,15 +461,10 @@ fn a_client_that_never_reads_stays_bounded_and_others_are_served() {
 #[test]
 fn batched_and_unbatched_replies_arrive_whole_and_in_order() {
     for batch_writes in [true, false] {
-        let lp = EventLoop::new().unwrap();
-        let (l, addr) = tcp_listener();
-        let peak = Rc::new(Cell::new(0));
-        let p = peak.clone();
-        let opts = ServerOptions {
+        let (lp, _srv, addr, _) = echo_server(ServerOptions {
             batch_writes,
             ..ServerOptions::default()
-        };
-        let _srv = serve(&lp, l, opts, move |_| Echo { peak: p.clone() }).unwrap();
+        });
         // 4 MiB in uneven pieces, read back while sending: replies larger
         // than the batch limit, a full socket, and small tail pieces.
         let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
@@ -617,14 +625,7 @@ fn a_request_followed_by_a_half_close_gets_its_reply_and_then_eof() {
     // The request and the FIN arrive together: the read of the request is
     // short, and the end of the stream must still be seen (no new edge
     // will come for it).
-    let lp = EventLoop::new().unwrap();
-    let (l, addr) = tcp_listener();
-    let peak = Rc::new(Cell::new(0));
-    let p = peak.clone();
-    let _srv = serve(&lp, l, ServerOptions::default(), move |_| Echo {
-        peak: p.clone(),
-    })
-    .unwrap();
+    let (lp, _srv, addr, _) = echo_server(ServerOptions::default());
     let client = std::thread::spawn(move || {
         let mut c = std::net::TcpStream::connect(addr).unwrap();
         c.write_all(b"last words").unwrap();
@@ -648,16 +649,11 @@ fn a_paused_connection_resumes_once_its_peer_reads_again() {
     // server stops reading, and must start again by itself once the queue
     // drains (nothing new arrives to wake it), in both write modes.
     for batch_writes in [true, false] {
-        let lp = EventLoop::new().unwrap();
-        let (l, addr) = tcp_listener();
-        let peak = Rc::new(Cell::new(0));
-        let p = peak.clone();
-        let opts = ServerOptions {
+        let (lp, _srv, addr, _) = echo_server(ServerOptions {
             max_output: 64 * 1024,
             batch_writes,
             ..ServerOptions::default()
-        };
-        let _srv = serve(&lp, l, opts, move |_| Echo { peak: p.clone() }).unwrap();
+        });
         let data: Vec<u8> = (0..2u32 << 20).map(|i| (i % 251) as u8).collect();
         let mut c = std::net::TcpStream::connect(addr).unwrap();
         c.set_nonblocking(true).unwrap();
