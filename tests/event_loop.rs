@@ -575,30 +575,22 @@ fn shutdown_signal_becomes_a_callback() {
     }
 }
 
+/// This thread's CPU time so far.
+fn thread_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut ru), 0);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 #[test]
 fn busy_polling_keeps_timeouts_timers_and_events() {
     let lp = EventLoop::new().unwrap();
-    lp.set_busy_poll(Duration::from_millis(2));
-    // A wait with nothing ready lasts its timeout, busy part included.
-    let t = Instant::now();
-    lp.run_once(Some(Duration::from_millis(20))).unwrap();
-    let took = t.elapsed();
-    assert!(took >= Duration::from_millis(20), "{took:?}");
-    assert!(took < LONG, "{took:?}");
-    // A timer shorter than the budget fires on time, not after the budget.
-    lp.set_busy_poll(Duration::from_secs(2));
-    let fired = Rc::new(Cell::new(None));
-    let f = fired.clone();
-    let start = Instant::now();
-    lp.after(Duration::from_millis(5), move |_| {
-        f.set(Some(start.elapsed()))
-    });
-    run_until(&lp, || fired.get().is_some());
-    let at = fired.get().unwrap();
-    assert!(at >= Duration::from_millis(5), "{at:?}");
-    // Polling stops at the timer's deadline, not at the 2 s budget.
-    assert!(at < Duration::from_secs(1), "{at:?}");
-    // An event that arrives while the loop polls is delivered.
+    // Busy polling follows a burst of I/O: a registered pair to make one.
     let (a, b) = pair();
     let got = counter();
     let g = got.clone();
@@ -611,13 +603,55 @@ fn busy_polling_keeps_timeouts_timers_and_events() {
             Ok(())
         })
         .unwrap();
+    let burst = |want: usize| {
+        a.send(b"x").unwrap();
+        run_until(&lp, || got.get() == want);
+    };
+    lp.set_busy_poll(Duration::from_millis(2));
+    burst(1);
+    // A wait with nothing ready lasts its timeout, busy part included.
+    let t = Instant::now();
+    lp.run_once(Some(Duration::from_millis(20))).unwrap();
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(20), "{took:?}");
+    assert!(took < LONG, "{took:?}");
+    // A timer shorter than the budget fires on time, not after the budget.
+    lp.set_busy_poll(Duration::from_secs(2));
+    burst(2);
+    let fired = Rc::new(Cell::new(None));
+    let f = fired.clone();
+    let start = Instant::now();
+    lp.after(Duration::from_millis(5), move |_| {
+        f.set(Some(start.elapsed()))
+    });
+    run_until(&lp, || fired.get().is_some());
+    let at = fired.get().unwrap();
+    assert!(at >= Duration::from_millis(5), "{at:?}");
+    // Polling stops at the timer's deadline, not at the 2 s budget.
+    assert!(at < Duration::from_secs(1), "{at:?}");
+    // An event that arrives while the loop polls is delivered.
+    burst(3);
+    let a2 = a.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1));
-        a.send(b"busy").unwrap();
-        a
+        a2.send(b"busy").unwrap();
     });
-    run_until(&lp, || got.get() == 4);
-    drop(sender.join().unwrap());
+    run_until(&lp, || got.get() == 7);
+    sender.join().unwrap();
+    // Turns woken only by a timer end the burst: a loop ticking every
+    // millisecond after one event sleeps between ticks instead of polling
+    // through them.
+    lp.set_busy_poll(Duration::from_millis(50));
+    let ticks = counter();
+    let tk = ticks.clone();
+    let id = lp.every(Duration::from_millis(1), move |_| tk.set(tk.get() + 1));
+    burst(8);
+    let (wall, cpu) = (Instant::now(), thread_cpu());
+    run_until(&lp, || ticks.get() >= 200);
+    let (wall, cpu) = (wall.elapsed(), thread_cpu() - cpu);
+    lp.cancel(id);
+    eprintln!("{cpu:?} of CPU in {wall:?} of 1 ms ticks");
+    assert!(cpu < wall / 2, "{cpu:?} of CPU in {wall:?}");
 }
 
 #[test]

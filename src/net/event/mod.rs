@@ -249,6 +249,8 @@ struct Inner {
     now: Cell<Option<Instant>>,
     /// How long a wait polls without blocking before it sleeps.
     busy_poll: Cell<Duration>,
+    /// The last wait returned events: the loop is in a burst of work.
+    busy: Cell<bool>,
 }
 
 /// The reactor; see the module docs. Not `Send`: it runs on one thread,
@@ -489,6 +491,7 @@ impl EventLoop {
                 stopped: Cell::new(false),
                 now: Cell::new(Some(now)),
                 busy_poll: Cell::new(Duration::ZERO),
+                busy: Cell::new(false),
             }),
         })
     }
@@ -521,8 +524,8 @@ impl EventLoop {
     /// request within that time then never sleeps between them, so a
     /// peer's send doesn't have to wake it up: less latency, and less work
     /// for the peer (which pays for that wake-up). The price is a CPU spent
-    /// polling for up to `budget` after each burst; an idle loop still
-    /// sleeps.
+    /// polling for up to `budget` after each burst; a loop woken only by
+    /// its timers, or idle, sleeps at once.
     pub fn set_busy_poll(&self, budget: Duration) {
         self.inner.busy_poll.set(budget);
     }
@@ -912,7 +915,14 @@ impl EventLoop {
     /// for up to the budget.
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> Result<()> {
         let budget = self.inner.busy_poll.get();
-        if budget.is_zero() || timeout == Some(Duration::ZERO) {
+        if budget.is_zero() || !self.inner.busy.get() {
+            // Not in a burst (idle, or woken only by timers): sleep at once.
+            let r = self.inner.selector.wait(events, timeout);
+            self.inner.busy.set(!events.is_empty());
+            return r;
+        }
+        if timeout == Some(Duration::ZERO) {
+            // Rescheduled work is part of the burst either way.
             return self.inner.selector.wait(events, timeout);
         }
         let start = Instant::now();
@@ -926,9 +936,13 @@ impl EventLoop {
             if spent >= limit {
                 let left = timeout.map(|t| t.saturating_sub(spent));
                 if left == Some(Duration::ZERO) {
+                    // A timer is due and nothing came: the burst is over.
+                    self.inner.busy.set(false);
                     return Ok(());
                 }
-                return self.inner.selector.wait(events, left);
+                let r = self.inner.selector.wait(events, left);
+                self.inner.busy.set(!events.is_empty());
+                return r;
             }
             std::hint::spin_loop();
         }
