@@ -75,9 +75,6 @@ const DEEP_BACKSTOP: Duration = Duration::from_secs(1);
 /// bytes from memory faster than line by line out of the writer's cache
 /// (11 to 16 GB/s across two CPUs here); small ones stay cached for latency.
 const STREAMING_MIN: usize = 16 * 1024;
-/// How often a waiter offers its CPU to a peer on the same CPU before it
-/// sleeps.
-const YIELDS: u32 = 1;
 /// The longest a waiter spins while the peer runs on another CPU.
 const SPIN: Duration = Duration::from_micros(30);
 /// The handshake: "PWSHM", kind, ring size (u64 LE), SysV id (i32 LE).
@@ -458,16 +455,10 @@ impl ShmStream {
         }
         if me != 0 && peer == me {
             // On one CPU the peer can only make progress if we let it run:
-            // offer the CPU (`YIELDS` times) before paying for a futex sleep.
-            for _ in 0..YIELDS {
-                std::thread::yield_now();
-                if ready()? {
-                    return Ok(());
-                }
-                if h.running[s.peer()].v.load(Ordering::Relaxed) == 0 {
-                    // The peer went to sleep: it waits for us, not the CPU.
-                    break;
-                }
+            // offer the CPU once before paying for a futex sleep.
+            std::thread::yield_now();
+            if ready()? {
+                return Ok(());
             }
         }
         h.running[s.side].v.store(0, Ordering::Relaxed);

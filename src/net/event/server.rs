@@ -170,8 +170,6 @@ struct Conn<P> {
     closing: bool,
     paused: bool,
     writable_interest: bool,
-    /// An end-of-turn call is on its way ([`Context::defer`]).
-    flush_deferred: bool,
     /// A stream socket: a short read means its queue is empty.
     stream: bool,
     /// An event said the peer closed its end: no edge will follow, so
@@ -196,7 +194,6 @@ impl<P: Protocol> Conn<P> {
             closing: false,
             paused: false,
             writable_interest: false,
-            flush_deferred: false,
             stream,
             read_closed: false,
             opts,
@@ -262,7 +259,6 @@ impl<P: Protocol> Conn<P> {
             return Ok(Step::Close(Some(e)));
         }
         if ready.is_deferred() {
-            self.flush_deferred = false;
             return self.finish(cx, sock);
         }
         self.read_closed |= ready.is_read_closed();
@@ -323,11 +319,9 @@ impl<P: Protocol> Conn<P> {
             }
         }
         if self.opts.batch_writes && !self.out.is_empty() && !self.writable_interest {
-            // Gathered replies go out at the end of the turn.
-            if !self.flush_deferred {
-                self.flush_deferred = true;
-                cx.defer();
-            }
+            // Gathered replies go out at the end of the turn (the loop makes
+            // one call however often a turn asks).
+            cx.defer();
             return Ok(Step::Open);
         }
         self.finish(cx, sock)
