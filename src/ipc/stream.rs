@@ -77,6 +77,9 @@ const DEEP_BACKSTOP: Duration = Duration::from_secs(1);
 const STREAMING_MIN: usize = 16 * 1024;
 /// The longest a waiter spins while the peer runs on another CPU.
 const SPIN: Duration = Duration::from_micros(30);
+/// The longest a waiter spins for a peer it has just woken to start
+/// running: about a wake-up's cost on a virtual machine.
+const WAKE_SPIN: Duration = Duration::from_micros(100);
 /// The handshake: "PWSHM", kind, ring size (u64 LE), SysV id (i32 LE).
 const HELLO_LEN: usize = 5 + 1 + 8 + 4;
 const ACK: u8 = b'A';
@@ -217,6 +220,10 @@ pub struct ShmStream {
     claimed: Cell<[u32; 2]>,
     /// The peer's socket end closed (it died, or closed without telling).
     peer_gone: Cell<bool>,
+    /// The peer's CPU as last published (0: not seen yet).
+    peer_cpu: Cell<u32>,
+    /// When we last woke the peer from a sleep.
+    woke_peer: Cell<Option<Instant>>,
 }
 
 static_assertions::assert_impl_all!(ShmStream: Send);
@@ -302,6 +309,8 @@ impl ShmStream {
             write_shut: Cell::new(false),
             claimed: Cell::new([0, 0]),
             peer_gone: Cell::new(false),
+            peer_cpu: Cell::new(0),
+            woke_peer: Cell::new(None),
         }
     }
 
@@ -398,8 +407,9 @@ impl ShmStream {
                 // Full socket buffer: a wake-up is pending anyway.
                 let _ = self.sock.send_nonblocking(b"n");
             }
-            _ => {}
+            _ => return,
         }
+        self.woke_peer.set(Some(Instant::now()));
     }
 
     /// Whether the peer has closed its side or its socket is gone.
@@ -436,22 +446,8 @@ impl ShmStream {
         let h = s.header();
         let me = cpu_tag();
         let peer = h.running[s.peer()].v.load(Ordering::Relaxed);
-        if me != 0 && peer != 0 && peer != me {
-            let start = Instant::now();
-            let mut i = 0u32;
-            loop {
-                if ready()? {
-                    return Ok(());
-                }
-                std::hint::spin_loop();
-                i += 1;
-                if i % 64 == 0
-                    && (start.elapsed() > SPIN
-                        || h.running[s.peer()].v.load(Ordering::Relaxed) == 0)
-                {
-                    break;
-                }
-            }
+        if self.spin(me, peer, ready)? {
+            return Ok(());
         }
         if me != 0 && peer == me {
             // On one CPU the peer can only make progress if we let it run:
@@ -480,6 +476,57 @@ impl ShmStream {
         }
         h.running[s.side].v.store(cpu_tag(), Ordering::Relaxed);
         result
+    }
+
+    /// The spin before a sleep, while the peer runs on another CPU (it
+    /// then answers soon, and a sleep would cost more than the wait).
+    /// Returns whether `ready` became true.
+    ///
+    /// A peer we have just woken has not said yet where it runs. It most
+    /// likely runs where it ran before, so we spin for its wake-up too.
+    /// Sleeping at once would make it sleep as well when it next waits (we
+    /// would not be running), and both would go on paying a wake-up per
+    /// message long after the stall that began it.
+    fn spin(&self, me: u32, peer: u32, ready: &dyn Fn() -> io::Result<bool>) -> io::Result<bool> {
+        let h = self.shared.header();
+        if peer != 0 {
+            self.peer_cpu.set(peer);
+        }
+        let start = Instant::now();
+        let waking = self
+            .woke_peer
+            .take()
+            .is_some_and(|t| start.duration_since(t) < WAKE_SPIN);
+        let last = self.peer_cpu.get();
+        if me == 0 || peer == me || peer == 0 && !(waking && last != 0 && last != me) {
+            return Ok(false);
+        }
+        // Since when the peer has been seen running.
+        let mut running = (peer != 0).then_some(start);
+        let mut i = 0u32;
+        loop {
+            if ready()? {
+                return Ok(true);
+            }
+            std::hint::spin_loop();
+            i += 1;
+            if i % 64 != 0 {
+                continue;
+            }
+            let now = h.running[self.shared.peer()].v.load(Ordering::Relaxed);
+            if now == me {
+                return Ok(false);
+            }
+            match (now, running) {
+                // Asleep (again), or not awake in time.
+                (0, Some(_)) => return Ok(false),
+                (0, None) if start.elapsed() > WAKE_SPIN => return Ok(false),
+                (0, None) => {}
+                (_, None) => running = Some(Instant::now()),
+                (_, Some(t)) if t.elapsed() > SPIN => return Ok(false),
+                _ => {}
+            }
+        }
     }
 
     /// Idle for a whole liveness period: sleep on the socket instead, where
