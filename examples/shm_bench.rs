@@ -2,8 +2,9 @@
 //! messages, p50 and p99 round trip) and the same one-way stream (64 KiB
 //! writes, bytes/s) over `ShmStream` and over `std::os::unix::net::UnixStream`,
 //! in three placements of the two processes: pinned to one CPU, pinned to two
-//! CPUs, and unpinned. Also prints the raw floor: a cache-line ping-pong
-//! between two processes over a shared mapping, and the two ways a waiter
+//! CPUs, and unpinned. Also prints the raw floors: a cache-line ping-pong
+//! between two processes over a shared mapping, and the same stream through
+//! a bare ring (no library, only spinning) between them; and the two ways a waiter
 //! can sleep (a futex on a shared word against an eventfd the waiter polls
 //! with epoll, edge-triggered and never drained) in the same one-CPU
 //! ping-pong. Medians of repeated runs,
@@ -264,6 +265,149 @@ fn floor_peer(cpus: &[usize], rounds: u64) {
     }
 }
 
+/// The stream's floor: a bare ring between two processes, no library in
+/// the way, only spinning, with the writer's copy in non-temporal stores as
+/// `ShmStream` makes it across CPUs. Each byte is still copied once in and
+/// once out, so this is about the most any such ring can move here.
+fn floor_stream(placement: Placement, bytes: u64) -> f64 {
+    let (mine, theirs) = placement.cpus();
+    pin(&mine);
+    let ring = shm_options().ring_size;
+    let fd = memfd_create("shm-bench-floor-stream").expect("memfd");
+    ftruncate(std::os::fd::AsFd::as_fd(&fd), (FLOOR_DATA + ring) as u64).expect("ftruncate");
+    let map = Mapping::map(
+        std::os::fd::AsFd::as_fd(&fd),
+        FLOOR_DATA + ring,
+        Access::ReadWrite,
+    )
+    .expect("map");
+    map.populate().expect("populate");
+    let mut spawn = procwire::sys::process::Spawn::new(std::env::current_exe().expect("exe"));
+    let cpus: Vec<String> = theirs.iter().map(usize::to_string).collect();
+    spawn
+        .args([
+            "peer-floor-stream",
+            &ring.to_string(),
+            &cpus.join(","),
+            &bytes.to_string(),
+        ])
+        .fd(std::os::fd::AsFd::as_fd(&fd), 3);
+    let mut child = spawn.spawn().expect("spawn floor peer");
+    let (tail, head, ready) = floor_words(&map);
+    while ready.load(Ordering::Acquire) == 0 {
+        std::thread::yield_now();
+    }
+    let chunk = vec![7u8; CHUNK];
+    let data = map.as_ptr().wrapping_add(FLOOR_DATA);
+    let t = Instant::now();
+    let mut sent = 0u64;
+    while sent < bytes {
+        let free = ring as u64 - (sent - head.load(Ordering::Acquire));
+        let n = free.min(CHUNK as u64).min(bytes - sent) as usize;
+        if n == 0 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let at = (sent % ring as u64) as usize;
+        let first = n.min(ring - at);
+        // SAFETY: `at + first <= ring` and `n - first <= at`: both copies
+        // stay in the ring, which the mapping holds after `FLOOR_DATA`;
+        // `chunk` has `CHUNK >= n` bytes; every length and offset is a
+        // multiple of 64 (all sizes here are).
+        unsafe {
+            store_streaming(chunk.as_ptr(), data.add(at), first);
+            store_streaming(chunk.as_ptr().add(first), data, n - first);
+        }
+        sent += n as u64;
+        tail.store(sent, Ordering::Release);
+    }
+    while head.load(Ordering::Acquire) < bytes {
+        std::hint::spin_loop();
+    }
+    let rate = bytes as f64 / t.elapsed().as_secs_f64();
+    let _ = child.wait();
+    rate
+}
+
+/// The bare ring's layout: the writer's index, the reader's, the reader's
+/// "mapped" flag, each on its own cache line; then the bytes.
+const FLOOR_DATA: usize = 4096;
+
+fn floor_words(map: &Mapping) -> (&AtomicU64, &AtomicU64, &AtomicU64) {
+    (
+        map.atomic_u64(0).expect("word"),
+        map.atomic_u64(128).expect("word"),
+        map.atomic_u64(256).expect("word"),
+    )
+}
+
+fn floor_stream_peer(ring: usize, cpus: &[usize], bytes: u64) {
+    pin(cpus);
+    // SAFETY: the parent placed the memfd at fd 3 for us alone.
+    let fd = unsafe { procwire::sys::fd::take_inherited(3) }.expect("fd 3");
+    let map = Mapping::map(
+        std::os::fd::AsFd::as_fd(&fd),
+        FLOOR_DATA + ring,
+        Access::ReadWrite,
+    )
+    .expect("map");
+    map.populate().expect("populate");
+    let (tail, head, ready) = floor_words(&map);
+    ready.store(1, Ordering::Release);
+    let data = map.as_ptr().wrapping_add(FLOOR_DATA).cast_const();
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    while got < bytes {
+        let n = (tail.load(Ordering::Acquire) - got).min(CHUNK as u64) as usize;
+        if n == 0 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let at = (got % ring as u64) as usize;
+        let first = n.min(ring - at);
+        // SAFETY: as in the writer: both copies stay in the ring and in
+        // `buf`; the writer won't touch these bytes until `head` passes them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.add(at), buf.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr().add(first), n - first);
+        }
+        // Bytes nobody reads could be copied by nobody: keep the copy.
+        std::hint::black_box(&mut buf);
+        got += n as u64;
+        head.store(got, Ordering::Release);
+    }
+}
+
+/// Copies `len` bytes with non-temporal stores.
+///
+/// # Safety
+///
+/// `src` readable and `dst` writable for `len` bytes, apart; `dst` 16-byte
+/// aligned and `len` a multiple of 16.
+#[cfg(target_arch = "x86_64")]
+unsafe fn store_streaming(src: *const u8, dst: *mut u8, len: usize) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+    for i in (0..len).step_by(16) {
+        // SAFETY: `i + 16 <= len` (a multiple of 16), inside both ranges;
+        // `dst + i` is 16-byte aligned; SSE2 is part of x86-64.
+        unsafe {
+            let v = _mm_loadu_si128(src.add(i).cast::<__m128i>());
+            _mm_stream_si128(dst.add(i).cast::<__m128i>(), v);
+        }
+    }
+    // SAFETY: SSE is part of x86-64; orders the stores before the index.
+    unsafe { _mm_sfence() };
+}
+
+/// # Safety
+///
+/// `src` readable and `dst` writable for `len` bytes, apart.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn store_streaming(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+}
+
 /// One-CPU ping-pong of a counter where every wait sleeps: `futex` sleeps on
 /// the shared word, `eventfd` in `epoll_wait` on an eventfd that the other
 /// side writes. Both sides always make the wake call, so the figures
@@ -408,6 +552,14 @@ fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
+        Some("peer-floor-stream") => {
+            floor_stream_peer(
+                args[1].parse().unwrap_or(1 << 20),
+                &parse_cpus(&args[2]),
+                args[3].parse().unwrap_or(0),
+            );
+            return ExitCode::SUCCESS;
+        }
         Some("peer-floor") => {
             floor_peer(&parse_cpus(&args[2]), args[3].parse().unwrap_or(0));
             return ExitCode::SUCCESS;
@@ -456,6 +608,7 @@ fn main() -> ExitCode {
     let dir = std::env::temp_dir().join(format!("procwire-shm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut ratios = Vec::new();
+    let mut unix_two_cpus = None;
     println!(
         "{:<10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
         "placement", "shm p50", "unix p50", "shm p99", "unix p99", "shm MB/s", "unix MB/s"
@@ -508,6 +661,9 @@ fn main() -> ExitCode {
             sbw / 1e6,
             ubw / 1e6
         );
+        if placement == Placement::TwoCpus {
+            unix_two_cpus = Some(ubw);
+        }
         let other_cpu = placement != Placement::OneCpu;
         let (bw_goal, p50_goal, p99_goal) = if other_cpu {
             (5.0, 0.05, 0.1)
@@ -539,6 +695,14 @@ fn main() -> ExitCode {
             placement.name(),
             p50 as f64 / 1e3,
             p99 as f64 / 1e3
+        );
+        let bw = median((0..runs).map(|_| floor_stream(placement, bytes)).collect());
+        let vs_unix =
+            unix_two_cpus.map_or(String::new(), |u| format!(" ({:.2}x the socket)", bw / u));
+        println!(
+            "floor {:<10} bare ring, streaming stores: {:.0} MB/s{vs_unix}",
+            placement.name(),
+            bw / 1e6
         );
     }
     #[cfg(target_os = "linux")]
