@@ -13,7 +13,10 @@ use static_assertions::{const_assert, const_assert_eq};
 /// "PWSHM001", little-endian.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"PWSHM001");
 /// Layout version.
-pub(crate) const VERSION: u64 = 1;
+pub(crate) const VERSION: u64 = 2;
+/// The bit of a `running` word that says the side sleeps; the rest is the
+/// CPU it last ran on, plus one.
+pub(crate) const ASLEEP: u32 = 1 << 31;
 /// Bytes before the first ring: one page.
 pub(crate) const HEADER_SIZE: usize = 4096;
 /// Smallest and largest ring per direction.
@@ -43,7 +46,8 @@ pub(crate) struct Header {
     pub(crate) refs: Line<[AtomicU32; 2]>,
     /// Set when a side's last holder closed it.
     pub(crate) closed: Line<[AtomicU32; 2]>,
-    /// Per side: 0 while it sleeps or is unknown, else its CPU + 1.
+    /// Per side: its CPU + 1 (0: unknown), with [`ASLEEP`] set while it
+    /// sleeps; a hint only, never trusted.
     pub(crate) running: [Line<AtomicU32>; 2],
     /// Per direction: bytes produced so far (written by the producer).
     pub(crate) tail: [Line<AtomicU64>; 2],

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::ring::{ConsumerState, Corrupt, ProducerState, RingRef};
 use super::segment::{
-    segment_len, valid_ring, Header, HEADER_SIZE, MAGIC, VERSION, WAIT_FUTEX, WAIT_NONE,
+    segment_len, valid_ring, Header, ASLEEP, HEADER_SIZE, MAGIC, VERSION, WAIT_FUTEX, WAIT_NONE,
     WAIT_SOCKET,
 };
 use crate::sys::errno;
@@ -220,8 +220,6 @@ pub struct ShmStream {
     claimed: Cell<[u32; 2]>,
     /// The peer's socket end closed (it died, or closed without telling).
     peer_gone: Cell<bool>,
-    /// The peer's CPU as last published (0: not seen yet).
-    peer_cpu: Cell<u32>,
     /// When we last woke the peer from a sleep.
     woke_peer: Cell<Option<Instant>>,
 }
@@ -309,7 +307,6 @@ impl ShmStream {
             write_shut: Cell::new(false),
             claimed: Cell::new([0, 0]),
             peer_gone: Cell::new(false),
-            peer_cpu: Cell::new(0),
             woke_peer: Cell::new(None),
         }
     }
@@ -446,7 +443,8 @@ impl ShmStream {
         let h = s.header();
         let me = cpu_tag();
         let peer = h.running[s.peer()].v.load(Ordering::Relaxed);
-        if self.spin(me, peer, ready)? {
+        let woke = self.woke_peer.take();
+        if self.spin(me, peer, woke, ready)? {
             return Ok(());
         }
         if me != 0 && peer == me {
@@ -457,7 +455,7 @@ impl ShmStream {
                 return Ok(());
             }
         }
-        h.running[s.side].v.store(0, Ordering::Relaxed);
+        h.running[s.side].v.store(me | ASLEEP, Ordering::Relaxed);
         word.store(WAIT_FUTEX, Ordering::SeqCst);
         if ready()? {
             word.store(WAIT_NONE, Ordering::Relaxed);
@@ -487,22 +485,24 @@ impl ShmStream {
     /// Sleeping at once would make it sleep as well when it next waits (we
     /// would not be running), and both would go on paying a wake-up per
     /// message long after the stall that began it.
-    fn spin(&self, me: u32, peer: u32, ready: &dyn Fn() -> io::Result<bool>) -> io::Result<bool> {
-        let h = self.shared.header();
-        if peer != 0 {
-            self.peer_cpu.set(peer);
-        }
-        let start = Instant::now();
-        let waking = self
-            .woke_peer
-            .take()
-            .is_some_and(|t| start.duration_since(t) < WAKE_SPIN);
-        let last = self.peer_cpu.get();
-        if me == 0 || peer == me || peer == 0 && !(waking && last != 0 && last != me) {
+    fn spin(
+        &self,
+        me: u32,
+        peer: u32,
+        woke: Option<Instant>,
+        ready: &dyn Fn() -> io::Result<bool>,
+    ) -> io::Result<bool> {
+        let (cpu, awake) = (peer & !ASLEEP, peer & ASLEEP == 0);
+        if me == 0 || cpu == 0 || cpu == me || !awake && woke.is_none() {
             return Ok(false);
         }
+        let start = Instant::now();
+        if !awake && !woke.is_some_and(|t| start.duration_since(t) <= WAKE_SPIN) {
+            return Ok(false);
+        }
+        let h = self.shared.header();
         // Since when the peer has been seen running.
-        let mut running = (peer != 0).then_some(start);
+        let mut running = awake.then_some(start);
         let mut i = 0u32;
         loop {
             if ready()? {
@@ -514,16 +514,14 @@ impl ShmStream {
                 continue;
             }
             let now = h.running[self.shared.peer()].v.load(Ordering::Relaxed);
-            if now == me {
-                return Ok(false);
-            }
-            match (now, running) {
+            match (now & ASLEEP == 0, running) {
+                // Moved onto our CPU: let it run.
+                (true, _) if now == me => return Ok(false),
                 // Asleep (again), or not awake in time.
-                (0, Some(_)) => return Ok(false),
-                (0, None) if start.elapsed() > WAKE_SPIN => return Ok(false),
-                (0, None) => {}
-                (_, None) => running = Some(Instant::now()),
-                (_, Some(t)) if t.elapsed() > SPIN => return Ok(false),
+                (false, Some(_)) => return Ok(false),
+                (false, None) if start.elapsed() > WAKE_SPIN => return Ok(false),
+                (true, None) => running = Some(Instant::now()),
+                (true, Some(t)) if t.elapsed() > SPIN => return Ok(false),
                 _ => {}
             }
         }
@@ -622,7 +620,7 @@ impl ShmStream {
         let h = s.header();
         let streaming = buf.len() >= STREAMING_MIN && {
             let (me, peer) = (cpu_tag(), h.running[s.peer()].v.load(Ordering::Relaxed));
-            me != 0 && peer != 0 && peer != me
+            me != 0 && peer != 0 && peer & ASLEEP == 0 && peer != me
         };
         loop {
             if self.peer_closed() {
