@@ -265,11 +265,34 @@ fn floor_peer(cpus: &[usize], rounds: u64) {
     }
 }
 
+/// The ways the bare ring of [`floor_stream`] can move its bytes.
+#[derive(Clone, Copy, PartialEq)]
+enum FloorCopy {
+    /// Non-temporal stores in, a plain copy out: what `ShmStream` does
+    /// across CPUs.
+    Streaming,
+    /// Plain stores in (the ring then travels through the caches).
+    Plain,
+    /// Non-temporal stores in, and a reader that copies nothing: the
+    /// writer's own ceiling.
+    StreamingUnread,
+}
+
+impl FloorCopy {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Streaming => "streaming stores",
+            Self::Plain => "plain stores",
+            Self::StreamingUnread => "streaming stores, reader copies nothing",
+        }
+    }
+}
+
 /// The stream's floor: a bare ring between two processes, no library in
-/// the way, only spinning, with the writer's copy in non-temporal stores as
-/// `ShmStream` makes it across CPUs. Each byte is still copied once in and
-/// once out, so this is about the most any such ring can move here.
-fn floor_stream(placement: Placement, bytes: u64) -> f64 {
+/// the way, only spinning. With `FloorCopy::Streaming` each byte is copied
+/// in and out as `ShmStream` does across CPUs, so this is about the most
+/// such a ring can move here.
+fn floor_stream(placement: Placement, bytes: u64, how: FloorCopy) -> f64 {
     let (mine, theirs) = placement.cpus();
     pin(&mine);
     let ring = shm_options().ring_size;
@@ -290,6 +313,11 @@ fn floor_stream(placement: Placement, bytes: u64) -> f64 {
             &ring.to_string(),
             &cpus.join(","),
             &bytes.to_string(),
+            if how == FloorCopy::StreamingUnread {
+                "skip"
+            } else {
+                "copy"
+            },
         ])
         .fd(std::os::fd::AsFd::as_fd(&fd), 3);
     let mut child = spawn.spawn().expect("spawn floor peer");
@@ -315,8 +343,13 @@ fn floor_stream(placement: Placement, bytes: u64) -> f64 {
         // `chunk` has `CHUNK >= n` bytes; every length and offset is a
         // multiple of 64 (all sizes here are).
         unsafe {
-            store_streaming(chunk.as_ptr(), data.add(at), first);
-            store_streaming(chunk.as_ptr().add(first), data, n - first);
+            if how == FloorCopy::Plain {
+                std::ptr::copy_nonoverlapping(chunk.as_ptr(), data.add(at), first);
+                std::ptr::copy_nonoverlapping(chunk.as_ptr().add(first), data, n - first);
+            } else {
+                store_streaming(chunk.as_ptr(), data.add(at), first);
+                store_streaming(chunk.as_ptr().add(first), data, n - first);
+            }
         }
         sent += n as u64;
         tail.store(sent, Ordering::Release);
@@ -341,7 +374,7 @@ fn floor_words(map: &Mapping) -> (&AtomicU64, &AtomicU64, &AtomicU64) {
     )
 }
 
-fn floor_stream_peer(ring: usize, cpus: &[usize], bytes: u64) {
+fn floor_stream_peer(ring: usize, cpus: &[usize], bytes: u64, copy: bool) {
     pin(cpus);
     // SAFETY: the parent placed the memfd at fd 3 for us alone.
     let fd = unsafe { procwire::sys::fd::take_inherited(3) }.expect("fd 3");
@@ -367,9 +400,11 @@ fn floor_stream_peer(ring: usize, cpus: &[usize], bytes: u64) {
         let first = n.min(ring - at);
         // SAFETY: as in the writer: both copies stay in the ring and in
         // `buf`; the writer won't touch these bytes until `head` passes them.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.add(at), buf.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr().add(first), n - first);
+        if copy {
+            unsafe {
+                std::ptr::copy_nonoverlapping(data.add(at), buf.as_mut_ptr(), first);
+                std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr().add(first), n - first);
+            }
         }
         // Bytes nobody reads could be copied by nobody: keep the copy.
         std::hint::black_box(&mut buf);
@@ -557,6 +592,7 @@ fn main() -> ExitCode {
                 args[1].parse().unwrap_or(1 << 20),
                 &parse_cpus(&args[2]),
                 args[3].parse().unwrap_or(0),
+                args[4] == "copy",
             );
             return ExitCode::SUCCESS;
         }
@@ -696,14 +732,25 @@ fn main() -> ExitCode {
             p50 as f64 / 1e3,
             p99 as f64 / 1e3
         );
-        let bw = median((0..runs).map(|_| floor_stream(placement, bytes)).collect());
-        let vs_unix =
-            unix_two_cpus.map_or(String::new(), |u| format!(" ({:.2}x the socket)", bw / u));
-        println!(
-            "floor {:<10} bare ring, streaming stores: {:.0} MB/s{vs_unix}",
-            placement.name(),
-            bw / 1e6
-        );
+        for how in [
+            FloorCopy::Streaming,
+            FloorCopy::Plain,
+            FloorCopy::StreamingUnread,
+        ] {
+            let bw = median(
+                (0..runs)
+                    .map(|_| floor_stream(placement, bytes, how))
+                    .collect(),
+            );
+            let vs_unix =
+                unix_two_cpus.map_or(String::new(), |u| format!(" ({:.2}x the socket)", bw / u));
+            println!(
+                "floor {:<10} bare ring, {}: {:.0} MB/s{vs_unix}",
+                placement.name(),
+                how.name(),
+                bw / 1e6
+            );
+        }
     }
     #[cfg(target_os = "linux")]
     if only.is_none() || only.as_deref() == Some("one_cpu") {
