@@ -2,13 +2,15 @@
 //! messages, p50 and p99 round trip) and the same one-way stream (64 KiB
 //! writes, bytes/s) over `ShmStream` and over `std::os::unix::net::UnixStream`,
 //! in three placements of the two processes: pinned to one CPU, pinned to two
-//! CPUs, and unpinned. Also prints the raw floors: a cache-line ping-pong
+//! CPUs, and unpinned. Medians of repeated runs, everything in one run; one
+//! `RATIO` line per comparison.
+//!
+//! Also prints the raw floors across two CPUs: a cache-line ping-pong
 //! between two processes over a shared mapping, and the same stream through
-//! a bare ring (no library, only spinning) between them; and the two ways a waiter
-//! can sleep (a futex on a shared word against an eventfd the waiter polls
-//! with epoll, edge-triggered and never drained) in the same one-CPU
-//! ping-pong. Medians of repeated runs,
-//! everything in one run; one `RATIO` line per comparison.
+//! a bare ring between them (no library, only spinning) written three ways;
+//! and the two ways a waiter can sleep (a futex on a shared word against an
+//! eventfd the waiter polls with epoll, edge-triggered and never drained) in
+//! the same one-CPU ping-pong.
 //!
 //! ```text
 //! cargo run --release --example shm_bench
