@@ -228,13 +228,8 @@ fn floor(placement: Placement, rounds: usize) -> (u64, u64) {
     pin(&mine);
     let fd = memfd_create("shm-bench-floor").expect("memfd");
     ftruncate(std::os::fd::AsFd::as_fd(&fd), 4096).expect("ftruncate");
-    let map = Mapping::map(std::os::fd::AsFd::as_fd(&fd), 4096, Access::ReadWrite).expect("map");
-    let mut spawn = procwire::sys::process::Spawn::new(std::env::current_exe().expect("exe"));
-    let cpus: Vec<String> = theirs.iter().map(usize::to_string).collect();
-    spawn
-        .args(["peer-floor", "-", &cpus.join(","), &rounds.to_string()])
-        .fd(std::os::fd::AsFd::as_fd(&fd), 3);
-    let mut child = spawn.spawn().expect("spawn floor peer");
+    let map = floor_map(&fd, 4096);
+    let mut child = spawn_floor_peer(&fd, "peer-floor", &theirs, &[&rounds.to_string()]);
     let ping = map.atomic_u64(0).expect("word");
     let pong = map.atomic_u64(64).expect("word");
     let mut rtts = Vec::with_capacity(rounds);
@@ -256,7 +251,7 @@ fn floor_peer(cpus: &[usize], rounds: u64) {
     pin(cpus);
     // SAFETY: the parent placed the memfd at fd 3 for us alone.
     let fd = unsafe { procwire::sys::fd::take_inherited(3) }.expect("fd 3");
-    let map = Mapping::map(std::os::fd::AsFd::as_fd(&fd), 4096, Access::ReadWrite).expect("map");
+    let map = floor_map(&fd, 4096);
     let ping: &AtomicU64 = map.atomic_u64(0).expect("word");
     let pong: &AtomicU64 = map.atomic_u64(64).expect("word");
     for i in 1..=rounds + rounds / 10 {
@@ -300,29 +295,18 @@ fn floor_stream(placement: Placement, bytes: u64, how: FloorCopy) -> f64 {
     let ring = shm_options().ring_size;
     let fd = memfd_create("shm-bench-floor-stream").expect("memfd");
     ftruncate(std::os::fd::AsFd::as_fd(&fd), (FLOOR_DATA + ring) as u64).expect("ftruncate");
-    let map = Mapping::map(
-        std::os::fd::AsFd::as_fd(&fd),
-        FLOOR_DATA + ring,
-        Access::ReadWrite,
-    )
-    .expect("map");
-    map.populate().expect("populate");
-    let mut spawn = procwire::sys::process::Spawn::new(std::env::current_exe().expect("exe"));
-    let cpus: Vec<String> = theirs.iter().map(usize::to_string).collect();
-    spawn
-        .args([
-            "peer-floor-stream",
-            &ring.to_string(),
-            &cpus.join(","),
-            &bytes.to_string(),
-            if how == FloorCopy::StreamingUnread {
-                "skip"
-            } else {
-                "copy"
-            },
-        ])
-        .fd(std::os::fd::AsFd::as_fd(&fd), 3);
-    let mut child = spawn.spawn().expect("spawn floor peer");
+    let map = floor_map(&fd, FLOOR_DATA + ring);
+    let reader = if how == FloorCopy::StreamingUnread {
+        "skip"
+    } else {
+        "copy"
+    };
+    let mut child = spawn_floor_peer(
+        &fd,
+        "peer-floor-stream",
+        &theirs,
+        &[&ring.to_string(), &bytes.to_string(), reader],
+    );
     let (tail, head, ready) = floor_words(&map);
     while ready.load(Ordering::Acquire) == 0 {
         std::thread::yield_now();
@@ -364,6 +348,30 @@ fn floor_stream(placement: Placement, bytes: u64, how: FloorCopy) -> f64 {
     rate
 }
 
+/// Maps `len` bytes of a floor's memfd and backs every page.
+fn floor_map(fd: &std::os::fd::OwnedFd, len: usize) -> Mapping {
+    let map = Mapping::map(std::os::fd::AsFd::as_fd(fd), len, Access::ReadWrite).expect("map");
+    map.populate().expect("populate");
+    map
+}
+
+/// Runs this program as a floor's other process, on `cpus`, with `fd` as
+/// its descriptor 3: `role <cpus> <args...>`.
+fn spawn_floor_peer(
+    fd: &std::os::fd::OwnedFd,
+    role: &str,
+    cpus: &[usize],
+    args: &[&str],
+) -> procwire::sys::process::Child {
+    let mut spawn = procwire::sys::process::Spawn::new(std::env::current_exe().expect("exe"));
+    let cpus: Vec<String> = cpus.iter().map(usize::to_string).collect();
+    let cpus = cpus.join(",");
+    spawn
+        .args([role, cpus.as_str()].iter().chain(args))
+        .fd(std::os::fd::AsFd::as_fd(fd), 3);
+    spawn.spawn().expect("spawn floor peer")
+}
+
 /// The bare ring's layout: the writer's index, the reader's, the reader's
 /// "mapped" flag, each on its own cache line; then the bytes.
 const FLOOR_DATA: usize = 4096;
@@ -376,17 +384,11 @@ fn floor_words(map: &Mapping) -> (&AtomicU64, &AtomicU64, &AtomicU64) {
     )
 }
 
-fn floor_stream_peer(ring: usize, cpus: &[usize], bytes: u64, copy: bool) {
+fn floor_stream_peer(cpus: &[usize], ring: usize, bytes: u64, copy: bool) {
     pin(cpus);
     // SAFETY: the parent placed the memfd at fd 3 for us alone.
     let fd = unsafe { procwire::sys::fd::take_inherited(3) }.expect("fd 3");
-    let map = Mapping::map(
-        std::os::fd::AsFd::as_fd(&fd),
-        FLOOR_DATA + ring,
-        Access::ReadWrite,
-    )
-    .expect("map");
-    map.populate().expect("populate");
+    let map = floor_map(&fd, FLOOR_DATA + ring);
     let (tail, head, ready) = floor_words(&map);
     ready.store(1, Ordering::Release);
     let data = map.as_ptr().wrapping_add(FLOOR_DATA).cast_const();
@@ -591,15 +593,15 @@ fn main() -> ExitCode {
         }
         Some("peer-floor-stream") => {
             floor_stream_peer(
-                args[1].parse().unwrap_or(1 << 20),
-                &parse_cpus(&args[2]),
+                &parse_cpus(&args[1]),
+                args[2].parse().unwrap_or(1 << 20),
                 args[3].parse().unwrap_or(0),
                 args[4] == "copy",
             );
             return ExitCode::SUCCESS;
         }
         Some("peer-floor") => {
-            floor_peer(&parse_cpus(&args[2]), args[3].parse().unwrap_or(0));
+            floor_peer(&parse_cpus(&args[1]), args[2].parse().unwrap_or(0));
             return ExitCode::SUCCESS;
         }
         #[cfg(target_os = "linux")]
