@@ -11,7 +11,9 @@
 //! - Reads and writes copy straight into and out of the rings, with no
 //!   system call while both sides are busy. A side that must wait spins
 //!   only while the peer advertises that it runs on another CPU (spinning on
-//!   a shared CPU only delays the peer), then sleeps on a futex in the
+//!   a shared CPU only delays the peer), or for a peer it has just woken
+//!   that last ran on another CPU, so that one stall doesn't leave both
+//!   sides sleeping once per message; then it sleeps on a futex in the
 //!   segment (Linux; elsewhere it waits on the socket); the other side wakes
 //!   it only if it said it sleeps. A futex sleep lasts at most 40 ms, after
 //!   which the call checks that the peer's socket is still there; a call
