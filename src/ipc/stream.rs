@@ -204,9 +204,12 @@ fn cpu_tag() -> u32 {
 /// A connection whose bytes go through shared memory; see the module docs
 /// of [`crate::ipc`].
 ///
-/// `Read` and `Write` are implemented for `&ShmStream` too, so one thread
-/// may read while another writes. It is `Send` but not `Sync`: each
-/// direction has one reader and one writer.
+/// `Read` and `Write` are implemented for `&ShmStream` too, so code that
+/// shares the stream (event-loop handlers holding an `Rc`, say) can read and
+/// write through a shared reference. It is `Send` but not `Sync`: one
+/// thread at a time uses it, and each direction has one reader and one
+/// writer. To read in one process and write in another, [`fork`](super::fork)
+/// and let each keep one direction.
 pub struct ShmStream {
     sock: Socket,
     shared: Arc<Shared>,
