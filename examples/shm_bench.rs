@@ -402,9 +402,10 @@ fn floor_stream_peer(cpus: &[usize], ring: usize, bytes: u64, copy: bool) {
         }
         let at = (got % ring as u64) as usize;
         let first = n.min(ring - at);
-        // SAFETY: as in the writer: both copies stay in the ring and in
-        // `buf`; the writer won't touch these bytes until `head` passes them.
         if copy {
+            // SAFETY: as in the writer: both copies stay in the ring and in
+            // `buf`; the writer won't touch these bytes until `head` passes
+            // them.
             unsafe {
                 std::ptr::copy_nonoverlapping(data.add(at), buf.as_mut_ptr(), first);
                 std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr().add(first), n - first);
