@@ -1,5 +1,6 @@
 //! The seed's programs, run as users run them: `peer_manager`, `allocator`
-//! and `client` (built by `cargo test` into target/*/examples).
+//! and `client`, and the shared-memory examples `shm_echo` and `shm_bench`
+//! (built by `cargo test` into target/*/examples).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -196,4 +197,74 @@ fn allocator_hands_the_port_to_the_client() {
 #[test]
 fn allocator_hands_the_listening_socket_to_the_client() {
     allocator_round(&["--fd"]);
+}
+
+#[test]
+fn shm_echo_server_echoes_each_client() {
+    let path = std::env::temp_dir().join(format!("procwire-shm-echo-{}.sock", std::process::id()));
+    let path = path.to_str().unwrap().to_string();
+    let mut server = Command::new(example("shm_echo"))
+        .args(["server", &path])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines(&mut server);
+    assert_eq!(
+        next_line(&rx, "the listening line"),
+        format!("shm_echo listening on {path}")
+    );
+    // A short message, and one of 100 KiB that the server takes in
+    // several reads.
+    let long: String = (0..100 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    for msg in ["hello", long.as_str()] {
+        let out = Command::new(example("shm_echo"))
+            .args(["client", &path, msg])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (echoed, rest) = text.split_once(" (").unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(echoed, msg);
+        assert!(rest.ends_with(" round trip)\n"), "{rest}");
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn shm_bench_quick_prints_every_ratio() {
+    let mut child = Command::new(example("shm_bench"))
+        .args(["--quick", "--runs", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines(&mut child);
+    assert!(wait_bounded(&mut child, Duration::from_secs(120)).success());
+    // The reader thread ends with the child's stdout.
+    let out: Vec<String> = rx.iter().collect();
+    let ratios: Vec<&String> = out.iter().filter(|l| l.starts_with("RATIO ")).collect();
+    // Throughput, p50 and p99 in three placements, and the two ways to wake.
+    assert_eq!(ratios.len(), 10, "{out:#?}");
+    for r in ratios {
+        let value: f64 = r
+            .split(" = ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(value.is_finite() && value > 0.0, "{r}");
+    }
+    if procwire::sys::cpu::available_cpus() > 1 {
+        let floors = out
+            .iter()
+            .filter(|l| l.starts_with("floor two_cpus"))
+            .count();
+        assert_eq!(floors, 4, "{out:#?}");
+    }
 }
