@@ -695,3 +695,55 @@ fn round_trips_go_back_to_spinning_after_a_stall() {
         "the client slept in {seen:?} of {rounds} round trips"
     );
 }
+
+#[test]
+fn a_half_closed_stream_still_gets_its_reply() {
+    let (mut c, mut s) = pair("halfclose", ShmOptions::default());
+    let request = pattern(300_000, 3);
+    let server = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        // The client's end of writing is not the end of the connection:
+        // the reply, several rings long, still goes through.
+        let reply = pattern(3 << 20, 4);
+        s.write_all(&reply).unwrap();
+        got
+    });
+    c.write_all(&request).unwrap();
+    c.shutdown(procwire::sys::socket::Shutdown::Write).unwrap();
+    assert_eq!(
+        c.write(b"x").unwrap_err().kind(),
+        ErrorKind::BrokenPipe,
+        "a write after shutdown"
+    );
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).unwrap();
+    assert!(reply == pattern(3 << 20, 4), "{} bytes back", reply.len());
+    assert!(server.join().unwrap() == request, "the request changed");
+}
+
+#[test]
+fn shutting_down_reading_fails_the_peers_writes_only() {
+    let (c, s) = pair("shutread", ShmOptions::default());
+    // The server fills the ring, then blocks for room; the client's
+    // shutdown of its reading must end that wait.
+    let server = std::thread::spawn(move || {
+        let big = vec![1u8; 4 << 20];
+        let err = (&s).write_all(&big).unwrap_err();
+        // Its own reading still works.
+        let mut b = [0u8; 5];
+        (&s).read_exact(&mut b).unwrap();
+        (err.kind(), b)
+    });
+    // Let the server block on a full ring (it can't finish before the
+    // shutdown: the ring holds a quarter of what it writes).
+    let mut first = [0u8; 1];
+    (&c).read_exact(&mut first).unwrap();
+    c.shutdown(procwire::sys::socket::Shutdown::Read).unwrap();
+    let mut b = [0u8; 8];
+    assert_eq!((&c).read(&mut b).unwrap(), 0, "a read after shutdown");
+    (&c).write_all(b"hello").unwrap();
+    let (kind, got) = server.join().unwrap();
+    assert_eq!(kind, ErrorKind::BrokenPipe);
+    assert_eq!(&got, b"hello");
+}

@@ -17,6 +17,14 @@ pub(crate) const VERSION: u64 = 2;
 /// The bit of a `running` word that says the side sleeps; the rest is the
 /// CPU it last ran on, plus one.
 pub(crate) const ASLEEP: u32 = 1 << 31;
+/// Bits of a `closed` word: the side is closed; it will write no more
+/// (its peer reads end-of-file once the ring is empty); it will read no
+/// more (its peer's writes fail).
+pub(crate) const CLOSED: u32 = 1;
+/// See [`CLOSED`].
+pub(crate) const WRITES_SHUT: u32 = 2;
+/// See [`CLOSED`].
+pub(crate) const READS_SHUT: u32 = 4;
 /// Bytes before the first ring: one page.
 pub(crate) const HEADER_SIZE: usize = 4096;
 /// Smallest and largest ring per direction.
@@ -44,7 +52,8 @@ pub(crate) struct Header {
     pub(crate) _reserved: [AtomicU64; 5],
     /// How many processes hold each side open.
     pub(crate) refs: Line<[AtomicU32; 2]>,
-    /// Set when a side's last holder closed it.
+    /// Per side: [`CLOSED`] once its last holder closed it, [`WRITES_SHUT`]
+    /// and [`READS_SHUT`] after a `shutdown` of that half.
     pub(crate) closed: Line<[AtomicU32; 2]>,
     /// Per side: its CPU + 1 (0: unknown), with [`ASLEEP`] set while it
     /// sleeps; a hint only, never trusted.

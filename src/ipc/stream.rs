@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::ring::{ConsumerState, Corrupt, ProducerState, RingRef};
 use super::segment::{
-    segment_len, valid_ring, Header, ASLEEP, HEADER_SIZE, MAGIC, VERSION, WAIT_FUTEX, WAIT_NONE,
-    WAIT_SOCKET,
+    segment_len, valid_ring, Header, ASLEEP, CLOSED, HEADER_SIZE, MAGIC, READS_SHUT, VERSION,
+    WAIT_FUTEX, WAIT_NONE, WAIT_SOCKET, WRITES_SHUT,
 };
 use crate::sys::errno;
 use crate::sys::fdpass::{recv_with_fds, send_with_fds};
@@ -217,6 +217,7 @@ pub struct ShmStream {
     rx: Cell<ConsumerState>,
     nonblocking: Cell<bool>,
     write_shut: Cell<bool>,
+    read_shut: Cell<bool>,
     /// The pids this copy claimed reading and writing for (0: none). A copy
     /// inherited by a forked child carries the parent's pid here, so the
     /// child claims anew.
@@ -308,6 +309,7 @@ impl ShmStream {
             rx: Cell::new(ConsumerState::default()),
             nonblocking: Cell::new(false),
             write_shut: Cell::new(false),
+            read_shut: Cell::new(false),
             claimed: Cell::new([0, 0]),
             peer_gone: Cell::new(false),
             woke_peer: Cell::new(None),
@@ -347,16 +349,20 @@ impl ShmStream {
     }
 
     /// Shuts down writing (the peer reads EOF once it has read what was
-    /// sent), reading, or both.
+    /// sent), reading (our reads return EOF and the peer's writes fail with
+    /// `BrokenPipe`), or both, as on a socket; the other direction goes on.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let s = &self.shared;
+        let h = s.header();
         if matches!(how, Shutdown::Write | Shutdown::Both) {
             self.write_shut.set(true);
-            // The peer's read sees end-of-file through the socket.
-            self.sock.shutdown(Shutdown::Write)?;
-            self.wake(&self.shared.header().data_waiter[self.shared.side].v);
+            h.closed.v[s.side].fetch_or(WRITES_SHUT, Ordering::Release);
+            self.wake(&h.data_waiter[s.side].v);
         }
         if matches!(how, Shutdown::Read | Shutdown::Both) {
-            self.sock.shutdown(Shutdown::Read)?;
+            self.read_shut.set(true);
+            h.closed.v[s.side].fetch_or(READS_SHUT, Ordering::Release);
+            self.wake(&h.space_waiter[s.peer()].v);
         }
         Ok(())
     }
@@ -412,10 +418,23 @@ impl ShmStream {
         self.woke_peer.set(Some(Instant::now()));
     }
 
-    /// Whether the peer has closed its side or its socket is gone.
-    fn peer_closed(&self) -> bool {
+    /// Whether the peer will send no more: it shut down its writing, closed
+    /// its side, or its socket is gone.
+    fn peer_sends_no_more(&self) -> bool {
+        self.peer_closed(WRITES_SHUT)
+    }
+
+    /// Whether the peer will read no more: it shut down its reading, closed
+    /// its side, or its socket is gone.
+    fn peer_reads_no_more(&self) -> bool {
+        self.peer_closed(READS_SHUT)
+    }
+
+    fn peer_closed(&self, half: u32) -> bool {
         self.peer_gone.get()
-            || self.shared.header().closed.v[self.shared.peer()].load(Ordering::Acquire) != 0
+            || self.shared.header().closed.v[self.shared.peer()].load(Ordering::Acquire)
+                & (CLOSED | half)
+                != 0
     }
 
     /// Drains wake-up bytes from the socket; notes end-of-file (peer gone).
@@ -551,7 +570,7 @@ impl ShmStream {
     }
 
     fn read_inner(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
+        if buf.is_empty() || self.read_shut.get() {
             return Ok(0);
         }
         self.claim(2)?;
@@ -576,7 +595,7 @@ impl ShmStream {
                 }
                 return Ok(n);
             }
-            if self.peer_closed() {
+            if self.peer_sends_no_more() {
                 // Anything sent before the close is still read first.
                 let mut c = self.rx.get();
                 let avail = ring.available(&mut c).map_err(corrupt)?;
@@ -591,7 +610,9 @@ impl ShmStream {
                 let mut c = self.rx.get();
                 let avail = ring.available(&mut c).map_err(corrupt)?;
                 self.rx.set(c);
-                if avail > 0 {
+                // Checked again after asking for a wake-up: the peer's
+                // shutdown may have come just before.
+                if avail > 0 || self.peer_sends_no_more() {
                     continue;
                 }
                 self.drain_socket();
@@ -604,7 +625,7 @@ impl ShmStream {
                 let mut c = self.rx.get();
                 let avail = ring.available(&mut c).map_err(corrupt)?;
                 self.rx.set(c);
-                Ok(avail > 0 || self.peer_closed())
+                Ok(avail > 0 || self.peer_sends_no_more())
             })?;
         }
     }
@@ -626,7 +647,7 @@ impl ShmStream {
             me != 0 && peer != 0 && peer & ASLEEP == 0 && peer != me
         };
         loop {
-            if self.peer_closed() {
+            if self.peer_reads_no_more() {
                 return Err(io::Error::new(
                     io::ErrorKind::BrokenPipe,
                     "shared-memory stream: the peer closed",
@@ -645,7 +666,7 @@ impl ShmStream {
                 let mut p = self.tx.get();
                 let free = ring.free(&mut p, 1).map_err(corrupt)?;
                 self.tx.set(p);
-                if free > 0 {
+                if free > 0 || self.peer_reads_no_more() {
                     continue;
                 }
                 self.drain_socket();
@@ -658,7 +679,7 @@ impl ShmStream {
                 let mut p = self.tx.get();
                 let free = ring.free(&mut p, 1).map_err(corrupt)?;
                 self.tx.set(p);
-                Ok(free > 0 || self.peer_closed())
+                Ok(free > 0 || self.peer_reads_no_more())
             })?;
         }
     }
@@ -773,7 +794,7 @@ impl Drop for ShmStream {
         }
         if h.refs.v[s.side].fetch_sub(1, Ordering::AcqRel) <= 1 {
             // The last holder of this side: tell the peer, wake its waiters.
-            h.closed.v[s.side].store(1, Ordering::Release);
+            h.closed.v[s.side].fetch_or(CLOSED, Ordering::Release);
             self.wake(&h.data_waiter[s.side].v);
             self.wake(&h.space_waiter[s.peer()].v);
             let _ = self.sock.shutdown(Shutdown::Both);
