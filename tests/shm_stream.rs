@@ -747,3 +747,102 @@ fn shutting_down_reading_fails_the_peers_writes_only() {
     assert_eq!(kind, ErrorKind::BrokenPipe);
     assert_eq!(&got, b"hello");
 }
+
+#[test]
+fn split_halves_read_and_write_on_two_threads() {
+    let (c, mut s) = pair("split", ShmOptions::default());
+    let echo = std::thread::spawn(move || echo_until_eof(&mut s));
+    let (mut r, mut w) = c.split().unwrap();
+    // Eight rings' worth: the echo blocks on a full ring unless the reading
+    // half drains it while the writing half is still writing.
+    let data = pattern(8 << 20, 5);
+    let expect = data.clone();
+    let reader = std::thread::spawn(move || {
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).unwrap();
+        back
+    });
+    let writer = std::thread::spawn(move || {
+        for piece in data.chunks(100_000) {
+            w.write_all(piece).unwrap();
+        }
+        // Dropping the writing half shuts down writing: the echo ends,
+        // and with it the reading half's stream.
+    });
+    writer.join().unwrap();
+    assert_eq!(echo.join().unwrap(), expect.len());
+    let back = reader.join().unwrap();
+    assert!(back == expect, "{} bytes back", back.len());
+}
+
+#[test]
+fn a_non_blocking_stream_does_not_split() {
+    let (c, _s) = pair("splitnb", ShmOptions::default());
+    c.set_nonblocking(true).unwrap();
+    assert_eq!(c.split().unwrap_err().kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn the_connection_lives_until_both_halves_are_gone() {
+    let (c, s) = pair("splitclose", ShmOptions::default());
+    let (mut r, w) = c.split().unwrap();
+    drop(w);
+    // The writing half is gone: the server reads EOF, yet its writes still
+    // reach the reading half.
+    let mut b = [0u8; 4];
+    assert_eq!((&s).read(&mut b).unwrap(), 0);
+    (&s).write_all(b"ping").unwrap();
+    r.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"ping");
+    drop(r);
+    assert_eq!(
+        (&s).write(b"x").unwrap_err().kind(),
+        ErrorKind::BrokenPipe,
+        "a write once both halves are gone"
+    );
+}
+
+#[test]
+fn fork_counts_both_halves_of_a_split_stream() {
+    let (c, s) = pair("splitfork", ShmOptions::default());
+    s.set_nonblocking(true).unwrap();
+    let (mut r, mut w) = c.split().unwrap();
+    // SAFETY: the child drops its copies (atomics and syscalls) and
+    // `_exit`s.
+    match unsafe { procwire::ipc::fork() }.unwrap() {
+        Fork::Child => {
+            // Only the process that split the stream shuts down writing
+            // when it drops the writing half; here the drops release the
+            // child's hold.
+            drop(w);
+            drop(r);
+            exit_immediately(0)
+        }
+        Fork::Parent(mut child) => {
+            assert!(child.wait().unwrap().success());
+            let mut b = [0u8; 8];
+            assert_eq!(
+                (&s).read(&mut b).unwrap_err().kind(),
+                ErrorKind::WouldBlock,
+                "the parent's halves still hold the client side"
+            );
+            w.write_all(b"still").unwrap();
+            assert_eq!((&s).read(&mut b).unwrap(), 5);
+            (&s).write_all(b"back").unwrap();
+            r.read_exact(&mut b[..4]).unwrap();
+            assert_eq!(&b[..4], b"back");
+            // Each half counts: the reading half alone still holds the side.
+            drop(w);
+            assert_eq!((&s).read(&mut b).unwrap(), 0, "writing shut down");
+            (&s).write_all(b"late").unwrap();
+            r.read_exact(&mut b[..4]).unwrap();
+            assert_eq!(&b[..4], b"late");
+            drop(r);
+            assert_eq!(
+                (&s).write(b"x").unwrap_err().kind(),
+                ErrorKind::BrokenPipe,
+                "closed with the last half"
+            );
+        }
+    }
+}

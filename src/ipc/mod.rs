@@ -40,6 +40,8 @@
 //!   write) claims that direction, another one gets an `EBUSY` error until the
 //!   claimer closes its copy. The usual pattern: fork, and close the stream
 //!   in the process that won't use it.
+//! - Threads: [`ShmStream::split`] gives a reading and a writing half that
+//!   may move to different threads (both blocking).
 //! - [`ConnTable`] hands out int handles, negative for accelerated
 //!   connections as the TSSX notes do.
 
@@ -50,7 +52,7 @@ mod stream;
 pub mod testing;
 
 pub use ring::Corrupt;
-pub use stream::{SegmentKind, ShmListener, ShmOptions, ShmStream};
+pub use stream::{SegmentKind, ShmListener, ShmOptions, ShmReadHalf, ShmStream, ShmWriteHalf};
 
 use std::collections::HashMap;
 

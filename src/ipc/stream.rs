@@ -118,6 +118,9 @@ pub(crate) struct Shared {
     side: usize,
     /// This process's pid as the stream knows it (updated by `ipc::fork`).
     pid: AtomicU32,
+    /// How many `ShmStream` values of this process hold the side: 1, or 2
+    /// after [`ShmStream::split`]; each counts in the header's `refs`.
+    holders: AtomicU32,
 }
 
 // SAFETY: `mem` is a live mapping owned here; everything reached through it
@@ -171,7 +174,8 @@ pub(crate) fn fork_prepare() -> Vec<Arc<Shared>> {
     let reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     let live: Vec<Arc<Shared>> = reg.iter().filter_map(Weak::upgrade).collect();
     for s in &live {
-        s.header().refs.v[s.side].fetch_add(1, Ordering::AcqRel);
+        let n = s.holders.load(Ordering::Relaxed);
+        s.header().refs.v[s.side].fetch_add(n, Ordering::AcqRel);
     }
     live
 }
@@ -186,7 +190,8 @@ pub(crate) fn fork_child(live: &[Arc<Shared>], pid: u32) {
 /// When the fork failed: undo [`fork_prepare`].
 pub(crate) fn fork_failed(live: &[Arc<Shared>]) {
     for s in live {
-        s.header().refs.v[s.side].fetch_sub(1, Ordering::AcqRel);
+        let n = s.holders.load(Ordering::Relaxed);
+        s.header().refs.v[s.side].fetch_sub(n, Ordering::AcqRel);
     }
 }
 
@@ -271,6 +276,7 @@ impl ShmStream {
             ring,
             side: 0,
             pid: AtomicU32::new(getpid() as u32),
+            holders: AtomicU32::new(1),
         });
         let h = shared.header();
         h.ring_size.store(ring, Ordering::Relaxed);
@@ -346,6 +352,47 @@ impl ShmStream {
                 .store(WAIT_SOCKET, Ordering::SeqCst);
         }
         Ok(())
+    }
+
+    /// Splits the stream into a reading half and a writing half, which may
+    /// move to different threads (the stream itself is not `Sync`). The
+    /// connection closes once both halves are gone; dropping the writing
+    /// half first shuts down writing, so the peer reads end-of-file.
+    ///
+    /// Both halves block: a waiting half then keeps checking the peer every
+    /// 40 ms instead of sleeping on the socket the two share.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a stream in non-blocking mode; the error of
+    /// duplicating the socket (`fcntl(F_DUPFD_CLOEXEC)`).
+    pub fn split(self) -> io::Result<(ShmReadHalf, ShmWriteHalf)> {
+        if self.nonblocking.get() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "ShmStream::split: the stream is non-blocking; halves block",
+            ));
+        }
+        let sock = self.sock.try_clone()?;
+        let s = &self.shared;
+        s.holders.fetch_add(1, Ordering::Relaxed);
+        s.header().refs.v[s.side].fetch_add(1, Ordering::AcqRel);
+        let [write_claim, read_claim] = self.claimed.get();
+        self.claimed.set([write_claim, 0]);
+        let reader = ShmStream {
+            sock,
+            shared: Arc::clone(&self.shared),
+            tx: Cell::new(self.tx.get()),
+            rx: Cell::new(self.rx.get()),
+            nonblocking: Cell::new(false),
+            write_shut: Cell::new(true),
+            read_shut: Cell::new(self.read_shut.get()),
+            claimed: Cell::new([0, read_claim]),
+            peer_gone: Cell::new(self.peer_gone.get()),
+            woke_peer: Cell::new(None),
+        };
+        let owner = s.pid.load(Ordering::Relaxed);
+        Ok((ShmReadHalf(reader), ShmWriteHalf { s: self, owner }))
     }
 
     /// Shuts down writing (the peer reads EOF once it has read what was
@@ -792,6 +839,7 @@ impl Drop for ShmStream {
                     h.owners.v[slot].compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
             }
         }
+        s.holders.fetch_sub(1, Ordering::Relaxed);
         if h.refs.v[s.side].fetch_sub(1, Ordering::AcqRel) <= 1 {
             // The last holder of this side: tell the peer, wake its waiters.
             h.closed.v[s.side].fetch_or(CLOSED, Ordering::Release);
@@ -922,6 +970,7 @@ impl ShmListener {
             ring,
             side: 1,
             pid: AtomicU32::new(getpid() as u32),
+            holders: AtomicU32::new(1),
         });
         let h = shared.header();
         if h.magic.load(Ordering::Acquire) != MAGIC
@@ -949,3 +998,63 @@ impl AsFd for ShmListener {
         self.sock.as_fd()
     }
 }
+
+/// The reading half of a [`ShmStream`], from [`ShmStream::split`].
+#[derive(Debug)]
+pub struct ShmReadHalf(ShmStream);
+
+/// The writing half of a [`ShmStream`], from [`ShmStream::split`];
+/// dropping it shuts down writing, in the process that split the stream
+/// (a copy that a forked child drops only releases the child's hold).
+#[derive(Debug)]
+pub struct ShmWriteHalf {
+    s: ShmStream,
+    /// The pid that split the stream.
+    owner: u32,
+}
+
+impl ShmReadHalf {
+    /// Shuts down reading: our reads return end-of-file and the peer's
+    /// writes fail with `BrokenPipe`.
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.0.shutdown(Shutdown::Read)
+    }
+}
+
+impl ShmWriteHalf {
+    /// Shuts down writing: the peer reads end-of-file once it has read
+    /// what was sent.
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.s.shutdown(Shutdown::Write)
+    }
+}
+
+impl io::Read for ShmReadHalf {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read_inner(buf)
+    }
+}
+
+impl io::Write for ShmWriteHalf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.s.write_inner(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ShmWriteHalf {
+    fn drop(&mut self) {
+        let pid = self.s.shared.pid.load(Ordering::Relaxed);
+        if !self.s.write_shut.get() && pid == self.owner {
+            // Nothing to report from a drop; the peer learns of the close
+            // through the header anyway when the other half goes.
+            let _ = self.s.shutdown(Shutdown::Write);
+        }
+    }
+}
+
+static_assertions::assert_impl_all!(ShmReadHalf: Send);
+static_assertions::assert_impl_all!(ShmWriteHalf: Send);
