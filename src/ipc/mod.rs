@@ -39,7 +39,10 @@
 //!   one reader and one writer process: the first process to read (or
 //!   write) claims that direction, another one gets an `EBUSY` error until the
 //!   claimer closes its copy. The usual pattern: fork, and close the stream
-//!   in the process that won't use it.
+//!   in the process that won't use it. Processes that share a side also
+//!   share its socket, where non-blocking mode gets its wake-ups: one could
+//!   take a wake-up meant for the other, so only one of them may use the
+//!   stream in non-blocking mode (blocking calls wake through the segment).
 //! - Threads: [`ShmStream::split`] gives a reading and a writing half that
 //!   may move to different threads (both blocking).
 //! - [`ConnTable`] hands out int handles, negative for accelerated
