@@ -846,3 +846,60 @@ fn fork_counts_both_halves_of_a_split_stream() {
         }
     }
 }
+
+/// Sends a procwire hello for a memfd segment of the right size, but
+/// without its seals: a peer that could truncate it under the server.
+fn send_unsealed_memfd_hello(path: &std::path::Path) -> procwire::sys::socket::Socket {
+    use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
+    use std::os::fd::AsFd;
+    let ring: u64 = 4096;
+    let fd = procwire::sys::shm::memfd_create("unsealed").unwrap();
+    procwire::sys::shm::ftruncate(fd.as_fd(), 4096 + 2 * ring).unwrap();
+    let sock = Socket::new(Domain::UNIX, Type::STREAM).unwrap();
+    sock.connect(SockAddr::unix(path)).unwrap();
+    let mut hello = Vec::from(&b"PWSHM"[..]);
+    hello.push(SegmentKind::Memfd as u8);
+    hello.extend_from_slice(&ring.to_le_bytes());
+    hello.extend_from_slice(&(-1i32).to_le_bytes());
+    procwire::sys::fdpass::send_with_fds(&sock, &hello, &[fd.as_fd()]).unwrap();
+    sock
+}
+
+#[test]
+fn an_unsealed_memfd_is_refused() {
+    let path = sock_path("unsealed");
+    let _ = std::fs::remove_file(&path);
+    let l = ShmListener::bind(&path).unwrap();
+    let _client = send_unsealed_memfd_hello(&path);
+    let e = l.accept().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidData);
+    assert!(e.to_string().contains("sealed"), "{e}");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn a_sealed_only_listener_refuses_posix_segments() {
+    let path = sock_path("sealedonly");
+    let _ = std::fs::remove_file(&path);
+    let mut l = ShmListener::bind(&path).unwrap();
+    l.set_sealed_only(true);
+    for (kind, ok) in [
+        (SegmentKind::Posix, false),
+        (SegmentKind::Memfd, true),
+        (SegmentKind::SysV, true),
+    ] {
+        let p = path.clone();
+        let client = std::thread::spawn(move || {
+            let opts = ShmOptions {
+                kind,
+                ..ShmOptions::default()
+            };
+            ShmStream::connect_with(&p, opts).map(|_| ())
+        });
+        let accepted = l.accept();
+        let connected = client.join().unwrap();
+        assert_eq!(accepted.is_ok(), ok, "{kind:?}: {:?}", accepted.err());
+        assert_eq!(connected.is_ok(), ok, "{kind:?}: {connected:?}");
+    }
+    std::fs::remove_file(&path).unwrap();
+}

@@ -30,10 +30,12 @@
 //! - Nothing read from shared memory is trusted: indices are checked and
 //!   positions masked, so a buggy or hostile peer can garble the stream
 //!   (an `InvalidData` error) but can't make us read or write outside the
-//!   segment, panic, or loop forever. The memfd is sealed against
-//!   shrinking, so the peer can't make our accesses fault either (a POSIX
-//!   or SysV segment offers no such guarantee against a hostile peer that
-//!   truncates or removes it).
+//!   segment, panic, or loop forever. Nor can it make our accesses fault
+//!   by shrinking the segment: [`ShmListener::accept`] takes a memfd only
+//!   sealed against shrinking, and a SysV segment can't change size. A
+//!   POSIX segment can't be sealed, so its creator could truncate it:
+//!   [`ShmListener::set_sealed_only`] refuses those for untrusted peers
+//!   (and a connector that asks for one trusts its server).
 //! - Fork: [`fork`] raises the holder count of every live stream, so the
 //!   side is closed only when its last holder closes it. Each direction has
 //!   one reader and one writer process: the first process to read (or

@@ -890,10 +890,39 @@ impl AsFd for ShmStream {
     }
 }
 
+/// Whether this platform has memfds (and seals).
+const HAVE_MEMFD: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd"
+));
+
+/// Whether `fd` is a memfd sealed against shrinking: no one can truncate
+/// it under our mapping.
+fn sealed_against_shrinking(fd: BorrowedFd<'_>) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        shm::seals(fd).is_ok_and(|s| s.contains(shm::Seals::SHRINK))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        let _ = fd;
+        false
+    }
+}
+
 /// Accepts [`ShmStream`] connections on a Unix socket path.
+///
+/// A memfd segment must come sealed against shrinking (a procwire
+/// connector always seals it), so a hostile peer can't truncate it under
+/// us and turn our accesses into `SIGBUS`. A POSIX segment can't be sealed:
+/// its creator can truncate it at any time. Accept it only from peers you
+/// trust, or refuse it with [`set_sealed_only`](Self::set_sealed_only).
+/// SysV segments can't change size and are always accepted.
 #[derive(Debug)]
 pub struct ShmListener {
     sock: Socket,
+    sealed_only: bool,
 }
 
 impl ShmListener {
@@ -902,7 +931,17 @@ impl ShmListener {
         let sock = Socket::new(Domain::UNIX, Type::STREAM)?;
         sock.bind(SockAddr::unix(path.as_ref()))?;
         sock.listen(1024)?;
-        Ok(Self { sock })
+        Ok(Self {
+            sock,
+            sealed_only: false,
+        })
+    }
+
+    /// Refuses segments their creator could shrink under us (POSIX ones),
+    /// for a server whose peers are not trusted: accept then takes only a
+    /// sealed memfd or a SysV segment. Off by default.
+    pub fn set_sealed_only(&mut self, on: bool) {
+        self.sealed_only = on;
     }
 
     /// Accepts one connection: receives the peer's segment, checks its size
@@ -938,6 +977,18 @@ impl ShmListener {
                 let size = shm::file_size(fd.as_fd())?;
                 if size != len as u64 {
                     return Err(invalid(&format!("segment of {size} bytes, expected {len}")));
+                }
+                if !sealed_against_shrinking(fd.as_fd()) {
+                    // Where memfds exist, a procwire connector seals its
+                    // memfd; elsewhere its memfd request became POSIX.
+                    if k == SegmentKind::Memfd as u8 && HAVE_MEMFD {
+                        return Err(invalid("memfd segment not sealed against shrinking"));
+                    }
+                    if self.sealed_only {
+                        return Err(invalid(
+                            "unsealed (POSIX) segment refused: the listener takes only sealed ones",
+                        ));
+                    }
                 }
                 let m = Mapping::map(fd.as_fd(), len, Access::ReadWrite)?;
                 if prefault {
