@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use procwire::sys::process::{exit_immediately, fork, ExitStatus, Fork};
 use procwire::sys::shm::{
-    file_size, ftruncate, shm_open, shm_remove, shm_segment_size, shm_unlink, shmget,
+    file_size, ftruncate, shm_open, shm_remove, shm_segment_size, shm_stat, shm_unlink, shmget,
     unique_shm_name, Access, Mapping, SharedMemory, ShmOpenFlags, SysvKey, SysvMapping,
 };
 
@@ -86,6 +86,14 @@ fn sysv_segment_written_by_a_forked_child_and_removed() {
     // Marked for removal at once: it lives while attached (the child inherits
     // the attachment), and can't outlive the test even if it fails.
     assert_eq!(shm_segment_size(id).unwrap(), 4096);
+    let st = shm_stat(id).unwrap();
+    assert_eq!(st.size, 4096);
+    assert_eq!(st.creator_pid, std::process::id() as i32);
+    // SAFETY: getuid has no preconditions.
+    assert_eq!(st.uid, unsafe { libc::getuid() });
+    assert_eq!(st.mode, 0o600);
+    let e = shm_stat(-1).unwrap_err();
+    assert!(e.to_string().contains("id -1, IPC_STAT"), "{e}");
     shm_remove(id).unwrap();
     assert_eq!(map.len(), 4096);
     assert_eq!(

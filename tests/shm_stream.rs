@@ -903,3 +903,44 @@ fn a_sealed_only_listener_refuses_posix_segments() {
     }
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn a_sysv_segment_the_peer_did_not_make_is_refused() {
+    use procwire::sys::shm::{shm_remove, shmget, Mapping, SharedMemory, SysvKey};
+    use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
+    let ring: u64 = 4096;
+    // Another process's segment (a forked child's): a hostile peer could
+    // name its id, or another connection's.
+    let shared = Mapping::anonymous(4096).unwrap();
+    let word = shared.atomic_u64(0).unwrap();
+    // SAFETY: the child makes one system call, stores to a mapped word
+    // (no allocation, no lock) and `_exit`s.
+    let id = match unsafe { procwire::sys::process::fork() }.unwrap() {
+        Fork::Child => {
+            let id = shmget(SysvKey::Private, 4096 + 2 * ring as usize, true, 0o600);
+            word.store(id.map_or(u64::MAX, |id| id as u64), Ordering::Release);
+            exit_immediately(0)
+        }
+        Fork::Parent(mut child) => {
+            assert!(child.wait().unwrap().success());
+            let id = word.load(Ordering::Acquire);
+            assert_ne!(id, u64::MAX, "the child's shmget failed");
+            id as i32
+        }
+    };
+    let path = sock_path("sysvvictim");
+    let _ = std::fs::remove_file(&path);
+    let l = ShmListener::bind(&path).unwrap();
+    let sock = Socket::new(Domain::UNIX, Type::STREAM).unwrap();
+    sock.connect(SockAddr::unix(&path)).unwrap();
+    let mut hello = Vec::from(&b"PWSHM"[..]);
+    hello.push(SegmentKind::SysV as u8);
+    hello.extend_from_slice(&ring.to_le_bytes());
+    hello.extend_from_slice(&id.to_le_bytes());
+    sock.send(&hello).unwrap();
+    let e = l.accept().unwrap_err();
+    shm_remove(id).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidData);
+    assert!(e.to_string().contains("not by the peer"), "{e}");
+}

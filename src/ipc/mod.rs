@@ -35,7 +35,10 @@
 //!   sealed against shrinking, and a SysV segment can't change size. A
 //!   POSIX segment can't be sealed, so its creator could truncate it:
 //!   [`ShmListener::set_sealed_only`] refuses those for untrusted peers
-//!   (and a connector that asks for one trusts its server).
+//!   (and a connector that asks for one trusts its server). A SysV
+//!   segment is taken only from the process that created it (checked on
+//!   Linux against the socket's peer credentials), so a peer can't make us
+//!   attach someone else's.
 //! - Fork: [`fork`] raises the holder count of every live stream, so the
 //!   side is closed only when its last holder closes it. Each direction has
 //!   one reader and one writer process: the first process to read (or

@@ -890,6 +890,26 @@ impl AsFd for ShmStream {
     }
 }
 
+/// Refuses a SysV segment that the peer did not create: any id it names
+/// that we may attach would do otherwise, including another connection's
+/// segment (Linux and Android, where the socket tells the peer's pid).
+fn check_sysv_creator(sock: &Socket, id: i32) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let peer = sock.peer_cred()?;
+        let stat = shm::shm_stat(id)?;
+        if stat.creator_pid != peer.pid {
+            return Err(invalid(&format!(
+                "SysV segment {id} was made by pid {}, not by the peer (pid {})",
+                stat.creator_pid, peer.pid
+            )));
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (sock, id);
+    Ok(())
+}
+
 /// Whether this platform has memfds (and seals).
 const HAVE_MEMFD: bool = cfg!(any(
     target_os = "linux",
@@ -1000,6 +1020,7 @@ impl ShmListener {
                 let mut id = [0u8; 4];
                 id.copy_from_slice(&hello[14..18]);
                 let id = i32::from_le_bytes(id);
+                check_sysv_creator(&sock, id)?;
                 let m = SysvMapping::attach(id, Access::ReadWrite)?;
                 if m.len() != len {
                     return Err(invalid(&format!(

@@ -500,21 +500,49 @@ pub fn shm_remove(id: i32) -> Result<()> {
     }
 }
 
-/// The size in bytes of a SysV segment (`shmctl(IPC_STAT)`).
-pub fn shm_segment_size(id: i32) -> Result<usize> {
+/// What `shmctl(IPC_STAT)` says of a SysV segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ShmStat {
+    /// Its size in bytes.
+    pub size: usize,
+    /// The pid of the process that created it.
+    pub creator_pid: i32,
+    /// Its owner's user id.
+    pub uid: u32,
+    /// Its permission bits (as `0o600`).
+    pub mode: u32,
+}
+
+/// The state of a SysV segment (`shmctl(IPC_STAT)`).
+///
+/// # Errors
+///
+/// `EINVAL` for an id that doesn't exist, `EACCES` when its mode forbids
+/// reading it.
+#[doc(alias = "shmctl")]
+pub fn shm_stat(id: i32) -> Result<ShmStat> {
     // SAFETY: `shmid_ds` is plain old data; all-zero is a valid value.
     let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: `ds` is a live, writable `shmid_ds` the kernel fills in.
     let rc = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) };
     if rc < 0 {
-        Err(Error::new(
+        return Err(Error::new(
             "shmctl",
             format!("id {id}, IPC_STAT"),
             last_errno(),
-        ))
-    } else {
-        Ok(ds.shm_segsz as usize)
+        ));
     }
+    Ok(ShmStat {
+        size: ds.shm_segsz as usize,
+        creator_pid: ds.shm_cpid as i32,
+        uid: ds.shm_perm.uid as u32,
+        mode: ds.shm_perm.mode as u32 & 0o777,
+    })
+}
+
+/// The size in bytes of a SysV segment (`shmctl(IPC_STAT)`).
+pub fn shm_segment_size(id: i32) -> Result<usize> {
+    shm_stat(id).map(|s| s.size)
 }
 
 /// A SysV segment attached to this process (`shmat(2)`), detached on drop
