@@ -24,7 +24,9 @@ fn sock_path(tag: &str) -> PathBuf {
 fn pair(tag: &str, opts: ShmOptions) -> (ShmStream, ShmStream) {
     let path = sock_path(tag);
     let _ = std::fs::remove_file(&path);
-    let l = ShmListener::bind(&path).unwrap();
+    let mut l = ShmListener::bind(&path).unwrap();
+    // Both ends are this test: POSIX segments are trusted here.
+    l.set_sealed_only(false);
     let p = path.clone();
     let t = std::thread::spawn(move || ShmStream::connect_with(&p, opts).unwrap());
     let s = l.accept().unwrap();
@@ -114,7 +116,8 @@ fn round_trips_across_fork() {
 fn round_trips_with_a_spawned_process_for_every_kind() {
     if std::env::var(ROLE).as_deref() == Ok("echo-server") {
         let path = std::env::var("SHM_PATH").unwrap();
-        let l = ShmListener::bind(&path).unwrap();
+        let mut l = ShmListener::bind(&path).unwrap();
+        l.set_sealed_only(false);
         println!("READY");
         std::io::stdout().flush().unwrap();
         let mut s = l.accept().unwrap();
@@ -412,7 +415,8 @@ fn a_thousand_connect_close_cycles_leak_nothing() {
     }
     let path = sock_path("cycles");
     let _ = std::fs::remove_file(&path);
-    let l = ShmListener::bind(&path).unwrap();
+    let mut l = ShmListener::bind(&path).unwrap();
+    l.set_sealed_only(false);
     let shm_before = dev_shm_entries();
     let fds_before = open_fds();
     let acceptor = std::thread::spawn(move || {
@@ -878,11 +882,10 @@ fn an_unsealed_memfd_is_refused() {
 }
 
 #[test]
-fn a_sealed_only_listener_refuses_posix_segments() {
+fn a_listener_refuses_posix_segments_unless_told_otherwise() {
     let path = sock_path("sealedonly");
     let _ = std::fs::remove_file(&path);
     let mut l = ShmListener::bind(&path).unwrap();
-    l.set_sealed_only(true);
     for (kind, ok) in [
         (SegmentKind::Posix, false),
         (SegmentKind::Memfd, true),
@@ -901,6 +904,17 @@ fn a_sealed_only_listener_refuses_posix_segments() {
         assert_eq!(accepted.is_ok(), ok, "{kind:?}: {:?}", accepted.err());
         assert_eq!(connected.is_ok(), ok, "{kind:?}: {connected:?}");
     }
+    l.set_sealed_only(false);
+    let p = path.clone();
+    let client = std::thread::spawn(move || {
+        let opts = ShmOptions {
+            kind: SegmentKind::Posix,
+            ..ShmOptions::default()
+        };
+        ShmStream::connect_with(&p, opts).map(|_| ())
+    });
+    assert!(l.accept().is_ok(), "POSIX once allowed");
+    client.join().unwrap().unwrap();
     std::fs::remove_file(&path).unwrap();
 }
 

@@ -33,9 +33,10 @@
 //!   segment, panic, or loop forever. Nor can it make our accesses fault
 //!   by shrinking the segment: [`ShmListener::accept`] takes a memfd only
 //!   sealed against shrinking, and a SysV segment can't change size. A
-//!   POSIX segment can't be sealed, so its creator could truncate it:
-//!   [`ShmListener::set_sealed_only`] refuses those for untrusted peers
-//!   (and a connector that asks for one trusts its server). A SysV
+//!   POSIX segment can't be sealed, so its creator could truncate it: a
+//!   listener refuses those where memfds exist, unless told to trust its
+//!   peers ([`ShmListener::set_sealed_only`]); a connector that asks for
+//!   one trusts its server. A SysV
 //!   segment is taken only from the process that created it (checked on
 //!   Linux against the socket's peer credentials), so a peer can't make us
 //!   attach someone else's.

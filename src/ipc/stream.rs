@@ -935,10 +935,12 @@ fn sealed_against_shrinking(fd: BorrowedFd<'_>) -> bool {
 ///
 /// A memfd segment must come sealed against shrinking (a procwire
 /// connector always seals it), so a hostile peer can't truncate it under
-/// us and turn our accesses into `SIGBUS`. A POSIX segment can't be sealed:
-/// its creator can truncate it at any time. Accept it only from peers you
-/// trust, or refuse it with [`set_sealed_only`](Self::set_sealed_only).
-/// SysV segments can't change size and are always accepted.
+/// us and turn our accesses into `SIGBUS`. SysV segments can't change size.
+/// A POSIX segment can't be sealed: its creator could truncate it at any
+/// time, so where memfds exist (Linux, FreeBSD) the listener refuses POSIX
+/// segments unless told to trust its peers with
+/// [`set_sealed_only(false)`](Self::set_sealed_only). Elsewhere every
+/// segment a connector makes is POSIX or SysV, and POSIX ones are taken.
 #[derive(Debug)]
 pub struct ShmListener {
     sock: Socket,
@@ -953,13 +955,14 @@ impl ShmListener {
         sock.listen(1024)?;
         Ok(Self {
             sock,
-            sealed_only: false,
+            sealed_only: HAVE_MEMFD,
         })
     }
 
-    /// Refuses segments their creator could shrink under us (POSIX ones),
-    /// for a server whose peers are not trusted: accept then takes only a
-    /// sealed memfd or a SysV segment. Off by default.
+    /// Whether to refuse segments their creator could shrink under us
+    /// (POSIX ones), taking only a sealed memfd or a SysV segment: on by
+    /// default where memfds exist. Turn it off to take POSIX segments from
+    /// peers you trust.
     pub fn set_sealed_only(&mut self, on: bool) {
         self.sealed_only = on;
     }
