@@ -103,6 +103,13 @@ enum Mem {
 }
 
 impl Mem {
+    fn memory(&self) -> &dyn SharedMemory {
+        match self {
+            Mem::Map(m) => m,
+            Mem::Sysv(m) => m,
+        }
+    }
+
     fn base(&self) -> *mut u8 {
         match self {
             Mem::Map(m) => m.as_ptr(),
@@ -270,7 +277,10 @@ impl ShmStream {
         let sock = Socket::new(Domain::UNIX, Type::STREAM)?;
         sock.connect(SockAddr::unix(path.as_ref()))?;
         let len = segment_len(opts.ring_size);
-        let (mem, fd, sysv_id) = create_segment(opts.kind, len, opts.prefault)?;
+        let (mem, fd, sysv_id) = create_segment(opts.kind, len)?;
+        if opts.prefault {
+            mem.memory().populate()?;
+        }
         let shared = Arc::new(Shared {
             mem,
             ring,
@@ -766,12 +776,7 @@ fn futex_wake(_word: &AtomicU32) {}
 
 /// Makes a segment of `len` bytes: the mapping, the fd to send (if any),
 /// and the SysV id (or -1).
-fn create_segment(
-    kind: SegmentKind,
-    len: usize,
-    prefault: bool,
-) -> io::Result<(Mem, Option<OwnedFd>, i32)> {
-    let populate = |m: &dyn SharedMemory| if prefault { m.populate() } else { Ok(()) };
+fn create_segment(kind: SegmentKind, len: usize) -> io::Result<(Mem, Option<OwnedFd>, i32)> {
     match kind {
         SegmentKind::Memfd => {
             #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
@@ -783,12 +788,11 @@ fn create_segment(
                     shm::Seals::SHRINK | shm::Seals::GROW | shm::Seals::SEAL,
                 )?;
                 let m = Mapping::map(fd.as_fd(), len, Access::ReadWrite)?;
-                populate(&m)?;
                 Ok((Mem::Map(m), Some(fd), -1))
             }
             #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
             {
-                create_segment(SegmentKind::Posix, len, prefault)
+                create_segment(SegmentKind::Posix, len)
             }
         }
         SegmentKind::Posix => {
@@ -803,15 +807,11 @@ fn create_segment(
             shm::ftruncate(fd.as_fd(), len as u64)?;
             unlinked?;
             let m = Mapping::map(fd.as_fd(), len, Access::ReadWrite)?;
-            populate(&m)?;
             Ok((Mem::Map(m), Some(fd), -1))
         }
         SegmentKind::SysV => {
             let id = shm::shmget(shm::SysvKey::Private, len, true, 0o600)?;
-            let m = match SysvMapping::attach(id, Access::ReadWrite).and_then(|m| {
-                populate(&m)?;
-                Ok(m)
-            }) {
+            let m = match SysvMapping::attach(id, Access::ReadWrite) {
                 Ok(m) => m,
                 Err(e) => {
                     let _ = shm::shm_remove(id);
@@ -1013,11 +1013,7 @@ impl ShmListener {
                         ));
                     }
                 }
-                let m = Mapping::map(fd.as_fd(), len, Access::ReadWrite)?;
-                if prefault {
-                    m.populate()?;
-                }
-                Mem::Map(m)
+                Mem::Map(Mapping::map(fd.as_fd(), len, Access::ReadWrite)?)
             }
             k if k == SegmentKind::SysV as u8 => {
                 let mut id = [0u8; 4];
@@ -1031,15 +1027,15 @@ impl ShmListener {
                         m.len()
                     )));
                 }
-                if prefault {
-                    m.populate()?;
-                }
                 #[cfg(not(any(target_os = "linux", target_os = "android")))]
                 let _ = shm::shm_remove(id);
                 Mem::Sysv(m)
             }
             k => return Err(invalid(&format!("unknown segment kind {k}"))),
         };
+        if prefault {
+            mem.memory().populate()?;
+        }
         let shared = Arc::new(Shared {
             mem,
             ring,
