@@ -739,3 +739,133 @@ fn a_paused_connection_resumes_once_its_peer_reads_again() {
         assert!(got == data, "batch_writes {batch_writes}: echo differs");
     }
 }
+
+/// `WORK n` lines, each done in `n` slices of one call each, with
+/// [`Output::resume_later`] between them (and between jobs); every call is
+/// logged with the loop's turn.
+struct Sliced {
+    id: usize,
+    done: usize,
+    turn: Rc<Cell<usize>>,
+    log: Rc<RefCell<Vec<(usize, usize)>>>,
+}
+
+impl Protocol for Sliced {
+    fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> std::io::Result<usize> {
+        let Some(end) = input.iter().position(|&c| c == b'\n') else {
+            return Ok(0);
+        };
+        let n: usize = std::str::from_utf8(&input[5..end])
+            .unwrap()
+            .parse()
+            .unwrap();
+        self.log.borrow_mut().push((self.id, self.turn.get()));
+        self.done += 1;
+        if self.done < n {
+            out.resume_later();
+            return Ok(0);
+        }
+        self.done = 0;
+        out.write(format!("done {n}\n").as_bytes())?;
+        if input.len() > end + 1 {
+            // The next job waits for the next turn too.
+            out.resume_later();
+        }
+        Ok(end + 1)
+    }
+}
+
+#[test]
+fn work_cut_in_slices_lets_other_connections_run_between_them() {
+    for batch_writes in [true, false] {
+        let lp = EventLoop::new().unwrap();
+        let (l, addr) = tcp_listener();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let turn = Rc::new(Cell::new(0));
+        let (lg, tn, ids) = (log.clone(), turn.clone(), Cell::new(0));
+        let opts = ServerOptions {
+            batch_writes,
+            ..ServerOptions::default()
+        };
+        let _srv = serve(&lp, l, opts, move |_| {
+            ids.set(ids.get() + 1);
+            Sliced {
+                id: ids.get(),
+                done: 0,
+                turn: tn.clone(),
+                log: lg.clone(),
+            }
+        })
+        .unwrap();
+        let open = |req: &[u8]| {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(req).unwrap();
+            c.set_nonblocking(true).unwrap();
+            c
+        };
+        let read = |c: &mut std::net::TcpStream, got: &mut Vec<u8>| {
+            let mut b = [0u8; 256];
+            match c.read(&mut b) {
+                Ok(n) => got.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        };
+        // Turns counted, so the log tells which calls shared one.
+        let run_until = |lp: &EventLoop, mut done: Box<dyn FnMut() -> bool + '_>| {
+            let deadline = Instant::now() + LONG;
+            while !done() {
+                assert!(Instant::now() < deadline, "condition not reached in time");
+                turn.set(turn.get() + 1);
+                lp.run_once(Some(Duration::from_millis(50))).unwrap();
+            }
+        };
+        // A long job and a short one pipelined behind it, then the end of
+        // the stream: nothing more arrives while the slices run.
+        let mut long = open(b"WORK 2000\nWORK 2\n");
+        long.shutdown(std::net::Shutdown::Write).unwrap();
+        run_until(&lp, Box::new(|| !log.borrow().is_empty()));
+        let mut short = open(b"WORK 1\n");
+        let (mut got_short, mut got_long) = (Vec::new(), Vec::new());
+        run_until(
+            &lp,
+            Box::new(|| {
+                read(&mut short, &mut got_short);
+                got_short == b"done 1\n"
+            }),
+        );
+        let long_slices = log.borrow().iter().filter(|e| e.0 == 1).count();
+        assert!(
+            long_slices < 2000,
+            "the short job waited for the long one ({batch_writes})"
+        );
+        run_until(
+            &lp,
+            Box::new(|| {
+                read(&mut long, &mut got_long);
+                got_long.ends_with(b"done 2\n")
+            }),
+        );
+        assert_eq!(got_long, b"done 2000\ndone 2\n");
+        let log = log.borrow();
+        assert_eq!(log.iter().filter(|e| e.0 == 1).count(), 2002);
+        // One call per connection per turn: never called again at once.
+        let unique: std::collections::HashSet<_> = log.iter().collect();
+        assert_eq!(
+            unique.len(),
+            log.len(),
+            "a connection was called twice in a turn"
+        );
+        // Then the end of its stream.
+        long.set_nonblocking(false).unwrap();
+        long.set_read_timeout(Some(LONG)).unwrap();
+        let mut rest = Vec::new();
+        let reader = std::thread::spawn(move || long.read_to_end(&mut rest).map(|_| rest));
+        let deadline = Instant::now() + LONG;
+        while !reader.is_finished() {
+            assert!(Instant::now() < deadline, "no EOF after the last reply");
+            lp.run_once(Some(Duration::from_millis(10))).unwrap();
+        }
+        assert_eq!(reader.join().unwrap().unwrap(), b"");
+    }
+}

@@ -58,6 +58,12 @@ pub trait Protocol: 'static {
     /// Consumes a prefix of `input` and returns its length (0: a message is
     /// incomplete, wait for more). Called again while it consumes. An error
     /// closes this connection only.
+    ///
+    /// Work too long for one call (a scan of a big table) can be cut into
+    /// slices: do one, call [`Output::resume_later`], and return what was
+    /// consumed so far (often 0, keeping the request). The connection is
+    /// called again next turn with the input still unconsumed, after every
+    /// other connection had its turn, even if nothing new arrives.
     fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> io::Result<usize>;
 
     /// The connection is closing: the peer closed (`None`), or an error.
@@ -112,6 +118,7 @@ pub struct Output<'a> {
     sock: &'a Socket,
     queue: &'a mut Queue,
     close: &'a mut bool,
+    again: &'a mut bool,
     batch: bool,
 }
 
@@ -158,6 +165,15 @@ impl Output<'_> {
     pub fn close(&mut self) {
         *self.close = true;
     }
+
+    /// Asks to be called again next turn with the unconsumed input, even if
+    /// no more bytes arrive, instead of being called again at once: the
+    /// protocol did a slice of a long piece of work and lets the other
+    /// connections run before the next slice. Nothing more is read from
+    /// this connection until that call.
+    pub fn resume_later(&mut self) {
+        *self.again = true;
+    }
 }
 
 /// One connection's state, owned by its handler.
@@ -168,6 +184,8 @@ struct Conn<P> {
     end: usize,
     out: Queue,
     closing: bool,
+    /// The protocol asked to be called again next turn.
+    again: bool,
     paused: bool,
     writable_interest: bool,
     /// A stream socket: a short read means its queue is empty.
@@ -192,6 +210,7 @@ impl<P: Protocol> Conn<P> {
             end: 0,
             out: Queue::default(),
             closing: false,
+            again: false,
             paused: false,
             writable_interest: false,
             stream,
@@ -201,22 +220,24 @@ impl<P: Protocol> Conn<P> {
     }
 
     /// Feeds buffered input to the protocol while it consumes and output
-    /// has room.
+    /// has room, until it asks to resume later.
     fn process(&mut self, sock: &Socket) -> io::Result<()> {
+        self.again = false;
         while self.start < self.end && self.out.len() < self.opts.max_output && !self.closing {
             let mut out = Output {
                 sock,
                 queue: &mut self.out,
                 close: &mut self.closing,
+                again: &mut self.again,
                 batch: self.opts.batch_writes,
             };
             let n = self
                 .proto
                 .on_input(&self.input[self.start..self.end], &mut out)?;
-            if n == 0 {
+            self.start += n.min(self.end - self.start);
+            if n == 0 || self.again {
                 break;
             }
-            self.start += n.min(self.end - self.start);
         }
         if self.start == self.end {
             self.start = 0;
@@ -278,6 +299,9 @@ impl<P: Protocol> Conn<P> {
             self.process(sock)?;
             let mut budget = cx.budget();
             loop {
+                if self.again {
+                    break;
+                }
                 if self.out.len() >= self.opts.max_output {
                     self.paused = true;
                     break;
@@ -316,6 +340,11 @@ impl<P: Protocol> Conn<P> {
                     Err(e) if e.raw_os_error() == errno::EINTR => continue,
                     Err(e) => return Ok(Step::Close(Some(e.into()))),
                 }
+            }
+            if self.again {
+                // The protocol's next slice of work comes next turn; nothing
+                // more is read until then.
+                cx.reschedule();
             }
         }
         if self.opts.batch_writes && !self.out.is_empty() && !self.writable_interest {
