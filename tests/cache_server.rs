@@ -63,11 +63,26 @@ fn start(args: &[&str]) -> Server {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().rsplit(':').next().unwrap().parse().unwrap_or(0);
+    // One line per listener; the rest of its output is drained, so the
+    // server never writes into a closed pipe.
+    let listeners = usize::from(!args.iter().any(|a| a == "--no-tcp"))
+        + usize::from(args.iter().any(|a| a == "--unix"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut port = 0;
+    for _ in 0..listeners {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("cache_server says where it listens");
+        if let Some(p) = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()) {
+            port = p;
+        }
+    }
     Server { child, port, dir }
 }
 
@@ -712,6 +727,93 @@ fn keyspace_commands_as_redis() {
         assert_eq!(q::<i64>(&mut c, &["DEL", "t3", "zz", "a"]), 2);
         assert_eq!(q::<i64>(&mut c, &["UNLINK", "user:1", "user:1"]), 1);
         assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 2);
+    }
+}
+
+#[test]
+fn transactions_run_whole_and_watch_aborts_them() {
+    let s = start(&[]);
+    for proto in [2u8, 3] {
+        let mut c = client(&s, proto);
+        let mut other = client(&s, proto);
+        let _: () = q(&mut c, &["FLUSHDB"]);
+        // The client library's atomic pipeline is MULTI ... EXEC.
+        let (a, n): (String, i64) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg("t:a")
+            .arg("1")
+            .ignore()
+            .cmd("GET")
+            .arg("t:a")
+            .cmd("INCR")
+            .arg("t:n")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!((a.as_str(), n), ("1", 1));
+        // WATCH: a write by another connection aborts the EXEC (nil).
+        assert_eq!(q::<String>(&mut c, &["WATCH", "t:a", "t:absent"]), "OK");
+        let _: () = q(&mut other, &["SET", "t:a", "2"]);
+        assert_eq!(q::<String>(&mut c, &["MULTI"]), "OK");
+        assert_eq!(q::<String>(&mut c, &["SET", "t:a", "3"]), "QUEUED");
+        assert_eq!(q::<Value>(&mut c, &["EXEC"]), Value::Nil);
+        assert_eq!(q::<String>(&mut c, &["GET", "t:a"]), "2");
+        // ... and so does a key that appears, but not one left alone.
+        assert_eq!(q::<String>(&mut c, &["WATCH", "t:absent"]), "OK");
+        let _: () = q(&mut other, &["SET", "t:absent", "now"]);
+        let _: () = q(&mut c, &["MULTI"]);
+        let _: () = q(&mut c, &["GET", "t:a"]);
+        assert_eq!(q::<Value>(&mut c, &["EXEC"]), Value::Nil);
+        assert_eq!(q::<String>(&mut c, &["WATCH", "t:a"]), "OK");
+        let _: () = q(&mut other, &["SET", "t:elsewhere", "x"]);
+        let _: () = q(&mut c, &["MULTI"]);
+        let _: () = q(&mut c, &["INCR", "t:n"]);
+        let _: () = q(&mut c, &["KEYS", "t:*"]);
+        let (n, keys): (i64, Vec<String>) = q(&mut c, &["EXEC"]);
+        assert_eq!((n, keys.len()), (2, 4));
+        // The library's own optimistic transaction helper.
+        let v: (i64,) = redis::transaction(&mut c, &["t:n"], |con, pipe| {
+            let cur: i64 = redis::cmd("GET").arg("t:n").query(con)?;
+            pipe.cmd("SET")
+                .arg("t:n")
+                .arg(cur * 10)
+                .ignore()
+                .cmd("GET")
+                .arg("t:n")
+                .query(con)
+        })
+        .unwrap();
+        assert_eq!(v, (20,));
+        // Errors.
+        assert_eq!(e(&mut c, &["EXEC"]), "ERR EXEC without MULTI");
+        assert_eq!(e(&mut c, &["DISCARD"]), "ERR DISCARD without MULTI");
+        let _: () = q(&mut c, &["MULTI"]);
+        assert_eq!(e(&mut c, &["MULTI"]), "ERR MULTI calls can not be nested");
+        assert_eq!(
+            e(&mut c, &["WATCH", "x"]),
+            "ERR WATCH inside MULTI is not allowed"
+        );
+        assert_eq!(q::<String>(&mut c, &["DISCARD"]), "OK");
+        let _: () = q(&mut c, &["MULTI"]);
+        let _: () = q(&mut c, &["SET", "t:never", "1"]);
+        assert_eq!(
+            e(&mut c, &["GET"]),
+            "ERR wrong number of arguments for 'get' command"
+        );
+        assert_eq!(
+            e(&mut c, &["EXEC"]),
+            "EXECABORT Transaction discarded because of previous errors."
+        );
+        assert_eq!(q::<i64>(&mut c, &["EXISTS", "t:never"]), 0);
+        // A command that fails at run time fails alone.
+        let _: () = q(&mut c, &["MULTI"]);
+        let _: () = q(&mut c, &["INCR", "t:absent"]);
+        let _: () = q(&mut c, &["SET", "t:a", "9"]);
+        assert_eq!(
+            e(&mut c, &["EXEC"]),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(q::<String>(&mut c, &["GET", "t:a"]), "9", "the rest ran");
     }
 }
 

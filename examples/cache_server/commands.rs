@@ -62,6 +62,7 @@ const W: &[&str] = &["write", "denyoom"];
 const WF: &[&str] = &["write", "fast"];
 const C: &[&str] = &["loading", "stale", "fast"];
 const NOAUTH: &[&str] = &["noscript", "loading", "stale", "fast", "no-auth"];
+const TX: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 const NONE: (i64, i64, i64) = (0, 0, 0);
 const K1: (i64, i64, i64) = (1, 1, 1);
 const K2: (i64, i64, i64) = (1, 2, 1);
@@ -84,7 +85,14 @@ pub static COMMANDS: &[Spec] = &[
     spec("decr", 2, W, K1),
     spec("decrby", 3, W, K1),
     spec("del", -2, &["write"], KALL),
+    spec("discard", 1, TX, NONE),
     spec("echo", 2, C, NONE),
+    spec(
+        "exec",
+        1,
+        &["noscript", "loading", "stale", "skip_slowlog"],
+        NONE,
+    ),
     spec("exists", -2, R, KALL),
     spec("expire", -3, WF, K1),
     spec("expireat", -3, WF, K1),
@@ -104,6 +112,7 @@ pub static COMMANDS: &[Spec] = &[
     spec("mget", -2, R, KALL),
     spec("mset", -3, W, KPAIRS),
     spec("msetnx", -3, W, KPAIRS),
+    spec("multi", 1, TX, NONE),
     spec("persist", 2, WF, K1),
     spec("pexpire", -3, WF, K1),
     spec("pexpireat", -3, WF, K1),
@@ -127,6 +136,8 @@ pub static COMMANDS: &[Spec] = &[
     spec("ttl", 2, R, K1),
     spec("type", 2, R, K1),
     spec("unlink", -2, WF, KALL),
+    spec("unwatch", 1, TX, NONE),
+    spec("watch", -2, TX, KALL),
 ];
 
 /// The command named `name`, in any case.
@@ -162,6 +173,14 @@ pub struct Session {
     pub last: Instant,
     pub last_cmd: &'static str,
     pub walk: Option<Walk>,
+    /// Commands queued since MULTI.
+    pub multi: Option<Vec<Vec<Vec<u8>>>>,
+    /// A command queued since MULTI was refused: EXEC aborts.
+    pub multi_failed: bool,
+    /// WATCHed keys and their stamps when watched.
+    pub watched: Vec<(Vec<u8>, Option<u64>)>,
+    /// Running the commands of an EXEC: none of them may be sliced.
+    pub in_exec: bool,
 }
 
 impl Session {
@@ -179,6 +198,10 @@ impl Session {
             last: now,
             last_cmd: "NULL",
             walk: None,
+            multi: None,
+            multi_failed: false,
+            watched: Vec::new(),
+            in_exec: false,
         }
     }
 
@@ -393,6 +416,9 @@ pub fn execute(
         return Outcome::Done;
     };
     let Some(spec) = lookup(name) else {
+        if sess.multi.is_some() {
+            sess.multi_failed = true;
+        }
         let mut msg = format!(
             "ERR unknown command '{}', with args beginning with: ",
             String::from_utf8_lossy(name)
@@ -405,6 +431,9 @@ pub fn execute(
     };
     let argc = args.len() as i64;
     if (spec.arity > 0 && argc != spec.arity) || argc < -spec.arity {
+        if sess.multi.is_some() {
+            sess.multi_failed = true;
+        }
         r.wrong_args(spec.name);
         return Outcome::Done;
     }
@@ -414,6 +443,16 @@ pub fn execute(
     }
     sess.last = now;
     sess.last_cmd = spec.name;
+    if let Some(queue) = sess.multi.as_mut() {
+        if !matches!(
+            spec.name,
+            "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+        ) {
+            queue.push(args.iter().map(|a| a.to_vec()).collect());
+            r.simple("QUEUED");
+            return Outcome::Done;
+        }
+    }
     let outcome = run(server, sess, spec, args, &mut r, now);
     if outcome != Outcome::Again {
         server.commands += 1;
@@ -466,10 +505,45 @@ fn run(
             }
         }
         "hello" => hello(server, sess, args, r),
+        "multi" => {
+            if sess.multi.is_some() {
+                r.err("ERR MULTI calls can not be nested");
+            } else {
+                sess.multi = Some(Vec::new());
+                sess.multi_failed = false;
+                r.ok();
+            }
+        }
+        "discard" => {
+            if sess.multi.take().is_some() {
+                sess.watched.clear();
+                r.ok();
+            } else {
+                r.err("ERR DISCARD without MULTI");
+            }
+        }
+        "exec" => return exec(server, sess, r, now),
+        "watch" => {
+            if sess.multi.is_some() {
+                r.err("ERR WATCH inside MULTI is not allowed");
+            } else {
+                for k in &args[1..] {
+                    let stamp = store.stamp(k, now);
+                    sess.watched.push((k.to_vec(), stamp));
+                }
+                r.ok();
+            }
+        }
+        "unwatch" => {
+            sess.watched.clear();
+            r.ok();
+        }
         "reset" => {
             sess.version = Version::Resp2;
             sess.name = None;
             sess.walk = None;
+            sess.multi = None;
+            sess.watched.clear();
             sess.authenticated = server.password.is_none();
             resp::simple(r.out, "RESET");
         }
@@ -987,6 +1061,38 @@ fn expire(store: &mut Store, name: &str, args: &[&[u8]], r: &mut Reply<'_>, now:
     r.int(1);
 }
 
+/// Runs the commands queued since MULTI, unless one was refused or a
+/// WATCHed key changed.
+fn exec(server: &mut Server, sess: &mut Session, r: &mut Reply<'_>, now: Instant) -> Outcome {
+    let Some(queue) = sess.multi.take() else {
+        r.err("ERR EXEC without MULTI");
+        return Outcome::Done;
+    };
+    let watched = std::mem::take(&mut sess.watched);
+    if std::mem::take(&mut sess.multi_failed) {
+        r.err("EXECABORT Transaction discarded because of previous errors.");
+        return Outcome::Done;
+    }
+    if watched
+        .iter()
+        .any(|(k, stamp)| server.store.stamp(k, now) != *stamp)
+    {
+        resp::null_array(r.out, r.v);
+        return Outcome::Done;
+    }
+    r.array(queue.len());
+    sess.in_exec = true;
+    let mut outcome = Outcome::Done;
+    for args in &queue {
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        if execute(server, sess, &args, r.out, now) == Outcome::Close {
+            outcome = Outcome::Close;
+        }
+    }
+    sess.in_exec = false;
+    outcome
+}
+
 fn keys(
     store: &mut Store,
     sess: &mut Session,
@@ -999,11 +1105,18 @@ fn keys(
         found: Vec::new(),
     });
     let all = pattern == b"*";
-    walk.cursor = store.scan(walk.cursor, KEYS_STEP, now, |k| {
-        if all || glob::matches(pattern, k) {
-            walk.found.push(k.clone());
+    loop {
+        walk.cursor = store.scan(walk.cursor, KEYS_STEP, now, |k| {
+            if all || glob::matches(pattern, k) {
+                walk.found.push(k.clone());
+            }
+        });
+        // Inside EXEC the walk can't wait for another turn (Redis runs a
+        // transaction at once too).
+        if walk.cursor == 0 || !sess.in_exec {
+            break;
         }
-    });
+    }
     if walk.cursor != 0 {
         sess.walk = Some(walk);
         return Outcome::Again;

@@ -31,6 +31,8 @@ pub struct Entry {
     pub expires: Option<Instant>,
     /// Its position in the LRU order.
     tick: u64,
+    /// Changes with every write of the key (for WATCH).
+    stamp: u64,
 }
 
 /// The keyspace and its accounts.
@@ -41,6 +43,8 @@ pub struct Store {
     lru: BTreeMap<u64, Key>,
     expiries: BinaryHeap<Reverse<(Instant, Key)>>,
     tick: u64,
+    /// The last write's number.
+    writes: u64,
     used: usize,
     pub max_memory: Option<usize>,
     pub data_dir: Option<PathBuf>,
@@ -62,6 +66,7 @@ impl Store {
             lru: BTreeMap::new(),
             expiries: BinaryHeap::new(),
             tick: 0,
+            writes: 0,
             used: 0,
             max_memory,
             data_dir,
@@ -74,6 +79,13 @@ impl Store {
     /// Keys held, expired ones not yet removed included (as Redis's DBSIZE).
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// What WATCH remembers of a key: the number of its last write, or
+    /// `None` when it holds nothing. Any write, deletion, expiry or
+    /// eviction changes it.
+    pub fn stamp(&mut self, key: &[u8], now: Instant) -> Option<u64> {
+        self.entry(key, now).map(|e| e.stamp)
     }
 
     /// Bytes accounted for.
@@ -181,6 +193,7 @@ impl Store {
                         value: Vec::new(),
                         expires: None,
                         tick,
+                        stamp: 0,
                     },
                 );
                 self.used += cost(key, &[]);
@@ -193,10 +206,12 @@ impl Store {
         if let Some(t) = expires {
             self.push_expiry(t, Rc::clone(&k));
         }
+        self.writes += 1;
         if let Some(e) = self.map.get_mut(key) {
             self.used = self.used - e.value.len() + value.len();
             e.value = value;
             e.expires = expires;
+            e.stamp = self.writes;
             if track && e.tick != tick {
                 let old = std::mem::replace(&mut e.tick, tick);
                 if let Some(k) = self.lru.remove(&old) {
@@ -219,7 +234,9 @@ impl Store {
             return None;
         }
         self.touch(key);
+        self.writes += 1;
         let e = self.map.get_mut(key)?;
+        e.stamp = self.writes;
         let before = e.value.len();
         let r = f(&mut e.value);
         self.used = self.used - before + e.value.len();
@@ -235,8 +252,10 @@ impl Store {
         let Some(k) = self.map.get_key_value(key).map(|(k, _)| Rc::clone(k)) else {
             return false;
         };
+        self.writes += 1;
         if let Some(e) = self.map.get_mut(key) {
             e.expires = expires;
+            e.stamp = self.writes;
         }
         if let Some(t) = expires {
             self.push_expiry(t, k);
