@@ -9,6 +9,11 @@
 //! Every process is this binary run with a role: `server-ours`,
 //! `server-mio`, or `client ...`.
 
+#[allow(clippy::duplicate_mod)]
+#[macro_use]
+#[path = "../examples/cli/mod.rs"]
+mod cli;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 

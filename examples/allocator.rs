@@ -11,6 +11,13 @@
 //! client needs no socket options at all. The client is this same program
 //! run as `allocator client ...` (see `examples/client.rs`).
 
+// Also included by a program that has its own copy: only the crate root's
+// is used (the macros name `$crate::cli`).
+#[allow(clippy::duplicate_mod)]
+#[macro_use]
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
@@ -29,6 +36,7 @@ reservation until the client exits. --fd passes the listening socket itself
 client stop after N connections.";
 
 fn main() -> ExitCode {
+    cli::keep_running_without_stdout();
     let mut args = std::env::args_os().skip(1).peekable();
     if args.peek().is_some_and(|a| a == "client") {
         args.next();
@@ -43,11 +51,11 @@ fn main() -> ExitCode {
             Ok(None) => break,
             Ok(Some(Long("fd"))) => fd = true,
             Ok(Some(Long("exit-after"))) => match p.value().map(|v| v.string()) {
-                Ok(Ok(v)) => exit_after = Some(v),
+                Ok(Ok(v)) if v.parse::<u64>().is_ok() => exit_after = Some(v),
                 _ => return usage("--exit-after needs a number"),
             },
             Ok(Some(Short('h') | Long("help"))) => {
-                println!("{USAGE}");
+                outln!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
             Ok(Some(other)) => return usage(&other.unexpected().to_string()),
@@ -70,7 +78,7 @@ fn usage(msg: &str) -> ExitCode {
 
 fn allocate(fd: bool, exit_after: Option<&str>) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let reservation = Reservation::new("127.0.0.1:0".parse()?)?;
-    println!("Allocator: {}", reservation.addr());
+    outln!("Allocator: {}", reservation.addr());
     let me = std::env::current_exe()?;
     let mut spawn = Spawn::new(&me);
     spawn.arg("client");

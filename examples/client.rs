@@ -8,6 +8,13 @@
 //!
 //! Started by `allocator`, which reserves the port first.
 
+// Also included by a program that has its own copy: only the crate root's
+// is used (the macros name `$crate::cli`).
+#[allow(clippy::duplicate_mod)]
+#[macro_use]
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
@@ -41,7 +48,7 @@ fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args, lex
             Long("listen-fds") => a.listen_fds = true,
             Long("exit-after") => a.exit_after = Some(p.value()?.parse()?),
             Short('h') | Long("help") => {
-                println!("{USAGE}");
+                outln!("{USAGE}");
                 std::process::exit(0);
             }
             Value(v) if a.port.is_none() => a.port = Some(v.parse()?),
@@ -87,11 +94,11 @@ fn serve(a: &Args) -> Result<(), procwire::sys::Error> {
         let port = a.port.unwrap_or(0);
         bind_reserved(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?
     };
-    println!("Client listening to: {}", listener.local_addr()?);
+    outln!("Client listening to: {}", listener.local_addr()?);
     let mut served = 0;
     while a.exit_after.map_or(true, |n| served < n) {
         let (_conn, _peer) = listener.accept()?;
-        println!("Client received a connection");
+        outln!("Client received a connection");
         served += 1;
     }
     Ok(())
@@ -99,5 +106,6 @@ fn serve(a: &Args) -> Result<(), procwire::sys::Error> {
 
 #[allow(dead_code)]
 fn main() -> ExitCode {
+    cli::keep_running_without_stdout();
     run(std::env::args_os().skip(1))
 }

@@ -14,6 +14,10 @@
 //!
 //! Exits non-zero if any client failed or any output differs.
 
+#[macro_use]
+#[path = "cli/mod.rs"]
+mod cli;
+
 #[path = "psp_common/proto.rs"]
 mod proto;
 
@@ -140,7 +144,7 @@ fn parse() -> Result<Config, String> {
             // the others must finish.
             Long("kill-one") => c.kill_one = true,
             Short('h') | Long("help") => {
-                println!("{USAGE}");
+                outln!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(other.unexpected().to_string()),
@@ -463,6 +467,7 @@ fn run_once(cfg: &Config, file: &Path, out_dir: &Path, tag: &str) -> std::io::Re
 }
 
 fn main() -> ExitCode {
+    cli::keep_running_without_stdout();
     let cfg = match parse() {
         Ok(c) => c,
         Err(e) => {
@@ -522,7 +527,7 @@ fn run_in(cfg: &Config, dir: &Path) -> std::io::Result<bool> {
             })
             .collect(),
     };
-    println!(
+    outln!(
         "file {} bytes, chunks of {} bytes, control over {}, chunks over {}",
         size,
         cfg.chunk_size,
@@ -533,15 +538,21 @@ fn run_in(cfg: &Config, dir: &Path) -> std::io::Result<bool> {
             "udp"
         }
     );
-    println!(
+    outln!(
         "{:>8} {:>8} {:>10} {:>12} {:>14} {:>14} {:>9}",
-        "clients", "cache", "wall_s", "server_cpu_s", "rtt_mean_us", "rtt_p99_us", "hit_rate"
+        "clients",
+        "cache",
+        "wall_s",
+        "server_cpu_s",
+        "rtt_mean_us",
+        "rtt_p99_us",
+        "hit_rate"
     );
     let mut rows = Vec::new();
     let mut all_ok = true;
     for (i, c) in runs.iter().enumerate() {
         let o = run_once(c, &file, dir, &format!("run{i}"))?;
-        println!(
+        outln!(
             "{:>8} {:>8} {:>10.3} {:>12} {:>14.0} {:>14.0} {:>9.3}",
             o.clients,
             o.cache,
@@ -573,13 +584,13 @@ fn run_in(cfg: &Config, dir: &Path) -> std::io::Result<bool> {
         ));
     }
     if cfg.sweep.is_some() {
-        println!("csv:\n{csv}");
+        outln!("csv:\n{csv}");
     }
     if let Some(p) = &cfg.csv {
         std::fs::write(p, &csv)?;
     }
     if all_ok {
-        println!("ok: every output matches the file");
+        outln!("ok: every output matches the file");
     }
     Ok(all_ok)
 }

@@ -7,6 +7,13 @@
 //! cargo run --release --example echo_client -- /tmp/echo.sock --inflight 16
 //! ```
 
+// Also included by a program that has its own copy: only the crate root's
+// is used (the macros name `$crate::cli`).
+#[allow(clippy::duplicate_mod)]
+#[macro_use]
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -207,7 +214,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 Long("inflight") => load.inflight = p.value()?.parse()?,
                 Long("timeout") => load.timeout = Duration::from_secs_f64(p.value()?.parse()?),
                 Short('h') | Long("help") => {
-                    println!("{USAGE}");
+                    outln!("{USAGE}");
                     std::process::exit(0);
                 }
                 Value(v) if addr.is_none() => addr = Some(v.string()?),
@@ -234,7 +241,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     }
     match drive(&load) {
         Ok((n, t)) => {
-            println!(
+            outln!(
                 "messages: {n}, seconds: {:.3}, messages/s: {:.0}",
                 t.as_secs_f64(),
                 n as f64 / t.as_secs_f64()

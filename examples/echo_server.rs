@@ -11,6 +11,13 @@
 //! it sleeps, so a client that sends again within that time doesn't pay for
 //! waking it.
 
+// Also included by a program that has its own copy: only the crate root's
+// is used (the macros name `$crate::cli`).
+#[allow(clippy::duplicate_mod)]
+#[macro_use]
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
@@ -75,7 +82,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 Long("unix") => unix = Some(std::path::PathBuf::from(p.value()?)),
                 Long("busy-poll") => busy_poll = p.value()?.parse()?,
                 Short('h') | Long("help") => {
-                    println!("{USAGE}");
+                    outln!("{USAGE}");
                     std::process::exit(0);
                 }
                 _ => return Err(arg.unexpected()),
@@ -108,7 +115,7 @@ fn serve_forever(
     lp.set_busy_poll(busy_poll);
     lp.on_shutdown(|cx| cx.stop())?;
     let l = listener(at)?;
-    println!("echo_server listening on {}", l.local_addr()?);
+    outln!("echo_server listening on {}", l.local_addr()?);
     let _server = serve(&lp, l, ServerOptions::default(), |_| Echo)?;
     lp.run()?;
     if let Listen::Unix(p) = at {
@@ -119,5 +126,6 @@ fn serve_forever(
 
 #[allow(dead_code)]
 fn main() -> ExitCode {
+    cli::keep_running_without_stdout();
     run(std::env::args_os().skip(1))
 }

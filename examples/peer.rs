@@ -12,6 +12,13 @@
 //! runs on one thread on the event loop: answering, exchanges (non-blocking
 //! connects with a timer as deadline), the tick, and SIGTERM.
 
+// Also included by a program that has its own copy: only the crate root's
+// is used (the macros name `$crate::cli`).
+#[allow(clippy::duplicate_mod)]
+#[macro_use]
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -58,7 +65,7 @@ fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args, lex
             Long("interval-ms") => a.interval = Duration::from_millis(p.value()?.parse()?),
             Long("crash-after") => a.crash_after = Some(p.value()?.parse()?),
             Short('h') | Long("help") => {
-                println!("{USAGE}");
+                outln!("{USAGE}");
                 std::process::exit(0);
             }
             Value(v) if port.is_none() => port = Some(v.parse()?),
@@ -247,7 +254,7 @@ impl Peer {
             st.partners.insert(from);
             st.initiated
         };
-        println!("{}: hello to port {to}, ack from port {from}", self.tag());
+        outln!("{}: hello to port {to}, ack from port {from}", self.tag());
         if self.a.crash_after.is_some_and(|n| initiated >= n) {
             eprintln!(
                 "{}: crashing on purpose after {initiated} exchanges",
@@ -267,7 +274,7 @@ impl Peer {
         }
         st.failures += 1;
         drop(st);
-        println!("{}: exchange with port {to} failed: {why}", self.tag());
+        outln!("{}: exchange with port {to} failed: {why}", self.tag());
     }
 
     fn summary(&self) -> String {
@@ -315,14 +322,14 @@ impl Protocol for Answer {
             st.answered += 1;
             st.partners.insert(from);
         }
-        println!("{}: answered hello from port {from}", self.peer.tag());
+        outln!("{}: answered hello from port {from}", self.peer.tag());
         Ok(at + 1)
     }
 
     fn on_close(&mut self, error: Option<&std::io::Error>) {
         if let Some(e) = error {
             self.peer.stats.borrow_mut().failures += 1;
-            println!("{}: failed to answer: {e}", self.peer.tag());
+            outln!("{}: failed to answer: {e}", self.peer.tag());
         }
     }
 }
@@ -360,11 +367,11 @@ fn serve_peer(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     lp.every(interval, move |cx| {
         if let Err(e) = p.exchange(cx) {
             p.stats.borrow_mut().failures += 1;
-            println!("{}: exchange failed: {e}", p.tag());
+            outln!("{}: exchange failed: {e}", p.tag());
         }
     });
     lp.run()?;
-    println!("{}", peer.summary());
+    outln!("{}", peer.summary());
     Ok(())
 }
 
@@ -379,5 +386,6 @@ fn parse_greeting(line: &str, word: &str) -> Result<u16, String> {
 
 #[allow(dead_code)]
 fn main() -> ExitCode {
+    cli::keep_running_without_stdout();
     run(std::env::args_os().skip(1))
 }

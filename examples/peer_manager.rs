@@ -12,6 +12,13 @@
 //! `examples/peer.rs`). One thread: the peers' output comes through pipes
 //! on the event loop, and the supervisor is polled between turns.
 
+// Also included by a program that has its own copy: only the crate root's
+// is used (the macros name `$crate::cli`).
+#[allow(clippy::duplicate_mod)]
+#[macro_use]
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -75,7 +82,7 @@ fn parse() -> Result<Args, lexopt::Error> {
             }
             Long("crash") => a.crash = Some(p.value()?.parse()?),
             Short('h') | Long("help") => {
-                println!("{USAGE}");
+                outln!("{USAGE}");
                 std::process::exit(0);
             }
             Value(v) if n.is_none() => n = Some(v.parse()?),
@@ -115,6 +122,7 @@ fn parse_summary(line: &str) -> Option<Summary> {
 }
 
 fn main() -> ExitCode {
+    cli::keep_running_without_stdout();
     if std::env::args_os().nth(1).is_some_and(|a| a == "peer") {
         return peer::run(std::env::args_os().skip(2));
     }
@@ -185,7 +193,7 @@ fn manage(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                         Some(s) => {
                             sums.borrow_mut().insert(i, s);
                         }
-                        None => println!("{line}"),
+                        None => outln!("{line}"),
                     }
                 }
                 Ok(())
@@ -203,9 +211,11 @@ fn manage(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let mut sup = Supervisor::start(specs, opts)?;
     for c in sup.children() {
-        println!(
+        outln!(
             "peer_manager: started {} pid {} port {}",
-            c.name, c.pid, c.port
+            c.name,
+            c.pid,
+            c.port
         );
     }
     // One thread: the loop carries the peers' output, the supervisor is
@@ -231,7 +241,7 @@ fn manage(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .map(|c| (c.port, c.name.clone()))
         .collect();
     let sums = summaries.borrow().clone();
-    println!(
+    outln!(
         "peer_manager: stopped ({})",
         match &outcome.reason {
             StopReason::AllExited => "every peer exited".to_string(),
@@ -243,7 +253,7 @@ fn manage(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     for (i, c) in outcome.children.iter().enumerate() {
         let status = c.status.map_or("running".to_string(), |s| s.to_string());
         match sums.get(&i) {
-            Some(s) => println!(
+            Some(s) => outln!(
                 "{}: port {}, pid {}, initiated {}, answered {}, failures {}, partners {}, {status}",
                 c.name,
                 c.port,
@@ -257,7 +267,7 @@ fn manage(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
-            None => println!("{}: port {}, pid {}, no summary, {status}", c.name, c.port, c.pid),
+            None => outln!("{}: port {}, pid {}, no summary, {status}", c.name, c.port, c.pid),
         }
     }
     let failed: Vec<_> = outcome.failures().collect();

@@ -7,6 +7,10 @@
 //! cargo install --path . --example port-for
 //! ```
 
+#[macro_use]
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::process::ExitCode;
 
 use procwire::net::port::{get_port, parse_port, PortSpec, Registry};
@@ -41,7 +45,7 @@ ephemeral range and not next to an assigned port. The registry is
 /etc/port-for.conf where writable, else a per-user file.";
 
 enum Action {
-    Bind(String, Option<String>),
+    Bind(String, Option<u16>),
     Unbind(String),
     List,
     Select(Option<String>),
@@ -76,6 +80,11 @@ fn parse() -> Result<(Action, Option<String>), lexopt::Error> {
         // `--select 8000-9000`: the spec comes as the next argument.
         Action::Select(spec.or(name))
     } else if let Some(n) = name.or(bind) {
+        // A bad port is a usage error, found before anything is written.
+        let port = match port {
+            Some(p) => Some(parse_port(&p).map_err(|e| lexopt::Error::from(e.to_string()))?),
+            None => None,
+        };
         Action::Bind(n, port)
     } else if let Some(n) = unbind {
         Action::Unbind(n)
@@ -110,19 +119,19 @@ fn main() -> ExitCode {
 
 fn run(action: Action, registry: &Registry) -> Result<(), Box<dyn std::error::Error>> {
     match action {
-        Action::Help => println!("{USAGE}"),
-        Action::Version => println!(
+        Action::Help => outln!("{USAGE}"),
+        Action::Version => outln!(
             "port-for {} (procwire; port-for 0.7 compatible)",
             env!("CARGO_PKG_VERSION")
         ),
-        Action::Bind(name, None) => println!("{}", registry.get_or_assign(&name)?),
-        Action::Bind(name, Some(port)) => println!("{}", registry.bind(&name, parse_port(&port)?)?),
+        Action::Bind(name, None) => outln!("{}", registry.get_or_assign(&name)?),
+        Action::Bind(name, Some(port)) => outln!("{}", registry.bind(&name, port)?),
         Action::Unbind(name) => {
             registry.unbind(&name)?;
         }
         Action::List => {
             for (name, port) in registry.list()? {
-                println!("{name}: {port}");
+                outln!("{name}: {port}");
             }
         }
         Action::Select(spec) => {
@@ -131,7 +140,7 @@ fn run(action: Action, registry: &Registry) -> Result<(), Box<dyn std::error::Er
                 .list()
                 .map(|l| l.into_iter().map(|(_, p)| p).collect())
                 .unwrap_or_default();
-            println!("{}", get_port(&spec, &taken)?);
+            outln!("{}", get_port(&spec, &taken)?);
         }
     }
     Ok(())

@@ -16,12 +16,15 @@
 //!
 //! It prints `rtt SUM_US COUNT BUCKETS` (see `proto::Hist`) before it exits.
 
+#[macro_use]
+#[path = "cli/mod.rs"]
+mod cli;
+
 #[path = "psp_common/proto.rs"]
 mod proto;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -74,7 +77,7 @@ fn parse() -> Result<Args, String> {
             // (and print `stalled`), still answering the server.
             Long("stall-after") => stall_after = Some(p.value().map_err(e)?.parse().map_err(e)?),
             Short('h') | Long("help") => {
-                println!("{USAGE}");
+                outln!("{USAGE}");
                 std::process::exit(0);
             }
             Value(v) if server.is_none() => {
@@ -388,8 +391,8 @@ impl Client {
             if let Some(k) = self.stall_after {
                 if self.received >= k && !self.stalled {
                     self.stalled = true;
-                    println!("stalled");
-                    let _ = std::io::stdout().flush();
+                    outln!("stalled");
+                    cli::flush();
                 }
             }
         }
@@ -682,6 +685,7 @@ fn same_port_pair() -> std::io::Result<(Socket, Socket, u16)> {
 }
 
 fn main() -> ExitCode {
+    cli::keep_running_without_stdout();
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
@@ -836,7 +840,7 @@ fn run(args: Args) -> std::io::Result<u8> {
     });
     lp.run()?;
     let cl = client.borrow();
-    println!("rtt {}", cl.hist.to_line());
-    let _ = std::io::stdout().flush();
+    outln!("rtt {}", cl.hist.to_line());
+    cli::flush();
     Ok(cl.exit.unwrap_or(1))
 }

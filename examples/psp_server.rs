@@ -21,12 +21,15 @@
 //! left before the chunk was cached or forwarded; the clients still waiting
 //! for it are then told (`Lost`) and fail.
 
+#[macro_use]
+#[path = "cli/mod.rs"]
+mod cli;
+
 #[path = "psp_common/proto.rs"]
 mod proto;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -105,7 +108,7 @@ fn parse() -> Result<Args, String> {
             // Test only: drop this fraction of outgoing datagrams.
             Long("drop-udp") => a.drop_udp = p.value().map_err(e)?.parse().map_err(e)?,
             Short('h') | Long("help") => {
-                println!("{USAGE}");
+                outln!("{USAGE}");
                 std::process::exit(0);
             }
             Value(v) if file.is_none() => file = Some(v.into()),
@@ -486,8 +489,8 @@ impl Server {
         for &c in &ids {
             self.send_info(c);
         }
-        println!("started clients={} chunks={}", ids.len(), self.n_chunks);
-        let _ = std::io::stdout().flush();
+        outln!("started clients={} chunks={}", ids.len(), self.n_chunks);
+        cli::flush();
     }
 
     fn send_info(&mut self, c: u32) {
@@ -519,8 +522,8 @@ impl Server {
                 .all(|c| !c.registered || c.gone || c.has_blocks)
         {
             self.file = None;
-            println!("forgot the file");
-            let _ = std::io::stdout().flush();
+            outln!("forgot the file");
+            cli::flush();
         }
     }
 
@@ -909,6 +912,7 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 fn main() -> ExitCode {
+    cli::keep_running_without_stdout();
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
@@ -1020,20 +1024,20 @@ fn run(args: Args) -> std::io::Result<()> {
     });
     let s = Rc::clone(&server);
     lp.every(STATUS_EVERY, move |_| {
-        println!("{}", s.borrow().status_line());
-        let _ = std::io::stdout().flush();
+        outln!("{}", s.borrow().status_line());
+        cli::flush();
     });
     lp.on_shutdown(|cx| cx.stop())?;
 
-    println!("ready {port}");
-    let _ = std::io::stdout().flush();
+    outln!("ready {port}");
+    cli::flush();
     lp.run()?;
 
     let sv = server.borrow();
-    println!("{}", sv.status_line());
+    outln!("{}", sv.status_line());
     let s = &sv.stats;
     let lookups = s.hits + s.misses;
-    println!(
+    outln!(
         "summary wall_s={:.3} cpu_s={} hit_rate={:.3} served={} bad={} unasked={} malformed={} lost={}",
         sv.start.elapsed().as_secs_f64(),
         cpu_seconds().map_or("n/a".to_string(), |c| format!("{c:.2}")),

@@ -19,6 +19,10 @@
 //!
 //! Each peer is this program run again with a role.
 
+#[macro_use]
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -571,6 +575,63 @@ fn parse_cpus(s: &str) -> Vec<usize> {
     s.split(',').filter_map(|c| c.parse().ok()).collect()
 }
 
+const USAGE: &str =
+    "usage: shm_bench [--runs N] [--quick] [--placement one_cpu|two_cpus|unpinned] [--ring BYTES]
+
+Shared memory against a Unix socket: 64-byte round trips and a one-way
+stream, in three CPU placements, with the floors; one RATIO line per
+comparison. --runs N medians over N runs (default 5); --quick uses fewer
+messages and bytes; --placement runs one placement only; --ring sets the
+ring size of each direction (default 1 MiB).";
+
+/// The options of a benchmark run.
+struct Options {
+    runs: usize,
+    quick: bool,
+    placement: Option<String>,
+    ring: Option<usize>,
+}
+
+/// The options, or `None` after `--help`.
+fn parse_options() -> Result<Option<Options>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let mut o = Options {
+        runs: 5,
+        quick: false,
+        placement: None,
+        ring: None,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("runs") => {
+                o.runs = p.value()?.parse()?;
+                if o.runs == 0 {
+                    return Err("--runs must be at least 1".into());
+                }
+            }
+            Long("quick") => o.quick = true,
+            Long("placement") => {
+                let v = p.value()?.string()?;
+                if !["one_cpu", "two_cpus", "unpinned"].contains(&v.as_str()) {
+                    return Err(format!("--placement {v:?}: one_cpu, two_cpus or unpinned").into());
+                }
+                o.placement = Some(v);
+            }
+            Long("ring") => {
+                let r: usize = p.value()?.parse()?;
+                if !r.is_power_of_two() || r < 4096 {
+                    return Err(format!("--ring {r}: a power of two of at least 4096").into());
+                }
+                o.ring = Some(r);
+            }
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Some(o))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -579,14 +640,14 @@ fn main() -> ExitCode {
             let path = PathBuf::from(&args[1]);
             if args[0] == "peer-shm" {
                 let l = ShmListener::bind(&path).expect("bind");
-                println!("ready");
-                let _ = std::io::stdout().flush();
+                outln!("ready");
+                cli::flush();
                 let s = l.accept().expect("accept");
                 serve(s, &args[3]);
             } else {
                 let l = UnixListener::bind(&path).expect("bind");
-                println!("ready");
-                let _ = std::io::stdout().flush();
+                outln!("ready");
+                cli::flush();
                 let (s, _) = l.accept().expect("accept");
                 serve(s, &args[3]);
             }
@@ -614,51 +675,40 @@ fn main() -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
-        Some("-h") | Some("--help") => {
-            println!(
-                "usage: shm_bench [--runs N] [--quick] [--placement one_cpu|two_cpus|unpinned] [--ring BYTES]"
-            );
-            return ExitCode::SUCCESS;
-        }
         _ => {}
     }
+    let opts = match parse_options() {
+        Ok(Some(o)) => o,
+        Ok(None) => return cli::help(USAGE),
+        Err(e) => return cli::usage_error("shm_bench", USAGE, e),
+    };
     cpu_count();
-    if let Some(r) = args
-        .iter()
-        .position(|a| a == "--ring")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(r) = opts.ring {
         let _ = RING.set(r);
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let runs: usize = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let (quick, runs, only) = (opts.quick, opts.runs, opts.placement);
     let (rounds, bytes) = if quick {
         (2_000, 64 << 20)
     } else {
         (20_000, 512 << 20)
     };
     if cpu_count() < 2 {
-        println!("shm_bench: only one CPU: the two-CPU placement is the one-CPU placement here");
+        outln!("shm_bench: only one CPU: the two-CPU placement is the one-CPU placement here");
     }
     let dir = std::env::temp_dir().join(format!("procwire-shm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut ratios = Vec::new();
     let mut unix_two_cpus = None;
-    println!(
+    outln!(
         "{:<10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
-        "placement", "shm p50", "unix p50", "shm p99", "unix p99", "shm MB/s", "unix MB/s"
+        "placement",
+        "shm p50",
+        "unix p50",
+        "shm p99",
+        "unix p99",
+        "shm MB/s",
+        "unix MB/s"
     );
-    let only = args
-        .iter()
-        .position(|a| a == "--placement")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
     for placement in [Placement::OneCpu, Placement::TwoCpus, Placement::Unpinned] {
         if only.as_deref().is_some_and(|o| o != placement.name()) {
             continue;
@@ -692,7 +742,7 @@ fn main() -> ExitCode {
             median(u99),
             median(ubw),
         );
-        println!(
+        outln!(
             "{:<10} {:>8.2}us {:>8.2}us {:>8.2}us {:>8.2}us {:>12.0} {:>12.0}",
             placement.name(),
             s50 / 1e3,
@@ -731,7 +781,7 @@ fn main() -> ExitCode {
     if cpu_count() > 1 {
         let placement = Placement::TwoCpus;
         let (p50, p99) = floor(placement, rounds);
-        println!(
+        outln!(
             "floor {:<10} cache-line ping-pong p50 {:.2}us p99 {:.2}us",
             placement.name(),
             p50 as f64 / 1e3,
@@ -749,7 +799,7 @@ fn main() -> ExitCode {
             );
             let vs_unix =
                 unix_two_cpus.map_or(String::new(), |u| format!(" ({:.2}x the socket)", bw / u));
-            println!(
+            outln!(
                 "floor {:<10} bare ring, {}: {:.0} MB/s{vs_unix}",
                 placement.name(),
                 how.name(),
@@ -769,7 +819,7 @@ fn main() -> ExitCode {
             e99.push(d as f64);
         }
         let (f50, f99, e50, e99) = (median(f50), median(f99), median(e50), median(e99));
-        println!(
+        outln!(
             "wake one_cpu  futex p50 {:.2}us p99 {:.2}us; eventfd+epoll p50 {:.2}us p99 {:.2}us",
             f50 / 1e3,
             f99 / 1e3,
@@ -784,7 +834,7 @@ fn main() -> ExitCode {
     }
     let _ = std::fs::remove_dir_all(&dir);
     for r in ratios {
-        println!("{r}");
+        outln!("{r}");
     }
     ExitCode::SUCCESS
 }

@@ -9,6 +9,10 @@
 //! client sends its message, prints what comes back, and the round-trip
 //! time.
 
+#[macro_use]
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -16,12 +20,15 @@ use std::time::Instant;
 use procwire::ipc::{ShmListener, ShmStream};
 
 const USAGE: &str = "usage: shm_echo server PATH
-       shm_echo client PATH [MESSAGE]";
+       shm_echo client PATH [MESSAGE]
+
+The server echoes every connection over the shared-memory transport until
+Ctrl-C; the client sends MESSAGE, prints what comes back and the round trip.";
 
 fn server(path: &str) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let l = ShmListener::bind(path)?;
-    println!("shm_echo listening on {path}");
+    outln!("shm_echo listening on {path}");
     loop {
         let mut s = l.accept()?;
         std::thread::spawn(move || {
@@ -50,7 +57,7 @@ fn client(path: &str, msg: &str) -> std::io::Result<()> {
     s.write_all(msg.as_bytes())?;
     let mut back = vec![0u8; msg.len()];
     s.read_exact(&mut back)?;
-    println!(
+    outln!(
         "{} ({:?} round trip)",
         String::from_utf8_lossy(&back),
         t.elapsed()
@@ -59,17 +66,37 @@ fn client(path: &str, msg: &str) -> std::io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let r = match (args.first().map(String::as_str), args.get(1)) {
-        (Some("server"), Some(p)) => server(p),
-        (Some("client"), Some(p)) => client(
-            p,
-            args.get(2)
-                .map_or("hello over shared memory", String::as_str),
-        ),
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let mut words = Vec::new();
+    loop {
+        match p.next() {
+            Ok(None) => break,
+            Ok(Some(Short('h') | Long("help"))) => return cli::help(USAGE),
+            Ok(Some(Value(v))) => match v.into_string() {
+                Ok(v) => words.push(v),
+                Err(v) => {
+                    return cli::usage_error("shm_echo", USAGE, format!("{v:?} is not UTF-8"))
+                }
+            },
+            Ok(Some(other)) => return cli::usage_error("shm_echo", USAGE, other.unexpected()),
+            Err(e) => return cli::usage_error("shm_echo", USAGE, e),
+        }
+    }
+    let r = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["server", path] => {
+            // A server: a closed stdout doesn't stop it.
+            cli::keep_running_without_stdout();
+            server(path)
+        }
+        ["client", path] => client(path, "hello over shared memory"),
+        ["client", path, msg] => client(path, msg),
         _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
+            return cli::usage_error(
+                "shm_echo",
+                USAGE,
+                "expected `server PATH` or `client PATH [MESSAGE]`",
+            )
         }
     };
     match r {

@@ -1198,7 +1198,11 @@ fn redis_cli_talks_to_it() {
     assert_eq!(run(&["set", "k", "v"]), "OK");
     assert_eq!(run(&["get", "k"]), "v");
     // redis-cli -3 speaks RESP3 from its first command.
-    assert_eq!(run(&["-3", "get", "nope"]), "(nil)");
+    assert_eq!(run(&["-3", "--no-raw", "get", "nope"]), "(nil)");
+    assert_eq!(
+        run(&["-3", "--no-raw", "config", "get", "appendonly"]),
+        "1# \"appendonly\" => \"no\""
+    );
     assert_eq!(run(&["-3", "get", "k"]), "v");
     assert_eq!(run(&["--scan", "--pattern", "k*"]), "k");
     assert_eq!(

@@ -268,3 +268,148 @@ fn shm_bench_quick_prints_every_ratio() {
         assert_eq!(floors, 4, "{out:#?}");
     }
 }
+
+/// Every program of the package, as `cargo test` builds them.
+const PROGRAMS: &[&str] = &[
+    "allocator",
+    "cache_server",
+    "client",
+    "client_manager",
+    "echo_client",
+    "echo_server",
+    "errors",
+    "peer",
+    "peer_manager",
+    "port-for",
+    "psp_client",
+    "psp_server",
+    "shm_bench",
+    "shm_echo",
+];
+
+/// A pipe whose reading end is already closed: writing to it is `EPIPE`.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = procwire::sys::fd::pipe().unwrap();
+    drop(reader);
+    Stdio::from(writer)
+}
+
+#[test]
+fn every_program_has_help_usage_errors_and_survives_a_closed_pipe() {
+    for &prog in PROGRAMS {
+        let help = Command::new(example(prog)).arg("--help").output().unwrap();
+        let out = String::from_utf8_lossy(&help.stdout);
+        assert!(help.status.success(), "{prog} --help: {:?}", help.status);
+        assert!(
+            out.to_lowercase().contains("usage"),
+            "{prog} --help printed {out:?}"
+        );
+        assert!(help.stderr.is_empty(), "{prog} --help wrote to stderr");
+        for bad in [&["--no-such-flag"][..], &["--help-me"]] {
+            let r = Command::new(example(prog)).args(bad).output().unwrap();
+            let err = String::from_utf8_lossy(&r.stderr);
+            assert_eq!(r.status.code(), Some(2), "{prog} {bad:?}: {err}");
+            assert!(
+                err.to_lowercase().contains("usage"),
+                "{prog} {bad:?} printed {err:?}"
+            );
+            assert!(r.stdout.is_empty(), "{prog} {bad:?} wrote to stdout");
+        }
+        let piped = Command::new(example(prog))
+            .arg("--help")
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        assert!(
+            piped.status.success(),
+            "{prog} --help | (closed): {:?}",
+            piped.status
+        );
+        assert!(
+            piped.stderr.is_empty(),
+            "{prog} --help into a closed pipe: {}",
+            String::from_utf8_lossy(&piped.stderr)
+        );
+    }
+    // Bad values are usage errors too.
+    for (prog, args) in [
+        ("shm_bench", &["--runs", "x"][..]),
+        ("shm_bench", &["--placement", "nowhere"]),
+        ("cache_server", &["--port", "x"]),
+        ("cache_server", &["--max-memory", "5zb"]),
+        ("port-for", &["name", "-p", "x"]),
+        ("allocator", &["--exit-after", "x"]),
+        ("shm_echo", &["client"]),
+        ("errors", &["extra"]),
+        ("echo_server", &["--busy-poll", "-1"]),
+        ("peer_manager", &["three"]),
+    ] {
+        let r = Command::new(example(prog)).args(args).output().unwrap();
+        assert_eq!(
+            r.status.code(),
+            Some(2),
+            "{prog} {args:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+}
+
+#[test]
+fn port_for_list_into_a_closed_pipe_ends_quietly() {
+    let dir = std::env::temp_dir().join(format!("procwire-pf-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("port-for.conf");
+    let mut text = String::from("[DEFAULT]\n");
+    for i in 0..5000 {
+        text.push_str(&format!("name{i} = {}\n", 20000 + i));
+    }
+    std::fs::write(&conf, text).unwrap();
+    let r = Command::new(example("port-for"))
+        .args(["--conf", conf.to_str().unwrap(), "--list"])
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(r.status.success(), "{:?}", r.status);
+    assert!(
+        r.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
+
+#[test]
+fn a_server_whose_stdout_closes_goes_on_serving() {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("procwire-cs-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("c.sock");
+    let mut child = Command::new(example("cache_server"))
+        .args(["--no-tcp", "--unix", sock.to_str().unwrap()])
+        .stdout(closed_pipe())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut c = loop {
+        if let Ok(c) = std::os::unix::net::UnixStream::connect(&sock) {
+            break c;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the server died");
+        assert!(Instant::now() < deadline, "never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(b"PING\r\n").unwrap();
+    let mut b = [0u8; 7];
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"+PONG\r\n");
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

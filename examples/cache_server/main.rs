@@ -25,6 +25,10 @@
 //! sleeps, so clients sending their next request within that time don't
 //! pay for waking it up; `--busy-poll 0` sleeps at once, as Redis does.
 
+#[macro_use]
+#[path = "../cli/mod.rs"]
+mod cli;
+
 mod commands;
 mod glob;
 mod store;
@@ -139,8 +143,86 @@ fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("bad size {s:?}"))
 }
 
+/// The command line.
+struct Config {
+    port: u16,
+    host: IpAddr,
+    unix: Option<PathBuf>,
+    unix_perm: Option<u32>,
+    tcp: bool,
+    data_dir: Option<PathBuf>,
+    max_memory: Option<usize>,
+    max_bulk: usize,
+    busy_poll: u64,
+    password: Option<Vec<u8>>,
+}
+
+/// The configuration, or `None` after `--help`.
+fn parse() -> Result<Option<Config>, Box<dyn std::error::Error>> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let mut c = Config {
+        port: 0,
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        unix: None,
+        unix_perm: None,
+        tcp: true,
+        data_dir: None,
+        max_memory: None,
+        max_bulk: DEFAULT_MAX_BULK,
+        busy_poll: DEFAULT_BUSY_POLL_US,
+        password: None,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("port") => c.port = p.value()?.parse()?,
+            Long("host") => c.host = p.value()?.parse()?,
+            Long("unix") => c.unix = Some(PathBuf::from(p.value()?)),
+            Long("no-tcp") => c.tcp = false,
+            Long("data-dir") => c.data_dir = Some(PathBuf::from(p.value()?)),
+            Long("max-memory") => c.max_memory = Some(parse_size(&p.value()?.string()?)?),
+            Long("max-bulk") => c.max_bulk = parse_size(&p.value()?.string()?)?,
+            Long("busy-poll") => c.busy_poll = p.value()?.parse()?,
+            Long("requirepass") => c.password = Some(p.value()?.string()?.into_bytes()),
+            Long("requirepass-file") => {
+                let path = PathBuf::from(p.value()?);
+                let text = std::fs::read(&path)
+                    .map_err(|e| format!("--requirepass-file {}: {e}", path.display()))?;
+                // The first line, as a secret written by `echo` ends.
+                let line = text.split(|&c| c == b'\n').next().unwrap_or_default();
+                c.password = Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec());
+            }
+            Long("unix-perm") => {
+                let v = p.value()?.string()?;
+                let mode = u32::from_str_radix(&v, 8).ok().filter(|&m| m <= 0o777);
+                c.unix_perm = Some(mode.ok_or_else(|| {
+                    format!("--unix-perm: {v:?} is not an octal mode such as 700")
+                })?);
+            }
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    if !c.tcp && c.unix.is_none() {
+        return Err("--no-tcp needs --unix".into());
+    }
+    if c.unix_perm.is_some() && c.unix.is_none() {
+        return Err("--unix-perm needs --unix".into());
+    }
+    if c.password.as_ref().is_some_and(Vec::is_empty) {
+        return Err("the password is empty".into());
+    }
+    Ok(Some(c))
+}
+
 fn main() -> ExitCode {
-    match run() {
+    cli::keep_running_without_stdout();
+    let config = match parse() {
+        Ok(Some(c)) => c,
+        Ok(None) => return cli::help(USAGE),
+        Err(e) => return cli::usage_error("cache_server", USAGE, e),
+    };
+    match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cache_server: {e}");
@@ -149,55 +231,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    use lexopt::prelude::*;
-    let mut p = lexopt::Parser::from_env();
-    let (mut port, mut host, mut unix, mut tcp) =
-        (0u16, IpAddr::V4(Ipv4Addr::LOCALHOST), None, true);
-    let (mut data_dir, mut max_memory, mut max_bulk) = (None, None, DEFAULT_MAX_BULK);
-    let (mut busy_poll, mut password, mut unix_perm) = (DEFAULT_BUSY_POLL_US, None, None);
-    while let Some(arg) = p.next()? {
-        match arg {
-            Long("port") => port = p.value()?.parse()?,
-            Long("host") => host = p.value()?.parse()?,
-            Long("unix") => unix = Some(PathBuf::from(p.value()?)),
-            Long("no-tcp") => tcp = false,
-            Long("data-dir") => data_dir = Some(PathBuf::from(p.value()?)),
-            Long("max-memory") => max_memory = Some(parse_size(&p.value()?.string()?)?),
-            Long("max-bulk") => max_bulk = parse_size(&p.value()?.string()?)?,
-            Long("busy-poll") => busy_poll = p.value()?.parse()?,
-            Long("requirepass") => password = Some(p.value()?.string()?.into_bytes()),
-            Long("requirepass-file") => {
-                let path = PathBuf::from(p.value()?);
-                let text = std::fs::read(&path)
-                    .map_err(|e| format!("--requirepass-file {}: {e}", path.display()))?;
-                // The first line, as a secret written by `echo` ends.
-                let line = text.split(|&c| c == b'\n').next().unwrap_or_default();
-                password = Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec());
-            }
-            Long("unix-perm") => {
-                let v = p.value()?.string()?;
-                let mode = u32::from_str_radix(&v, 8).ok().filter(|&m| m <= 0o777);
-                unix_perm = Some(mode.ok_or_else(|| {
-                    format!("--unix-perm: {v:?} is not an octal mode such as 700")
-                })?);
-            }
-            Short('h') | Long("help") => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            _ => return Err(format!("{}\n{USAGE}", arg.unexpected()).into()),
-        }
-    }
-    if !tcp && unix.is_none() {
-        return Err("--no-tcp needs --unix".into());
-    }
-    if unix_perm.is_some() && unix.is_none() {
-        return Err("--unix-perm needs --unix".into());
-    }
-    if password.as_ref().is_some_and(Vec::is_empty) {
-        return Err("the password is empty".into());
-    }
+fn run(c: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let Config {
+        port,
+        host,
+        unix,
+        unix_perm,
+        tcp,
+        data_dir,
+        max_memory,
+        max_bulk,
+        busy_poll,
+        password,
+    } = c;
     let lp = EventLoop::new()?;
     lp.set_busy_poll(Duration::from_micros(busy_poll));
     lp.on_shutdown(|cx| cx.stop())?;
@@ -238,7 +284,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut servers = Vec::new();
     for l in listeners {
         let laddr = l.local_addr()?;
-        println!("cache_server listening on {laddr}");
+        outln!("cache_server listening on {laddr}");
         let laddr = laddr.to_string();
         let sv = Rc::clone(&server);
         servers.push(serve(&lp, l, opts.clone(), move |peer| {
@@ -261,8 +307,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
         })?);
     }
-    use std::io::Write;
-    std::io::stdout().flush()?;
+    cli::flush();
     let sv = Rc::clone(&server);
     lp.every(Duration::from_millis(100), move |_| {
         sv.borrow_mut().store.expire_due(Instant::now())
