@@ -605,8 +605,9 @@ fn run(
             },
         },
         "getset" => {
-            let old = store.entry(args[1], now).map(|e| e.value.clone());
-            store.set(args[1], args[2].to_vec(), None);
+            // A value that expired is gone: no old value then.
+            let live = store.live(args[1], now);
+            let old = store.set(args[1], args[2].to_vec(), None).filter(|_| live);
             r.opt(old.as_deref());
         }
         "getdel" => {
@@ -866,32 +867,27 @@ fn set(store: &mut Store, args: &[&[u8]], r: &mut Reply<'_>, now: Instant) {
         }
         i += 1;
     }
-    let old = store
-        .entry(args[1], now)
-        .map(|e| (e.value.clone(), e.expires));
-    let exists = old.is_some();
+    // The old value is copied only for GET (or a refused NX/XX with GET).
+    let (exists, old_ttl) = match store.entry(args[1], now) {
+        Some(e) => (true, e.expires),
+        None => (false, None),
+    };
     if (nx && exists) || (xx && !exists) {
         if get {
-            r.opt(old.as_ref().map(|o| o.0.as_slice()));
+            let v = store.entry(args[1], now).map(|e| e.value.clone());
+            r.opt(v.as_deref());
         } else {
             r.null();
         }
         return;
     }
-    let t = match expires {
-        Some(When::Past) => {
-            store.remove(args[1]);
-            None
-        }
-        Some(When::At(t)) => Some(t),
-        None if keep => old.as_ref().and_then(|o| o.1),
-        None => None,
+    let old = match expires {
+        Some(When::Past) => store.remove(args[1]).map(|e| e.value),
+        Some(When::At(t)) => store.set(args[1], args[2].to_vec(), Some(t)),
+        None => store.set(args[1], args[2].to_vec(), if keep { old_ttl } else { None }),
     };
-    if !matches!(expires, Some(When::Past)) {
-        store.set(args[1], args[2].to_vec(), t);
-    }
     if get {
-        r.opt(old.as_ref().map(|o| o.0.as_slice()));
+        r.opt(old.as_deref());
     } else {
         r.ok();
     }
@@ -1478,7 +1474,7 @@ fn info(server: &Server, args: &[&[u8]], r: &mut Reply<'_>) {
                 server.commands, store.expired, store.evicted
             ),
         ),
-        ("keyspace", format!("db0:keys={},expires=0,avg_ttl=0\r\n", store.len())),
+        ("keyspace", format!("db0:keys={}\r\n", store.len())),
     ];
     let wanted: Vec<String> = args[1..]
         .iter()

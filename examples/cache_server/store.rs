@@ -150,7 +150,7 @@ impl Store {
             self.touch(key);
         } else {
             let v = self.read_through(key)?;
-            self.set(key, v, None);
+            let _ = self.set(key, v, None);
         }
         self.map.get(key).map(|e| e.value.as_slice())
     }
@@ -177,49 +177,54 @@ impl Store {
     }
 
     /// Stores `value` under `key` with the given expiry, replacing what was
-    /// there, then evicts down to `--max-memory`.
-    pub fn set(&mut self, key: &[u8], value: Vec<u8>, expires: Option<Instant>) {
+    /// there (returned, expired or not), then evicts down to `--max-memory`.
+    pub fn set(&mut self, key: &[u8], value: Vec<u8>, expires: Option<Instant>) -> Option<Vec<u8>> {
         self.tick += 1;
-        let tick = self.tick;
-        let track = self.max_memory.is_some();
-        let k = match self.map.get_key_value(key) {
-            Some((k, _)) => Rc::clone(k),
-            None => {
-                let k: Key = Rc::from(key);
-                self.order.insert((self.scan_hash(key), Rc::clone(&k)));
-                self.map.insert(
-                    Rc::clone(&k),
-                    Entry {
-                        value: Vec::new(),
-                        expires: None,
-                        tick,
-                        stamp: 0,
-                    },
-                );
-                self.used += cost(key, &[]);
-                if track {
-                    self.lru.insert(tick, Rc::clone(&k));
-                }
-                k
-            }
-        };
-        if let Some(t) = expires {
-            self.push_expiry(t, Rc::clone(&k));
-        }
         self.writes += 1;
-        if let Some(e) = self.map.get_mut(key) {
+        let (tick, stamp) = (self.tick, self.writes);
+        let track = self.max_memory.is_some();
+        let old = if let Some(e) = self.map.get_mut(key) {
+            // In place: the key, its scan position and its allocation stay.
             self.used = self.used - e.value.len() + value.len();
-            e.value = value;
             e.expires = expires;
-            e.stamp = self.writes;
-            if track && e.tick != tick {
-                let old = std::mem::replace(&mut e.tick, tick);
-                if let Some(k) = self.lru.remove(&old) {
+            e.stamp = stamp;
+            if track {
+                let before = std::mem::replace(&mut e.tick, tick);
+                if let Some(k) = self.lru.remove(&before) {
                     self.lru.insert(tick, k);
                 }
             }
-        }
+            let old = std::mem::replace(&mut e.value, value);
+            if let Some(t) = expires {
+                if let Some((k, _)) = self.map.get_key_value(key) {
+                    let k = Rc::clone(k);
+                    self.push_expiry(t, k);
+                }
+            }
+            Some(old)
+        } else {
+            let k: Key = Rc::from(key);
+            self.order.insert((self.scan_hash(key), Rc::clone(&k)));
+            self.used += cost(key, &value);
+            if track {
+                self.lru.insert(tick, Rc::clone(&k));
+            }
+            if let Some(t) = expires {
+                self.push_expiry(t, Rc::clone(&k));
+            }
+            self.map.insert(
+                k,
+                Entry {
+                    value,
+                    expires,
+                    tick,
+                    stamp,
+                },
+            );
+            None
+        };
         self.evict();
+        old
     }
 
     /// Changes a live value in place (APPEND, SETRANGE, INCR...), keeping
@@ -279,7 +284,7 @@ impl Store {
         let Some(e) = self.remove(from) else {
             return false;
         };
-        self.set(to, e.value, e.expires);
+        let _ = self.set(to, e.value, e.expires);
         true
     }
 

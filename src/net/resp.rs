@@ -138,6 +138,25 @@ pub fn parse_request(input: &[u8], max_bulk: usize) -> Result<Option<Request<'_>
     Ok(Some((args, at)))
 }
 
+/// Appends `n` in decimal, without allocating.
+fn decimal(out: &mut Vec<u8>, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 /// Appends a simple string reply (`+OK`).
 pub fn simple(out: &mut Vec<u8>, s: &str) {
     out.push(b'+');
@@ -158,7 +177,7 @@ pub fn error(out: &mut Vec<u8>, msg: &str) {
 /// Appends an integer reply.
 pub fn integer(out: &mut Vec<u8>, n: i64) {
     out.push(b':');
-    out.extend_from_slice(n.to_string().as_bytes());
+    decimal(out, n);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -167,7 +186,7 @@ pub fn bulk(out: &mut Vec<u8>, v: Option<&[u8]>) {
     match v {
         Some(v) => {
             out.push(b'$');
-            out.extend_from_slice(v.len().to_string().as_bytes());
+            decimal(out, v.len() as i64);
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(v);
             out.extend_from_slice(b"\r\n");
@@ -179,7 +198,7 @@ pub fn bulk(out: &mut Vec<u8>, v: Option<&[u8]>) {
 /// Appends an array header for `n` elements.
 pub fn array(out: &mut Vec<u8>, n: usize) {
     out.push(b'*');
-    out.extend_from_slice(n.to_string().as_bytes());
+    decimal(out, n as i64);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -205,7 +224,7 @@ impl Version {
 
 fn header(out: &mut Vec<u8>, kind: u8, n: usize) {
     out.push(kind);
-    out.extend_from_slice(n.to_string().as_bytes());
+    decimal(out, n as i64);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -619,6 +638,15 @@ mod tests {
             owned(parse_request(b"*-1\r\n", DEFAULT_MAX_BULK)),
             Ok(Some((vec![], 5)))
         );
+    }
+
+    #[test]
+    fn integers_encode_at_their_bounds() {
+        for n in [0, 7, -7, 10, -10, 1234567890, i64::MAX, i64::MIN] {
+            let mut o = Vec::new();
+            integer(&mut o, n);
+            assert_eq!(o, format!(":{n}\r\n").as_bytes());
+        }
     }
 
     #[test]
