@@ -292,7 +292,7 @@ pub fn format_double(d: f64) -> String {
     if d.is_nan() {
         "nan".to_string()
     } else if d.is_infinite() {
-        if d > 0.0 { "inf" } else { "-inf" }.to_string()
+        if d == f64::INFINITY { "inf" } else { "-inf" }.to_string()
     } else {
         format!("{d}")
     }
@@ -638,6 +638,58 @@ mod tests {
             owned(parse_request(b"*-1\r\n", DEFAULT_MAX_BULK)),
             Ok(Some((vec![], 5)))
         );
+    }
+
+    #[test]
+    fn limits_hold_exactly_at_their_bounds() {
+        // An empty bulk string is an argument.
+        assert_eq!(
+            owned(parse_request(b"*1\r\n$0\r\n\r\n", DEFAULT_MAX_BULK)),
+            Ok(Some((vec![vec![]], 10)))
+        );
+        // 1,048,576 arguments may be announced, one more may not.
+        assert_eq!(
+            owned(parse_request(b"*1048576\r\n", DEFAULT_MAX_BULK)),
+            Ok(None)
+        );
+        assert!(parse_request(b"*1048577\r\n", DEFAULT_MAX_BULK).is_err());
+        // 64 KiB, as documented.
+        assert_eq!(
+            owned(parse_request(&[b'a'; 65536], DEFAULT_MAX_BULK)),
+            Ok(None)
+        );
+        // An inline request of exactly MAX_LINE bytes, one more is refused,
+        // whether or not its end has arrived.
+        let mut at = vec![b'a'; MAX_LINE];
+        assert_eq!(owned(parse_request(&at, DEFAULT_MAX_BULK)), Ok(None));
+        at.push(b'\n');
+        assert!(parse_request(&at, DEFAULT_MAX_BULK).unwrap().is_some());
+        let mut over = vec![b'a'; MAX_LINE + 1];
+        assert!(parse_request(&over, DEFAULT_MAX_BULK).is_err());
+        over.push(b'\n');
+        assert!(parse_request(&over, DEFAULT_MAX_BULK).is_err());
+        // The same for a line of a reply (a simple string).
+        let mut line = vec![b'+'];
+        line.extend(std::iter::repeat(b'x').take(MAX_LINE));
+        assert_eq!(parse_reply(&line, 10), Ok(None));
+        line.extend_from_slice(b"\r\n");
+        assert!(parse_reply(&line, 10).unwrap().is_some());
+        let mut long = vec![b'+'];
+        long.extend(std::iter::repeat(b'x').take(MAX_LINE + 1));
+        assert!(parse_reply(&long, 10).is_err());
+        long.extend_from_slice(b"\r\n");
+        assert!(parse_reply(&long, 10).is_err());
+        // Numbers: 19 digits at most, however small their value.
+        assert_eq!(
+            parse_reply(b":1000000000000000000\r\n", 10)
+                .unwrap()
+                .unwrap()
+                .0,
+            Value::Integer(1_000_000_000_000_000_000)
+        );
+        assert!(parse_reply(b":00000000000000000001\r\n", 10).is_err());
+        assert!(parse_reply(b":\r\n", 10).is_err());
+        assert_eq!(RespError("bad".into()).to_string(), "Protocol error: bad");
     }
 
     #[test]
