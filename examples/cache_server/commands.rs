@@ -842,21 +842,15 @@ fn set(store: &mut Store, args: &[&[u8]], r: &mut Reply<'_>, now: Instant) {
             get = true;
         } else if eq_ic(a, "keepttl") && expires.is_none() {
             keep = true;
-        } else if ["ex", "px", "exat", "pxat"].iter().any(|o| eq_ic(a, o))
+        } else if EXPIRY_OPTIONS.iter().any(|o| eq_ic(a, o))
             && expires.is_none()
             && !keep
             && i + 1 < args.len()
         {
-            let Some(n) = int(args[i + 1]) else {
-                r.err(NOT_INT);
-                return;
-            };
-            let millis = eq_ic(a, "px") || eq_ic(a, "pxat");
-            let absolute = eq_ic(a, "exat") || eq_ic(a, "pxat");
-            match (n > 0).then(|| when(n, millis, absolute, now)).flatten() {
-                Some(w) => expires = Some(w),
-                None => {
-                    r.err("ERR invalid expire time in 'set' command");
+            match expiry_option(a, args[i + 1], "set", now) {
+                Ok(w) => expires = Some(w),
+                Err(e) => {
+                    r.err(&e);
                     return;
                 }
             }
@@ -893,6 +887,21 @@ fn set(store: &mut Store, args: &[&[u8]], r: &mut Reply<'_>, now: Instant) {
     }
 }
 
+/// The options of SET and GETEX that set an expiry.
+const EXPIRY_OPTIONS: [&str; 4] = ["ex", "px", "exat", "pxat"];
+
+/// The time an `EX`/`PX`/`EXAT`/`PXAT` option of `cmd` names, or the error
+/// to reply (not an integer, not positive, or out of range).
+fn expiry_option(opt: &[u8], arg: &[u8], cmd: &str, now: Instant) -> Result<When, String> {
+    let n = int(arg).ok_or(NOT_INT)?;
+    let millis = eq_ic(opt, "px") || eq_ic(opt, "pxat");
+    let absolute = eq_ic(opt, "exat") || eq_ic(opt, "pxat");
+    (n > 0)
+        .then(|| when(n, millis, absolute, now))
+        .flatten()
+        .ok_or_else(|| format!("ERR invalid expire time in '{cmd}' command"))
+}
+
 fn getex(store: &mut Store, args: &[&[u8]], r: &mut Reply<'_>, now: Instant) {
     let mut change: Option<Option<When>> = None;
     let mut i = 2;
@@ -900,20 +909,14 @@ fn getex(store: &mut Store, args: &[&[u8]], r: &mut Reply<'_>, now: Instant) {
         let a = args[i];
         if eq_ic(a, "persist") && change.is_none() {
             change = Some(None);
-        } else if ["ex", "px", "exat", "pxat"].iter().any(|o| eq_ic(a, o))
+        } else if EXPIRY_OPTIONS.iter().any(|o| eq_ic(a, o))
             && change.is_none()
             && i + 1 < args.len()
         {
-            let Some(n) = int(args[i + 1]) else {
-                r.err(NOT_INT);
-                return;
-            };
-            let millis = eq_ic(a, "px") || eq_ic(a, "pxat");
-            let absolute = eq_ic(a, "exat") || eq_ic(a, "pxat");
-            match (n > 0).then(|| when(n, millis, absolute, now)).flatten() {
-                Some(w) => change = Some(Some(w)),
-                None => {
-                    r.err("ERR invalid expire time in 'getex' command");
+            match expiry_option(a, args[i + 1], "getex", now) {
+                Ok(w) => change = Some(Some(w)),
+                Err(e) => {
+                    r.err(&e);
                     return;
                 }
             }

@@ -122,18 +122,11 @@ pub fn parse_request(input: &[u8], max_bulk: usize) -> Result<Option<Request<'_>
             return Ok(None);
         };
         let len = number(len, "bulk length")?;
-        if len < 0 || len as u64 > max_bulk as u64 {
-            return err("invalid bulk length");
-        }
-        let len = len as usize;
-        if input.len() < next + len + 2 {
+        let Some((arg, end)) = blob(input, len, next, max_bulk)? else {
             return Ok(None);
-        }
-        if &input[next + len..next + len + 2] != b"\r\n" {
-            return err("bulk string not followed by CRLF");
-        }
-        args.push(&input[next..next + len]);
-        at = next + len + 2;
+        };
+        args.push(arg);
+        at = end;
     }
     Ok(Some((args, at)))
 }
@@ -428,6 +421,9 @@ pub fn parse_reply(input: &[u8], max_bulk: usize) -> Result<Option<Reply<'_>>, R
     reply_at(input, 0, max_bulk, 0)
 }
 
+/// A `len`-byte string at `at` followed by CRLF (a request's argument or a
+/// reply's bulk string): the string and where the next item starts, `None`
+/// while incomplete; a negative length or one over `max_bulk` is an error.
 fn blob(
     input: &[u8],
     len: i64,
