@@ -10,14 +10,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use procwire::net::resp::{self, Version};
 
 use crate::glob;
-use crate::store::{Key, Store};
+use crate::store::Store;
 
 /// The Redis version this server answers as (HELLO, INFO): the release
 /// whose commands and replies it follows.
 pub const REDIS_VERSION: &str = "7.2.0";
 
-/// Keys one call of KEYS visits before it lets other connections run.
-pub const KEYS_STEP: usize = 16 * 1024;
+/// How long one slice of a KEYS walk runs before the other connections
+/// have their turn: a time, not a count of keys, so the pause a walk
+/// causes is the same on a fast host and a slow one.
+pub const KEYS_SLICE: Duration = Duration::from_millis(1);
+
+/// Keys a KEYS walk visits between two readings of the clock.
+const KEYS_STEP: usize = 512;
 
 /// The most keys one SCAN call visits, whatever its COUNT says (COUNT is a
 /// hint in Redis too).
@@ -153,10 +158,13 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
         .map(|i| &COMMANDS[i])
 }
 
-/// A KEYS walk in progress on one connection.
+/// A KEYS walk in progress on one connection: where it is, and the keys
+/// found so far, already encoded (so the last slice costs no more than the
+/// others).
 pub struct Walk {
     cursor: u64,
-    found: Vec<Key>,
+    count: usize,
+    encoded: Vec<u8>,
 }
 
 /// One connection's state, as CLIENT LIST shows it.
@@ -1101,29 +1109,30 @@ fn keys(
 ) -> Outcome {
     let mut walk = sess.walk.take().unwrap_or(Walk {
         cursor: 0,
-        found: Vec::new(),
+        count: 0,
+        encoded: Vec::new(),
     });
     let all = pattern == b"*";
+    let start = Instant::now();
     loop {
         walk.cursor = store.scan(walk.cursor, KEYS_STEP, now, |k| {
             if all || glob::matches(pattern, k) {
-                walk.found.push(k.clone());
+                walk.count += 1;
+                resp::bulk(&mut walk.encoded, Some(k));
             }
         });
-        // Inside EXEC the walk can't wait for another turn (Redis runs a
-        // transaction at once too).
-        if walk.cursor == 0 || !sess.in_exec {
+        if walk.cursor == 0 {
             break;
         }
+        // Inside EXEC the walk can't wait for another turn (Redis runs a
+        // transaction at once too).
+        if !sess.in_exec && start.elapsed() >= KEYS_SLICE {
+            sess.walk = Some(walk);
+            return Outcome::Again;
+        }
     }
-    if walk.cursor != 0 {
-        sess.walk = Some(walk);
-        return Outcome::Again;
-    }
-    r.array(walk.found.len());
-    for k in &walk.found {
-        r.bulk(k);
-    }
+    r.array(walk.count);
+    r.out.extend_from_slice(&walk.encoded);
     Outcome::Done
 }
 

@@ -18,7 +18,7 @@
 //! keys; expired keys go on access and on a 100 ms timer. With
 //! `--requirepass` (or `--requirepass-file`) every command but AUTH, HELLO
 //! with AUTH, QUIT and RESET answers NOAUTH until the connection has
-//! authenticated. KEYS walks the keyspace in slices of 16,384 keys and lets
+//! authenticated. KEYS walks the keyspace in slices of about a millisecond and lets
 //! the other connections run between them, so a KEYS over a million keys
 //! never stalls anyone else for long. After each burst of work the loop
 //! polls for up to `--busy-poll` microseconds (default 50) before it
@@ -112,6 +112,10 @@ impl Protocol for Client {
         drop((server, session));
         if !self.reply.is_empty() {
             out.write(&self.reply)?;
+        }
+        if self.reply.capacity() > REPLY_BATCH * 4 {
+            // After one huge reply (a KEYS), don't hold its memory forever.
+            self.reply = Vec::new();
         }
         if quit {
             out.close();
