@@ -18,6 +18,12 @@ use redis::{Commands, Connection, FromRedisValue, Value};
 
 mod common;
 
+// The server's glob matcher, whose unit tests run here (an example's own
+// tests would keep `cargo test` from building the example itself).
+#[allow(dead_code)]
+#[path = "../examples/cache_server/glob.rs"]
+mod glob;
+
 struct Server {
     child: Child,
     port: u16,
@@ -277,6 +283,8 @@ fn connection_commands_over_both_protocols() {
         assert!(count >= 50, "{count}");
         let names: Vec<String> = q(&mut c, &["COMMAND", "LIST"]);
         assert_eq!(names.len() as i64, count);
+        // The table is binary-searched: it must stay sorted.
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
         assert!(names.contains(&"getex".to_string()));
         let all: Vec<Value> = q(&mut c, &["COMMAND"]);
         assert_eq!(all.len() as i64, count);
@@ -510,6 +518,12 @@ fn string_commands_as_redis_over_both_protocols() {
             "World"
         );
         assert_eq!(q::<String>(&mut c, &["GETRANGE", "ap", "5", "2"]), "");
+        assert_eq!(q::<String>(&mut c, &["GETRANGE", "ap", "-100", "2"]), "Hel");
+        assert_eq!(
+            q::<String>(&mut c, &["GETRANGE", "ap", "6", "100"]),
+            "World"
+        );
+        assert_eq!(q::<String>(&mut c, &["GETRANGE", "ap", "-1", "-5"]), "");
         assert_eq!(q::<String>(&mut c, &["GETRANGE", "nope", "0", "-1"]), "");
         assert_eq!(
             e(&mut c, &["GETRANGE", "ap", "a", "1"]),
@@ -554,6 +568,20 @@ fn string_commands_as_redis_over_both_protocols() {
             e(&mut c, &["INCR", "big"]),
             "ERR increment or decrement would overflow"
         );
+        // Integers as Redis reads them: no '+', spaces, leading zeros, -0.
+        for bad in ["+1", " 1", "1 ", "01", "-0", "9223372036854775808", ""] {
+            assert_eq!(
+                e(&mut c, &["INCRBY", "n", bad]),
+                "ERR value is not an integer or out of range",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(q::<String>(&mut c, &["SET", "n", "9"]), "OK");
+        assert_eq!(
+            q::<i64>(&mut c, &["INCRBY", "n", "-9223372036854775808"]),
+            i64::MIN + 9
+        );
+        assert_eq!(q::<String>(&mut c, &["SET", "n", "-9"]), "OK");
         assert_eq!(q::<String>(&mut c, &["SET", "lead", "007"]), "OK");
         assert_eq!(
             e(&mut c, &["INCR", "lead"]),

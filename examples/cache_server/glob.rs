@@ -7,6 +7,8 @@
 //! stars, this one backtracks only to the last star: every element matches
 //! exactly one byte, so trying the last star's next position is enough, and
 //! a match costs at most the pattern's length times the string's.
+//!
+//! Its tests run in `tests/cache_server.rs`, which includes this file.
 
 /// One element at `p`: whether it matches `c`, and where the next starts.
 fn element(pat: &[u8], mut p: usize, c: u8) -> (bool, usize) {
