@@ -159,11 +159,24 @@ pub fn simple(out: &mut Vec<u8>, s: &str) {
 
 /// Appends an error reply (`-ERR ...`); line breaks in `msg` become spaces.
 pub fn error(out: &mut Vec<u8>, msg: &str) {
+    error_bytes(out, msg.as_bytes());
+}
+
+/// [`error`] for a message that need not be UTF-8.
+fn error_bytes(out: &mut Vec<u8>, msg: &[u8]) {
     out.push(b'-');
     out.extend(
-        msg.bytes()
-            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        msg.iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
     );
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `kind`, `n` in decimal and CRLF: an integer reply or the header
+/// of a string or an aggregate.
+fn header(out: &mut Vec<u8>, kind: u8, n: usize) {
+    out.push(kind);
+    decimal(out, n as i64);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -178,9 +191,7 @@ pub fn integer(out: &mut Vec<u8>, n: i64) {
 pub fn bulk(out: &mut Vec<u8>, v: Option<&[u8]>) {
     match v {
         Some(v) => {
-            out.push(b'$');
-            decimal(out, v.len() as i64);
-            out.extend_from_slice(b"\r\n");
+            header(out, b'$', v.len());
             out.extend_from_slice(v);
             out.extend_from_slice(b"\r\n");
         }
@@ -190,9 +201,7 @@ pub fn bulk(out: &mut Vec<u8>, v: Option<&[u8]>) {
 
 /// Appends an array header for `n` elements.
 pub fn array(out: &mut Vec<u8>, n: usize) {
-    out.push(b'*');
-    decimal(out, n as i64);
-    out.extend_from_slice(b"\r\n");
+    header(out, b'*', n);
 }
 
 /// The protocol version a connection speaks.
@@ -213,12 +222,6 @@ impl Version {
             Version::Resp3 => 3,
         }
     }
-}
-
-fn header(out: &mut Vec<u8>, kind: u8, n: usize) {
-    out.push(kind);
-    decimal(out, n as i64);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends the null reply: `_` in RESP3, the null bulk string `$-1` in
@@ -366,7 +369,7 @@ impl Value<'_> {
                     out.extend_from_slice(s);
                     out.extend_from_slice(b"\r\n");
                 }
-                _ => error(out, &String::from_utf8_lossy(s)),
+                _ => error_bytes(out, s),
             },
             Value::Integer(n) => integer(out, *n),
             Value::Bulk(b) => bulk(out, Some(b)),
