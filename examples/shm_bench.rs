@@ -530,14 +530,17 @@ impl Waiter {
     fn new(mode: &str, efd: procwire::sys::eventfd::EventFd) -> Self {
         use procwire::sys::event::{Events, Interest, Mode, Selector, Token};
         let selector = Selector::new().expect("epoll");
-        selector
-            .register(
+        // SAFETY: the eventfd lives in this waiter beside the selector and has
+        // no other fd, so closing it takes it out of the set.
+        unsafe {
+            selector.register(
                 std::os::fd::AsFd::as_fd(&efd),
                 Token(0),
                 Interest::READABLE,
                 Mode::Edge,
             )
-            .expect("register");
+        }
+        .expect("register");
         Self {
             futex: mode == "futex",
             _efd: efd,

@@ -10,12 +10,25 @@ use procwire::sys::socket::{socketpair, Domain, Socket, Type};
 const SHORT: Duration = Duration::from_millis(50);
 const LONG: Duration = Duration::from_secs(10);
 
+/// `Selector::register` for these tests. Each fd registered here is a
+/// socket or eventfd of the test's own that no other fd refers to, so
+/// closing it takes it out of the set, and nothing waits after that.
+fn watch(
+    sel: &Selector,
+    fd: std::os::fd::BorrowedFd<'_>,
+    token: Token,
+    interest: Interest,
+    mode: Mode,
+) -> procwire::sys::Result<()> {
+    // SAFETY: see above: the file behind `fd` has this one fd only.
+    unsafe { sel.register(fd, token, interest, mode) }
+}
+
 fn setup(mode: Mode) -> (Selector, Socket, Socket, Events) {
     let sel = Selector::new().unwrap();
     let (a, b) = socketpair(Domain::UNIX, Type::STREAM).unwrap();
     b.set_nonblocking(true).unwrap();
-    sel.register(b.as_fd(), Token(7), Interest::READABLE, mode)
-        .unwrap();
+    watch(&sel, b.as_fd(), Token(7), Interest::READABLE, mode).unwrap();
     (sel, a, b, Events::with_capacity(8))
 }
 
@@ -119,8 +132,7 @@ fn capacity_bounds_one_wait() {
         .map(|_| socketpair(Domain::UNIX, Type::STREAM).unwrap())
         .collect();
     for (i, (a, b)) in pairs.iter().enumerate() {
-        sel.register(b.as_fd(), Token(i), Interest::READABLE, Mode::Level)
-            .unwrap();
+        watch(&sel, b.as_fd(), Token(i), Interest::READABLE, Mode::Level).unwrap();
         a.send(b"x").unwrap();
     }
     let mut ev = Events::with_capacity(2);
@@ -131,9 +143,7 @@ fn capacity_bounds_one_wait() {
 #[test]
 fn registration_errors_name_the_fds() {
     let (sel, _a, b, _ev) = setup(Mode::Level);
-    let e = sel
-        .register(b.as_fd(), Token(1), Interest::READABLE, Mode::Edge)
-        .unwrap_err();
+    let e = watch(&sel, b.as_fd(), Token(1), Interest::READABLE, Mode::Edge).unwrap_err();
     assert_eq!(e.raw_os_error(), libc::EEXIST);
     assert!(
         e.to_string().starts_with(&format!(
@@ -159,9 +169,7 @@ fn registration_errors_name_the_fds() {
     let f = std::fs::File::open("/proc/self/exe")
         .or_else(|_| std::fs::File::open(std::env::current_exe().unwrap()))
         .unwrap();
-    let e = sel
-        .register(f.as_fd(), Token(3), Interest::READABLE, Mode::Level)
-        .unwrap_err();
+    let e = watch(&sel, f.as_fd(), Token(3), Interest::READABLE, Mode::Level).unwrap_err();
     assert_eq!(e.raw_os_error(), libc::EPERM, "{e}");
 }
 
@@ -171,8 +179,7 @@ fn eventfd_counts_and_wakes_the_selector() {
     use procwire::sys::eventfd::EventFd;
     let sel = Selector::new().unwrap();
     let efd = EventFd::new(0, true).unwrap();
-    sel.register(efd.as_fd(), Token(5), Interest::READABLE, Mode::Edge)
-        .unwrap();
+    watch(&sel, efd.as_fd(), Token(5), Interest::READABLE, Mode::Edge).unwrap();
     let e = efd.read().unwrap_err();
     assert!(e.is_would_block());
     assert!(

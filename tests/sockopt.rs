@@ -132,8 +132,8 @@ fn take_error_reports_a_refused_nonblocking_connect() {
             use procwire::sys::event::{Events, Interest, Mode, Selector, Token};
             use std::os::fd::AsFd;
             let sel = Selector::new().unwrap();
-            sel.register(c.as_fd(), Token(1), Interest::WRITABLE, Mode::Level)
-                .unwrap();
+            // SAFETY: `sel` is dropped before `c` (declared after it).
+            unsafe { sel.register(c.as_fd(), Token(1), Interest::WRITABLE, Mode::Level) }.unwrap();
             let mut ev = Events::with_capacity(4);
             sel.wait(&mut ev, Some(Duration::from_secs(10))).unwrap();
             assert_eq!(ev.len(), 1);

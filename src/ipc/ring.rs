@@ -10,6 +10,23 @@
 //! more than a ring apart); a bad one is [`Corrupt`], and positions are
 //! masked to the ring, so a hostile peer can garble the bytes but can't make
 //! us touch memory outside the ring.
+//!
+//! # Why copying bytes a peer may be writing is sound
+//!
+//! The ring's bytes are shared with another process, which the Rust memory
+//! model can't see; what the compiler may assume is limited to what we tell
+//! it. The copies here go through raw pointers into memory that came from
+//! `mmap` (no `&`/`&mut` to ring bytes is ever made, so no reference
+//! promises that they don't change), and the destination is a plain `[u8]`,
+//! for which every bit pattern is a valid value. Under the protocol the
+//! range copied is owned by one side: the producer writes only between
+//! `tail` and `head + size` and publishes with `Release`; the consumer reads
+//! only between `head` and the `tail` it loaded with `Acquire`. A peer that
+//! breaks the protocol and writes the same bytes while we copy them can
+//! make us read torn or stale *bytes*, never an invalid value, and never
+//! move an index: indices are loaded once per check, validated, and kept
+//! locally. That is the same guarantee a `read(2)` from a socket gives, and
+//! it is why everything taken out of a ring is parsed as untrusted input.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -123,7 +140,10 @@ impl RingRef<'_> {
         let at = (c.head & self.mask()) as usize;
         let first = n.min(self.size as usize - at);
         // SAFETY: as in `write`: both copies stay inside the ring; `buf` is
-        // local memory.
+        // local memory. The peer may (against the protocol) be writing these
+        // bytes right now: the copy goes through raw pointers into a `[u8]`,
+        // so at worst it reads torn bytes, each still a valid `u8` (see the
+        // module docs); nothing is inferred from them before they are parsed.
         unsafe {
             std::ptr::copy_nonoverlapping(self.data.add(at), buf.as_mut_ptr(), first);
             std::ptr::copy_nonoverlapping(self.data, buf.as_mut_ptr().add(first), n - first);

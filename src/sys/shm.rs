@@ -181,12 +181,25 @@ pub enum Access {
 
 /// Memory shared with other processes, as raw bytes at offsets.
 ///
-/// Implementors guarantee that `as_ptr()..as_ptr()+len()` stays mapped for as
-/// long as `self` lives, and that `writable()` is true only if it was mapped
-/// writable. The provided methods check bounds and alignment, so safe code
+/// The provided methods check bounds and alignment, so safe code using them
 /// can't reach outside the mapping. Other processes may change the bytes at
 /// any time: copy them out, then validate what you copied.
-pub trait SharedMemory {
+///
+/// # Safety
+///
+/// The provided methods trust the three required ones, so an implementor
+/// must guarantee, for as long as `self` lives:
+///
+/// - `as_ptr()..as_ptr() + len()` is one live mapping (valid for reads, and
+///   for writes when `writable()` is true), and both values never change;
+/// - `writable()` is true only if the whole range was mapped writable;
+/// - no Rust reference (`&[u8]`, `&mut [u8]`, `&T`) to any byte of the range
+///   exists anywhere, so that concurrent changes by another process break no
+///   promise the compiler relies on; access is through raw pointers and
+///   atomics only.
+///
+/// [`Mapping`] and [`SysvMapping`] are the implementations in this crate.
+pub unsafe trait SharedMemory {
     /// The start of the mapping.
     fn as_ptr(&self) -> *mut u8;
 
@@ -277,8 +290,11 @@ pub trait SharedMemory {
     /// `EFAULT`-coded error when the range is outside the mapping.
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         check_range("read_at", offset, buf.len(), self.len())?;
-        // SAFETY: the range is inside the live mapping (checked above) and
-        // `buf` is a distinct, exclusively borrowed local buffer.
+        // SAFETY: the range is inside the live mapping (checked above, and
+        // the trait's contract) and `buf` is a distinct, exclusively borrowed
+        // local buffer. Another process may write the range meanwhile: the
+        // copy is through raw pointers into `u8`s, any bit pattern of which is
+        // valid, so it can read torn bytes but nothing invalid.
         unsafe {
             std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
         };
@@ -407,7 +423,10 @@ fn prot(access: Access) -> rustix::mm::ProtFlags {
     }
 }
 
-impl SharedMemory for Mapping {
+// SAFETY: `ptr..ptr+len` is the range `mmap` returned, unmapped only in
+// `drop`; `access` is the protection it was mapped with; the type lends no
+// references to its bytes.
+unsafe impl SharedMemory for Mapping {
     fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
@@ -605,7 +624,9 @@ impl SysvMapping {
     }
 }
 
-impl SharedMemory for SysvMapping {
+// SAFETY: `ptr..ptr+len` is the range `shmat` attached, detached only in
+// `drop`; `access` decided `SHM_RDONLY`; no references to its bytes are lent.
+unsafe impl SharedMemory for SysvMapping {
     fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }

@@ -624,9 +624,15 @@ impl EventLoop {
         H: FnMut(&mut Context<'_>, &S, Ready) -> io::Result<()> + 'static,
     {
         let key = self.insert(mode, |key| {
-            self.inner
-                .selector
-                .register(source.as_fd(), key.token(), interest, mode)?;
+            // SAFETY: the slot's entry owns `source` from here on, and every
+            // path that drops an entry (`remove`, `dispatch`, the loop's own
+            // drop through `Inner`) deregisters its fd first, or drops the
+            // selector with it.
+            unsafe {
+                self.inner
+                    .selector
+                    .register(source.as_fd(), key.token(), interest, mode)?
+            };
             Ok(Box::new(Registered { source, handler }))
         })?;
         Ok(Registration {

@@ -238,7 +238,12 @@ impl Supervisor {
         let signals = if opts.handle_signals {
             match SignalPipe::install(&[Signal::INT, Signal::TERM, Signal::CHLD]) {
                 Ok(p) => {
-                    selector.register(p.as_fd(), SIGNALS, Interest::READABLE, Mode::Level)?;
+                    // SAFETY: the pipe is private to the signal handler and
+                    // lives in the supervisor beside the selector; neither is
+                    // ever handed out, and both close together.
+                    unsafe {
+                        selector.register(p.as_fd(), SIGNALS, Interest::READABLE, Mode::Level)?
+                    };
                     Some(p)
                 }
                 // Someone else in this process catches signals: poll instead.

@@ -120,8 +120,19 @@ impl Selector {
     ///
     /// `EEXIST` if `fd` is registered already, `EPERM` for a regular file,
     /// `EBADF` for a closed fd.
+    ///
+    /// # Safety
+    ///
+    /// The kernel keeps watching the open file behind `fd` after this borrow
+    /// ends, and reports it under `token` for as long as any fd refers to it.
+    /// The caller must [`deregister`](Self::deregister) `fd` before it is
+    /// closed (or drop the selector first): otherwise a duplicate of the file
+    /// description (after `dup` or `fork`) keeps delivering events for a
+    /// source the caller believes gone, and a new fd that reuses the number
+    /// can't be registered (`EEXIST`) or is confused with the old one. The
+    /// event loop meets this by owning every source it registers.
     #[doc(alias = "epoll_ctl")]
-    pub fn register(
+    pub unsafe fn register(
         &self,
         fd: BorrowedFd<'_>,
         token: Token,
@@ -227,7 +238,11 @@ impl Notifier {
         use rustix::event::EventfdFlags;
         let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .ctx("eventfd", || "0, EFD_CLOEXEC | EFD_NONBLOCK")?;
-        selector.register(fd.as_fd(), token, Interest::READABLE, Mode::Edge)?;
+        // SAFETY: the eventfd is private to this notifier and never lent
+        // out; when it is closed the file has no other fd (it is
+        // close-on-exec, and a forked child's copy belongs to a process
+        // whose own tokens are checked by generation), so epoll drops it.
+        unsafe { selector.register(fd.as_fd(), token, Interest::READABLE, Mode::Edge)? };
         Ok(Self { fd })
     }
 
@@ -298,7 +313,9 @@ impl SignalSource {
         // SAFETY: signalfd returned a new fd that nothing else owns.
         let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
         let source = Self { fd, old_mask };
-        selector.register(source.fd.as_fd(), token, Interest::READABLE, Mode::Level)?;
+        // SAFETY: as for the notifier's eventfd: the signalfd is private to
+        // this source, so closing it leaves no file for epoll to report.
+        unsafe { selector.register(source.fd.as_fd(), token, Interest::READABLE, Mode::Level)? };
         Ok(source)
     }
 

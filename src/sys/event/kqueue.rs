@@ -119,7 +119,18 @@ impl Selector {
     }
 
     /// Starts watching `fd`: one `EV_ADD` per wanted filter.
-    pub fn register(
+    ///
+    /// # Safety
+    ///
+    /// The kernel keeps watching the open file behind `fd` after this borrow
+    /// ends, and reports it under `token` for as long as any fd refers to it.
+    /// The caller must [`deregister`](Self::deregister) `fd` before it is
+    /// closed (or drop the selector first): otherwise a duplicate of the file
+    /// description (after `dup` or `fork`) keeps delivering events for a
+    /// source the caller believes gone, and a new fd that reuses the number
+    /// can't be registered (`EEXIST`) or is confused with the old one. The
+    /// event loop meets this by owning every source it registers.
+    pub unsafe fn register(
         &self,
         fd: BorrowedFd<'_>,
         token: Token,

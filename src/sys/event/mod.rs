@@ -6,9 +6,12 @@
 //!
 //! - `Selector::new()` makes a close-on-exec selector;
 //! - `register(fd, token, interest, mode)` starts watching `fd`, `reregister`
-//!   replaces interest and mode, `deregister` stops (call it before the fd is
-//!   closed: a duplicated or inherited file description otherwise stays
-//!   registered and keeps reporting);
+//!   replaces interest and mode, `deregister` stops. `register` is `unsafe`
+//!   (as in `polling`): the kernel keeps the file beyond the borrow, so the
+//!   caller promises to deregister before the fd is closed, since a
+//!   duplicated or inherited file description otherwise stays registered
+//!   and keeps reporting. The event loop keeps that promise by owning its
+//!   sources;
 //! - `wait(&mut events, timeout)` clears `events`, fills it with at most its
 //!   capacity, and retries `EINTR` with the time that is left (the one place
 //!   where this layer retries it); `None` waits forever, a zero timeout polls;
