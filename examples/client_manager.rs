@@ -29,7 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use procwire::net::port::{Protocol, Reservation};
-use procwire::sys::process::{kill, Signal};
+use procwire::sys::process::kill;
+use procwire::sys::signal::Signal;
 
 use proto::{Control, Hist};
 

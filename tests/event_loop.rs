@@ -214,58 +214,144 @@ fn waker_wakes_a_loop_blocked_without_timeout() {
     lp.run().unwrap();
     t.join().unwrap();
     assert!(woke.get() >= 1 && start.elapsed() < LONG);
-    // Wakes coalesce, and the waker works again afterwards.
+    // The waker works again afterwards.
     waker.wake().unwrap();
     lp.run().unwrap();
 }
 
+/// The `write` system calls this thread has made (Linux), from
+/// `/proc/thread-self/io`.
+#[cfg(target_os = "linux")]
+fn writes_by_this_thread() -> u64 {
+    let io = std::fs::read_to_string("/proc/thread-self/io").expect("/proc/thread-self/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a syscw line")
+}
+
 #[test]
-fn a_stale_token_is_not_delivered_after_fd_reuse() {
+fn wakes_coalesce_into_one_call_and_one_write() {
     let lp = EventLoop::new().unwrap();
-    let (a1, b1) = pair();
-    let old_calls = counter();
-    let oc = old_calls.clone();
-    let reg = lp
-        .register_with(b1, Interest::READABLE, Mode::Level, move |_, _, _| {
-            oc.set(oc.get() + 1);
-            Ok(())
+    let woke = counter();
+    let w = woke.clone();
+    let again = Rc::new(RefCell::new(None::<procwire::net::event::Waker>));
+    let ag = again.clone();
+    let waker = lp
+        .waker(move |_| {
+            w.set(w.get() + 1);
+            // A wake that comes while the callback runs is not lost.
+            if let Some(wk) = ag.borrow_mut().take() {
+                wk.wake().unwrap();
+            }
         })
         .unwrap();
-    a1.send(b"x").unwrap();
-    // Deregister (closing b1), then register a new socket that will likely
-    // reuse the fd number and the slab slot.
-    reg.deregister().unwrap();
+    #[cfg(target_os = "linux")]
+    let before = writes_by_this_thread();
+    for _ in 0..1000 {
+        waker.wake().unwrap();
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let writes = writes_by_this_thread() - before;
+        assert_eq!(writes, 1, "1000 pending wakes cost one write(2)");
+    }
+    lp.run_once(Some(LONG)).unwrap();
+    assert_eq!(woke.get(), 1, "1000 wakes before a turn make one call");
+    for _ in 0..3 {
+        lp.run_once(Some(Duration::ZERO)).unwrap();
+    }
+    assert_eq!(woke.get(), 1, "and no more afterwards");
+    *again.borrow_mut() = Some(waker.clone());
+    waker.wake().unwrap();
+    lp.run_once(Some(LONG)).unwrap();
+    assert_eq!(woke.get(), 2);
+    lp.run_once(Some(LONG)).unwrap();
+    assert_eq!(
+        woke.get(),
+        3,
+        "the wake made inside the callback came through"
+    );
+}
+
+#[test]
+fn a_stale_token_is_not_delivered_after_fd_reuse() {
+    // Two sources are ready in the same wait. The first handler to run
+    // deregisters the other one (closing its fd) and registers a new source
+    // into the slot it freed, most likely on the same fd number; the old
+    // source's event is still in the batch the loop is walking, and must not
+    // reach the new handler.
+    let lp = EventLoop::new().unwrap();
+    let (a1, b1) = pair();
     let (a2, b2) = pair();
+    let victim_calls = counter();
+    let vc = victim_calls.clone();
+    let victim = Rc::new(RefCell::new(Some(
+        lp.register_with(b2, Interest::READABLE, Mode::Level, move |_, _, _| {
+            vc.set(vc.get() + 1);
+            Ok(())
+        })
+        .unwrap(),
+    )));
     let new_calls = counter();
-    let nc = new_calls.clone();
-    let _reg2 = lp
+    let new_key = Rc::new(Cell::new(None));
+    let first_calls = counter();
+    let (v, nc, nk, fc) = (
+        victim.clone(),
+        new_calls.clone(),
+        new_key.clone(),
+        first_calls.clone(),
+    );
+    let keep = Rc::new(RefCell::new(Vec::new()));
+    let kept = keep.clone();
+    let _first = lp
         .register_with(
-            b2,
+            b1,
             Interest::READABLE,
             Mode::Level,
-            move |_, s: &Socket, _| {
+            move |cx, s: &Socket, _| {
                 let _ = s.recv(&mut [0u8; 8]);
-                nc.set(nc.get() + 1);
+                fc.set(fc.get() + 1);
+                if let Some(old) = v.borrow_mut().take() {
+                    let old_key = old.key();
+                    old.deregister().unwrap();
+                    let (peer, fresh) = pair();
+                    let nc = nc.clone();
+                    let reg = cx
+                        .register_with(fresh, Interest::READABLE, Mode::Level, move |_, _, _| {
+                            nc.set(nc.get() + 1);
+                            Ok(())
+                        })
+                        .unwrap();
+                    nk.set(Some((old_key, reg.key())));
+                    kept.borrow_mut().push((peer, reg));
+                }
                 Ok(())
             },
         )
         .unwrap();
-    for _ in 0..3 {
-        lp.run_once(Some(Duration::from_millis(20))).unwrap();
-    }
+    // a1 first, so that b1's handler comes first in the batch.
+    a1.send(b"x").unwrap();
+    a2.send(b"y").unwrap();
+    lp.run_once(Some(LONG)).unwrap();
+    assert_eq!(first_calls.get(), 1);
+    let (old_key, fresh_key) = new_key.get().expect("the first handler ran");
+    assert_ne!(old_key, fresh_key, "the slot's generation moved on");
     assert_eq!(
-        old_calls.get(),
-        0,
-        "the old handler never runs after deregistration"
+        format!("{old_key:?}").split(',').next(),
+        format!("{fresh_key:?}").split(',').next(),
+        "the new source took the freed slot (same index)"
     );
+    assert_eq!(victim_calls.get(), 0, "the deregistered handler never ran");
     assert_eq!(
         new_calls.get(),
         0,
-        "the new handler gets nothing meant for the old fd"
+        "the new handler got nothing meant for the old source"
     );
-    a2.send(b"y").unwrap();
-    run_until(&lp, || new_calls.get() == 1);
-    drop(a1);
+    // The new source works once it has data of its own.
+    keep.borrow()[0].0.send(b"z").unwrap();
+    run_until(&lp, || new_calls.get() >= 1);
+    drop(a2);
 }
 
 #[test]
@@ -550,8 +636,8 @@ fn shutdown_signal_becomes_a_callback() {
     let lp = EventLoop::new().unwrap();
     let got = counter();
     let g = got.clone();
-    lp.on_signals(&[procwire::sys::process::Signal::USR2], move |cx, s| {
-        assert_eq!(s, procwire::sys::process::Signal::USR2);
+    lp.on_signals(&[procwire::sys::signal::Signal::USR2], move |cx, s| {
+        assert_eq!(s, procwire::sys::signal::Signal::USR2);
         g.set(1);
         cx.stop();
     })

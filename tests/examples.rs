@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use procwire::sys::process::{kill, process_exists, Signal};
+use procwire::sys::process::{kill, process_exists};
+use procwire::sys::signal::Signal;
 
 mod common;
 use common::example;

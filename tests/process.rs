@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use procwire::sys::process::{
     exit_immediately, fork, getpid, kill, process_exists, spawn_with_fds, Child, ExitStatus,
-    FdMapping, Fork, Signal,
+    FdMapping, Fork,
 };
+use procwire::sys::signal::Signal;
 
 fn fork_child(body: impl FnOnce() -> i32) -> Child {
     // SAFETY: the child runs `body`, which only makes system calls or

@@ -149,7 +149,7 @@ fn echo_server_and_client_over_tcp_and_unix() {
         );
         assert!(text.starts_with("messages: 4000, "), "{text}");
         // SIGTERM stops the server cleanly (and removes its socket file).
-        procwire::sys::process::kill(server.id() as i32, procwire::sys::process::Signal::TERM)
+        procwire::sys::process::kill(server.id() as i32, procwire::sys::signal::Signal::TERM)
             .unwrap();
         assert!(server.wait().unwrap().success());
         if unix {

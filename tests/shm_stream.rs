@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use procwire::ipc::{SegmentKind, ShmListener, ShmOptions, ShmStream};
-use procwire::sys::process::{exit_immediately, kill, Fork, Signal};
+use procwire::sys::process::{exit_immediately, kill, Fork};
+use procwire::sys::signal::Signal;
 
 const ROLE: &str = "PROCWIRE_TEST_ROLE";
 const SIZES: [usize; 7] = [1, 100, 4095, 4096, 4097, 9000, 16384];

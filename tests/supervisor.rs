@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use procwire::net::port::{ChildSpec, Handoff, StopReason, Supervisor, SupervisorOptions};
 use procwire::sys::fd::pipe;
-use procwire::sys::process::{process_exists, ExitStatus, Signal};
+use procwire::sys::process::{process_exists, ExitStatus};
+use procwire::sys::signal::Signal;
 
 fn opts() -> SupervisorOptions {
     SupervisorOptions {

@@ -12,80 +12,7 @@ use std::process::Command;
 use rustix::process::{Pid, WaitOptions};
 
 use super::error::{errno_ptr, last_errno, Context, Error, Result};
-
-/// A signal number, printed by its C name.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Signal(i32);
-
-impl Signal {
-    /// `SIGHUP`.
-    pub const HUP: Self = Self(libc::SIGHUP);
-    /// `SIGINT` (Ctrl-C).
-    pub const INT: Self = Self(libc::SIGINT);
-    /// `SIGQUIT`.
-    pub const QUIT: Self = Self(libc::SIGQUIT);
-    /// `SIGKILL`: can't be caught.
-    pub const KILL: Self = Self(libc::SIGKILL);
-    /// `SIGUSR1`.
-    pub const USR1: Self = Self(libc::SIGUSR1);
-    /// `SIGUSR2`.
-    pub const USR2: Self = Self(libc::SIGUSR2);
-    /// `SIGPIPE`.
-    pub const PIPE: Self = Self(libc::SIGPIPE);
-    /// `SIGALRM`.
-    pub const ALRM: Self = Self(libc::SIGALRM);
-    /// `SIGTERM`: the polite request to stop.
-    pub const TERM: Self = Self(libc::SIGTERM);
-    /// `SIGCHLD`: a child stopped or exited.
-    pub const CHLD: Self = Self(libc::SIGCHLD);
-    /// `SIGABRT`: what `abort()` raises.
-    pub const ABRT: Self = Self(libc::SIGABRT);
-    /// `SIGSEGV`.
-    pub const SEGV: Self = Self(libc::SIGSEGV);
-
-    /// A signal from its raw number.
-    pub const fn from_raw(signo: i32) -> Self {
-        Self(signo)
-    }
-
-    /// The raw signal number.
-    pub const fn as_raw(self) -> i32 {
-        self.0
-    }
-
-    fn name(self) -> Option<&'static str> {
-        Some(match self {
-            Self::HUP => "SIGHUP",
-            Self::INT => "SIGINT",
-            Self::QUIT => "SIGQUIT",
-            Self::KILL => "SIGKILL",
-            Self::USR1 => "SIGUSR1",
-            Self::USR2 => "SIGUSR2",
-            Self::PIPE => "SIGPIPE",
-            Self::ALRM => "SIGALRM",
-            Self::TERM => "SIGTERM",
-            Self::CHLD => "SIGCHLD",
-            Self::ABRT => "SIGABRT",
-            Self::SEGV => "SIGSEGV",
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Debug for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.name() {
-            Some(n) => f.write_str(n),
-            None => write!(f, "signal {}", self.0),
-        }
-    }
-}
-
-impl fmt::Display for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
+use super::signal::Signal;
 
 /// How a child process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -108,7 +35,7 @@ impl ExitStatus {
         } else {
             status
                 .terminating_signal()
-                .map(|s| Self::Signaled(Signal(s)))
+                .map(|s| Self::Signaled(Signal::from_raw(s)))
         }
     }
 }
@@ -258,11 +185,11 @@ pub fn kill(pid: i32, sig: Signal) -> Result<()> {
     let args = || format!("pid {pid}, {sig}");
     let p = positive_pid(pid).ok_or_else(|| Error::invalid_input("kill", args()))?;
     // rustix only accepts signals it can name; fall back to libc for others.
-    match rustix::process::Signal::from_named_raw(sig.0) {
+    match rustix::process::Signal::from_named_raw(sig.as_raw()) {
         Some(s) => rustix::process::kill_process(p, s).ctx("kill", args),
         None => {
             // SAFETY: kill has no memory preconditions.
-            if unsafe { libc::kill(pid, sig.0) } == 0 {
+            if unsafe { libc::kill(pid, sig.as_raw()) } == 0 {
                 Ok(())
             } else {
                 Err(Error::new("kill", args(), last_errno()))

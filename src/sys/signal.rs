@@ -1,7 +1,8 @@
-//! Signals as readable bytes: [`SignalPipe`] installs handlers that write
-//! each caught signal's number into a pipe (the self-pipe trick), so a
-//! process can wait for signals with the [`Selector`](super::event::Selector)
-//! next to its sockets instead of doing work in a handler.
+//! Signals: [`Signal`], a signal number by its C name, and [`SignalPipe`],
+//! which installs handlers that write each caught signal's number into a
+//! pipe (the self-pipe trick), so a process can wait for signals with the
+//! [`Selector`](super::event::Selector) next to its sockets instead of doing
+//! work in a handler.
 //!
 //! The handler only calls `write(2)` on a non-blocking pipe and keeps
 //! `errno`: it is async-signal-safe. One pipe serves the whole process.
@@ -12,7 +13,80 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::error::{errno_ptr, last_errno, Error, Result};
 use super::fd;
-use super::process::Signal;
+
+/// A signal number, printed by its C name.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signal(i32);
+
+impl Signal {
+    /// `SIGHUP`.
+    pub const HUP: Self = Self(libc::SIGHUP);
+    /// `SIGINT` (Ctrl-C).
+    pub const INT: Self = Self(libc::SIGINT);
+    /// `SIGQUIT`.
+    pub const QUIT: Self = Self(libc::SIGQUIT);
+    /// `SIGKILL`: can't be caught.
+    pub const KILL: Self = Self(libc::SIGKILL);
+    /// `SIGUSR1`.
+    pub const USR1: Self = Self(libc::SIGUSR1);
+    /// `SIGUSR2`.
+    pub const USR2: Self = Self(libc::SIGUSR2);
+    /// `SIGPIPE`.
+    pub const PIPE: Self = Self(libc::SIGPIPE);
+    /// `SIGALRM`.
+    pub const ALRM: Self = Self(libc::SIGALRM);
+    /// `SIGTERM`: the polite request to stop.
+    pub const TERM: Self = Self(libc::SIGTERM);
+    /// `SIGCHLD`: a child stopped or exited.
+    pub const CHLD: Self = Self(libc::SIGCHLD);
+    /// `SIGABRT`: what `abort()` raises.
+    pub const ABRT: Self = Self(libc::SIGABRT);
+    /// `SIGSEGV`.
+    pub const SEGV: Self = Self(libc::SIGSEGV);
+
+    /// A signal from its raw number.
+    pub const fn from_raw(signo: i32) -> Self {
+        Self(signo)
+    }
+
+    /// The raw signal number.
+    pub const fn as_raw(self) -> i32 {
+        self.0
+    }
+
+    fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::HUP => "SIGHUP",
+            Self::INT => "SIGINT",
+            Self::QUIT => "SIGQUIT",
+            Self::KILL => "SIGKILL",
+            Self::USR1 => "SIGUSR1",
+            Self::USR2 => "SIGUSR2",
+            Self::PIPE => "SIGPIPE",
+            Self::ALRM => "SIGALRM",
+            Self::TERM => "SIGTERM",
+            Self::CHLD => "SIGCHLD",
+            Self::ABRT => "SIGABRT",
+            Self::SEGV => "SIGSEGV",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "signal {}", self.0),
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
 
 /// The write end the handler writes to; -1 while no pipe is installed.
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);

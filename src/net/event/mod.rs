@@ -29,24 +29,34 @@
 //!   with the error. The loop itself never panics on a peer reset, `EBADF`
 //!   or `EINTR`.
 
+mod ready;
 mod server;
+mod slab;
+mod timer;
+mod wake;
 
+pub use ready::{Context, Ready};
 pub use server::{listen, serve, Output, Protocol, ServerOptions, BATCH_LIMIT};
+pub use slab::{Key, Registration};
+pub use timer::TimerId;
+pub use wake::Waker;
 
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sys::event::{Event, Events, Notifier, Selector, SignalSource, Token};
-use crate::sys::process::Signal;
+use crate::sys::event::{Event, Events, Notifier, Selector, SignalSource};
+use crate::sys::signal::Signal;
 use crate::sys::Result;
+use ready::Origin;
+use slab::{AfterCall, Entry, Registered, Slab};
+use timer::{TimerFn, Timers};
+use wake::{SignalEntry, WakerEntry, WakerInner};
 
 pub use crate::sys::event::{Interest, Mode};
 
@@ -56,102 +66,6 @@ const EVENTS_CAPACITY: usize = 1024;
 /// The work a handler should do per turn before it reschedules itself
 /// (reads, accepts, messages: the handler decides the unit).
 pub const DEFAULT_BUDGET: usize = 32;
-
-/// The readiness a handler is called with.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ready {
-    ev: Event,
-    rescheduled: bool,
-    deferred: bool,
-}
-
-impl Ready {
-    /// Reading (or accepting) will make progress.
-    pub fn is_readable(&self) -> bool {
-        self.ev.is_readable()
-    }
-
-    /// Writing will make progress.
-    pub fn is_writable(&self) -> bool {
-        self.ev.is_writable()
-    }
-
-    /// The fd has a pending error.
-    pub fn is_error(&self) -> bool {
-        self.ev.is_error()
-    }
-
-    /// The peer closed its writing half.
-    pub fn is_read_closed(&self) -> bool {
-        self.ev.is_read_closed()
-    }
-
-    /// Writing can't succeed any more.
-    pub fn is_write_closed(&self) -> bool {
-        self.ev.is_write_closed()
-    }
-
-    /// This call comes from [`Context::reschedule`], not from the selector.
-    pub fn is_rescheduled(&self) -> bool {
-        self.rescheduled
-    }
-
-    /// This call is the end-of-turn call [`Context::defer`] asked for; it
-    /// reports no readiness.
-    pub fn is_deferred(&self) -> bool {
-        self.deferred
-    }
-}
-
-impl fmt::Debug for Ready {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ready")
-            .field("readable", &self.is_readable())
-            .field("writable", &self.is_writable())
-            .field("error", &self.is_error())
-            .field("read_closed", &self.is_read_closed())
-            .field("write_closed", &self.is_write_closed())
-            .field("rescheduled", &self.rescheduled)
-            .field("deferred", &self.deferred)
-            .finish()
-    }
-}
-
-/// Identifies a registration: a slab index and the slot's generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Key {
-    index: u32,
-    generation: u32,
-}
-
-#[cfg(target_pointer_width = "64")]
-impl Key {
-    fn token(self) -> Token {
-        Token((u64::from(self.generation) << 32 | u64::from(self.index)) as usize)
-    }
-
-    fn from_token(t: Token) -> Self {
-        Self {
-            index: t.0 as u32,
-            generation: (t.0 as u64 >> 32) as u32,
-        }
-    }
-}
-
-#[cfg(not(target_pointer_width = "64"))]
-impl Key {
-    // 24 bits of index, 8 of generation where tokens are 32 bits wide.
-    fn token(self) -> Token {
-        Token(((self.generation & 0xff) << 24 | (self.index & 0xff_ffff)) as usize)
-    }
-
-    fn from_token(t: Token) -> Self {
-        Self {
-            index: (t.0 & 0xff_ffff) as u32,
-            generation: (t.0 >> 24) as u32 & 0xff,
-        }
-    }
-}
 
 /// What the error hook decides for a handler that returned an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -164,74 +78,12 @@ pub enum OnError {
     Stop,
 }
 
-/// A registered source and its handler, type-erased.
-trait Entry {
-    fn fd(&self) -> Option<BorrowedFd<'_>>;
-    fn call(&mut self, cx: &mut Context<'_>, ready: Ready) -> io::Result<()>;
-}
-
-struct Registered<S, H> {
-    source: S,
-    handler: H,
-}
-
-impl<S, H> Entry for Registered<S, H>
-where
-    S: AsFd,
-    H: FnMut(&mut Context<'_>, &S, Ready) -> io::Result<()>,
-{
-    fn fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.source.as_fd())
-    }
-
-    fn call(&mut self, cx: &mut Context<'_>, ready: Ready) -> io::Result<()> {
-        (self.handler)(cx, &self.source, ready)
-    }
-}
-
-struct Slot {
-    generation: u32,
-    entry: Option<Box<dyn Entry>>,
-    /// Its entry is out being called.
-    in_call: bool,
-    /// Deregistered during its call: remove when the call returns.
-    removed: bool,
-    occupied: bool,
-    /// On the list of end-of-turn calls.
-    deferred: bool,
-    mode: Mode,
-    /// The registered fd's number. The entry owns the source and hands
-    /// handlers only `&S`, so the number stays valid (and the same open
-    /// file) for as long as the slot is occupied.
-    fd: Option<RawFd>,
-}
-
-type TimerFn = Box<dyn FnMut(&mut Context<'_>)>;
-
-struct TimerSlot {
-    generation: u32,
-    callback: Option<TimerFn>,
-    period: Option<Duration>,
-    live: bool,
-    in_call: bool,
-}
-
-/// Identifies a timer, for [`EventLoop::cancel`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TimerId {
-    index: u32,
-    generation: u32,
-}
-
 type ErrorHook = Box<dyn FnMut(Key, &io::Error) -> OnError>;
 
+#[derive(Default)]
 struct State {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    timer_heap: BinaryHeap<Reverse<(Instant, u64, u32, u32)>>,
-    timers: Vec<TimerSlot>,
-    free_timers: Vec<u32>,
-    timer_seq: u64,
+    slab: Slab,
+    timers: Timers,
     /// Registrations to call again next turn, with their readiness.
     pending: Vec<(Key, Ready)>,
     /// Registrations to call at the end of this turn ([`Context::defer`]).
@@ -239,6 +91,9 @@ struct State {
     error: Option<io::Error>,
 }
 
+/// The loop's shared part. Field order is drop order: the selector closes
+/// before the registrations' sources, so no source is ever closed while
+/// still registered (the contract of `Selector::register`).
 struct Inner {
     selector: Selector,
     state: RefCell<State>,
@@ -259,215 +114,6 @@ pub struct EventLoop {
     inner: Rc<Inner>,
 }
 
-/// What a handler or timer gets: the loop (all of [`EventLoop`]'s methods
-/// through `Deref`) and the registration being called.
-pub struct Context<'a> {
-    lp: &'a EventLoop,
-    current: Option<Key>,
-    reschedule: bool,
-    defer: bool,
-}
-
-impl std::ops::Deref for Context<'_> {
-    type Target = EventLoop;
-
-    fn deref(&self) -> &EventLoop {
-        self.lp
-    }
-}
-
-impl Context<'_> {
-    /// The key of the registration being called (`None` in a timer).
-    pub fn current(&self) -> Option<Key> {
-        self.current
-    }
-
-    /// Deregisters the registration being called once its handler returns
-    /// (its source is dropped then, after `EPOLL_CTL_DEL`).
-    pub fn deregister_current(&mut self) {
-        if let Some(k) = self.current {
-            // The slot is in its call: this only marks it, and can't fail.
-            let _ = self.lp.remove(k);
-        }
-    }
-
-    /// Changes the interest of the registration being called.
-    pub fn reregister_current(&self, interest: Interest) -> Result<()> {
-        match self.current {
-            Some(k) => self.lp.reregister_key(k, interest, None),
-            None => Ok(()),
-        }
-    }
-
-    /// Calls the current handler again next turn with the same readiness,
-    /// without waiting for the selector: for a handler that stopped draining
-    /// because its [`Context::budget`] ran out.
-    pub fn reschedule(&mut self) {
-        self.reschedule = true;
-    }
-
-    /// Calls the current handler once more at the end of this turn, after
-    /// every handler with an event this turn has run and before the loop
-    /// waits again, with [`Ready::is_deferred`]: a connection can gather
-    /// what it produced and write it in one call, and its peer gets every
-    /// reply of the turn together (as Redis writes replies just before it
-    /// sleeps). Asking twice in a turn still makes one call; asking from the
-    /// deferred call itself makes one at the end of the next turn. In a
-    /// timer, which has no handler of its own, it does nothing.
-    pub fn defer(&mut self) {
-        self.defer = true;
-    }
-
-    /// How much work a handler should do in one call before rescheduling.
-    pub fn budget(&self) -> usize {
-        DEFAULT_BUDGET
-    }
-}
-
-impl fmt::Debug for Context<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Context")
-            .field("current", &self.current)
-            .finish()
-    }
-}
-
-/// A registered source. Dropping it deregisters the source and drops it;
-/// [`Registration::detach`] leaves it to the loop instead.
-pub struct Registration {
-    lp: Weak<Inner>,
-    key: Key,
-}
-
-impl Registration {
-    /// The registration's key.
-    pub fn key(&self) -> Key {
-        self.key
-    }
-
-    /// Changes the interest (the mode stays).
-    pub fn reregister(&self, interest: Interest) -> Result<()> {
-        match self.lp.upgrade() {
-            Some(inner) => EventLoop { inner }.reregister_key(self.key, interest, None),
-            None => Ok(()),
-        }
-    }
-
-    /// Changes interest and mode (re-arms a fired oneshot).
-    pub fn reregister_with(&self, interest: Interest, mode: Mode) -> Result<()> {
-        match self.lp.upgrade() {
-            Some(inner) => EventLoop { inner }.reregister_key(self.key, interest, Some(mode)),
-            None => Ok(()),
-        }
-    }
-
-    /// Deregisters now, reporting a failure of `EPOLL_CTL_DEL`.
-    pub fn deregister(self) -> Result<()> {
-        let r = match self.lp.upgrade() {
-            Some(inner) => EventLoop { inner }.remove(self.key),
-            None => Ok(()),
-        };
-        std::mem::forget(self);
-        r
-    }
-
-    /// Leaves the registration to the loop: it lives until its handler
-    /// deregisters itself or the loop is dropped.
-    pub fn detach(self) -> Key {
-        let k = self.key;
-        std::mem::forget(self);
-        k
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        if let Some(inner) = self.lp.upgrade() {
-            // Nowhere to report from drop; `deregister` reports.
-            let _ = EventLoop { inner }.remove(self.key);
-        }
-    }
-}
-
-impl fmt::Debug for Registration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registration")
-            .field("key", &self.key)
-            .finish()
-    }
-}
-
-/// Wakes an [`EventLoop`] from any thread (or a signal handler). Cheap to
-/// clone; wakes are coalesced: while one is pending, more cost one atomic
-/// operation and no system call.
-#[derive(Clone)]
-pub struct Waker {
-    inner: Arc<WakerInner>,
-}
-
-struct WakerInner {
-    notifier: Notifier,
-    pending: AtomicBool,
-}
-
-impl Waker {
-    /// Wakes the loop, which then calls the callback given to
-    /// [`EventLoop::waker`]. Async-signal-safe on Linux: an atomic swap and
-    /// at most one `write(2)` to an eventfd, no allocation or lock (on
-    /// kqueue it is one `kevent(2)` call).
-    pub fn wake(&self) -> Result<()> {
-        if self.inner.pending.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        self.inner.notifier.notify()
-    }
-}
-
-impl fmt::Debug for Waker {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Waker")
-            .field("notifier", &self.inner.notifier)
-            .finish()
-    }
-}
-
-static_assertions::assert_impl_all!(Waker: Send, Sync, Clone);
-
-/// The waker's registration: clears the pending flag, calls back.
-struct WakerEntry<F> {
-    inner: Arc<WakerInner>,
-    on_wake: F,
-}
-
-impl<F: FnMut(&mut Context<'_>)> Entry for WakerEntry<F> {
-    fn fd(&self) -> Option<BorrowedFd<'_>> {
-        None
-    }
-
-    fn call(&mut self, cx: &mut Context<'_>, _ready: Ready) -> io::Result<()> {
-        self.inner.pending.store(false, Ordering::Release);
-        (self.on_wake)(cx);
-        Ok(())
-    }
-}
-
-struct SignalEntry<F> {
-    source: SignalSource,
-    on_signal: F,
-}
-
-impl<F: FnMut(&mut Context<'_>, Signal)> Entry for SignalEntry<F> {
-    fn fd(&self) -> Option<BorrowedFd<'_>> {
-        None
-    }
-
-    fn call(&mut self, cx: &mut Context<'_>, ready: Ready) -> io::Result<()> {
-        let f = &mut self.on_signal;
-        self.source.read(&ready.ev, |s| f(cx, s))?;
-        Ok(())
-    }
-}
-
 impl EventLoop {
     /// Creates a loop with its own selector.
     pub fn new() -> Result<Self> {
@@ -475,17 +121,7 @@ impl EventLoop {
         Ok(Self {
             inner: Rc::new(Inner {
                 selector: Selector::new()?,
-                state: RefCell::new(State {
-                    slots: Vec::new(),
-                    free: Vec::new(),
-                    timer_heap: BinaryHeap::new(),
-                    timers: Vec::new(),
-                    free_timers: Vec::new(),
-                    timer_seq: 0,
-                    pending: Vec::new(),
-                    deferred: Vec::new(),
-                    error: None,
-                }),
+                state: RefCell::new(State::default()),
                 events: RefCell::new(Some(Events::with_capacity(EVENTS_CAPACITY))),
                 error_hook: RefCell::new(None),
                 stopped: Cell::new(false),
@@ -538,13 +174,7 @@ impl EventLoop {
 
     /// The number of live registrations.
     pub fn len(&self) -> usize {
-        self.inner
-            .state
-            .borrow()
-            .slots
-            .iter()
-            .filter(|s| s.occupied)
-            .count()
+        self.inner.state.borrow().slab.len()
     }
 
     /// Whether nothing is registered.
@@ -552,49 +182,17 @@ impl EventLoop {
         self.len() == 0
     }
 
-    /// Allocates a slot for `entry` (filled in by the caller's closure,
-    /// which gets the key and may fail).
+    /// Allocates a slot for the entry `make` builds (given the key it will
+    /// have; it may fail, and then the slot goes back).
     fn insert(&self, mode: Mode, make: impl FnOnce(Key) -> Result<Box<dyn Entry>>) -> Result<Key> {
-        let key = {
-            let mut st = self.inner.state.borrow_mut();
-            let index = match st.free.pop() {
-                Some(i) => i,
-                None => {
-                    st.slots.push(Slot {
-                        generation: 0,
-                        entry: None,
-                        in_call: false,
-                        removed: false,
-                        occupied: false,
-                        deferred: false,
-                        mode,
-                        fd: None,
-                    });
-                    (st.slots.len() - 1) as u32
-                }
-            };
-            let slot = &mut st.slots[index as usize];
-            slot.occupied = true;
-            slot.removed = false;
-            slot.mode = mode;
-            slot.fd = None;
-            Key {
-                index,
-                generation: slot.generation,
-            }
-        };
+        let key = self.inner.state.borrow_mut().slab.reserve();
         match make(key) {
             Ok(entry) => {
-                let fd = entry.fd().map(|f| f.as_raw_fd());
-                let mut st = self.inner.state.borrow_mut();
-                let slot = &mut st.slots[key.index as usize];
-                slot.fd = fd;
-                slot.entry = Some(entry);
+                self.inner.state.borrow_mut().slab.fill(key, mode, entry);
                 Ok(key)
             }
             Err(e) => {
-                let mut st = self.inner.state.borrow_mut();
-                free_slot(&mut st, key.index);
+                self.inner.state.borrow_mut().slab.unreserve(key);
                 Err(e)
             }
         }
@@ -642,21 +240,11 @@ impl EventLoop {
     }
 
     fn reregister_key(&self, key: Key, interest: Interest, mode: Option<Mode>) -> Result<()> {
-        let mut st = self.inner.state.borrow_mut();
-        let Some(slot) = st.slots.get_mut(key.index as usize) else {
-            return Ok(());
-        };
-        if slot.generation != key.generation || !slot.occupied || slot.removed {
-            return Ok(());
-        }
-        if let Some(m) = mode {
-            slot.mode = m;
-        }
-        let mode = slot.mode;
-        match slot.fd {
-            Some(raw) => {
-                // SAFETY: `raw` is the fd of the source this occupied slot's
-                // entry owns (see `Slot::fd`); it is open for this call.
+        let found = self.inner.state.borrow_mut().slab.fd_and_mode(key, mode);
+        match found {
+            Some((raw, mode)) => {
+                // SAFETY: `raw` is the fd of the source this live slot's
+                // entry owns (see the slab's `Live::fd`); it is open now.
                 let fd = unsafe { BorrowedFd::borrow_raw(raw) };
                 self.inner
                     .selector
@@ -668,23 +256,15 @@ impl EventLoop {
 
     /// Deregisters `key`: `EPOLL_CTL_DEL`, then drops the source (outside
     /// any borrow of the loop's state, since dropping may deregister more).
+    /// During the key's own call this only marks it.
     fn remove(&self, key: Key) -> Result<()> {
-        let entry = {
-            let mut st = self.inner.state.borrow_mut();
-            let Some(slot) = st.slots.get_mut(key.index as usize) else {
-                return Ok(());
-            };
-            if slot.generation != key.generation || !slot.occupied || slot.removed {
-                return Ok(());
-            }
-            if slot.in_call {
-                slot.removed = true;
-                return Ok(());
-            }
-            let entry = slot.entry.take();
-            free_slot(&mut st, key.index);
-            entry
-        };
+        let entry = self.inner.state.borrow_mut().slab.remove(key);
+        self.drop_entry(entry)
+    }
+
+    /// Takes a removed entry's fd out of the selector while its source still
+    /// lives (so the fd is open), then drops it.
+    fn drop_entry(&self, entry: Option<Box<dyn Entry>>) -> Result<()> {
         let r = match entry.as_ref().and_then(|e| e.fd()) {
             Some(fd) => self.inner.selector.deregister(fd),
             None => Ok(()),
@@ -697,11 +277,7 @@ impl EventLoop {
     /// `interest` (a retry after a pause, say), without waiting for the
     /// selector. Nothing happens if `key` was deregistered meanwhile.
     pub fn schedule(&self, key: Key, interest: Interest) {
-        let ready = Ready {
-            ev: Event::new(key.token(), interest),
-            rescheduled: true,
-            deferred: false,
-        };
+        let ready = Ready::new(Event::new(key.token(), interest), Origin::Rescheduled);
         self.inner.state.borrow_mut().pending.push((key, ready));
     }
 
@@ -721,55 +297,16 @@ impl EventLoop {
     }
 
     fn add_timer(&self, delay: Duration, period: Option<Duration>, f: TimerFn) -> TimerId {
-        let deadline = Instant::now() + delay;
-        let mut st = self.inner.state.borrow_mut();
-        let index = match st.free_timers.pop() {
-            Some(i) => i,
-            None => {
-                st.timers.push(TimerSlot {
-                    generation: 0,
-                    callback: None,
-                    period: None,
-                    live: false,
-                    in_call: false,
-                });
-                (st.timers.len() - 1) as u32
-            }
-        };
-        let t = &mut st.timers[index as usize];
-        t.callback = Some(f);
-        t.period = period;
-        t.live = true;
-        let generation = t.generation;
-        st.timer_seq += 1;
-        let seq = st.timer_seq;
-        st.timer_heap
-            .push(Reverse((deadline, seq, index, generation)));
-        TimerId { index, generation }
+        let at = Instant::now() + delay;
+        self.inner.state.borrow_mut().timers.add(at, period, f)
     }
 
     /// Cancels a timer; `true` if it was live. A cancelled timer never fires
     /// again, also when cancelled from inside a callback of the same turn.
     pub fn cancel(&self, id: TimerId) -> bool {
-        let cb = {
-            let mut st = self.inner.state.borrow_mut();
-            let Some(t) = st.timers.get_mut(id.index as usize) else {
-                return false;
-            };
-            if t.generation != id.generation || !t.live {
-                return false;
-            }
-            t.live = false;
-            if t.in_call {
-                return true;
-            }
-            let cb = t.callback.take();
-            t.generation = t.generation.wrapping_add(1);
-            st.free_timers.push(id.index);
-            cb
-        };
-        drop(cb);
-        true
+        let (was_live, callback) = self.inner.state.borrow_mut().timers.cancel(id);
+        drop(callback);
+        was_live
     }
 
     /// A [`Waker`] for this loop: `on_wake` runs on the loop's thread after
@@ -836,9 +373,9 @@ impl EventLoop {
                 Some(Duration::ZERO)
             } else {
                 let timer = st
-                    .timer_heap
-                    .peek()
-                    .map(|Reverse((d, ..))| d.saturating_duration_since(Instant::now()));
+                    .timers
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()));
                 match (timer, timeout) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -863,12 +400,7 @@ impl EventLoop {
         for (key, ready) in pending.drain(..) {
             // A deferred call that rescheduled comes back as a plain
             // rescheduled one.
-            let ready = Ready {
-                rescheduled: true,
-                deferred: false,
-                ..ready
-            };
-            self.dispatch(key, ready);
+            self.dispatch(key, Ready::new(ready.ev, Origin::Rescheduled));
         }
         {
             let mut st = self.inner.state.borrow_mut();
@@ -877,32 +409,12 @@ impl EventLoop {
                 std::mem::swap(&mut st.pending, &mut pending);
             }
         }
-        for (i, ev) in events.iter().enumerate() {
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
-            let ev = {
-                // kqueue reports read and write of one fd as two events:
-                // call the handler once, with both.
-                if events
-                    .iter()
-                    .take(i)
-                    .any(|e| e.token() == ev.token() && e.signal().is_none())
-                {
-                    continue;
-                }
-                events
-                    .iter()
-                    .skip(i + 1)
-                    .filter(|e| e.token() == ev.token() && e.signal().is_none())
-                    .fold(ev, |acc, e| acc.merged(&e))
-            };
-            let _ = i;
+        // One event per registration, kqueue's read and write reports
+        // merged by its backend.
+        for ev in events.iter() {
             self.dispatch(
                 Key::from_token(ev.token()),
-                Ready {
-                    ev,
-                    rescheduled: false,
-                    deferred: false,
-                },
+                Ready::new(ev, Origin::Selector),
             );
         }
         *self.inner.events.borrow_mut() = Some(events);
@@ -956,26 +468,10 @@ impl EventLoop {
 
     /// Calls the handler of `key` if the slot still holds that generation.
     fn dispatch(&self, key: Key, ready: Ready) {
-        let mut entry = {
-            let mut st = self.inner.state.borrow_mut();
-            let Some(slot) = st.slots.get_mut(key.index as usize) else {
-                return;
-            };
-            if slot.generation != key.generation || slot.removed || slot.in_call {
-                return;
-            }
-            let Some(entry) = slot.entry.take() else {
-                return;
-            };
-            slot.in_call = true;
-            entry
+        let Some(mut entry) = self.inner.state.borrow_mut().slab.begin_call(key) else {
+            return;
         };
-        let mut cx = Context {
-            lp: self,
-            current: Some(key),
-            reschedule: false,
-            defer: false,
-        };
+        let mut cx = Context::new(self, Some(key));
         let result = entry.call(&mut cx, ready);
         let (reschedule, defer) = (cx.reschedule, cx.defer);
         let mut remove = false;
@@ -994,32 +490,17 @@ impl EventLoop {
         }
         let dropped = {
             let mut st = self.inner.state.borrow_mut();
-            let slot = &mut st.slots[key.index as usize];
-            slot.in_call = false;
-            if slot.removed || remove {
-                free_slot(&mut st, key.index);
-                Some(entry)
-            } else {
-                slot.entry = Some(entry);
-                let queue = defer && !slot.deferred;
-                slot.deferred |= defer;
-                if queue {
-                    st.deferred.push(key);
-                }
-                if reschedule {
-                    st.pending.push((key, ready));
-                }
-                None
+            let (dropped, queue) = st.slab.end_call(key, entry, AfterCall { remove, defer });
+            if queue {
+                st.deferred.push(key);
             }
+            if reschedule && dropped.is_none() {
+                st.pending.push((key, ready));
+            }
+            dropped
         };
-        if let Some(entry) = dropped {
-            if let Some(fd) = entry.fd() {
-                // The source still lives, so the fd is open: DEL before
-                // the drop below closes it.
-                let _ = self.inner.selector.deregister(fd);
-            }
-            drop(entry);
-        }
+        // Nowhere to report a failed DEL of a source that is going anyway.
+        let _ = self.drop_entry(dropped);
     }
 
     /// Makes the end-of-turn calls [`Context::defer`] asked for. Calls
@@ -1030,18 +511,10 @@ impl EventLoop {
             return;
         }
         for key in keys.drain(..) {
-            {
-                let mut st = self.inner.state.borrow_mut();
-                match st.slots.get_mut(key.index as usize) {
-                    Some(slot) if slot.generation == key.generation => slot.deferred = false,
-                    _ => continue,
-                }
+            if !self.inner.state.borrow_mut().slab.undefer(key) {
+                continue;
             }
-            let ready = Ready {
-                ev: Event::new(key.token(), Interest::empty()),
-                rescheduled: false,
-                deferred: true,
-            };
+            let ready = Ready::new(Event::new(key.token(), Interest::empty()), Origin::Deferred);
             self.dispatch(key, ready);
         }
         let mut st = self.inner.state.borrow_mut();
@@ -1052,76 +525,19 @@ impl EventLoop {
     }
 
     fn fire_timers(&self) {
-        if self.inner.state.borrow().timer_heap.is_empty() {
+        if self.inner.state.borrow().timers.is_empty() {
             return;
         }
         let now = self.now();
         loop {
-            let (index, generation, deadline, mut cb) = {
-                let mut st = self.inner.state.borrow_mut();
-                match st.timer_heap.peek() {
-                    Some(Reverse((d, ..))) if *d <= now => {}
-                    _ => return,
-                }
-                let Some(Reverse((deadline, _, index, generation))) = st.timer_heap.pop() else {
-                    return;
-                };
-                let t = &mut st.timers[index as usize];
-                if t.generation != generation || !t.live {
-                    continue;
-                }
-                let Some(cb) = t.callback.take() else {
-                    continue;
-                };
-                t.in_call = true;
-                (index, generation, deadline, cb)
+            let Some(mut due) = self.inner.state.borrow_mut().timers.take_due(now) else {
+                return;
             };
-            let mut cx = Context {
-                lp: self,
-                current: None,
-                reschedule: false,
-                defer: false,
-            };
-            cb(&mut cx);
-            let dropped = {
-                let mut st = self.inner.state.borrow_mut();
-                let t = &mut st.timers[index as usize];
-                t.in_call = false;
-                match (t.live, t.period) {
-                    (true, Some(p)) => {
-                        t.callback = Some(cb);
-                        // Keep the cadence; skip missed periods.
-                        let mut next = deadline + p;
-                        if next <= now {
-                            next = now + p;
-                        }
-                        st.timer_seq += 1;
-                        let seq = st.timer_seq;
-                        st.timer_heap.push(Reverse((next, seq, index, generation)));
-                        None
-                    }
-                    _ => {
-                        t.live = false;
-                        t.generation = t.generation.wrapping_add(1);
-                        st.free_timers.push(index);
-                        Some(cb)
-                    }
-                }
-            };
+            (due.callback)(&mut Context::new(self, None));
+            let dropped = self.inner.state.borrow_mut().timers.finish(due, now);
             drop(dropped);
         }
     }
-}
-
-fn free_slot(st: &mut State, index: u32) {
-    let slot = &mut st.slots[index as usize];
-    slot.occupied = false;
-    slot.removed = false;
-    slot.deferred = false;
-    slot.entry = None;
-    slot.fd = None;
-    slot.generation = slot.generation.wrapping_add(1);
-    st.free.push(index);
 }
 
 impl fmt::Debug for EventLoop {

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use super::activation::pass_listeners;
 use super::reservation::{Reservation, ReservationBuilder};
 use crate::sys::event::{Events, Interest, Mode, Selector, Token};
-use crate::sys::process::{Child, ExitStatus, Signal, Spawn};
+use crate::sys::process::{Child, ExitStatus, Spawn};
+use crate::sys::signal::Signal;
 use crate::sys::signal::SignalPipe;
 use crate::sys::{errno, Error, Result};
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rustix::event::epoll::{self, EventData, EventFlags};
 
+use super::Flags;
 use super::{retry_interrupted, Event, Interest, Mode, Signal, Token};
-use super::{ERROR, READABLE, READ_CLOSED, WRITABLE, WRITE_CLOSED};
 use crate::sys::error::{Context, Result};
 use crate::sys::socket::fd_arg;
 
@@ -57,22 +57,22 @@ impl Events {
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
         self.list.iter().map(|e| {
             let f = e.flags;
-            let mut flags = 0;
+            let mut flags = Flags::empty();
             if f.intersects(EventFlags::IN | EventFlags::PRI | EventFlags::RDHUP | EventFlags::HUP)
             {
-                flags |= READABLE;
+                flags |= Flags::READABLE;
             }
             if f.contains(EventFlags::OUT) {
-                flags |= WRITABLE;
+                flags |= Flags::WRITABLE;
             }
             if f.contains(EventFlags::ERR) {
-                flags |= ERROR | WRITE_CLOSED;
+                flags |= Flags::ERROR | Flags::WRITE_CLOSED;
             }
             if f.intersects(EventFlags::RDHUP | EventFlags::HUP) {
-                flags |= READ_CLOSED;
+                flags |= Flags::READ_CLOSED;
             }
             if f.contains(EventFlags::HUP) {
-                flags |= WRITE_CLOSED;
+                flags |= Flags::WRITE_CLOSED;
             }
             Event {
                 token: Token(e.data.u64() as usize),

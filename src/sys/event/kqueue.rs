@@ -5,14 +5,15 @@
 //! `kevent()` call with `EV_RECEIPT`, so each change reports its own result
 //! without consuming pending events.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::event::kqueue::{self, EventFilter, EventFlags};
 
+use super::Flags;
 use super::{retry_interrupted, Event, Interest, Mode, Signal, Token};
-use super::{ERROR, READABLE, READ_CLOSED, WRITABLE, WRITE_CLOSED};
 use crate::sys::error::{Context, Error, Result};
 use crate::sys::socket::fd_arg;
 
@@ -22,8 +23,16 @@ pub struct Selector {
 }
 
 /// A reusable buffer of readiness reports, filled by [`Selector::wait`].
+///
+/// kqueue reports an fd's read and write filters as two kevents; a wait
+/// merges them into one [`Event`] per token (signals stay one event each),
+/// in one pass over the kevents with a token index that is kept between
+/// waits, so the loop above sees one event per registration as with epoll.
 pub struct Events {
     list: Vec<kqueue::Event>,
+    merged: Vec<Event>,
+    /// Token to position in `merged`, for this wait's kevents.
+    index: HashMap<usize, usize>,
 }
 
 impl Events {
@@ -31,65 +40,92 @@ impl Events {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             list: Vec::with_capacity(capacity.max(1)),
+            merged: Vec::with_capacity(capacity.max(1)),
+            index: HashMap::with_capacity(capacity.max(1)),
         }
     }
 
-    /// How many events one wait can return.
+    /// How many kevents one wait can return.
     pub fn capacity(&self) -> usize {
         self.list.capacity()
     }
 
-    /// The number of events the last wait returned.
+    /// The number of events (merged per token) the last wait returned.
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.merged.len()
     }
 
     /// Whether the last wait returned no event (it timed out).
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.merged.is_empty()
     }
 
     /// Forgets the events of the last wait.
     pub fn clear(&mut self) {
         self.list.clear();
+        self.merged.clear();
+        self.index.clear();
     }
 
-    /// The events of the last wait. A read and a write report of one fd are
-    /// two events here; the event loop merges them.
+    /// The events of the last wait, one per token (a read and a write
+    /// report of one fd come as one event), one per signal.
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
-        self.list.iter().map(|e| {
-            let ef = e.flags();
-            let mut flags = 0;
-            let mut signo = 0;
-            match e.filter() {
-                EventFilter::Signal { signal, .. } => {
-                    flags |= READABLE;
-                    signo = signal.as_raw();
-                }
-                EventFilter::User { .. } => flags |= READABLE,
-                EventFilter::Read(_) => {
-                    flags |= READABLE;
-                    if ef.contains(EventFlags::EOF) {
-                        flags |= READ_CLOSED;
-                    }
-                }
-                EventFilter::Write(_) => {
-                    flags |= WRITABLE;
-                    if ef.contains(EventFlags::EOF) {
-                        flags |= WRITE_CLOSED;
-                    }
-                }
-                _ => {}
+        self.merged.iter().copied()
+    }
+
+    /// Turns the kevents of a wait into `merged`: linear in their number.
+    fn merge(&mut self) {
+        self.merged.clear();
+        self.index.clear();
+        for e in &self.list {
+            let ev = convert(e);
+            if ev.signo != 0 {
+                self.merged.push(ev);
+                continue;
             }
-            if ef.contains(EventFlags::ERROR) {
-                flags |= ERROR;
+            match self.index.get(&ev.token.0) {
+                Some(&at) => self.merged[at] = self.merged[at].merged(&ev),
+                None => {
+                    self.index.insert(ev.token.0, self.merged.len());
+                    self.merged.push(ev);
+                }
             }
-            Event {
-                token: Token(e.udata() as usize),
-                flags,
-                signo,
+        }
+    }
+}
+
+/// One kevent as an [`Event`].
+fn convert(e: &kqueue::Event) -> Event {
+    let ef = e.flags();
+    let mut flags = Flags::empty();
+    let mut signo = 0;
+    match e.filter() {
+        EventFilter::Signal { signal, .. } => {
+            flags |= Flags::READABLE;
+            signo = signal.as_raw();
+        }
+        EventFilter::User { .. } => flags |= Flags::READABLE,
+        EventFilter::Read(_) => {
+            flags |= Flags::READABLE;
+            if ef.contains(EventFlags::EOF) {
+                flags |= Flags::READ_CLOSED;
             }
-        })
+        }
+        EventFilter::Write(_) => {
+            flags |= Flags::WRITABLE;
+            if ef.contains(EventFlags::EOF) {
+                flags |= Flags::WRITE_CLOSED;
+            }
+        }
+        _ => {}
+    }
+    if ef.contains(EventFlags::ERROR) {
+        flags |= Flags::ERROR;
+    }
+    Event {
+        token: Token(e.udata() as usize),
+        flags,
+        signo,
     }
 }
 
@@ -251,7 +287,7 @@ impl Selector {
     #[doc(alias = "kevent")]
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> Result<()> {
         retry_interrupted(timeout, |left| {
-            events.list.clear();
+            events.clear();
             // SAFETY: no changes are submitted; returned udata values are
             // tokens, never dereferenced.
             unsafe {
@@ -266,7 +302,9 @@ impl Selector {
             .ctx("kevent", || {
                 format!("{}, timeout {left:?}", fd_arg(self.kq.as_fd()))
             })
-        })
+        })?;
+        events.merge();
+        Ok(())
     }
 
     fn args(&self, fd: BorrowedFd<'_>, op: &str) -> String {

@@ -48,7 +48,7 @@ compile_error!("procwire supports epoll (Linux, Android) and kqueue (Apple, BSD)
 
 pub use selector::{Events, Notifier, Selector, SignalSource};
 
-use super::process::Signal;
+use super::signal::Signal;
 
 /// The value a registration carries back in each of its events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,28 +84,30 @@ pub enum Mode {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Event {
     token: Token,
-    flags: u8,
+    flags: Flags,
     /// The signal number of a kqueue `EVFILT_SIGNAL` report, else 0.
     signo: i32,
 }
 
-const READABLE: u8 = 1;
-const WRITABLE: u8 = 2;
-const ERROR: u8 = 4;
-const READ_CLOSED: u8 = 8;
-const WRITE_CLOSED: u8 = 16;
+bitflags::bitflags! {
+    /// What an [`Event`] reports, as the backends fill it in.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    struct Flags: u8 {
+        const READABLE = 1;
+        const WRITABLE = 1 << 1;
+        const ERROR = 1 << 2;
+        const READ_CLOSED = 1 << 3;
+        const WRITE_CLOSED = 1 << 4;
+    }
+}
 
 impl Event {
     /// An event as the selector would report it, for code that calls a
     /// handler without the selector (a retry after a pause, say).
     pub fn new(token: Token, interest: Interest) -> Self {
-        let mut flags = 0;
-        if interest.contains(Interest::READABLE) {
-            flags |= READABLE;
-        }
-        if interest.contains(Interest::WRITABLE) {
-            flags |= WRITABLE;
-        }
+        let mut flags = Flags::empty();
+        flags.set(Flags::READABLE, interest.contains(Interest::READABLE));
+        flags.set(Flags::WRITABLE, interest.contains(Interest::WRITABLE));
         Event {
             token,
             flags,
@@ -120,32 +122,32 @@ impl Event {
 
     /// Reading (or accepting) will make progress.
     pub fn is_readable(&self) -> bool {
-        self.flags & READABLE != 0
+        self.flags.contains(Flags::READABLE)
     }
 
     /// Writing will make progress.
     pub fn is_writable(&self) -> bool {
-        self.flags & WRITABLE != 0
+        self.flags.contains(Flags::WRITABLE)
     }
 
     /// The fd has a pending error (read it with `SO_ERROR`).
     pub fn is_error(&self) -> bool {
-        self.flags & ERROR != 0
+        self.flags.contains(Flags::ERROR)
     }
 
     /// The peer closed its writing half: reads drain, then see end-of-file.
     pub fn is_read_closed(&self) -> bool {
-        self.flags & READ_CLOSED != 0
+        self.flags.contains(Flags::READ_CLOSED)
     }
 
     /// Writing can't succeed any more (the peer closed or reset).
     pub fn is_write_closed(&self) -> bool {
-        self.flags & WRITE_CLOSED != 0
+        self.flags.contains(Flags::WRITE_CLOSED)
     }
 
-    /// This event with the readiness of `other` added (kqueue reports the
-    /// read and write sides of one fd as two events).
-    pub fn merged(&self, other: &Event) -> Event {
+    /// This event with the readiness of `other` added.
+    #[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
+    fn merged(&self, other: &Event) -> Event {
         Event {
             token: self.token,
             flags: self.flags | other.flags,
