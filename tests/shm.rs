@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use procwire::sys::process::{exit_immediately, fork, ExitStatus, Fork};
 use procwire::sys::shm::{
     file_size, ftruncate, shm_open, shm_remove, shm_segment_size, shm_stat, shm_unlink, shmget,
-    unique_shm_name, Access, Mapping, SharedMemory, ShmOpenFlags, SysvKey, SysvMapping,
+    unique_shm_name, Access, Mapping, SharedMemory, ShmOpenFlags, SysvKey, SysvMapping, SysvOpen,
 };
 
 /// Forks a child that copies `msg` to the start of `mem` and exits with `code`.
@@ -81,7 +81,7 @@ fn posix_segment_written_by_a_forked_child() {
 
 #[test]
 fn sysv_segment_written_by_a_forked_child_and_removed() {
-    let id = shmget(SysvKey::Private, 4096, true, 0o600).unwrap();
+    let id = shmget(SysvKey::Private, 4096, SysvOpen::Create, 0o600).unwrap();
     let map = SysvMapping::attach(id, Access::ReadWrite).unwrap();
     // Marked for removal at once: it lives while attached (the child inherits
     // the attachment), and can't outlive the test even if it fails.
@@ -125,11 +125,11 @@ fn sysv_segment_written_by_a_forked_child_and_removed() {
 
 #[test]
 fn sysv_errors_name_the_call() {
-    let e = shmget(SysvKey::Key(0x7072_6f63), 4096, false, 0o600).unwrap_err();
+    let e = shmget(SysvKey::Key(0x7072_6f63), 4096, SysvOpen::Existing, 0o600).unwrap_err();
     assert_eq!(e.raw_os_error(), libc::ENOENT);
     assert!(
         e.to_string()
-            .starts_with("shmget(Key(1886547811), 4096 bytes, create false, 0o600): "),
+            .starts_with("shmget(Key(1886547811), 4096 bytes, Existing, 0o600): "),
         "{e}"
     );
     let e = shm_remove(-1).unwrap_err();

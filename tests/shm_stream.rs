@@ -921,7 +921,7 @@ fn a_listener_refuses_posix_segments_unless_told_otherwise() {
 
 #[test]
 fn a_sysv_segment_the_peer_did_not_make_is_refused() {
-    use procwire::sys::shm::{shm_remove, shmget, Mapping, SharedMemory, SysvKey};
+    use procwire::sys::shm::{shm_remove, shmget, Mapping, SharedMemory, SysvKey, SysvOpen};
     use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
     let ring: u64 = 4096;
     // Another process's segment (a forked child's): a hostile peer could
@@ -932,7 +932,12 @@ fn a_sysv_segment_the_peer_did_not_make_is_refused() {
     // (no allocation, no lock) and `_exit`s.
     let id = match unsafe { procwire::sys::process::fork() }.unwrap() {
         Fork::Child => {
-            let id = shmget(SysvKey::Private, 4096 + 2 * ring as usize, true, 0o600);
+            let id = shmget(
+                SysvKey::Private,
+                4096 + 2 * ring as usize,
+                SysvOpen::Create,
+                0o600,
+            );
             word.store(id.map_or(u64::MAX, |id| id as u64), Ordering::Release);
             exit_immediately(0)
         }

@@ -61,8 +61,8 @@ impl LocalRing {
             // SAFETY: the ring starts at HEADER_SIZE, inside the mapping.
             data: unsafe { self.map.as_ptr().add(HEADER_SIZE) },
             size: self.size,
-            tail: &h.tail[0].v,
-            head: &h.head[0].v,
+            tail: &h.tail[0],
+            head: &h.head[0],
         }
     }
 
@@ -89,10 +89,10 @@ impl LocalRing {
     pub fn corrupt(&mut self, field: Field, value: u64) {
         let h = self.header();
         match field {
-            Field::Tail => h.tail[0].v.store(value, Ordering::Relaxed),
-            Field::Head => h.head[0].v.store(value, Ordering::Relaxed),
+            Field::Tail => h.tail[0].store(value, Ordering::Relaxed),
+            Field::Head => h.head[0].store(value, Ordering::Relaxed),
             Field::RingSize => h.ring_size.store(value, Ordering::Relaxed),
-            Field::DataWaiter => h.data_waiter[0].v.store(value as u32, Ordering::Relaxed),
+            Field::DataWaiter => h.data_waiter[0].store(value as u32, Ordering::Relaxed),
         }
     }
 

@@ -1,13 +1,22 @@
-//! Futexes (Linux): sleep until a 32-bit word in memory changes, and wake
-//! sleepers. The calls are the shared (non-private) kind, so the word may sit
-//! in a mapping other processes use.
+//! Futexes (Linux, Android): sleep until a 32-bit word in memory changes,
+//! and wake sleepers. The calls are the shared (non-private) kind, so the
+//! word may sit in a mapping other processes use. Elsewhere [`SUPPORTED`]
+//! is false, [`futex_wait`] fails with `ENOSYS` and [`futex_wake`] wakes
+//! no one, so callers choose another way to sleep from one constant rather
+//! than from `cfg`s of their own.
 
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use rustix::thread::futex;
 
-use super::error::{Context, Result};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use super::error::Context;
+use super::error::Result;
+
+/// Whether this platform has futexes that work across processes.
+pub const SUPPORTED: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// How [`futex_wait`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,6 +34,7 @@ pub enum FutexWait {
 /// is left.
 #[doc(alias = "futex")]
 #[doc(alias = "FUTEX_WAIT")]
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Result<FutexWait> {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut left = timeout;
@@ -54,7 +64,26 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) ->
 /// Wakes up to `count` sleepers on `word` (`futex(FUTEX_WAKE)`), returning
 /// how many woke.
 #[doc(alias = "FUTEX_WAKE")]
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize> {
     futex::wake(word, futex::Flags::empty(), count)
         .ctx("futex", || format!("{:p}, FUTEX_WAKE, {count}", word))
+}
+
+/// Without futexes: fails with `ENOSYS` (see [`SUPPORTED`]).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Result<FutexWait> {
+    let _ = (Instant::now(), timeout);
+    Err(super::Error::new(
+        "futex",
+        format!("{:p}, FUTEX_WAIT, expected {expected}", word),
+        libc::ENOSYS,
+    ))
+}
+
+/// Without futexes: no one can sleep on a word, so no one is woken.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize> {
+    let _ = (word, count);
+    Ok(0)
 }

@@ -6,7 +6,6 @@
 //! ([`std::os::fd::OwnedFd`] or a type holding one) and close-on-exec unless
 //! a call says otherwise.
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod cpu;
 pub mod error;
 pub mod event;
@@ -14,7 +13,6 @@ pub mod event;
 pub mod eventfd;
 pub mod fd;
 pub mod fdpass;
-#[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod futex;
 pub mod process;
 pub mod shm;

@@ -103,6 +103,59 @@ bitflags::bitflags! {
     }
 }
 
+/// Whether this platform has memfds with seals (Linux, Android, FreeBSD).
+pub const HAVE_MEMFD: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd"
+));
+
+/// Whether a SysV segment already marked for removal (`IPC_RMID`) can still
+/// be attached by another process (Linux, Android): then its creator can
+/// remove it at once, and it can't outlive the processes using it.
+pub const SYSV_ATTACH_AFTER_REMOVE: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// A memfd of `len` bytes sealed against shrinking, growing and further
+/// seals: a peer it is sent to can't change its size under a mapping.
+///
+/// # Errors
+///
+/// `ENOSYS` where memfds don't exist ([`HAVE_MEMFD`] is false); the errors
+/// of `memfd_create`, `ftruncate` and `fcntl(F_ADD_SEALS)`.
+pub fn sealed_memfd(name: &str, len: u64) -> Result<OwnedFd> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        use std::os::fd::AsFd;
+        let fd = memfd_create(name)?;
+        ftruncate(fd.as_fd(), len)?;
+        add_seals(fd.as_fd(), Seals::SHRINK | Seals::GROW | Seals::SEAL)?;
+        Ok(fd)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        Err(Error::new(
+            "memfd_create",
+            format!("{name}, {len} bytes"),
+            libc::ENOSYS,
+        ))
+    }
+}
+
+/// Whether `fd` is a memfd sealed against shrinking, so that no one can
+/// truncate it under a mapping; `false` for anything else, and everywhere
+/// memfds don't exist.
+pub fn is_sealed_against_shrinking(fd: BorrowedFd<'_>) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        seals(fd).is_ok_and(|s| s.contains(Seals::SHRINK))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        let _ = fd;
+        false
+    }
+}
+
 /// Creates an anonymous memory file (`memfd_create(2)`), close-on-exec, that
 /// accepts seals. It has no name in any file system, so nothing can leak by
 /// name: it is gone when the last fd and mapping are.
@@ -259,7 +312,7 @@ pub unsafe trait SharedMemory {
     /// misaligned, or the mapping is read-only (a read-modify-write would
     /// fault).
     fn atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
-        self.atomic_ptr(offset, 4)
+        atomic_ptr(self, offset, 4)
             // SAFETY: `atomic_ptr` checked bounds, 4-byte alignment and
             // writability; the mapping lives as long as `&self`, and all
             // accesses by this process through it are atomic.
@@ -268,19 +321,9 @@ pub unsafe trait SharedMemory {
 
     /// The `AtomicU64` at `offset`, like [`SharedMemory::atomic_u32`].
     fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
-        self.atomic_ptr(offset, 8)
+        atomic_ptr(self, offset, 8)
             // SAFETY: as in `atomic_u32`, with 8-byte alignment checked.
             .map(|p| unsafe { AtomicU64::from_ptr(p.cast()) })
-    }
-
-    #[doc(hidden)]
-    fn atomic_ptr(&self, offset: usize, size: usize) -> Option<*mut u8> {
-        let end = offset.checked_add(size)?;
-        if !self.writable() || end > self.len() {
-            return None;
-        }
-        let p = self.as_ptr().wrapping_add(offset);
-        (p as usize % size == 0).then_some(p)
     }
 
     /// Copies `buf.len()` bytes at `offset` out of the mapping.
@@ -318,6 +361,17 @@ pub unsafe trait SharedMemory {
         };
         Ok(())
     }
+}
+
+/// The address of a `size`-byte atomic at `offset`, if it is inside the
+/// mapping, aligned to `size`, and the mapping is writable.
+fn atomic_ptr<M: SharedMemory + ?Sized>(m: &M, offset: usize, size: usize) -> Option<*mut u8> {
+    let end = offset.checked_add(size)?;
+    if !m.writable() || end > m.len() {
+        return None;
+    }
+    let p = m.as_ptr().wrapping_add(offset);
+    (p as usize % size == 0).then_some(p)
 }
 
 fn check_range(call: &'static str, offset: usize, len: usize, size: usize) -> Result<()> {
@@ -472,21 +526,29 @@ pub enum SysvKey {
     Key(i32),
 }
 
+/// Whether [`shmget`] makes a new SysV segment or opens one that exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SysvOpen {
+    /// `IPC_CREAT | IPC_EXCL`: a new segment; `EEXIST` if the key has one.
+    Create,
+    /// No flags: the segment the key names; `ENOENT` if there is none.
+    Existing,
+}
+
 /// Gets or creates a SysV shared-memory segment (`shmget(2)`) of `size`
-/// bytes, returning its id. `create` adds `IPC_CREAT | IPC_EXCL`; `mode` is
-/// its permission bits (use `0o600`).
+/// bytes, returning its id. `mode` is its permission bits (use `0o600`).
 ///
 /// # Errors
 ///
 /// `EEXIST` when creating a key that exists, `ENOENT` when opening one that
 /// doesn't, `EINVAL` for a size outside the system's limits.
-pub fn shmget(key: SysvKey, size: usize, create: bool, mode: u32) -> Result<i32> {
+pub fn shmget(key: SysvKey, size: usize, open: SysvOpen, mode: u32) -> Result<i32> {
     let k = match key {
         SysvKey::Private => libc::IPC_PRIVATE as libc::key_t,
         SysvKey::Key(k) => k as libc::key_t,
     };
     let mut flags = (mode & 0o777) as libc::c_int;
-    if create {
+    if open == SysvOpen::Create {
         flags |= libc::IPC_CREAT | libc::IPC_EXCL;
     }
     // SAFETY: shmget takes only integers and touches no memory of ours.
@@ -494,7 +556,7 @@ pub fn shmget(key: SysvKey, size: usize, create: bool, mode: u32) -> Result<i32>
     if id < 0 {
         Err(Error::new(
             "shmget",
-            format!("{key:?}, {size} bytes, create {create}, {mode:#o}"),
+            format!("{key:?}, {size} bytes, {open:?}, {mode:#o}"),
             last_errno(),
         ))
     } else {

@@ -250,6 +250,19 @@ impl Socket {
             .ctx("getsockopt", || opt_args(self, "SO_ERROR"))
     }
 
+    /// The pid of the connected peer of a Unix socket, where the platform
+    /// tells it (`SO_PEERCRED` on Linux and Android); `None` elsewhere.
+    pub fn peer_pid(&self) -> Result<Option<i32>> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            self.peer_cred().map(|c| Some(c.pid))
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            Ok(None)
+        }
+    }
+
     /// The credentials of the connected peer of a Unix socket (`SO_PEERCRED`).
     #[cfg(any(target_os = "linux", target_os = "android"))]
     #[doc(alias = "SO_PEERCRED")]

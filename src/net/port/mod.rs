@@ -33,10 +33,9 @@ pub use good::{
     available_good_ports, ephemeral_ranges, get_port, is_available, is_good, select_random,
     unassigned_ranges, PortItem, PortSpec, PortSpecError, DEFAULT_EPHEMERAL_RANGE, PROBE_WAIT,
 };
-pub use registry::{
-    check_name, parse_port, parse_text, rewrite_text, Registry, RegistryError, PATH_VARIABLE,
-    SYSTEM_PATH,
-};
+pub use registry::{check_name, parse_port, Registry, RegistryError, PATH_VARIABLE, SYSTEM_PATH};
+#[cfg(feature = "testing")]
+pub use registry::{parse_text, rewrite_text};
 pub use reservation::{
     bind_reserved, reserve_many, reserve_time_wait, Protocol, Reservation, ReservationBuilder,
     ReservedBind,

@@ -346,7 +346,8 @@ impl Doc {
 }
 
 /// Parses registry text as [`Registry::list`] does (`path` only names the
-/// file in errors).
+/// file in errors). For fuzzing the reader.
+#[cfg(any(test, feature = "testing"))]
 pub fn parse_text(path: &Path, text: &str) -> Result<Vec<(String, u16)>> {
     Ok(Doc::parse(path, text)?
         .entries
@@ -358,7 +359,7 @@ pub fn parse_text(path: &Path, text: &str) -> Result<Vec<(String, u16)>> {
 /// Parses `text`, adds `name = port` and removes `remove` the way a write
 /// does, and returns the text that would be written. For fuzzing the writer
 /// against the reader.
-#[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub fn rewrite_text(text: &str, add: Option<(&str, u16)>, remove: Option<&str>) -> Result<String> {
     let mut doc = Doc::parse(Path::new("fuzz"), text)?;
     if let Some((name, port)) = add {
