@@ -902,13 +902,11 @@ fn flush(cl: &mut Client) {
     }
 }
 
-/// CPU time of this process (user + system), from `/proc/self/stat`.
+/// CPU time of this process (user + system).
 fn cpu_seconds() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
+    procwire::sys::process::own_cpu_time()
+        .ok()
+        .map(|d| d.as_secs_f64())
 }
 
 fn main() -> ExitCode {

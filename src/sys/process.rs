@@ -650,3 +650,87 @@ pub fn set_open_files_limit(soft: u64) -> Result<()> {
     )
     .ctx("setrlimit", || format!("RLIMIT_NOFILE, soft {soft}"))
 }
+
+/// The CPU time (user plus system) this process has used so far
+/// (`getrusage(RUSAGE_SELF)`).
+#[doc(alias = "getrusage")]
+pub fn own_cpu_time() -> Result<std::time::Duration> {
+    // SAFETY: `rusage` is plain old data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a live, writable `rusage` the kernel fills in.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Err(Error::new("getrusage", "RUSAGE_SELF", last_errno()));
+    }
+    let tv = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec.max(0) as u64)
+            + std::time::Duration::from_micros(t.tv_usec.clamp(0, 999_999) as u64)
+    };
+    Ok(tv(ru.ru_utime) + tv(ru.ru_stime))
+}
+
+/// The CPU time (user plus system) process `pid` has used so far, from
+/// `/proc/<pid>/stat` in clock ticks of `sysconf(_SC_CLK_TCK)` (Linux,
+/// Android).
+///
+/// # Errors
+///
+/// `ENOENT` for a process that is gone (as the read reports it), `EINVAL`
+/// for a stat line that doesn't parse; `ENOSYS` on other systems.
+pub fn cpu_time_of(pid: i32) -> Result<std::time::Duration> {
+    let path = format!("/proc/{pid}/stat");
+    if !cfg!(any(target_os = "linux", target_os = "android")) {
+        return Err(Error::new("cpu_time_of", path, libc::ENOSYS));
+    }
+    let stat = std::fs::read_to_string(&path)
+        .map_err(|e| Error::new("read", path.clone(), e.raw_os_error().unwrap_or(libc::EIO)))?;
+    parse_stat_cpu(&stat).ok_or_else(|| Error::new("cpu_time_of", path, libc::EINVAL))
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line: fields 14 and 15, counted
+/// after the command name (which may hold spaces and parentheses).
+fn parse_stat_cpu(stat: &str) -> Option<std::time::Duration> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf takes an integer and touches no memory of ours.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
+    Some(std::time::Duration::from_nanos(
+        ticks.saturating_mul(1_000_000_000) / hz,
+    ))
+}
+
+#[cfg(test)]
+mod cpu_time_tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse_after_the_command_name() {
+        // SAFETY: as above.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let line = "42 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 300 100 0 0 20 0 1";
+        assert_eq!(
+            parse_stat_cpu(line),
+            Some(std::time::Duration::from_nanos(400 * 1_000_000_000 / hz))
+        );
+        assert_eq!(parse_stat_cpu("42 (a) S 1 2"), None);
+        assert_eq!(parse_stat_cpu("no parenthesis 1 2 3"), None);
+        assert_eq!(parse_stat_cpu("42 (a) S 1 2 3 4 5 6 7 8 9 10 x 100"), None);
+    }
+
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(own_cpu_time().unwrap() > std::time::Duration::ZERO);
+        if cfg!(target_os = "linux") {
+            let of = cpu_time_of(getpid()).unwrap();
+            assert!(of > std::time::Duration::ZERO);
+            let e = cpu_time_of(i32::MAX).unwrap_err();
+            assert_eq!(e.raw_os_error(), libc::ENOENT, "{e}");
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Helpers for the shared-memory tests (`shm_stream.rs`, `shm_fork.rs`):
+//! a connected pair in one process and round trips of every size.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use procwire::ipc::{ShmListener, ShmOptions, ShmStream};
+
+/// The sizes a round trip sends: around a page, a ring, and beyond.
+pub const SIZES: [usize; 7] = [1, 100, 4095, 4096, 4097, 9000, 16384];
+
+/// A socket path of this process's own under the temporary directory.
+pub fn sock_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("procwire-shm-{tag}-{}.sock", std::process::id()))
+}
+
+/// A connected pair in this process: (client, server).
+pub fn pair(tag: &str, opts: ShmOptions) -> (ShmStream, ShmStream) {
+    let path = sock_path(tag);
+    let _ = std::fs::remove_file(&path);
+    let mut l = ShmListener::bind(&path).unwrap();
+    // Both ends are this test: POSIX segments are trusted here.
+    l.set_sealed_only(false);
+    let p = path.clone();
+    let t = std::thread::spawn(move || ShmStream::connect_with(&p, opts).unwrap());
+    let s = l.accept().unwrap();
+    let c = t.join().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    (c, s)
+}
+
+/// `n` bytes of a pattern that differs with `seed`.
+pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Sends each size in pieces of at most a ring and reads each piece back.
+pub fn echo_round_trips(c: &mut ShmStream, ring: usize) {
+    for (k, &size) in SIZES.iter().enumerate() {
+        let data = pattern(size, k as u8);
+        let mut back = vec![0u8; size];
+        let mut at = 0;
+        while at < size {
+            let n = (size - at).min(ring);
+            c.write_all(&data[at..at + n]).unwrap();
+            c.read_exact(&mut back[at..at + n]).unwrap();
+            at += n;
+        }
+        assert_eq!(back, data, "size {size}");
+    }
+}
