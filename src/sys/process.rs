@@ -719,6 +719,7 @@ mod cpu_time_tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "system calls")]
     fn this_process_has_used_some_cpu() {
         let mut x = 0u64;
         for i in 0..2_000_000u64 {
