@@ -28,7 +28,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use procwire::net::port::{Protocol, Reservation};
+use procwire::net::port::{Reservation, Transport};
 use procwire::sys::process::kill;
 use procwire::sys::signal::Signal;
 
@@ -249,7 +249,7 @@ fn run_once(cfg: &Config, file: &Path, out_dir: &Path, tag: &str) -> std::io::Re
     let server_exe = exe("psp_server")?;
     let client_exe = exe("psp_client")?;
     let res = Reservation::builder(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .protocol(Protocol::TcpAndUdp)
+        .transport(Transport::TcpAndUdp)
         .reserve()?;
     let port = res.port();
     let mut server = Command::new(&server_exe);

@@ -21,7 +21,8 @@ mod cli;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
-use procwire::net::event::{serve, EventLoop, Output, Protocol, ServerOptions};
+use procwire::net::event::EventLoop;
+use procwire::net::server::{serve, Output, Protocol, ServerOptions};
 use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
 
 const USAGE: &str =

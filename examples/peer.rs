@@ -26,8 +26,9 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
-use procwire::net::event::{serve, Context, EventLoop, Interest, Output, Protocol, ServerOptions};
+use procwire::net::event::{Context, EventLoop, Interest};
 use procwire::net::port::{bind_reserved, listen_fds};
+use procwire::net::server::{serve, Output, Protocol, ServerOptions};
 use procwire::sys::process::getpid;
 use procwire::sys::socket::{Domain, Socket, Type};
 use procwire::sys::{errno, Error};

@@ -30,7 +30,7 @@ use std::time::Duration;
 use procwire::net::event::{EventLoop, Interest};
 use procwire::sys::fd::set_nonblocking;
 
-use procwire::net::port::{ChildSpec, Handoff, StopReason, Supervisor, SupervisorOptions};
+use procwire::net::supervisor::{ChildSpec, Handoff, StopReason, Supervisor, SupervisorOptions};
 use procwire::sys::fd::pipe;
 
 #[path = "peer.rs"]

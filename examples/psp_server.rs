@@ -35,9 +35,10 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use procwire::net::event::{listen, Context, EventLoop, Interest};
+use procwire::net::event::{Context, EventLoop, Interest};
 use procwire::net::frame::{Decoder, Framing};
 use procwire::net::port::ReservedBind;
+use procwire::net::server::listen;
 use procwire::sys::errno;
 use procwire::sys::socket::{SockAddr, Socket};
 

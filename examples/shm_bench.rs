@@ -635,6 +635,17 @@ fn parse_options() -> Result<Option<Options>, lexopt::Error> {
     Ok(Some(o))
 }
 
+/// A ratio with three significant digits (at least three decimals), so a
+/// tiny one never prints as 0.000.
+fn three_digits(x: f64) -> String {
+    let decimals = if x > 0.0 && x < 1.0 {
+        (2.0 - x.log10().floor()).clamp(3.0, 12.0) as usize
+    } else {
+        3
+    };
+    format!("{x:.decimals$}")
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -770,12 +781,12 @@ fn main() -> ExitCode {
             sbw / ubw
         ));
         ratios.push(format!(
-            "RATIO shm_bench/p50_{n} = {:.3} goal <= {p50_goal}",
-            s50 / u50
+            "RATIO shm_bench/p50_{n} = {} goal <= {p50_goal}",
+            three_digits(s50 / u50)
         ));
         ratios.push(format!(
-            "RATIO shm_bench/p99_{n} = {:.3} goal <= {p99_goal}",
-            s99 / u99
+            "RATIO shm_bench/p99_{n} = {} goal <= {p99_goal}",
+            three_digits(s99 / u99)
         ));
     }
     pin(&(0..cpu_count()).collect::<Vec<_>>());

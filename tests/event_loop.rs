@@ -6,9 +6,8 @@ use std::io::{Read, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use procwire::net::event::{
-    serve, EventLoop, Interest, Mode, OnError, Output, Protocol, ServerOptions,
-};
+use procwire::net::event::{EventLoop, Interest, Mode, OnError};
+use procwire::net::server::{serve, Output, Protocol, ServerOptions};
 use procwire::sys::socket::{socketpair, Domain, Socket, Type};
 
 const LONG: Duration = Duration::from_secs(10);
@@ -629,36 +628,71 @@ fn an_oversized_frame_closes_only_that_connection() {
     });
 }
 
-#[test]
-fn shutdown_signal_becomes_a_callback() {
-    // SIGUSR1 to this process, delivered through the loop: use a dedicated
-    // signal so the test harness's own handling of INT/TERM is untouched.
-    let lp = EventLoop::new().unwrap();
-    let got = counter();
-    let g = got.clone();
-    lp.on_signals(&[procwire::sys::signal::Signal::USR2], move |cx, s| {
-        assert_eq!(s, procwire::sys::signal::Signal::USR2);
-        g.set(1);
-        cx.stop();
-    })
-    .unwrap();
-    // Signal this thread's process; the mask blocks it in this thread and
-    // the harness's other threads may not, so send it until we see it.
-    let deadline = Instant::now() + LONG;
-    while got.get() == 0 {
-        assert!(Instant::now() < deadline);
-        let tid = rustix::thread::gettid();
-        // SAFETY: tgkill of our own thread with a blocked signal.
-        unsafe {
-            libc::syscall(
-                libc::SYS_tgkill,
-                std::process::id() as i32,
-                tid.as_raw_nonzero().get(),
-                libc::SIGUSR2,
-            )
-        };
-        lp.run_once(Some(Duration::from_millis(20))).unwrap();
+/// The disposition of `signo` in this process (its handler address).
+fn disposition(signo: i32) -> usize {
+    // SAFETY: a zeroed sigaction is a valid value for the kernel to fill;
+    // a null new action only reads the current one.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(signo, std::ptr::null(), &mut old), 0);
+        old.sa_sigaction
     }
+}
+
+/// Sets the disposition of `signo` to `handler` (SIG_IGN, SIG_DFL).
+fn set_disposition(signo: i32, handler: usize) {
+    // SAFETY: as above, with a plain handler value and an empty mask.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler;
+        assert_eq!(libc::sigaction(signo, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+#[test]
+fn signals_reach_every_loop_that_asked_and_the_old_disposition_comes_back() {
+    use procwire::sys::process::{getpid, kill};
+    use procwire::sys::signal::Signal;
+    // SIGUSR2 is this test's alone in this binary. Ignored to begin with, so
+    // a signal that arrives after the loops are gone does no harm.
+    set_disposition(libc::SIGUSR2, libc::SIG_IGN);
+    let loops: Vec<(EventLoop, Rc<Cell<usize>>)> = (0..2)
+        .map(|_| {
+            let lp = EventLoop::new().unwrap();
+            let got = counter();
+            let g = got.clone();
+            lp.on_signals(&[Signal::USR2], move |cx, s| {
+                assert_eq!(s, Signal::USR2);
+                g.set(g.get() + 1);
+                cx.stop();
+            })
+            .unwrap();
+            (lp, got)
+        })
+        .collect();
+    assert_ne!(disposition(libc::SIGUSR2), libc::SIG_IGN, "caught now");
+    // A process-directed signal: any thread of the harness may take it.
+    kill(getpid(), Signal::USR2).unwrap();
+    for (lp, got) in &loops {
+        run_until(lp, || got.get() == 1);
+    }
+    let mut loops = loops;
+    let (gone, _) = loops.remove(0);
+    drop(gone);
+    assert_ne!(
+        disposition(libc::SIGUSR2),
+        libc::SIG_IGN,
+        "still caught for the other loop"
+    );
+    kill(getpid(), Signal::USR2).unwrap();
+    let (lp, got) = &loops[0];
+    run_until(lp, || got.get() == 2);
+    drop(loops);
+    assert_eq!(
+        disposition(libc::SIGUSR2),
+        libc::SIG_IGN,
+        "the disposition from before the first loop is back"
+    );
 }
 
 /// This thread's CPU time so far.

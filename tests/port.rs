@@ -8,8 +8,8 @@ use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 
 use procwire::net::port::{
-    listen_fds, pass_listeners, reserve_many, reserve_time_wait, Protocol, Reservation,
-    ReservationBuilder, ReservedBind,
+    listen_fds, pass_listeners, reserve_many, reserve_time_wait, Reservation, ReservationBuilder,
+    ReservedBind, Transport,
 };
 use procwire::sys::process::{getpid, Spawn};
 use procwire::sys::socket::{Domain, Socket, Type};
@@ -132,7 +132,7 @@ fn both_loopback_families_are_held() {
 #[test]
 fn tcp_and_udp_share_one_number_and_the_udp_child_gets_every_datagram() {
     let r = ReservationBuilder::new(LOCAL4)
-        .protocol(Protocol::TcpAndUdp)
+        .transport(Transport::TcpAndUdp)
         .reserve()
         .unwrap();
     let addr = r.addr();

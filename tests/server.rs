@@ -6,7 +6,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use procwire::net::event::{serve, EventLoop, Output, Protocol, ServerOptions};
+use procwire::net::event::EventLoop;
+use procwire::net::server::{serve, Output, Protocol, ServerOptions};
 use procwire::sys::process::set_open_files_limit;
 use procwire::sys::socket::{Domain, Socket, Type};
 

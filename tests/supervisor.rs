@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use procwire::net::port::{ChildSpec, Handoff, StopReason, Supervisor, SupervisorOptions};
+use procwire::net::supervisor::{ChildSpec, Handoff, StopReason, Supervisor, SupervisorOptions};
 use procwire::sys::fd::pipe;
 use procwire::sys::process::{process_exists, ExitStatus};
 use procwire::sys::signal::Signal;

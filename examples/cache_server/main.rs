@@ -42,8 +42,9 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use procwire::net::event::{serve, EventLoop, Output, Protocol, ServerOptions};
+use procwire::net::event::EventLoop;
 use procwire::net::resp::{self, parse_request, DEFAULT_MAX_BULK};
+use procwire::net::server::{serve, Output, Protocol, ServerOptions};
 use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
 
 use commands::{execute, Outcome, Server, Session};

@@ -357,4 +357,8 @@ pub mod errno {
     pub const ESRCH: i32 = libc::ESRCH;
     /// Connection timed out.
     pub const ETIMEDOUT: i32 = libc::ETIMEDOUT;
+    /// I/O error.
+    pub const EIO: i32 = libc::EIO;
+    /// Function not implemented (on this system).
+    pub const ENOSYS: i32 = libc::ENOSYS;
 }

@@ -4,12 +4,16 @@
 //! [`Selector`](super::event::Selector) next to its sockets instead of doing
 //! work in a handler.
 //!
-//! The handler only calls `write(2)` on a non-blocking pipe and keeps
-//! `errno`: it is async-signal-safe. One pipe serves the whole process.
+//! The handler only calls `write(2)` on non-blocking pipes and keeps
+//! `errno`: it is async-signal-safe. Unlike a signalfd it needs no signal
+//! blocked in every thread, so it is right in a process with threads (a
+//! test harness, say). The event loop's signals
+//! ([`crate::net::event::EventLoop::on_signals`]) are these pipes.
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use super::error::{errno_ptr, last_errno, Error, Result};
 use super::fd;
@@ -88,32 +92,84 @@ impl fmt::Display for Signal {
     }
 }
 
-/// The write end the handler writes to; -1 while no pipe is installed.
-static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
+/// How many [`SignalPipe`]s may live in one process at once.
+pub const MAX_PIPES: usize = 8;
+
+/// Per pipe slot: the write end the handler writes to (-1: free) and the
+/// signals it wants (bit `n` for signal `n`). Read by the handler, so only
+/// atomics. Spelled out because `[const { .. }; N]` needs a newer Rust.
+static WRITE_FDS: [AtomicI32; MAX_PIPES] = [
+    AtomicI32::new(-1),
+    AtomicI32::new(-1),
+    AtomicI32::new(-1),
+    AtomicI32::new(-1),
+    AtomicI32::new(-1),
+    AtomicI32::new(-1),
+    AtomicI32::new(-1),
+    AtomicI32::new(-1),
+];
+static WANTED: [AtomicU64; MAX_PIPES] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
+
+/// A signal our handler is installed for: the action it had before, and
+/// how many pipes want it.
+struct Installed {
+    signal: Signal,
+    old: libc::sigaction,
+    users: usize,
+}
+
+// SAFETY: `sigaction` is plain old data (a handler address, flags, a mask);
+// it is only moved between threads under the `INSTALLED` lock.
+unsafe impl Send for Installed {}
+
+/// The signals our handler is installed for. Taken by `install` and `drop`
+/// only, never by the handler.
+static INSTALLED: Mutex<Vec<Installed>> = Mutex::new(Vec::new());
+
+fn bit(s: Signal) -> u64 {
+    match u32::try_from(s.as_raw()) {
+        Ok(n) if n < 64 => 1 << n,
+        _ => 0,
+    }
+}
 
 extern "C" fn on_signal(signo: libc::c_int) {
-    let fd = WRITE_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: errno access and `write` are async-signal-safe; the byte
-        // lives on this handler's stack. A full pipe drops the byte, which is
-        // fine: the reader only needs to learn that the signal came.
-        unsafe {
-            let saved = *errno_ptr();
+    let bit = bit(Signal::from_raw(signo));
+    // SAFETY: errno access is async-signal-safe; it is restored below.
+    let saved = unsafe { *errno_ptr() };
+    for (fd, wanted) in WRITE_FDS.iter().zip(&WANTED) {
+        let fd = fd.load(Ordering::Acquire);
+        if fd >= 0 && wanted.load(Ordering::Relaxed) & bit != 0 {
             let b = signo as u8;
-            libc::write(fd, (&b as *const u8).cast(), 1);
-            *errno_ptr() = saved;
+            // SAFETY: `write` is async-signal-safe; the byte lives on this
+            // handler's stack. A full pipe drops the byte, which is fine:
+            // the reader only needs to learn that the signal came.
+            unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
         }
     }
+    // SAFETY: as above.
+    unsafe { *errno_ptr() = saved };
 }
 
 /// Caught signals, delivered as bytes on a pipe; see the module docs.
 ///
-/// Dropping it restores the dispositions its signals had before and closes
-/// the pipe.
+/// Up to [`MAX_PIPES`] may live at once, for the same signals or others:
+/// each caught signal is written to every pipe that asked for it. Dropping
+/// one stops its deliveries and, once no pipe wants a signal, restores the
+/// disposition that signal had before the first `install`.
 pub struct SignalPipe {
     read: OwnedFd,
-    /// Each caught signal with the action it had before `install`.
-    signals: Vec<(Signal, libc::sigaction)>,
+    slot: usize,
+    signals: Vec<Signal>,
 }
 
 impl SignalPipe {
@@ -122,54 +178,90 @@ impl SignalPipe {
     ///
     /// # Errors
     ///
-    /// `EBUSY` when a `SignalPipe` is already installed in this process;
-    /// `EINVAL` from `sigaction` for `SIGKILL`/`SIGSTOP` or a bad number.
+    /// `EBUSY` when [`MAX_PIPES`] pipes live already; `EINVAL` from
+    /// `sigaction` for `SIGKILL`/`SIGSTOP` or a bad number.
     #[doc(alias = "sigaction")]
     pub fn install(signals: &[Signal]) -> Result<Self> {
+        let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = WRITE_FDS
+            .iter()
+            .position(|fd| fd.load(Ordering::Acquire) < 0)
+            .ok_or_else(|| {
+                Error::new(
+                    "sigaction",
+                    format!("{MAX_PIPES} signal pipes installed already"),
+                    libc::EBUSY,
+                )
+            })?;
         let (read, write) = fd::pipe()?;
         fd::set_nonblocking(read.as_fd(), true)?;
         fd::set_nonblocking(write.as_fd(), true)?;
-        let raw_write = write.into_raw_fd();
-        if WRITE_FD
-            .compare_exchange(-1, raw_write, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            // SAFETY: `raw_write` came from `into_raw_fd` above and was not
-            // published; we still own it.
-            drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw_write) });
-            return Err(Error::new(
-                "sigaction",
-                "signal pipe installed already",
-                libc::EBUSY,
-            ));
-        }
         let mut pipe = Self {
             read,
+            slot,
             signals: Vec::new(),
         };
+        WANTED[slot].store(
+            signals.iter().map(|&s| bit(s)).fold(0, |a, b| a | b),
+            Ordering::Relaxed,
+        );
+        WRITE_FDS[slot].store(write.into_raw_fd(), Ordering::Release);
         for &s in signals {
-            let handler = on_signal as extern "C" fn(libc::c_int) as *const () as usize;
-            let old = set_handler(s, handler)?;
-            pipe.signals.push((s, old));
+            if pipe.signals.contains(&s) {
+                continue;
+            }
+            match installed.iter_mut().find(|i| i.signal == s) {
+                Some(i) => i.users += 1,
+                None => {
+                    let handler = on_signal as extern "C" fn(libc::c_int) as *const () as usize;
+                    // On failure `pipe` is dropped, which undoes the rest.
+                    let old = match set_handler(s, handler) {
+                        Ok(old) => old,
+                        Err(e) => {
+                            drop(installed);
+                            return Err(e);
+                        }
+                    };
+                    installed.push(Installed {
+                        signal: s,
+                        old,
+                        users: 1,
+                    });
+                }
+            }
+            pipe.signals.push(s);
         }
         Ok(pipe)
+    }
+
+    /// The signals this pipe receives.
+    pub fn signals(&self) -> &[Signal] {
+        &self.signals
     }
 
     /// Reads the signals caught since the last call, oldest first, without
     /// blocking (an empty vector when none came).
     pub fn drain(&self) -> Result<Vec<Signal>> {
         let mut out = Vec::new();
+        self.drain_into(|s| out.push(s))?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each signal caught since the last call, oldest first,
+    /// without blocking and without allocating.
+    pub fn drain_into(&self, mut f: impl FnMut(Signal)) -> Result<()> {
         let mut buf = [0u8; 64];
         loop {
             match fd::read(self.read.as_fd(), &mut buf) {
-                Ok(0) => break,
-                Ok(n) => out.extend(buf[..n].iter().map(|&b| Signal::from_raw(i32::from(b)))),
-                Err(e) if e.is_would_block() => break,
+                Ok(0) => return Ok(()),
+                Ok(n) => buf[..n]
+                    .iter()
+                    .for_each(|&b| f(Signal::from_raw(i32::from(b)))),
+                Err(e) if e.is_would_block() => return Ok(()),
                 Err(e) if e.raw_os_error() == libc::EINTR => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(out)
     }
 }
 
@@ -201,14 +293,22 @@ fn restore(sig: Signal, sa: &libc::sigaction) -> Result<libc::sigaction> {
 
 impl Drop for SignalPipe {
     fn drop(&mut self) {
-        for (s, old) in &self.signals {
-            // Restoring can't fail for a signal we set before.
-            let _ = restore(*s, old);
+        let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+        for s in &self.signals {
+            if let Some(at) = installed.iter().position(|i| i.signal == *s) {
+                installed[at].users -= 1;
+                if installed[at].users == 0 {
+                    let i = installed.swap_remove(at);
+                    // Restoring can't fail for a signal we set before.
+                    let _ = restore(i.signal, &i.old);
+                }
+            }
         }
-        let w = WRITE_FD.swap(-1, Ordering::SeqCst);
+        WANTED[self.slot].store(0, Ordering::Relaxed);
+        let w = WRITE_FDS[self.slot].swap(-1, Ordering::AcqRel);
         if w >= 0 {
             // SAFETY: `w` is the write end this value published in
-            // `install`; no handler can use it after the swap above.
+            // `install`; handlers that start after the swap skip the slot.
             drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(w) });
         }
     }
@@ -226,10 +326,7 @@ impl fmt::Debug for SignalPipe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignalPipe")
             .field("read", &self.read.as_raw_fd())
-            .field(
-                "signals",
-                &self.signals.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            )
+            .field("signals", &self.signals)
             .finish()
     }
 }

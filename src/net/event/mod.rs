@@ -15,7 +15,7 @@
 //! - Edge-triggered by default: a handler drains its source until
 //!   `WouldBlock` (or, on a stream socket, until a read comes back shorter
 //!   than asked, which means the queue is empty: the connections of
-//!   [`serve`] save that last `recv`), but within [`Context::budget`]; when
+//!   [`serve`](crate::net::server::serve) save that last `recv`), but within [`Context::budget`]; when
 //!   it stops early it calls [`Context::reschedule`] and runs again next
 //!   turn, so one busy connection can't starve the rest. Level and oneshot
 //!   are per registration.
@@ -30,13 +30,11 @@
 //!   or `EINTR`.
 
 mod ready;
-mod server;
 mod slab;
 mod timer;
 mod wake;
 
 pub use ready::{Context, Ready};
-pub use server::{listen, serve, Output, Protocol, ServerOptions, BATCH_LIMIT};
 pub use slab::{Key, Registration};
 pub use timer::TimerId;
 pub use wake::Waker;
@@ -329,9 +327,13 @@ impl EventLoop {
         })
     }
 
-    /// Delivers `signals` as loop events (signalfd on Linux, `EVFILT_SIGNAL`
-    /// on kqueue) to `f`. On Linux the signals are blocked in this thread:
-    /// call it before starting threads. It lives as long as the loop.
+    /// Delivers `signals` as loop events to `f`, through a
+    /// [`SignalPipe`](crate::sys::signal::SignalPipe) (a handler that writes
+    /// to a pipe the loop watches): right with any number of threads, and
+    /// beside other loops or supervisors that ask for the same signals (up
+    /// to [`MAX_PIPES`](crate::sys::signal::MAX_PIPES) in a process). It
+    /// lives as long as the loop; then the signals' old dispositions come
+    /// back.
     pub fn on_signals(
         &self,
         signals: &[Signal],

@@ -80,7 +80,8 @@ impl<F: FnMut(&mut Context<'_>, Signal)> Entry for SignalEntry<F> {
 
     fn call(&mut self, cx: &mut Context<'_>, ready: Ready) -> io::Result<()> {
         let f = &mut self.on_signal;
-        self.source.read(&ready.ev, |s| f(cx, s))?;
+        let _ = ready;
+        self.source.read(|s| f(cx, s))?;
         Ok(())
     }
 }

@@ -13,9 +13,9 @@
 //!   options, no window at all (hand-off 2);
 //! - or, for a child that can only set `SO_REUSEADDR`, the port is parked in
 //!   TIME_WAIT ([`reserve_time_wait`]) (hand-off 3);
-//! - [`Supervisor`] starts N children from command templates with their
-//!   ports, keeps every reservation until its child exits, reaps, forwards
-//!   signals and reports each exit;
+//! - the process supervisor built on these ([`crate::net::supervisor`])
+//!   starts N children with their ports and keeps every reservation until
+//!   its child exits;
 //! - for ports that must stay the same across restarts, [`select_random`] /
 //!   [`get_port`] pick good ports (unassigned, outside the ephemeral range,
 //!   free) and [`Registry`] remembers name -> port associations in
@@ -25,7 +25,6 @@ mod activation;
 mod good;
 mod registry;
 mod reservation;
-mod supervisor;
 mod unassigned;
 
 pub use activation::{listen_fds, pass_listeners, ListenFd, LISTEN_FDS_START};
@@ -37,9 +36,6 @@ pub use registry::{check_name, parse_port, Registry, RegistryError, PATH_VARIABL
 #[cfg(feature = "testing")]
 pub use registry::{parse_text, rewrite_text};
 pub use reservation::{
-    bind_reserved, reserve_many, reserve_time_wait, Protocol, Reservation, ReservationBuilder,
-    ReservedBind,
-};
-pub use supervisor::{
-    ChildReport, ChildSpec, Handoff, Outcome, StopReason, Supervisor, SupervisorOptions,
+    bind_reserved, reserve_many, reserve_time_wait, Reservation, ReservationBuilder, ReservedBind,
+    Transport,
 };

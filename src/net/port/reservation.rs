@@ -9,7 +9,7 @@ use crate::sys::{errno, Error, Result};
 
 /// Which transport a reservation holds the port for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Protocol {
+pub enum Transport {
     /// TCP only.
     #[default]
     Tcp,
@@ -19,7 +19,7 @@ pub enum Protocol {
     TcpAndUdp,
 }
 
-impl Protocol {
+impl Transport {
     fn types(self) -> &'static [Type] {
         match self {
             Self::Tcp => &[Type::STREAM],
@@ -38,7 +38,7 @@ const ATTEMPTS: usize = 64;
 pub struct ReservationBuilder {
     ip: IpAddr,
     port: u16,
-    protocol: Protocol,
+    transport: Transport,
     reuse_address: bool,
     both_loopback: bool,
 }
@@ -49,7 +49,7 @@ impl ReservationBuilder {
         Self {
             ip,
             port: 0,
-            protocol: Protocol::Tcp,
+            transport: Transport::Tcp,
             reuse_address: false,
             both_loopback: false,
         }
@@ -62,8 +62,8 @@ impl ReservationBuilder {
     }
 
     /// Hold the port for TCP, UDP, or both.
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = protocol;
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
         self
     }
 
@@ -126,7 +126,7 @@ impl ReservationBuilder {
     /// found in 64 tries.
     pub fn reserve(&self) -> Result<Reservation> {
         let ips = self.ips();
-        let types = self.protocol.types();
+        let types = self.transport.types();
         'attempt: for _ in 0..ATTEMPTS {
             let mut held = Vec::new();
             let mut port = self.port;
@@ -173,7 +173,7 @@ impl ReservationBuilder {
             "reserve",
             format!(
                 "{} for {:?} on {:?}: no port free on all of them in {ATTEMPTS} tries",
-                self.ip, self.protocol, ips
+                self.ip, self.transport, ips
             ),
             errno::EADDRINUSE,
         ))

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rustix::event::epoll::{self, EventData, EventFlags};
 
 use super::Flags;
-use super::{retry_interrupted, Event, Interest, Mode, Signal, Token};
+use super::{retry_interrupted, Event, Interest, Mode, Token};
 use crate::sys::error::{Context, Result};
 use crate::sys::socket::fd_arg;
 
@@ -77,7 +77,6 @@ impl Events {
             Event {
                 token: Token(e.data.u64() as usize),
                 flags,
-                signo: 0,
             }
         })
     }
@@ -261,95 +260,6 @@ impl fmt::Debug for Notifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Notifier")
             .field("eventfd", &self.fd.as_raw_fd())
-            .finish()
-    }
-}
-
-/// Signals delivered through the selector: a `signalfd` for the given
-/// signals, which are blocked in the calling thread so they queue on the fd
-/// instead of running a handler.
-///
-/// Block them in every thread: create the source before starting threads
-/// (threads inherit the mask). Children started with
-/// [`Spawn`](crate::sys::process::Spawn) or `std::process::Command` get an
-/// empty mask back. Dropping the source restores the thread's previous mask.
-pub struct SignalSource {
-    fd: OwnedFd,
-    old_mask: libc::sigset_t,
-}
-
-impl SignalSource {
-    /// Blocks `signals` in this thread, opens a signalfd for them and
-    /// registers it with `selector` under `token`.
-    #[doc(alias = "signalfd")]
-    pub fn new(selector: &Selector, signals: &[Signal], token: Token) -> Result<Self> {
-        use crate::sys::error::last_errno;
-        use crate::sys::Error;
-        // SAFETY: sigset_t is plain data; sigemptyset initialises it.
-        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a live sigset_t owned by this frame.
-        unsafe { libc::sigemptyset(&mut set) };
-        for s in signals {
-            // SAFETY: as above; sigaddset fails only for a bad number.
-            if unsafe { libc::sigaddset(&mut set, s.as_raw()) } != 0 {
-                return Err(Error::new("sigaddset", s, last_errno()));
-            }
-        }
-        // SAFETY: zeroed sigset_t is a valid value for the kernel to fill.
-        let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: both sets are live; pthread_sigmask only reads/writes them.
-        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask) };
-        if rc != 0 {
-            return Err(Error::new("pthread_sigmask", "SIG_BLOCK", rc));
-        }
-        // SAFETY: -1 asks for a new fd; `set` is a valid mask.
-        let raw = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
-        if raw < 0 {
-            let errno = last_errno();
-            // SAFETY: restores the mask read above.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
-            return Err(Error::new("signalfd", format!("{signals:?}"), errno));
-        }
-        // SAFETY: signalfd returned a new fd that nothing else owns.
-        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-        let source = Self { fd, old_mask };
-        // SAFETY: as for the notifier's eventfd: the signalfd is private to
-        // this source, so closing it leaves no file for epoll to report.
-        unsafe { selector.register(source.fd.as_fd(), token, Interest::READABLE, Mode::Level)? };
-        Ok(source)
-    }
-
-    /// Calls `f` with each signal that arrived (reading the signalfd until
-    /// it is empty); `event` is the selector's report for this source.
-    pub fn read(&self, _event: &Event, mut f: impl FnMut(Signal)) -> Result<()> {
-        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-        loop {
-            match rustix::io::read(&self.fd, &mut info) {
-                Ok(n) if n == info.len() => {
-                    // ssi_signo is the first u32 of signalfd_siginfo.
-                    let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
-                    f(Signal::from_raw(signo as i32));
-                }
-                Ok(_) | Err(rustix::io::Errno::AGAIN) => return Ok(()),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e).ctx_fd("read", self.fd.as_fd()),
-            }
-        }
-    }
-}
-
-impl Drop for SignalSource {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask this source replaced; `old_mask` is a
-        // valid sigset_t read by pthread_sigmask.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
-    }
-}
-
-impl fmt::Debug for SignalSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignalSource")
-            .field("signalfd", &self.fd.as_raw_fd())
             .finish()
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustix::event::kqueue::{self, EventFilter, EventFlags};
 
 use super::Flags;
-use super::{retry_interrupted, Event, Interest, Mode, Signal, Token};
+use super::{retry_interrupted, Event, Interest, Mode, Token};
 use crate::sys::error::{Context, Error, Result};
 use crate::sys::socket::fd_arg;
 
@@ -25,8 +25,7 @@ pub struct Selector {
 /// A reusable buffer of readiness reports, filled by [`Selector::wait`].
 ///
 /// kqueue reports an fd's read and write filters as two kevents; a wait
-/// merges them into one [`Event`] per token (signals stay one event each),
-/// in one pass over the kevents with a token index that is kept between
+/// merges them into one [`Event`] per token, in one pass over the kevents with a token index that is kept between
 /// waits, so the loop above sees one event per registration as with epoll.
 pub struct Events {
     list: Vec<kqueue::Event>,
@@ -68,7 +67,7 @@ impl Events {
     }
 
     /// The events of the last wait, one per token (a read and a write
-    /// report of one fd come as one event), one per signal.
+    /// report of one fd come as one event).
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
         self.merged.iter().copied()
     }
@@ -79,10 +78,6 @@ impl Events {
         self.index.clear();
         for e in &self.list {
             let ev = convert(e);
-            if ev.signo != 0 {
-                self.merged.push(ev);
-                continue;
-            }
             match self.index.get(&ev.token.0) {
                 Some(&at) => self.merged[at] = self.merged[at].merged(&ev),
                 None => {
@@ -98,12 +93,7 @@ impl Events {
 fn convert(e: &kqueue::Event) -> Event {
     let ef = e.flags();
     let mut flags = Flags::empty();
-    let mut signo = 0;
     match e.filter() {
-        EventFilter::Signal { signal, .. } => {
-            flags |= Flags::READABLE;
-            signo = signal.as_raw();
-        }
         EventFilter::User { .. } => flags |= Flags::READABLE,
         EventFilter::Read(_) => {
             flags |= Flags::READABLE;
@@ -125,7 +115,6 @@ fn convert(e: &kqueue::Event) -> Event {
     Event {
         token: Token(e.udata() as usize),
         flags,
-        signo,
     }
 }
 
@@ -416,98 +405,6 @@ impl fmt::Debug for Notifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Notifier")
             .field("ident", &self.ident)
-            .finish()
-    }
-}
-
-/// Signals delivered through the selector (`EVFILT_SIGNAL`). Each signal's
-/// disposition is set to ignore while the source lives (kqueue reports
-/// signals alongside their normal delivery) and restored on drop.
-pub struct SignalSource {
-    kq: OwnedFd,
-    old: Vec<(Signal, libc::sigaction)>,
-}
-
-impl SignalSource {
-    /// Adds an `EVFILT_SIGNAL` event per signal to `selector` under `token`.
-    pub fn new(selector: &Selector, signals: &[Signal], token: Token) -> Result<Self> {
-        let kq = rustix::io::fcntl_dupfd_cloexec(&selector.kq, 0).ctx("fcntl", || {
-            format!("{}, F_DUPFD_CLOEXEC", fd_arg(selector.kq.as_fd()))
-        })?;
-        let mut source = Self {
-            kq,
-            old: Vec::new(),
-        };
-        for &s in signals {
-            let rs = rustix::process::Signal::from_named_raw(s.as_raw())
-                .ok_or_else(|| Error::invalid_input("kevent", format!("EVFILT_SIGNAL {s}")))?;
-            // SAFETY: a zeroed sigaction with SIG_IGN and an empty mask is valid.
-            let mut ign: libc::sigaction = unsafe { std::mem::zeroed() };
-            ign.sa_sigaction = libc::SIG_IGN;
-            // SAFETY: zeroed sigaction is a valid value for the kernel to fill.
-            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-            // SAFETY: both actions are live and initialised.
-            if unsafe { libc::sigaction(s.as_raw(), &ign, &mut old) } != 0 {
-                return Err(Error::new("sigaction", s, crate::sys::error::last_errno()));
-            }
-            source.old.push((s, old));
-            let ev = kqueue::Event::new(
-                EventFilter::Signal {
-                    signal: rs,
-                    times: 0,
-                },
-                EventFlags::ADD | EventFlags::RECEIPT,
-                token.0 as *mut std::ffi::c_void,
-            );
-            selector.change(ev, "EVFILT_SIGNAL EV_ADD")?;
-        }
-        Ok(source)
-    }
-
-    /// Calls `f` with the signal `event` reports.
-    pub fn read(&self, event: &Event, mut f: impl FnMut(Signal)) -> Result<()> {
-        if let Some(s) = event.signal() {
-            f(s);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for SignalSource {
-    fn drop(&mut self) {
-        for (s, old) in &self.old {
-            if let Some(rs) = rustix::process::Signal::from_named_raw(s.as_raw()) {
-                let ev = kqueue::Event::new(
-                    EventFilter::Signal {
-                        signal: rs,
-                        times: 0,
-                    },
-                    EventFlags::DELETE,
-                    std::ptr::null_mut(),
-                );
-                // SAFETY: no events are returned; nothing to report in drop.
-                let _ = unsafe {
-                    kqueue::kevent(
-                        &self.kq,
-                        &[ev],
-                        &mut [] as &mut [kqueue::Event],
-                        Some(Duration::ZERO),
-                    )
-                };
-            }
-            // SAFETY: restores the action saved in `new`.
-            unsafe { libc::sigaction(s.as_raw(), old, std::ptr::null_mut()) };
-        }
-    }
-}
-
-impl fmt::Debug for SignalSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignalSource")
-            .field(
-                "signals",
-                &self.old.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            )
             .finish()
     }
 }

@@ -46,9 +46,9 @@ mod selector;
 )))]
 compile_error!("procwire supports epoll (Linux, Android) and kqueue (Apple, BSD) targets only");
 
-pub use selector::{Events, Notifier, Selector, SignalSource};
+pub use selector::{Events, Notifier, Selector};
 
-use super::signal::Signal;
+use super::signal::{Signal, SignalPipe};
 
 /// The value a registration carries back in each of its events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,8 +85,6 @@ pub enum Mode {
 pub struct Event {
     token: Token,
     flags: Flags,
-    /// The signal number of a kqueue `EVFILT_SIGNAL` report, else 0.
-    signo: i32,
 }
 
 bitflags::bitflags! {
@@ -108,11 +106,7 @@ impl Event {
         let mut flags = Flags::empty();
         flags.set(Flags::READABLE, interest.contains(Interest::READABLE));
         flags.set(Flags::WRITABLE, interest.contains(Interest::WRITABLE));
-        Event {
-            token,
-            flags,
-            signo: 0,
-        }
+        Event { token, flags }
     }
 
     /// The token of the registration this event belongs to.
@@ -151,14 +145,7 @@ impl Event {
         Event {
             token: self.token,
             flags: self.flags | other.flags,
-            signo: self.signo,
         }
-    }
-
-    /// The signal this event reports, where the backend delivers signals as
-    /// events (kqueue's `EVFILT_SIGNAL`); `None` elsewhere.
-    pub fn signal(&self) -> Option<Signal> {
-        (self.signo != 0).then(|| Signal::from_raw(self.signo))
     }
 }
 
@@ -192,5 +179,50 @@ fn retry_interrupted(
             }
             r => return r,
         }
+    }
+}
+
+/// Signals delivered through a [`Selector`]: a [`SignalPipe`] whose read end
+/// is registered under a token, the same on every backend.
+pub struct SignalSource {
+    pipe: SignalPipe,
+}
+
+impl SignalSource {
+    /// Installs a signal pipe for `signals` and registers it with
+    /// `selector` under `token` (level-triggered, readable while caught
+    /// signals wait to be read).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`SignalPipe::install`] and of the registration.
+    pub fn new(selector: &Selector, signals: &[Signal], token: Token) -> super::Result<Self> {
+        let pipe = SignalPipe::install(signals)?;
+        // SAFETY: the pipe's read end is private to this source (never lent
+        // out, close-on-exec), so when it closes the file has no other fd
+        // and the selector drops it.
+        unsafe {
+            selector.register(
+                std::os::fd::AsFd::as_fd(&pipe),
+                token,
+                Interest::READABLE,
+                Mode::Level,
+            )?
+        };
+        Ok(Self { pipe })
+    }
+
+    /// Calls `f` with each signal caught since the last call (reading the
+    /// pipe until it is empty).
+    pub fn read(&self, f: impl FnMut(Signal)) -> super::Result<()> {
+        self.pipe.drain_into(f)
+    }
+}
+
+impl fmt::Debug for SignalSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalSource")
+            .field("pipe", &self.pipe)
+            .finish()
     }
 }

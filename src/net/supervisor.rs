@@ -1,19 +1,20 @@
-//! A supervisor that starts N children with reserved ports, keeps each
-//! reservation until its child has exited, reaps every child, forwards
-//! SIGINT/SIGTERM as SIGTERM (then SIGKILL after a grace period), and reports
-//! how each one ended.
+//! A process supervisor: it starts N children with reserved ports, keeps
+//! each reservation until its child has exited, reaps every child, forwards
+//! SIGINT/SIGTERM as SIGTERM (then SIGKILL after a grace period), and
+//! reports how each one ended. It waits on an [`EventLoop`] of its own,
+//! where SIGCHLD, SIGINT and SIGTERM arrive as events.
 
+use std::cell::Cell;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::activation::pass_listeners;
-use super::reservation::{Reservation, ReservationBuilder};
-use crate::sys::event::{Events, Interest, Mode, Selector, Token};
+use super::event::EventLoop;
+use super::port::{pass_listeners, Reservation, ReservationBuilder};
 use crate::sys::process::{Child, ExitStatus, Spawn};
 use crate::sys::signal::Signal;
-use crate::sys::signal::SignalPipe;
 use crate::sys::{errno, Error, Result};
 
 /// How a child learns its port.
@@ -196,17 +197,20 @@ struct Supervised {
 ///
 /// Dropping it stops and reaps whatever still runs, so no child outlives it
 /// as a zombie or an orphan.
+#[must_use = "dropping a Supervisor stops and reaps its children at once"]
 pub struct Supervisor {
     children: Vec<Supervised>,
     opts: SupervisorOptions,
-    signals: Option<SignalPipe>,
-    selector: Selector,
-    events: Events,
+    /// Where the supervisor waits; SIGCHLD, SIGINT and SIGTERM are its
+    /// events when `handle_signals` is on.
+    lp: EventLoop,
+    /// Whether the loop receives signals (else waits poll).
+    catching: bool,
+    /// The SIGINT or SIGTERM that came, not yet reported.
+    stop_signal: Rc<Cell<Option<Signal>>>,
     /// When `opts.duration` runs out.
     deadline: Option<Instant>,
 }
-
-const SIGNALS: Token = Token(0);
 
 /// Replaces the placeholders of one template string.
 fn expand(t: &str, index: usize, port: u16, ports: &[u16]) -> String {
@@ -235,24 +239,23 @@ impl Supervisor {
     /// (`execve(peer-1: ./peer): No such file or directory`); children
     /// started before the failure are stopped and reaped first.
     pub fn start(specs: Vec<ChildSpec>, opts: SupervisorOptions) -> Result<Self> {
-        let selector = Selector::new()?;
-        let signals = if opts.handle_signals {
-            match SignalPipe::install(&[Signal::INT, Signal::TERM, Signal::CHLD]) {
-                Ok(p) => {
-                    // SAFETY: the pipe is private to the signal handler and
-                    // lives in the supervisor beside the selector; neither is
-                    // ever handed out, and both close together.
-                    unsafe {
-                        selector.register(p.as_fd(), SIGNALS, Interest::READABLE, Mode::Level)?
-                    };
-                    Some(p)
+        let lp = EventLoop::new()?;
+        let stop_signal = Rc::new(Cell::new(None));
+        let catching = opts.handle_signals && {
+            let seen = Rc::clone(&stop_signal);
+            let caught = lp.on_signals(&[Signal::INT, Signal::TERM, Signal::CHLD], move |cx, s| {
+                if s != Signal::CHLD {
+                    seen.set(Some(s));
                 }
-                // Someone else in this process catches signals: poll instead.
-                Err(e) if e.raw_os_error() == errno::EBUSY => None,
+                // Any of them ends the wait: a child ended, or it is time.
+                cx.stop();
+            });
+            match caught {
+                Ok(()) => true,
+                // The process has all the signal pipes it may: poll instead.
+                Err(e) if e.raw_os_error() == errno::EBUSY => false,
                 Err(e) => return Err(e),
             }
-        } else {
-            None
         };
         let reservations = opts.reservation.reserve_many(specs.len())?;
         let ports: Vec<u16> = reservations.iter().map(Reservation::port).collect();
@@ -261,9 +264,9 @@ impl Supervisor {
             children: Vec::with_capacity(specs.len()),
             deadline,
             opts,
-            signals,
-            selector,
-            events: Events::with_capacity(8),
+            lp,
+            catching,
+            stop_signal,
         };
         for (index, (spec, reservation)) in specs.into_iter().zip(reservations).enumerate() {
             if let Err(e) = sup.spawn_one(index, spec, reservation, &ports) {
@@ -361,17 +364,21 @@ impl Supervisor {
     }
 
     /// Waits up to `timeout` for a signal (SIGCHLD included), returning
-    /// SIGINT or SIGTERM if one came. Without a signal pipe it polls.
+    /// SIGINT or SIGTERM if one came. Without signals it polls.
     fn wait_signal(&mut self, timeout: Duration) -> Result<Option<Signal>> {
-        let Some(pipe) = &self.signals else {
-            std::thread::sleep(timeout.min(Duration::from_millis(10)));
-            return Ok(None);
+        let timeout = if self.catching {
+            timeout
+        } else {
+            timeout.min(Duration::from_millis(10))
         };
-        self.selector.wait(&mut self.events, Some(timeout))?;
-        Ok(pipe
-            .drain()?
-            .into_iter()
-            .find(|&s| s == Signal::INT || s == Signal::TERM))
+        self.lp.run_once(Some(timeout)).map_err(|e| {
+            Error::new(
+                "EventLoop::run_once",
+                "supervisor",
+                Error::errno_of(&e).unwrap_or(errno::EIO),
+            )
+        })?;
+        Ok(self.stop_signal.take())
     }
 
     /// Runs until every child has exited, one fails (with

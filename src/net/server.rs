@@ -5,7 +5,7 @@
 use std::io;
 use std::time::Duration;
 
-use super::{Context, EventLoop, Interest, Ready, Registration};
+use super::event::{Context, EventLoop, Interest, Ready, Registration};
 use crate::sys::errno;
 use crate::sys::socket::{SockAddr, Socket, Type};
 use crate::sys::Result;
