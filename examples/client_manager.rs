@@ -193,7 +193,7 @@ fn exe(name: &str) -> std::io::Result<PathBuf> {
 /// A file of `size` pseudo-random bytes.
 fn make_file(path: &Path, size: u64) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut rng = proto::Rng::new(0x5eed_f11e);
+    let mut rng = cli::Rng::new(0x5eed_f11e);
     let mut left = size;
     let mut block = vec![0u8; 1 << 16];
     while left > 0 {

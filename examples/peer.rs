@@ -103,18 +103,6 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     }
 }
 
-/// A small xorshift generator: enough to shuffle a few ports.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// What a peer counts, shared by its handlers on the loop.
 #[derive(Default)]
 struct Stats {
@@ -133,7 +121,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 struct Peer {
     a: Args,
     stats: Rc<RefCell<Stats>>,
-    rng: RefCell<Rng>,
+    rng: RefCell<cli::Rng>,
     /// Peers still to visit in this round (a shuffled bag).
     bag: RefCell<Vec<u16>>,
 }
@@ -155,7 +143,7 @@ impl Peer {
                 .collect();
             let mut rng = self.rng.borrow_mut();
             for i in (1..bag.len()).rev() {
-                let j = (rng.next() % (i as u64 + 1)) as usize;
+                let j = (rng.next_u64() % (i as u64 + 1)) as usize;
                 bag.swap(i, j);
             }
         }
@@ -354,7 +342,7 @@ fn serve_peer(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let peer = Rc::new(Peer {
         a,
         stats: Rc::default(),
-        rng: RefCell::new(Rng(seed | 1)),
+        rng: RefCell::new(cli::Rng::new(seed)),
         bag: RefCell::new(Vec::new()),
     });
     let mut servers = Vec::new();

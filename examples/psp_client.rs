@@ -24,7 +24,7 @@ mod cli;
 mod proto;
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -32,12 +32,14 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use procwire::net::buffer::WriteQueue;
 use procwire::net::event::{EventLoop, Interest};
 use procwire::net::frame::parse_record;
 use procwire::sys::errno;
 use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
 
-use proto::{Bad, Control, Hist, Info, Msg, Rng, Rto, CONTROL_SIZE};
+use cli::Rng;
+use proto::{Bad, Control, Hist, Info, Msg, Rto, CONTROL_SIZE};
 
 const USAGE: &str = "usage: psp_client ADDR [-o OUT] [--control udp|tcp]
 
@@ -108,7 +110,7 @@ struct Client {
     server: SocketAddr,
     tcp: Rc<Socket>,
     udp: Rc<Socket>,
-    out_q: VecDeque<u8>,
+    out_q: WriteQueue,
     /// TCP input: `inbuf[..inlen]` holds bytes not yet handled (records
     /// that came before the `Info` that says how to cut them, or the start
     /// of a record).
@@ -156,24 +158,15 @@ impl Client {
     }
 
     fn send_tcp(&mut self, data: &[u8]) {
-        self.out_q.extend(data);
+        self.out_q.push(data);
         self.flush();
     }
 
+    /// Writes what the socket takes (a failed send: the server is gone, and
+    /// so is what was queued for it).
     fn flush(&mut self) {
-        while !self.out_q.is_empty() {
-            let (a, _) = self.out_q.as_slices();
-            match self.tcp.send(a) {
-                Ok(n) => {
-                    self.out_q.drain(..n);
-                }
-                Err(e) if e.is_would_block() => return,
-                Err(e) if e.raw_os_error() == errno::EINTR => {}
-                Err(_) => {
-                    self.out_q.clear();
-                    return;
-                }
-            }
+        if self.out_q.flush(&self.tcp).is_err() {
+            self.out_q.clear();
         }
     }
 
@@ -720,7 +713,7 @@ fn run(args: Args) -> std::io::Result<u8> {
         server: args.server,
         tcp: Rc::clone(&tcp),
         udp: Rc::clone(&udp),
-        out_q: VecDeque::new(),
+        out_q: WriteQueue::new(),
         inbuf: vec![0; 1 << 20],
         inlen: 0,
         info: None,

@@ -29,12 +29,13 @@ mod cli;
 mod proto;
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use procwire::net::buffer::WriteQueue;
 use procwire::net::event::{Context, EventLoop, Interest};
 use procwire::net::frame::{Decoder, Framing};
 use procwire::net::port::ReservedBind;
@@ -42,7 +43,8 @@ use procwire::net::server::listen;
 use procwire::sys::errno;
 use procwire::sys::socket::{SockAddr, Socket};
 
-use proto::{Bad, Control, Info, Msg, Rng, Rto, CONTROL_SIZE};
+use cli::Rng;
+use proto::{Bad, Control, Info, Msg, Rto, CONTROL_SIZE};
 
 const USAGE: &str = "usage: psp_server FILE --clients N [--cache CHUNKS] [--chunk-size BYTES] [--control udp|tcp] [--port PORT]
 
@@ -222,7 +224,7 @@ impl Lru {
 struct Client {
     addr: SocketAddr,
     tcp: Rc<Socket>,
-    out: VecDeque<u8>,
+    out: WriteQueue,
     decoder: Decoder,
     pid: u32,
     registered: bool,
@@ -343,19 +345,11 @@ impl Server {
         if cl.gone || cl.out.len() > MAX_QUEUE {
             return false;
         }
-        let mut data = data;
         // Straight to the socket while nothing waits in the queue: one
-        // copy less.
-        while cl.out.is_empty() && !data.is_empty() {
-            match cl.tcp.send(data) {
-                Ok(n) => data = &data[n..],
-                Err(e) if e.raw_os_error() == errno::EINTR => {}
-                Err(_) => break,
-            }
-        }
-        if !data.is_empty() {
-            cl.out.extend(data);
-            flush(cl);
+        // copy less. A failed send means the client is gone; its end is
+        // noticed on the connection.
+        if cl.out.write_to(&cl.tcp, data).is_err() {
+            cl.out.clear();
         }
         true
     }
@@ -885,21 +879,11 @@ fn get_bit(bits: &[u64], i: u32) -> bool {
         .is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
-/// Writes what the socket takes from a client's queue.
+/// Writes what the socket takes from a client's queue (a failed send: the
+/// client is gone, and so is what was queued for it).
 fn flush(cl: &mut Client) {
-    while !cl.out.is_empty() {
-        let (a, _) = cl.out.as_slices();
-        match cl.tcp.send(a) {
-            Ok(n) => {
-                cl.out.drain(..n);
-            }
-            Err(e) if e.is_would_block() => return,
-            Err(e) if e.raw_os_error() == errno::EINTR => continue,
-            Err(_) => {
-                cl.out.clear();
-                return;
-            }
-        }
+    if cl.out.flush(&cl.tcp).is_err() {
+        cl.out.clear();
     }
 }
 
@@ -1069,7 +1053,7 @@ fn accept_client(
         sv.clients.push(Client {
             addr,
             tcp: Rc::clone(&tcp),
-            out: VecDeque::new(),
+            out: WriteQueue::new(),
             decoder: Decoder::new(Framing::Fixed(rec)),
             pid: 0,
             registered: false,

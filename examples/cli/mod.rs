@@ -10,6 +10,11 @@
 //! module), included as `#[macro_use] #[path = "cli/mod.rs"] mod cli;`.
 #![allow(dead_code, unused_macros)]
 
+#[path = "rng.rs"]
+mod rng;
+#[allow(unused_imports)]
+pub use rng::Rng;
+
 use std::fmt;
 use std::io::Write;
 use std::process::ExitCode;

@@ -327,25 +327,6 @@ pub fn blocks(n: u32, k: u32) -> Vec<(u32, u32)> {
     out
 }
 
-/// A seeded xorshift generator for the test-only drop option.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    /// A number in `0.0..1.0`.
-    pub fn unit(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Adaptive retransmission timeout after RFC 6298: a smoothed round trip
 /// and its variation, `rto = srtt + 4 * rttvar`, clamped.
 #[derive(Clone, Copy, Debug)]

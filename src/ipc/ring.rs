@@ -303,6 +303,11 @@ mod tests {
         assert_eq!(ring.read(&mut c, &mut rest), Ok(6));
         assert_eq!(&rest[..6], &[2; 6]);
         assert_eq!(ring.read(&mut c, &mut rest), Ok(0), "empty");
+        // Full again; asking for no room at all still looks again when the
+        // cached view shows none.
+        assert_eq!(ring.write(&mut p, &[4; 16], false), Ok(16));
+        assert_eq!(ring.read(&mut c, &mut [0u8; 2]), Ok(2));
+        assert_eq!(ring.free(&mut p, 0), Ok(2));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use super::buffer::Buffer;
+
 /// The default largest frame payload: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 
@@ -127,8 +129,10 @@ impl Framing {
 #[derive(Clone, Debug)]
 pub struct Decoder {
     framing: Framing,
-    buf: Vec<u8>,
-    start: usize,
+    buf: Buffer,
+    /// The length of the frame last returned, still lent out: consumed at
+    /// the next call.
+    taken: usize,
     failed: Option<FrameError>,
 }
 
@@ -137,8 +141,8 @@ impl Decoder {
     pub fn new(framing: Framing) -> Self {
         Self {
             framing,
-            buf: Vec::new(),
-            start: 0,
+            buf: Buffer::new(),
+            taken: 0,
             failed: None,
         }
     }
@@ -148,14 +152,8 @@ impl Decoder {
         if self.failed.is_some() {
             return;
         }
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > 0 && self.start >= self.buf.len() / 2 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(bytes);
+        self.buf.consume(std::mem::take(&mut self.taken));
+        self.buf.extend(bytes);
     }
 
     /// The next complete frame's payload (or record), `Ok(None)` when more
@@ -164,15 +162,15 @@ impl Decoder {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let input = &self.buf[self.start..];
+        self.buf.consume(std::mem::take(&mut self.taken));
+        let input = self.buf.data();
         let (range, consumed) = match self.framing {
             Framing::LengthPrefixed { max } => match parse_frame(input, max) {
                 Ok(Some((p, n))) => ((n - p.len(), n), n),
                 Ok(None) => return Ok(None),
                 Err(e) => {
                     self.failed = Some(e.clone());
-                    self.buf = Vec::new();
-                    self.start = 0;
+                    self.buf.release();
                     return Err(e);
                 }
             },
@@ -181,14 +179,13 @@ impl Decoder {
                 None => return Ok(None),
             },
         };
-        let at = self.start;
-        self.start += consumed;
-        Ok(Some(&self.buf[at + range.0..at + range.1]))
+        self.taken = consumed;
+        Ok(Some(&self.buf.data()[range.0..range.1]))
     }
 
     /// Bytes held that don't yet form a frame.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.buf.len() - self.taken
     }
 
     /// Checks that the stream ended on a frame boundary.
@@ -207,7 +204,7 @@ impl Decoder {
         let need = match self.framing {
             Framing::LengthPrefixed { .. } if have < HEADER_LEN => HEADER_LEN,
             Framing::LengthPrefixed { .. } => {
-                let h = &self.buf[self.start..self.start + HEADER_LEN];
+                let h = &self.buf.data()[self.taken..self.taken + HEADER_LEN];
                 HEADER_LEN + u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize
             }
             Framing::Fixed(size) => size,

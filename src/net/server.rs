@@ -5,6 +5,7 @@
 use std::io;
 use std::time::Duration;
 
+use super::buffer::{Buffer, WriteQueue};
 use super::event::{Context, EventLoop, Interest, Ready, Registration};
 use crate::sys::errno;
 use crate::sys::socket::{SockAddr, Socket, Type};
@@ -70,53 +71,12 @@ pub trait Protocol: 'static {
     fn on_close(&mut self, _error: Option<&io::Error>) {}
 }
 
-/// Bytes waiting to be written to a peer, with the written prefix skipped
-/// rather than shifted on every write.
-#[derive(Debug, Default)]
-struct Queue {
-    buf: Vec<u8>,
-    head: usize,
-}
-
-impl Queue {
-    fn len(&self) -> usize {
-        self.buf.len() - self.head
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn push(&mut self, data: &[u8]) {
-        if self.head > 0 && self.head >= self.buf.len() / 2 {
-            self.buf.drain(..self.head);
-            self.head = 0;
-        }
-        self.buf.extend_from_slice(data);
-    }
-
-    /// Sends as much as the socket takes; `Ok(true)` when all went.
-    fn flush(&mut self, sock: &Socket) -> io::Result<bool> {
-        while !self.is_empty() {
-            match sock.send(&self.buf[self.head..]) {
-                Ok(n) => self.head += n,
-                Err(e) if e.is_would_block() => return Ok(false),
-                Err(e) if e.raw_os_error() == errno::EINTR => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.buf.clear();
-        self.head = 0;
-        Ok(true)
-    }
-}
-
 /// Where a [`Protocol`] writes: straight to the socket while nothing is
 /// queued, into the connection's bounded queue otherwise.
 #[derive(Debug)]
 pub struct Output<'a> {
     sock: &'a Socket,
-    queue: &'a mut Queue,
+    queue: &'a mut WriteQueue,
     close: &'a mut bool,
     again: &'a mut bool,
     batch: bool,
@@ -139,21 +99,7 @@ impl Output<'_> {
                 return Ok(());
             }
         }
-        let mut data = data;
-        if self.queue.is_empty() {
-            while !data.is_empty() {
-                match self.sock.send(data) {
-                    Ok(n) => data = &data[n..],
-                    Err(e) if e.is_would_block() => break,
-                    Err(e) if e.raw_os_error() == errno::EINTR => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        if !data.is_empty() {
-            self.queue.push(data);
-        }
-        Ok(())
+        self.queue.write_to(self.sock, data)
     }
 
     /// Bytes queued for the peer and not yet sent.
@@ -179,10 +125,8 @@ impl Output<'_> {
 /// One connection's state, owned by its handler.
 struct Conn<P> {
     proto: P,
-    input: Vec<u8>,
-    start: usize,
-    end: usize,
-    out: Queue,
+    input: Buffer,
+    out: WriteQueue,
     closing: bool,
     /// The protocol asked to be called again next turn.
     again: bool,
@@ -205,10 +149,8 @@ impl<P: Protocol> Conn<P> {
     fn new(proto: P, stream: bool, opts: ServerOptions) -> Self {
         Self {
             proto,
-            input: Vec::new(),
-            start: 0,
-            end: 0,
-            out: Queue::default(),
+            input: Buffer::new(),
+            out: WriteQueue::new(),
             closing: false,
             again: false,
             paused: false,
@@ -223,7 +165,7 @@ impl<P: Protocol> Conn<P> {
     /// has room, until it asks to resume later.
     fn process(&mut self, sock: &Socket) -> io::Result<()> {
         self.again = false;
-        while self.start < self.end && self.out.len() < self.opts.max_output && !self.closing {
+        while !self.input.is_empty() && self.out.len() < self.opts.max_output && !self.closing {
             let mut out = Output {
                 sock,
                 queue: &mut self.out,
@@ -231,24 +173,18 @@ impl<P: Protocol> Conn<P> {
                 again: &mut self.again,
                 batch: self.opts.batch_writes,
             };
-            let n = self
-                .proto
-                .on_input(&self.input[self.start..self.end], &mut out)?;
-            self.start += n.min(self.end - self.start);
+            let n = self.proto.on_input(self.input.data(), &mut out)?;
+            self.input.consume(n);
             if n == 0 || self.again {
                 break;
             }
         }
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
         Ok(())
     }
 
-    /// Makes room for one more read, within `max_input`.
-    fn make_room(&mut self) -> io::Result<()> {
-        if self.end - self.start >= self.opts.max_input {
+    /// Checks that one more read stays within `max_input`.
+    fn check_room(&self) -> io::Result<()> {
+        if self.input.len() >= self.opts.max_input {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -256,18 +192,6 @@ impl<P: Protocol> Conn<P> {
                     self.opts.max_input
                 ),
             ));
-        }
-        if self.input.len() - self.end < self.opts.read_chunk {
-            if self.start > 0 {
-                self.input.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            let want =
-                (self.end + self.opts.read_chunk).min(self.opts.max_input + self.opts.read_chunk);
-            if self.input.len() < want {
-                self.input.resize(want, 0);
-            }
         }
         Ok(())
     }
@@ -314,17 +238,18 @@ impl<P: Protocol> Conn<P> {
                     break;
                 }
                 budget -= 1;
-                self.make_room()?;
-                let chunk_end = (self.end + self.opts.read_chunk).min(self.input.len());
-                let asked = chunk_end - self.end;
-                match sock.recv(&mut self.input[self.end..chunk_end]) {
+                self.check_room()?;
+                let chunk = self.opts.read_chunk;
+                let room = self.input.spare(chunk);
+                let asked = chunk.min(room.len());
+                match sock.recv(&mut room[..asked]) {
                     Ok(0) => {
                         // Finish sending what is queued, then close.
                         self.closing = true;
                         break;
                     }
                     Ok(n) => {
-                        self.end += n;
+                        self.input.commit(n);
                         self.process(sock)?;
                         if self.stream && n < asked && !self.read_closed {
                             // A stream socket returns less than asked only
