@@ -88,7 +88,9 @@ impl RingRef<'_> {
             return Ok(avail);
         }
         let tail = self.tail.load(Ordering::Acquire);
-        if tail < c.tail_cache || tail < c.head || tail - c.head > self.size {
+        // Here `tail_cache == head`: the index may not go back past it, nor
+        // run more than a ring ahead.
+        if tail < c.head || tail - c.head > self.size {
             return Err(Corrupt);
         }
         c.tail_cache = tail;
