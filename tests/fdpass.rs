@@ -3,11 +3,10 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
 use std::time::Duration;
 
 use procwire::sys::fdpass::{recv_with_fds, send_with_fds};
-use procwire::sys::process::{spawn_with_fds, FdMapping};
+use procwire::sys::process::Spawn;
 use procwire::sys::socket::{socketpair, Domain, Shutdown, Socket, Type};
 
 const ROLE: &str = "PROCWIRE_TEST_ROLE";
@@ -48,22 +47,17 @@ fn child_accepts_on_a_passed_listener() {
     let addr = listener.local_addr().unwrap();
 
     let (ours, theirs) = socketpair(Domain::UNIX, Type::STREAM).unwrap();
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        "child_accepts_on_a_passed_listener",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(ROLE, "child");
-    let mut child = spawn_with_fds(
-        &mut cmd,
-        &[FdMapping {
-            fd: theirs.as_fd(),
-            target: 3,
-        }],
-    )
-    .unwrap();
+    let mut child = Spawn::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_accepts_on_a_passed_listener",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE, "child")
+        .fd(theirs.as_fd(), 3)
+        .spawn()
+        .unwrap();
     drop(theirs);
 
     send_with_fds(&ours, b"L", &[listener.as_fd()]).unwrap();

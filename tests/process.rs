@@ -3,12 +3,11 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use procwire::sys::process::{
-    exit_immediately, fork, getpid, kill, process_exists, spawn_with_fds, Child, ExitStatus,
-    FdMapping, Fork,
+    exit_immediately, fork, getpid, kill, process_exists, Child, ExitStatus, Fork, Spawn,
 };
 use procwire::sys::signal::Signal;
 
@@ -99,6 +98,13 @@ fn pipe_with(data: &[u8]) -> OwnedFd {
     r
 }
 
+/// Reads everything from `fd` until end-of-file.
+fn read_all(fd: OwnedFd) -> String {
+    let mut out = String::new();
+    std::fs::File::from(fd).read_to_string(&mut out).unwrap();
+    out
+}
+
 #[test]
 fn spawn_places_fds_at_chosen_numbers_even_when_they_collide() {
     let a = pipe_with(b"from-a ");
@@ -106,31 +112,18 @@ fn spawn_places_fds_at_chosen_numbers_even_when_they_collide() {
     let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
     // Swap them: a goes where b is, and b where a is.
     let script = format!("cat <&{fa}; cat <&{fb}");
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", &script]).stdout(Stdio::piped());
-    let mut child = spawn_with_fds(
-        &mut cmd,
-        &[
-            FdMapping {
-                fd: a.as_fd(),
-                target: fb,
-            },
-            FdMapping {
-                fd: b.as_fd(),
-                target: fa,
-            },
-        ],
-    )
-    .unwrap();
-    // Only the child may hold the write ends' readers now; the pipes' write
-    // ends were dropped in `pipe_with`, so `cat` sees end-of-file.
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
+    let (out_r, out_w) = procwire::sys::fd::pipe().unwrap();
+    let mut child = Spawn::new("sh")
+        .args(["-c", &script])
+        .fd(a.as_fd(), fb)
+        .fd(b.as_fd(), fa)
+        .fd(out_w.as_fd(), 1)
+        .spawn()
         .unwrap();
+    // The child holds the write end now; `cat` sees end-of-file on the
+    // pipes (their write ends were dropped in `pipe_with`).
+    drop(out_w);
+    let out = read_all(out_r);
     assert!(child.wait().unwrap().success());
     assert_eq!(out, "from-bfrom-a ");
     // The parent's fds are untouched.
@@ -142,6 +135,10 @@ fn spawn_places_fds_at_chosen_numbers_even_when_they_collide() {
 
 #[test]
 fn spawn_leaves_other_fds_closed_in_the_child() {
+    if !std::path::Path::new("/proc/self/fd").exists() {
+        println!("skipped: no /proc on this host");
+        return;
+    }
     let placed = pipe_with(b"x");
     let other = pipe_with(b"y");
     // A target far above the numbers this test process uses, so that it
@@ -152,20 +149,11 @@ fn spawn_leaves_other_fds_closed_in_the_child() {
         "test -e /proc/self/fd/{TARGET} && ! test -e /proc/self/fd/{}",
         other.as_raw_fd()
     );
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", &script]);
-    if !std::path::Path::new("/proc/self/fd").exists() {
-        eprintln!("skipped: no /proc on this host");
-        return;
-    }
-    let mut child = spawn_with_fds(
-        &mut cmd,
-        &[FdMapping {
-            fd: placed.as_fd(),
-            target: TARGET,
-        }],
-    )
-    .unwrap();
+    let mut child = Spawn::new("sh")
+        .args(["-c", &script])
+        .fd(placed.as_fd(), TARGET)
+        .spawn()
+        .unwrap();
     assert!(
         child.wait().unwrap().success(),
         "the placed fd must be open and the unplaced fd closed"
@@ -174,31 +162,21 @@ fn spawn_leaves_other_fds_closed_in_the_child() {
 
 #[test]
 fn spawn_errors_name_the_program() {
-    let mut cmd = Command::new("/nonexistent/procwire-prog");
-    let e = spawn_with_fds(&mut cmd, &[]).unwrap_err();
+    let e = Spawn::new("/nonexistent/procwire-prog")
+        .spawn()
+        .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     assert!(
         e.to_string()
-            .starts_with("spawn(/nonexistent/procwire-prog): "),
+            .starts_with("execve(/nonexistent/procwire-prog): "),
         "{e}"
     );
-
     let p = pipe_with(b"");
-    let mut cmd = Command::new("true");
-    let e = spawn_with_fds(
-        &mut cmd,
-        &[
-            FdMapping {
-                fd: p.as_fd(),
-                target: 3,
-            },
-            FdMapping {
-                fd: p.as_fd(),
-                target: 3,
-            },
-        ],
-    )
-    .unwrap_err();
+    let e = Spawn::new("true")
+        .fd(p.as_fd(), 3)
+        .fd(p.as_fd(), 3)
+        .spawn()
+        .unwrap_err();
     assert_eq!(e.raw_os_error(), libc::EINVAL);
     assert!(
         e.to_string().starts_with("spawn(true: fd target 3): "),

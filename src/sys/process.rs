@@ -1,13 +1,11 @@
-//! Processes: `fork`, reaping children, signals, and spawning a
-//! [`std::process::Command`] with chosen fds placed at chosen numbers (what
-//! socket activation needs).
+//! Processes: `fork`, reaping children, sending signals, CPU time, and
+//! [`Spawn`], which starts a program with chosen fds at chosen numbers and
+//! its own pid in a variable (what socket activation needs).
 //!
 //! `fork` is libc's, so the allocator's and libc's atfork handlers stay right.
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 
 use rustix::process::{Pid, WaitOptions};
 
@@ -220,11 +218,9 @@ pub fn getpid() -> i32 {
 /// One fd to place in a child: the parent's `fd` becomes number `target` in
 /// the child, inherited across `exec` (close-on-exec cleared).
 #[derive(Clone, Copy, Debug)]
-pub struct FdMapping<'a> {
-    /// The parent's descriptor.
-    pub fd: BorrowedFd<'a>,
-    /// The number it gets in the child.
-    pub target: RawFd,
+struct FdMapping<'a> {
+    fd: BorrowedFd<'a>,
+    target: RawFd,
 }
 
 /// In a child between fork and exec: places each `(source, target)` pair,
@@ -273,43 +269,6 @@ fn place_fds(
         }
     }
     Ok(kept)
-}
-
-/// Spawns `cmd` with each [`FdMapping`] in `fds` placed at its target number
-/// in the child, the way socket activation needs (fds from 3).
-///
-/// All other fds this crate creates stay close-on-exec, so the child gets
-/// exactly stdio plus these. The parent's fds are not changed. The
-/// rearrangement runs in the child between fork and exec and uses only
-/// `fcntl` and `dup2`, which are async-signal-safe; a source fd that sits at
-/// another mapping's target is moved out of the way first.
-///
-/// # Errors
-///
-/// `EINVAL` for a negative or repeated target; otherwise the error of
-/// `fork`/`exec` (for example `ENOENT` naming the program).
-pub fn spawn_with_fds(cmd: &mut Command, fds: &[FdMapping<'_>]) -> Result<std::process::Child> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    for (i, m) in fds.iter().enumerate() {
-        if m.target < 0 || fds[..i].iter().any(|o| o.target == m.target) {
-            return Err(Error::invalid_input(
-                "spawn",
-                format!("{program}: fd target {}", m.target),
-            ));
-        }
-    }
-    let pairs: Vec<(RawFd, RawFd)> = fds.iter().map(|m| (m.fd.as_raw_fd(), m.target)).collect();
-    let mut temps: Vec<RawFd> = vec![-1; pairs.len()];
-    // SAFETY: the closure runs in the child between fork and exec. It only
-    // calls `fcntl` and `dup2` (async-signal-safe) and writes into `temps`,
-    // which was allocated in the parent: it neither allocates nor locks.
-    unsafe {
-        cmd.pre_exec(move || match place_fds(&pairs, &mut temps, -1) {
-            Ok(_) => Ok(()),
-            Err(errno) => Err(std::io::Error::from_raw_os_error(errno)),
-        });
-    }
-    cmd.spawn().ctx("spawn", || program)
 }
 
 /// A program to start with `fork` + `execve`, prepared entirely before the
