@@ -13,7 +13,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use procwire::net::port::{get_port, parse_port, PortSpec, Registry};
+use procwire::net::port::{get_port, parse_port, PortSpec, Registry, RegistryError};
 
 const USAGE: &str = "port-for: find a good unused TCP port and remember it by name.
 
@@ -111,7 +111,11 @@ fn main() -> ExitCode {
     match run(action, &registry) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("port-for: {e}");
+            let hint = match e.downcast_ref::<RegistryError>() {
+                Some(r) if r.is_permission() => " (or --conf PATH)",
+                _ => "",
+            };
+            eprintln!("port-for: {e}{hint}");
             ExitCode::FAILURE
         }
     }

@@ -68,13 +68,21 @@ pub enum RegistryError {
     },
 }
 
+impl RegistryError {
+    /// Whether the registry file may not be read or written here
+    /// (`EACCES`, `EPERM`, `EROFS`): another file is the way out.
+    pub fn is_permission(&self) -> bool {
+        matches!(self, Self::Sys(e) if matches!(e.raw_os_error(), errno::EACCES | errno::EPERM | errno::EROFS))
+    }
+}
+
 impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sys(e) => {
                 write!(f, "{e}")?;
-                if matches!(e.raw_os_error(), errno::EACCES | errno::EPERM | errno::EROFS) {
-                    write!(f, " (choose another registry file with --conf PATH or {PATH_VARIABLE})")?;
+                if self.is_permission() {
+                    write!(f, " (choose another registry file with ${PATH_VARIABLE})")?;
                 }
                 Ok(())
             }
@@ -583,6 +591,23 @@ mod tests {
 
     fn parse(s: &str) -> Result<Doc> {
         Doc::parse(Path::new("t.conf"), s)
+    }
+
+    #[test]
+    fn a_permission_error_points_to_the_variable_not_to_a_program() {
+        let e = RegistryError::Sys(crate::sys::Error::new("open", "/etc/x.conf", errno::EACCES));
+        assert!(e.is_permission());
+        let text = e.to_string();
+        assert!(
+            text.ends_with(&format!(
+                "(choose another registry file with ${PATH_VARIABLE})"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("--conf"), "{text}");
+        let e = RegistryError::Sys(crate::sys::Error::new("open", "/etc/x.conf", errno::ENOENT));
+        assert!(!e.is_permission());
+        assert!(!e.to_string().contains("choose another"));
     }
 
     #[test]
