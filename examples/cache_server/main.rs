@@ -43,7 +43,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use procwire::net::event::EventLoop;
-use procwire::net::resp::{self, parse_request, DEFAULT_MAX_BULK};
+use procwire::net::resp::{self, parse_request, Request, DEFAULT_MAX_BULK};
 use procwire::net::server::{serve, Output, Protocol, ServerOptions};
 use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
 
@@ -88,7 +88,7 @@ impl Protocol for Client {
         while consumed < input.len() && self.reply.len() < REPLY_BATCH && !quit {
             match parse_request(&input[consumed..], max_bulk) {
                 Ok(None) => break,
-                Ok(Some((args, n))) => {
+                Ok(Some(Request { args, consumed: n })) => {
                     match execute(&mut server, &mut session, &args, &mut self.reply, now) {
                         Outcome::Done => consumed += n,
                         Outcome::Close => {

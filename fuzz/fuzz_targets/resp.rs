@@ -5,13 +5,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use procwire::net::resp::parse_request;
+use procwire::net::resp::{parse_request, Request};
 
 const MAX_BULK: usize = 4096;
 
 fuzz_target!(|data: &[u8]| {
     let whole = parse_request(data, MAX_BULK);
-    if let Ok(Some((args, n))) = &whole {
+    if let Ok(Some(Request { args, consumed: n })) = &whole {
         assert!(*n <= data.len() && *n > 0 || data.is_empty());
         assert!(args.iter().all(|a| a.len() <= MAX_BULK || data.first() != Some(&b'*')));
         // Any strict prefix of the consumed request is incomplete or (for

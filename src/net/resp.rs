@@ -23,8 +23,14 @@ pub const MAX_ARGS: usize = 1 << 20;
 /// The longest inline request (or `*`/`$` header line).
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// A parsed request: its arguments, and how many input bytes it took.
-pub type Request<'a> = (Vec<&'a [u8]>, usize);
+/// A parsed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// Its arguments, the command first, borrowed from the input.
+    pub args: Vec<&'a [u8]>,
+    /// How many input bytes it took.
+    pub consumed: usize,
+}
 
 /// A malformed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,8 +81,8 @@ fn number(digits: &[u8], what: &str) -> Result<i64, RespError> {
     Ok(if neg { -v } else { v })
 }
 
-/// Parses one request at the start of `input`: `Ok(Some((arguments,
-/// consumed)))`, `Ok(None)` while incomplete (nothing is allocated for
+/// Parses one request at the start of `input`: `Ok(Some(request))`,
+/// `Ok(None)` while incomplete (nothing is allocated for
 /// announced lengths meanwhile), or an error. An empty inline line or
 /// `*0` / `*-1` is a request with no arguments.
 pub fn parse_request(input: &[u8], max_bulk: usize) -> Result<Option<Request<'_>>, RespError> {
@@ -98,14 +104,20 @@ pub fn parse_request(input: &[u8], max_bulk: usize) -> Result<Option<Request<'_>
             .split(|c| c.is_ascii_whitespace())
             .filter(|w| !w.is_empty())
             .collect();
-        return Ok(Some((args, end + 1)));
+        return Ok(Some(Request {
+            args,
+            consumed: end + 1,
+        }));
     }
     let Some((head, mut at)) = line(input, 1)? else {
         return Ok(None);
     };
     let n = number(head, "multibulk length")?;
     if n <= 0 {
-        return Ok(Some((Vec::new(), at)));
+        return Ok(Some(Request {
+            args: Vec::new(),
+            consumed: at,
+        }));
     }
     if n as usize > MAX_ARGS {
         return err("invalid multibulk length");
@@ -128,7 +140,7 @@ pub fn parse_request(input: &[u8], max_bulk: usize) -> Result<Option<Request<'_>
         args.push(arg);
         at = end;
     }
-    Ok(Some((args, at)))
+    Ok(Some(Request { args, consumed: at }))
 }
 
 /// Appends `n` in decimal, without allocating.
@@ -570,19 +582,24 @@ mod tests {
     type Owned = Result<Option<(Vec<Vec<u8>>, usize)>, RespError>;
 
     fn owned(r: Result<Option<Request<'_>>, RespError>) -> Owned {
-        r.map(|o| o.map(|(a, n)| (a.into_iter().map(<[u8]>::to_vec).collect(), n)))
+        r.map(|o| {
+            o.map(|r| {
+                let args = r.args.into_iter().map(<[u8]>::to_vec).collect();
+                (args, r.consumed)
+            })
+        })
     }
 
     #[test]
     fn multibulk_and_inline() {
         let m = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n";
-        let (args, n) = parse_request(m, DEFAULT_MAX_BULK).unwrap().unwrap();
+        let Request { args, consumed: n } = parse_request(m, DEFAULT_MAX_BULK).unwrap().unwrap();
         assert_eq!((args, n), (vec![&b"SET"[..], b"k", b"hello"], m.len()));
-        let (args, n) = parse_request(b"PING  hi\r\nrest", DEFAULT_MAX_BULK)
+        let Request { args, consumed: n } = parse_request(b"PING  hi\r\nrest", DEFAULT_MAX_BULK)
             .unwrap()
             .unwrap();
         assert_eq!((args, n), (vec![&b"PING"[..], b"hi"], 10));
-        let (args, _) = parse_request(b"\r\n", DEFAULT_MAX_BULK).unwrap().unwrap();
+        let Request { args, .. } = parse_request(b"\r\n", DEFAULT_MAX_BULK).unwrap().unwrap();
         assert!(args.is_empty());
     }
 
