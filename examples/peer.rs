@@ -325,7 +325,7 @@ impl Protocol for Answer {
 
 fn serve_peer(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let lp = EventLoop::new()?;
-    // Before anything else: signalfd needs the signals blocked.
+    // Before anything else, so that Ctrl-C from the start ends the loop.
     lp.on_shutdown(|cx| cx.stop())?;
     let mut listeners: Vec<Socket> = listen_fds()?.into_iter().map(|l| l.socket).collect();
     if listeners.is_empty() {
