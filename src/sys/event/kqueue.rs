@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustix::event::kqueue::{self, EventFilter, EventFlags};
 
 use super::Flags;
-use super::{retry_interrupted, Event, Interest, Mode, Token};
+use super::{merge_by_token, retry_interrupted, Event, Interest, Mode, Token};
 use crate::sys::error::{Context, Error, Result};
 use crate::sys::socket::fd_arg;
 
@@ -74,18 +74,11 @@ impl Events {
 
     /// Turns the kevents of a wait into `merged`: linear in their number.
     fn merge(&mut self) {
-        self.merged.clear();
-        self.index.clear();
-        for e in &self.list {
-            let ev = convert(e);
-            match self.index.get(&ev.token.0) {
-                Some(&at) => self.merged[at] = self.merged[at].merged(&ev),
-                None => {
-                    self.index.insert(ev.token.0, self.merged.len());
-                    self.merged.push(ev);
-                }
-            }
-        }
+        merge_by_token(
+            self.list.iter().map(convert),
+            &mut self.merged,
+            &mut self.index,
+        );
     }
 }
 

@@ -140,7 +140,6 @@ impl Event {
     }
 
     /// This event with the readiness of `other` added.
-    #[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
     fn merged(&self, other: &Event) -> Event {
         Event {
             token: self.token,
@@ -159,6 +158,30 @@ impl fmt::Debug for Event {
             .field("read_closed", &self.is_read_closed())
             .field("write_closed", &self.is_write_closed())
             .finish()
+    }
+}
+
+/// Merges reports of the same token into one event each, in the order each
+/// token first appears, in one pass (`index` maps a token to its place in
+/// `out`; both are cleared first and keep their allocations). kqueue
+/// reports an fd's read and write filters as two events; the loop above
+/// wants one per registration, as epoll gives.
+#[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
+fn merge_by_token(
+    events: impl Iterator<Item = Event>,
+    out: &mut Vec<Event>,
+    index: &mut std::collections::HashMap<usize, usize>,
+) {
+    out.clear();
+    index.clear();
+    for ev in events {
+        match index.get(&ev.token.0) {
+            Some(&at) => out[at] = out[at].merged(&ev),
+            None => {
+                index.insert(ev.token.0, out.len());
+                out.push(ev);
+            }
+        }
     }
 }
 
@@ -224,5 +247,42 @@ impl fmt::Debug for SignalSource {
         f.debug_struct("SignalSource")
             .field("pipe", &self.pipe)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(token: usize, flags: Flags) -> Event {
+        Event {
+            token: Token(token),
+            flags,
+        }
+    }
+
+    #[test]
+    fn reports_of_one_token_merge_in_first_seen_order() {
+        let input = [
+            ev(7, Flags::READABLE),
+            ev(3, Flags::WRITABLE),
+            ev(7, Flags::WRITABLE | Flags::WRITE_CLOSED),
+            ev(9, Flags::READABLE | Flags::READ_CLOSED),
+            ev(3, Flags::READABLE),
+        ];
+        let (mut out, mut index) = (Vec::new(), std::collections::HashMap::new());
+        out.push(ev(1, Flags::ERROR));
+        merge_by_token(input.into_iter(), &mut out, &mut index);
+        assert_eq!(
+            out,
+            vec![
+                ev(7, Flags::READABLE | Flags::WRITABLE | Flags::WRITE_CLOSED),
+                ev(3, Flags::READABLE | Flags::WRITABLE),
+                ev(9, Flags::READABLE | Flags::READ_CLOSED),
+            ],
+            "one per token, earlier contents gone"
+        );
+        merge_by_token(std::iter::empty(), &mut out, &mut index);
+        assert!(out.is_empty() && index.is_empty());
     }
 }
