@@ -33,7 +33,7 @@ mod lru;
 mod server;
 
 use lru::Lru;
-use server::{accept_client, on_datagram, Server, Stats};
+use server::{accept_client, on_datagram, Server, SharedFile, Stats};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -194,12 +194,14 @@ fn run(args: Args) -> std::io::Result<()> {
     let lp = EventLoop::new()?;
     let server = Rc::new(RefCell::new(Server {
         control: args.control,
-        chunk_size: cs,
-        n_chunks,
-        file_size: data.len() as u64,
-        file_hash,
-        sums,
-        file: Some(data),
+        file: SharedFile {
+            chunk_size: cs,
+            n_chunks,
+            size: data.len() as u64,
+            hash: file_hash,
+            sums,
+            bytes: Some(data),
+        },
         expected: args.clients,
         started: false,
         clients: Vec::new(),

@@ -47,16 +47,25 @@ pub(crate) struct Stats {
     pub(crate) lost: u64,
 }
 
+/// The file being shared, as the server describes it to clients.
+pub(crate) struct SharedFile {
+    pub(crate) chunk_size: usize,
+    pub(crate) n_chunks: u32,
+    pub(crate) size: u64,
+    /// The checksum of the chunks' checksums (`proto::file_checksum`).
+    pub(crate) hash: u64,
+    /// Each chunk's checksum, to check what clients send.
+    pub(crate) sums: Vec<u64>,
+    /// The bytes, until every client holds its block (then only the cache
+    /// serves).
+    pub(crate) bytes: Option<Vec<u8>>,
+}
+
 /// Everything the server knows: the file, the clients, the cache, the
 /// asks in flight and the counters.
 pub(crate) struct Server {
     pub(crate) control: Control,
-    pub(crate) chunk_size: usize,
-    pub(crate) n_chunks: u32,
-    pub(crate) file_size: u64,
-    pub(crate) file_hash: u64,
-    pub(crate) sums: Vec<u64>,
-    pub(crate) file: Option<Vec<u8>>,
+    pub(crate) file: SharedFile,
     pub(crate) expected: u32,
     pub(crate) started: bool,
     pub(crate) clients: Vec<Client>,
@@ -100,7 +109,7 @@ impl Server {
 
     pub(crate) fn record_size(&self) -> usize {
         match self.control {
-            Control::Udp => proto::chunk_record(self.chunk_size),
+            Control::Udp => proto::chunk_record(self.file.chunk_size),
             Control::Tcp => CONTROL_SIZE,
         }
     }
@@ -152,7 +161,7 @@ impl Server {
     pub(crate) fn send_chunk(&mut self, c: u32, id: u32, data: &[u8]) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
-        proto::encode_chunk(id, data, self.chunk_size, &mut buf);
+        proto::encode_chunk(id, data, self.file.chunk_size, &mut buf);
         self.send_record(c, &buf);
         self.scratch = buf;
     }
@@ -254,8 +263,8 @@ impl Server {
         let ids: Vec<u32> = (0..self.clients.len() as u32)
             .filter(|&c| self.clients[c as usize].registered)
             .collect();
-        let blocks = proto::blocks(self.n_chunks, ids.len() as u32);
-        let words = (self.n_chunks as usize).div_ceil(64);
+        let blocks = proto::blocks(self.file.n_chunks, ids.len() as u32);
+        let words = (self.file.n_chunks as usize).div_ceil(64);
         for (i, &c) in ids.iter().enumerate() {
             let cl = &mut self.clients[c as usize];
             cl.asked_ever = vec![0; words];
@@ -266,7 +275,11 @@ impl Server {
         for &c in &ids {
             self.send_info(c);
         }
-        outln!("started clients={} chunks={}", ids.len(), self.n_chunks);
+        outln!(
+            "started clients={} chunks={}",
+            ids.len(),
+            self.file.n_chunks
+        );
         cli::flush();
     }
 
@@ -274,10 +287,10 @@ impl Server {
         let cl = &self.clients[c as usize];
         let info = Info {
             client: c,
-            n_chunks: self.n_chunks,
-            chunk_size: self.chunk_size as u32,
-            file_size: self.file_size,
-            file_hash: self.file_hash,
+            n_chunks: self.file.n_chunks,
+            chunk_size: self.file.chunk_size as u32,
+            file_size: self.file.size,
+            file_hash: self.file.hash,
             block_start: cl.block.0,
             block_end: cl.block.1,
             replica_start: cl.replica.0,
@@ -292,13 +305,13 @@ impl Server {
             return;
         }
         cl.has_blocks = true;
-        if self.file.is_some()
+        if self.file.bytes.is_some()
             && self
                 .clients
                 .iter()
                 .all(|c| !c.registered || c.gone || c.has_blocks)
         {
-            self.file = None;
+            self.file.bytes = None;
             outln!("forgot the file");
             cli::flush();
         }
@@ -314,9 +327,9 @@ impl Server {
             return;
         }
         let end = start.saturating_add(count);
-        if count > MAX_RANGE || end > self.n_chunks {
+        if count > MAX_RANGE || end > self.file.n_chunks {
             self.stats.malformed += 1;
-            let n = self.n_chunks;
+            let n = self.file.n_chunks;
             self.note(|| format!("client {c} asked for {start}+{count} of {n} chunks; dropped"));
             return;
         }
@@ -328,16 +341,16 @@ impl Server {
                 self.stats.repeats += 1;
                 continue;
             }
-            let from_file = self.file.is_some() && self.holds_initially(c, id);
+            let from_file = self.file.bytes.is_some() && self.holds_initially(c, id);
             let data = if from_file {
-                let at = id as usize * self.chunk_size;
-                let len = proto::chunk_len(id, self.chunk_size, self.file_size);
-                self.file.as_deref().map(|f| &f[at..at + len])
+                let at = id as usize * self.file.chunk_size;
+                let len = proto::chunk_len(id, self.file.chunk_size, self.file.size);
+                self.file.bytes.as_deref().map(|f| &f[at..at + len])
             } else {
                 self.cache.get(id)
             };
             if let Some(data) = data {
-                proto::encode_chunk(id, data, self.chunk_size, &mut batch);
+                proto::encode_chunk(id, data, self.file.chunk_size, &mut batch);
                 batched.push(id);
                 self.stats.served += 1;
                 if !from_file {
@@ -351,7 +364,7 @@ impl Server {
                     Control::Tcp => proto::MAX_DATAGRAM,
                     Control::Udp => BATCH,
                 };
-                if batch.len() + proto::chunk_record(self.chunk_size) > room {
+                if batch.len() + proto::chunk_record(self.file.chunk_size) > room {
                     self.send_batch(c, &mut batch, &mut batched);
                 }
                 continue;
@@ -372,7 +385,7 @@ impl Server {
         self.batched = batched;
         // Prefetch: the other clients will want the next chunks too.
         if let Some(m) = last_miss {
-            for id in m + 1..(m + 1).saturating_add(PREFETCH).min(self.n_chunks) {
+            for id in m + 1..(m + 1).saturating_add(PREFETCH).min(self.file.n_chunks) {
                 if !self.cache.contains(id) {
                     self.ask(id, now);
                 }
@@ -485,15 +498,19 @@ impl Server {
 
     /// A chunk record from client `c`.
     pub(crate) fn on_chunk(&mut self, c: u32, rec: &[u8], now: Instant) {
-        let (id, data) =
-            match proto::decode_chunk(rec, self.chunk_size, self.n_chunks, self.file_size) {
-                Ok(v) => v,
-                Err(Bad(why)) => {
-                    self.stats.malformed += 1;
-                    self.note(|| format!("dropped a chunk from client {c}: {why}"));
-                    return;
-                }
-            };
+        let (id, data) = match proto::decode_chunk(
+            rec,
+            self.file.chunk_size,
+            self.file.n_chunks,
+            self.file.size,
+        ) {
+            Ok(v) => v,
+            Err(Bad(why)) => {
+                self.stats.malformed += 1;
+                self.note(|| format!("dropped a chunk from client {c}: {why}"));
+                return;
+            }
+        };
         let asked_this = self.asks.get(&id).is_some_and(|a| a.asked.contains(&c));
         if !asked_this {
             if get_bit(&self.clients[c as usize].asked_ever, id) {
@@ -504,7 +521,7 @@ impl Server {
             }
             return;
         }
-        if proto::checksum(data) != self.sums[id as usize] {
+        if proto::checksum(data) != self.file.sums[id as usize] {
             self.stats.bad_chunks += 1;
             self.note(|| format!("chunk {id} from client {c} fails its checksum; asking another"));
             self.retry_ask(id, now, Some(c));
@@ -628,7 +645,7 @@ impl Server {
     }
 
     pub(crate) fn status_line(&self) -> String {
-        let total = u64::from(self.n_chunks) * u64::from(self.expected);
+        let total = u64::from(self.file.n_chunks) * u64::from(self.expected);
         let s = &self.stats;
         format!(
             "status served={} total={} done={} hits={} misses={} asks={} repeats={} bad={} unasked={} late={} malformed={} lost={} pending_asks={} waiting={}",
@@ -764,7 +781,7 @@ pub(crate) fn on_datagram(server: &Rc<RefCell<Server>>, d: &[u8], from: &SockAdd
             }
         },
         Control::Tcp => {
-            let size = proto::chunk_record(sv.chunk_size);
+            let size = proto::chunk_record(sv.file.chunk_size);
             if d.is_empty() || d.len() % size != 0 {
                 sv.stats.malformed += 1;
                 return;
