@@ -68,11 +68,9 @@ impl Buffer {
         self.buf.len()
     }
 
-    /// Moves the held bytes to the front when the consumed prefix is at
-    /// least half of the buffer, or when `need` more bytes would not fit.
+    /// Moves the held bytes to the front when [`should_compact`] says so.
     fn compact_for(&mut self, need: usize) {
-        let short = self.buf.len() - self.end < need;
-        if self.start > 0 && (self.start >= self.end / 2 || short) {
+        if should_compact(self.start, self.end, self.buf.len(), need) {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
@@ -100,6 +98,15 @@ impl Buffer {
     pub fn commit(&mut self, n: usize) {
         self.end += n.min(self.buf.len() - self.end);
     }
+}
+
+/// Whether a buffer whose bytes `start..end` are held, in `cap` bytes,
+/// moves them to the front before taking `need` more: when something was
+/// consumed and it is at least half of what came in (so each byte moves at
+/// most about once), or when the new bytes would not fit behind (so the
+/// buffer never grows while consumed room would do).
+fn should_compact(start: usize, end: usize, cap: usize, need: usize) -> bool {
+    start > 0 && (start >= end / 2 || cap - end < need)
 }
 
 /// Bytes waiting to be written to a socket: written at once as far as the
@@ -189,12 +196,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn compaction_comes_at_half_or_when_the_bytes_would_not_fit() {
+        // (start, end, cap, need) -> compact?
+        for (case, want) in [
+            ((0, 10, 10, 5), false), // nothing consumed: grow instead
+            ((0, 0, 8, 1), false),
+            ((5, 10, 20, 1), true),  // half consumed
+            ((4, 10, 20, 1), false), // less than half, and room behind
+            ((4, 10, 10, 1), true),  // no room behind
+            ((4, 10, 11, 1), false), // exactly room for it
+            ((4, 10, 11, 2), true),
+            ((3, 3, 3, 0), true), // all consumed
+        ] {
+            let (start, end, cap, need) = case;
+            assert_eq!(should_compact(start, end, cap, need), want, "{case:?}");
+        }
+    }
+
+    #[test]
     fn consumed_bytes_are_skipped_then_given_back_at_half() {
         let mut b = Buffer::new();
         b.extend(b"abcdefgh");
         assert_eq!((b.data(), b.len()), (&b"abcdefgh"[..], 8));
         b.consume(3);
         assert_eq!(b.data(), b"defgh");
+        assert_eq!(b.len(), 5);
+        assert!(!b.is_empty());
         assert_eq!(b.capacity(), 8);
         // The byte doesn't fit behind: the consumed room is given back
         // rather than the buffer grown.
@@ -239,5 +266,68 @@ mod tests {
         assert_eq!(b.len(), 102 + room);
         b.release();
         assert_eq!((b.len(), b.capacity()), (0, 0));
+        b.extend(b"xyz");
+        b.consume(1);
+        b.clear();
+        assert!(b.is_empty());
+        assert_eq!((b.len(), b.data()), (0, &b""[..]));
+        assert_eq!(b.capacity(), 3, "clear keeps the allocation");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "system calls")]
+    fn a_write_queue_sends_what_the_socket_takes_and_keeps_the_rest_in_order() {
+        use crate::sys::socket::{socketpair, Domain, Type};
+        let (a, b) = socketpair(Domain::UNIX, Type::STREAM).unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        let mut q = WriteQueue::new();
+        assert!(q.is_empty());
+        // Straight through while nothing waits.
+        q.write_to(&a, b"one ").unwrap();
+        assert_eq!(q.len(), 0);
+        // Fill the socket until it takes no more, then some.
+        let big = vec![7u8; 1 << 16];
+        while q.is_empty() {
+            q.write_to(&a, &big).unwrap();
+        }
+        let queued = q.len();
+        q.write_to(&a, b"two").unwrap();
+        assert_eq!(q.len(), queued + 3, "behind what waits, nothing sent");
+        q.push(b"!");
+        assert_eq!(q.len(), queued + 4);
+        assert!(!q.flush(&a).unwrap(), "the peer has not read yet");
+        // Drain the peer while flushing: every byte arrives once, in order.
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let done = q.flush(&a).unwrap();
+            loop {
+                match b.recv(&mut buf) {
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.is_would_block() => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            if done && q.is_empty() {
+                break;
+            }
+        }
+        while let Ok(n) = b.recv(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"one "));
+        assert!(got.ends_with(b"two!"), "the tail came last");
+        assert_eq!(got.len() % (1 << 16), 8, "whole copies of the big writes");
+        q.push(b"left");
+        q.clear();
+        assert!(q.is_empty());
+        drop(b);
+        let e = q.write_to(&a, b"gone").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe, "{e}");
+        assert!(q.is_empty(), "nothing of a failed write is queued");
+        q.push(b"x");
+        assert!(q.flush(&a).is_err());
+        assert_eq!(q.len(), 1, "what was not sent stays queued");
     }
 }
