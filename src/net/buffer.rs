@@ -288,9 +288,14 @@ mod tests {
         assert_eq!(q.len(), 0);
         // Fill the socket until it takes no more, then some.
         let big = vec![7u8; 1 << 16];
-        while q.is_empty() {
+        // Bounded: a socket buffer holds a few MiB at most.
+        for _ in 0..1024 {
+            if !q.is_empty() {
+                break;
+            }
             q.write_to(&a, &big).unwrap();
         }
+        assert!(!q.is_empty(), "the socket filled up");
         let queued = q.len();
         q.write_to(&a, b"two").unwrap();
         assert_eq!(q.len(), queued + 3, "behind what waits, nothing sent");
@@ -300,7 +305,12 @@ mod tests {
         // Drain the peer while flushing: every byte arrives once, in order.
         let mut got = Vec::new();
         let mut buf = vec![0u8; 1 << 16];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the queue never emptied"
+            );
             let done = q.flush(&a).unwrap();
             loop {
                 match b.recv(&mut buf) {
