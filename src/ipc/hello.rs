@@ -16,6 +16,8 @@ use super::segment::{valid_ring, SegmentKind};
 pub const LEN: usize = 5 + 1 + 8 + 4;
 /// What the accepting side answers when it took the segment.
 pub const ACK: u8 = b'A';
+/// How long either side waits for the other's message of the handshake.
+pub(crate) const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The bit of the kind byte that asks both sides to prefault the segment.
 const PREFAULT: u8 = 0x80;
 const MAGIC: &[u8; 5] = b"PWSHM";

@@ -6,7 +6,6 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::hello::{self, Hello, ACK};
 use super::segment::{segment_len, Mem, SegmentKind, Side, MAGIC, VERSION};
@@ -17,9 +16,6 @@ use crate::sys::fdpass::recv_with_fds;
 use crate::sys::process::getpid;
 use crate::sys::shm::{self, Access, Mapping, SharedMemory, SysvMapping};
 use crate::sys::socket::{Domain, SockAddr, Socket, Type};
-
-/// How long the accepting side waits for a connecting side's hello.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts [`ShmStream`] connections on a Unix socket path.
 ///
@@ -62,7 +58,7 @@ impl ShmListener {
     /// else gets its connection closed and an `InvalidData` error here.
     pub fn accept(&self) -> io::Result<ShmStream> {
         let (sock, _) = self.sock.accept()?;
-        sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        sock.set_read_timeout(Some(hello::TIMEOUT))?;
         let mut bytes = [0u8; hello::LEN];
         let mut fds = Vec::new();
         let mut got = 0;

@@ -189,8 +189,12 @@ impl Mem {
         }
     }
 
+    /// The first byte (read on every stream call: no dynamic dispatch).
     pub(crate) fn base(&self) -> *mut u8 {
-        self.memory().as_ptr()
+        match self {
+            Mem::Map(m) => m.as_ptr(),
+            Mem::Sysv(m) => m.as_ptr(),
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::hello::{Hello, ACK};
+use super::hello::{self, Hello, ACK};
 use super::ring::{ConsumerState, Corrupt, ProducerState};
 use super::segment::{
     self, segment_len, valid_ring, Role, SegmentKind, Side, CLOSED, MAGIC, READS_SHUT, VERSION,
@@ -57,8 +57,6 @@ impl Default for ShmOptions {
 /// (`shm_bench --placement two_cpus` measures both copies); small ones stay
 /// cached for latency.
 const STREAMING_MIN: usize = 16 * 1024;
-/// How long the connecting side waits for the listener's answer.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) fn invalid(what: &str) -> io::Error {
     io::Error::new(
@@ -184,7 +182,7 @@ impl ShmStream {
         send_with_fds(&sock, &hello.encode(), &fds)?;
         drop(seg.fd);
         let mut ack = [0u8; 1];
-        sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        sock.set_read_timeout(Some(hello::TIMEOUT))?;
         let n = sock.recv(&mut ack)?;
         if n != 1 || ack[0] != ACK {
             return Err(io::Error::new(

@@ -77,11 +77,14 @@ impl Buffer {
         }
     }
 
-    /// Appends `data`.
+    /// Appends `data` (one copy: room behind is overwritten, the rest
+    /// appended, never zero-filled first).
     pub fn extend(&mut self, data: &[u8]) {
-        let room = self.spare(data.len());
-        room[..data.len()].copy_from_slice(data);
-        self.commit(data.len());
+        self.compact_for(data.len());
+        let behind = (self.buf.len() - self.end).min(data.len());
+        self.buf[self.end..self.end + behind].copy_from_slice(&data[..behind]);
+        self.buf.extend_from_slice(&data[behind..]);
+        self.end += data.len();
     }
 
     /// Room for at least `min` more bytes at the back, to receive into;

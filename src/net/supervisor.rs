@@ -371,13 +371,9 @@ impl Supervisor {
         } else {
             timeout.min(Duration::from_millis(10))
         };
-        self.lp.run_once(Some(timeout)).map_err(|e| {
-            Error::new(
-                "EventLoop::run_once",
-                "supervisor",
-                Error::errno_of(&e).unwrap_or(errno::EIO),
-            )
-        })?;
+        self.lp
+            .run_once(Some(timeout))
+            .map_err(|e| Error::from_io("EventLoop::run_once", e))?;
         Ok(self.stop_signal.take())
     }
 

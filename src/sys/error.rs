@@ -165,6 +165,19 @@ impl From<Error> for io::Error {
 }
 
 impl Error {
+    /// An [`Error`] back from an `io::Error`: the one it was converted from
+    /// (call, arguments and errno intact), else one named `call` with the
+    /// `io::Error`'s message as its arguments and its errno (`EIO` if it
+    /// has none).
+    pub fn from_io(call: &'static str, e: io::Error) -> Self {
+        let errno = Self::errno_of(&e).unwrap_or(libc::EIO);
+        let text = e.to_string();
+        match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+            Some(Ok(inner)) => *inner,
+            _ => Self::new(call, text, errno),
+        }
+    }
+
     /// The errno behind an `io::Error`: its own `raw_os_error`, or that of the
     /// [`Error`] it was converted from.
     pub fn errno_of(e: &io::Error) -> Option<i32> {
@@ -357,8 +370,27 @@ pub mod errno {
     pub const ESRCH: i32 = libc::ESRCH;
     /// Connection timed out.
     pub const ETIMEDOUT: i32 = libc::ETIMEDOUT;
-    /// I/O error.
-    pub const EIO: i32 = libc::EIO;
-    /// Function not implemented (on this system).
-    pub const ENOSYS: i32 = libc::ENOSYS;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_io_gives_back_the_error_an_io_error_was_made_from() {
+        let sys = Error::new("bind", "127.0.0.1:1", libc::EADDRINUSE);
+        let back = Error::from_io("other", io::Error::from(sys));
+        assert_eq!(back.call(), "bind");
+        assert_eq!(back.raw_os_error(), libc::EADDRINUSE);
+        assert!(
+            back.to_string().starts_with("bind(127.0.0.1:1): "),
+            "{back}"
+        );
+        // Anything else is named by the caller, with its errno or EIO.
+        let os = Error::from_io("read", io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!((os.call(), os.raw_os_error()), ("read", libc::ENOENT));
+        let other = Error::from_io("read", io::Error::other("odd"));
+        assert_eq!((other.call(), other.raw_os_error()), ("read", libc::EIO));
+        assert!(other.to_string().starts_with("read(odd): "), "{other}");
+    }
 }

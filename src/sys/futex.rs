@@ -6,7 +6,9 @@
 //! than from `cfg`s of their own.
 
 use std::sync::atomic::AtomicU32;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use std::time::Instant;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 use rustix::thread::futex;
@@ -73,7 +75,7 @@ pub fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize> {
 /// Without futexes: fails with `ENOSYS` (see [`SUPPORTED`]).
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Result<FutexWait> {
-    let _ = (Instant::now(), timeout);
+    let _ = timeout;
     Err(super::Error::new(
         "futex",
         format!("{:p}, FUTEX_WAIT, expected {expected}", word),

@@ -95,29 +95,18 @@ impl fmt::Display for Signal {
 /// How many [`SignalPipe`]s may live in one process at once.
 pub const MAX_PIPES: usize = 8;
 
+/// A free slot's write end, and a slot that wants nothing (array
+/// initialisers: a `const` item may be repeated where an `AtomicI32` can't).
+#[allow(clippy::declare_interior_mutable_const)]
+const FREE: AtomicI32 = AtomicI32::new(-1);
+#[allow(clippy::declare_interior_mutable_const)]
+const NOTHING: AtomicU64 = AtomicU64::new(0);
+
 /// Per pipe slot: the write end the handler writes to (-1: free) and the
 /// signals it wants (bit `n` for signal `n`). Read by the handler, so only
-/// atomics. Spelled out because `[const { .. }; N]` needs a newer Rust.
-static WRITE_FDS: [AtomicI32; MAX_PIPES] = [
-    AtomicI32::new(-1),
-    AtomicI32::new(-1),
-    AtomicI32::new(-1),
-    AtomicI32::new(-1),
-    AtomicI32::new(-1),
-    AtomicI32::new(-1),
-    AtomicI32::new(-1),
-    AtomicI32::new(-1),
-];
-static WANTED: [AtomicU64; MAX_PIPES] = [
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-];
+/// atomics.
+static WRITE_FDS: [AtomicI32; MAX_PIPES] = [FREE; MAX_PIPES];
+static WANTED: [AtomicU64; MAX_PIPES] = [NOTHING; MAX_PIPES];
 
 /// A signal our handler is installed for: the action it had before, and
 /// how many pipes want it.
@@ -178,10 +167,14 @@ impl SignalPipe {
     ///
     /// # Errors
     ///
-    /// `EBUSY` when [`MAX_PIPES`] pipes live already; `EINVAL` from
-    /// `sigaction` for `SIGKILL`/`SIGSTOP` or a bad number.
+    /// `EBUSY` when [`MAX_PIPES`] pipes live already; `EINVAL` for a
+    /// signal number from 64 up (the pipes' signal sets hold 0 to 63), and
+    /// from `sigaction` for `SIGKILL`/`SIGSTOP` or a bad number.
     #[doc(alias = "sigaction")]
     pub fn install(signals: &[Signal]) -> Result<Self> {
+        if let Some(&s) = signals.iter().find(|&&s| bit(s) == 0) {
+            return Err(Error::new("sigaction", s, libc::EINVAL));
+        }
         let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
         let slot = WRITE_FDS
             .iter()
@@ -328,5 +321,20 @@ impl fmt::Debug for SignalPipe {
             .field("read", &self.read.as_raw_fd())
             .field("signals", &self.signals)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "system calls")]
+    fn signal_numbers_the_pipes_cant_hold_are_refused_up_front() {
+        for raw in [64, 65, -1] {
+            let e = SignalPipe::install(&[Signal::USR1, Signal::from_raw(raw)]).unwrap_err();
+            assert_eq!(e.raw_os_error(), libc::EINVAL, "{raw}: {e}");
+            assert_eq!(e.call(), "sigaction");
+        }
     }
 }

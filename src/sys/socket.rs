@@ -471,18 +471,8 @@ impl Socket {
 
     /// Receives without blocking even on a blocking socket (`MSG_DONTWAIT`).
     pub fn recv_nonblocking(&self, buf: &mut [u8]) -> Result<usize> {
-        self.recv_flags(buf, rnet::RecvFlags::DONTWAIT)
-    }
-
-    /// Looks at queued bytes without taking them and without blocking
-    /// (`MSG_PEEK | MSG_DONTWAIT`).
-    pub fn peek_nonblocking(&self, buf: &mut [u8]) -> Result<usize> {
-        self.recv_flags(buf, rnet::RecvFlags::DONTWAIT | rnet::RecvFlags::PEEK)
-    }
-
-    fn recv_flags(&self, buf: &mut [u8], flags: rnet::RecvFlags) -> Result<usize> {
         let len = buf.len();
-        rnet::recv(&self.fd, buf, flags)
+        rnet::recv(&self.fd, buf, rnet::RecvFlags::DONTWAIT)
             .map(|(n, _)| n)
             .ctx_fd_len("recv", self.fd.as_fd(), len)
     }
