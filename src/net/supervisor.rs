@@ -243,12 +243,12 @@ impl Supervisor {
         let stop_signal = Rc::new(Cell::new(None));
         let catching = opts.handle_signals && {
             let seen = Rc::clone(&stop_signal);
-            let caught = lp.on_signals(&[Signal::INT, Signal::TERM, Signal::CHLD], move |cx, s| {
+            // Any of them ends the wait (`run_once` returns after the turn
+            // that saw it): a child ended, or it is time to stop.
+            let caught = lp.on_signals(&[Signal::INT, Signal::TERM, Signal::CHLD], move |_, s| {
                 if s != Signal::CHLD {
                     seen.set(Some(s));
                 }
-                // Any of them ends the wait: a child ended, or it is time.
-                cx.stop();
             });
             match caught {
                 Ok(()) => true,
