@@ -5,7 +5,9 @@
 //! cargo run --release --example shm_echo -- client /tmp/shm-echo.sock "hello"
 //! ```
 //!
-//! The server echoes every connection (one thread each) until Ctrl-C; the
+//! The server echoes every connection (one thread each) until Ctrl-C (a
+//! peer that connects and misbehaves is closed by the listener, never
+//! returned by `accept`, so it can't stop the loop); the
 //! client sends its message, prints what comes back, and the round-trip
 //! time.
 

@@ -196,3 +196,58 @@ fn eventfd_counts_and_wakes_the_selector() {
     let e = efd.write(u64::MAX).unwrap_err();
     assert_eq!(e.raw_os_error(), libc::EINVAL);
 }
+
+#[test]
+fn a_timer_fires_once_in_a_selector_and_can_be_disarmed_or_reset() {
+    use procwire::sys::event::Timer;
+    let timer = Timer::new().unwrap();
+    let sel = Selector::new().unwrap();
+    // SAFETY: the timer outlives the selector's use here and is never
+    // duplicated; it is deregistered by dropping the selector first.
+    unsafe { sel.register(timer.as_fd(), Token(9), Interest::READABLE, Mode::Level) }.unwrap();
+    let mut events = Events::with_capacity(4);
+    // Disarmed: nothing, and nothing to clear.
+    sel.wait(&mut events, Some(Duration::from_millis(20)))
+        .unwrap();
+    assert!(events.is_empty());
+    assert!(!timer.clear().unwrap());
+    let t = Instant::now();
+    timer.set(Some(Duration::from_millis(30))).unwrap();
+    sel.wait(&mut events, Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(29),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        events.iter().map(|e| e.token()).collect::<Vec<_>>(),
+        [Token(9)]
+    );
+    // Level: still ready until cleared; once, not periodic.
+    sel.wait(&mut events, Some(Duration::ZERO)).unwrap();
+    assert_eq!(events.len(), 1);
+    assert!(timer.clear().unwrap());
+    assert!(!timer.clear().unwrap());
+    sel.wait(&mut events, Some(Duration::from_millis(60)))
+        .unwrap();
+    assert!(events.is_empty(), "one-shot");
+    // Disarmed before it fires: never fires. Zero fires at once.
+    timer.set(Some(Duration::from_millis(20))).unwrap();
+    timer.set(None).unwrap();
+    sel.wait(&mut events, Some(Duration::from_millis(60)))
+        .unwrap();
+    assert!(events.is_empty(), "disarmed");
+    timer.set(None).unwrap();
+    timer.set(Some(Duration::ZERO)).unwrap();
+    sel.wait(&mut events, Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(events.len(), 1, "a zero timer fires at once");
+    // A later setting replaces an earlier one.
+    assert!(timer.clear().unwrap());
+    timer.set(Some(Duration::from_secs(3600))).unwrap();
+    timer.set(Some(Duration::from_millis(10))).unwrap();
+    sel.wait(&mut events, Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(events.len(), 1, "reset to the nearer time");
+}

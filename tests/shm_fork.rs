@@ -15,7 +15,7 @@ use procwire::sys::process::{exit_immediately, Fork};
 
 #[path = "common/shm.rs"]
 mod shm_common;
-use shm_common::{echo_round_trips, pair, sock_path};
+use shm_common::{accept_or_refusal, echo_round_trips, pair, sock_path};
 
 /// The tests, by name.
 const TESTS: &[(&str, fn())] = &[
@@ -315,9 +315,12 @@ fn a_sysv_segment_the_peer_did_not_make_is_refused() {
         sysv_id: id,
     };
     sock.send(&hello.encode()).unwrap();
-    let e = l.accept().unwrap_err();
+    let e = accept_or_refusal(&l).map(drop).unwrap_err();
     shm_remove(id).unwrap();
     std::fs::remove_file(&path).unwrap();
-    assert_eq!(e.kind(), ErrorKind::InvalidData);
-    assert!(e.to_string().contains("not by the peer"), "{e}");
+    assert!(e.contains("not by the peer"), "{e}");
+    assert_eq!(l.stats().refused, 1);
+    // The peer sees its connection closed, not acknowledged.
+    let mut b = [0u8; 1];
+    assert_eq!(sock.recv(&mut b).unwrap_or(0), 0);
 }

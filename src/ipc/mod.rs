@@ -39,11 +39,14 @@ mod wait;
 pub use conn_table::ConnTable;
 #[cfg(feature = "testing")]
 pub use hello::{Hello, HelloError, ACK as HELLO_ACK, LEN as HELLO_LEN};
-pub use listener::ShmListener;
+pub use listener::{
+    HandshakeStats, ShmListener, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_RING_SIZE,
+};
 pub use ring::Corrupt;
 pub use segment::SegmentKind;
 pub use split::{ShmReadHalf, ShmWriteHalf};
-pub use stream::{ShmOptions, ShmStream};
+pub use stream::{ShmConnecting, ShmOptions, ShmStream};
 
 use crate::sys::process::{getpid, Fork};
 

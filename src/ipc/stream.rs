@@ -138,59 +138,57 @@ impl ShmStream {
         Self::connect_with(path, ShmOptions::default())
     }
 
-    /// Connects with chosen options: connects the Unix socket, makes the
-    /// segment, sends it (its fd with `SCM_RIGHTS`, or its SysV id), and
-    /// waits for the listener's acknowledgement.
+    /// Connects with chosen options: makes the segment, connects the Unix
+    /// socket, sends the segment (its fd with `SCM_RIGHTS`, or its SysV
+    /// id), and waits for the listener's acknowledgement, at most
+    /// [`HANDSHAKE_TIMEOUT`](Self::HANDSHAKE_TIMEOUT).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a bad ring size; the socket's and the segment's
+    /// own errors; `ConnectionRefused` when the listener closes instead of
+    /// acknowledging (it refused the segment, or is not a procwire
+    /// listener), `TimedOut` when it does neither in time.
     pub fn connect_with(path: impl AsRef<Path>, opts: ShmOptions) -> io::Result<Self> {
-        let ring_size = opts.ring_size as u64;
-        if !valid_ring(ring_size) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "ring size {} is not a power of two from 4 KiB to 1 GiB",
-                    opts.ring_size
-                ),
-            ));
-        }
+        let seg = Offer::make(opts)?;
         let sock = Socket::new(Domain::UNIX, Type::STREAM)?;
         sock.connect(SockAddr::unix(path.as_ref()))?;
-        let seg = segment::create(opts.kind, segment_len(opts.ring_size))?;
-        if opts.prefault {
-            seg.mem.memory().populate()?;
+        let c = seg.send(sock)?;
+        loop {
+            if let Some(shared) = c.acknowledged()? {
+                return Self::established(c.sock, shared);
+            }
+            let left = c.deadline.saturating_duration_since(Instant::now());
+            c.sock.wait_readable(Some(left))?;
         }
-        let shared = Arc::new(Shared {
-            mem: seg.mem,
-            ring_size,
-            side: Side::Connector,
-            pid: AtomicU32::new(getpid() as u32),
-            holders: AtomicU32::new(1),
-        });
-        let h = shared.header();
-        h.ring_size.store(ring_size, Ordering::Relaxed);
-        h.version.store(VERSION, Ordering::Relaxed);
-        shared.refs().store(1, Ordering::Relaxed);
-        h.running[Side::Connector.index()].store(cpu_tag(), Ordering::Relaxed);
-        h.magic.store(MAGIC, Ordering::Release);
+    }
 
-        let hello = Hello {
-            kind: opts.kind,
-            prefault: opts.prefault,
-            ring_size,
-            sysv_id: seg.sysv_id,
-        };
-        let fds: Vec<BorrowedFd<'_>> = seg.fd.iter().map(AsFd::as_fd).collect();
-        send_with_fds(&sock, &hello.encode(), &fds)?;
-        drop(seg.fd);
-        let mut ack = [0u8; 1];
-        sock.set_read_timeout(Some(hello::TIMEOUT))?;
-        let n = sock.recv(&mut ack)?;
-        if n != 1 || ack[0] != ACK {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                "shared-memory stream: the listener refused the segment",
-            ));
-        }
-        sock.set_read_timeout(None)?;
+    /// How long a connecting side waits for the listener's
+    /// acknowledgement.
+    pub const HANDSHAKE_TIMEOUT: std::time::Duration = hello::TIMEOUT;
+
+    /// Starts a connection without blocking: makes the segment, connects,
+    /// and sends the hello; the returned [`ShmConnecting`] finishes once
+    /// the listener acknowledges. Its fd turns readable when it has.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_with`](Self::connect_with), and `WouldBlock` when the
+    /// listener's backlog is full (a Unix socket's `connect` can't be left
+    /// in progress): try again later.
+    pub fn connect_nonblocking(
+        path: impl AsRef<Path>,
+        opts: ShmOptions,
+    ) -> io::Result<ShmConnecting> {
+        let seg = Offer::make(opts)?;
+        let sock = Socket::new_nonblocking(Domain::UNIX, Type::STREAM)?;
+        sock.connect(SockAddr::unix(path.as_ref()))?;
+        seg.send(sock)
+    }
+
+    /// The stream of an acknowledged segment, its socket made blocking.
+    fn established(sock: Socket, shared: Arc<Shared>) -> io::Result<Self> {
+        sock.set_nonblocking(false)?;
         shared::register(&shared);
         Ok(Self::new(sock, shared))
     }
@@ -525,6 +523,176 @@ impl ShmStream {
                 Ok(self.free()? > 0 || self.peer_reads_no_more())
             })?;
         }
+    }
+}
+
+/// A segment made for a connection, with the hello that offers it.
+struct Offer {
+    shared: Arc<Shared>,
+    fd: Option<std::os::fd::OwnedFd>,
+    hello: Hello,
+}
+
+impl Offer {
+    /// Makes and initialises the segment (before the socket connects, so
+    /// the hello follows the connect at once: a listener gives a peer
+    /// little time for it).
+    fn make(opts: ShmOptions) -> io::Result<Offer> {
+        let ring_size = opts.ring_size as u64;
+        if !valid_ring(ring_size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "ring size {} is not a power of two from 4 KiB to 1 GiB",
+                    opts.ring_size
+                ),
+            ));
+        }
+        let seg = segment::create(opts.kind, segment_len(opts.ring_size))?;
+        if opts.prefault {
+            seg.mem.memory().populate()?;
+        }
+        let shared = Arc::new(Shared {
+            mem: seg.mem,
+            ring_size,
+            side: Side::Connector,
+            pid: AtomicU32::new(getpid() as u32),
+            holders: AtomicU32::new(1),
+        });
+        let h = shared.header();
+        h.ring_size.store(ring_size, Ordering::Relaxed);
+        h.version.store(VERSION, Ordering::Relaxed);
+        shared.refs().store(1, Ordering::Relaxed);
+        h.running[Side::Connector.index()].store(cpu_tag(), Ordering::Relaxed);
+        // Until it says otherwise, wake us for data through the socket (see
+        // the listener's side).
+        h.data_waiter[Side::Acceptor.index()].store(WAIT_SOCKET, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Release);
+        let hello = Hello {
+            kind: opts.kind,
+            prefault: opts.prefault,
+            ring_size,
+            sysv_id: seg.sysv_id,
+        };
+        Ok(Offer {
+            shared,
+            fd: seg.fd,
+            hello,
+        })
+    }
+
+    /// Sends the hello with the segment on a connected socket.
+    fn send(self, sock: Socket) -> io::Result<ShmConnecting> {
+        let fds: Vec<BorrowedFd<'_>> = self.fd.iter().map(AsFd::as_fd).collect();
+        // A new socket's buffer is empty: the hello fits at once.
+        send_with_fds(&sock, &self.hello.encode(), &fds)?;
+        Ok(ShmConnecting {
+            sock,
+            shared: Cell::new(Some(self.shared)),
+            deadline: Instant::now() + hello::TIMEOUT,
+        })
+    }
+}
+
+/// A connection whose hello is sent, waiting for the listener's
+/// acknowledgement; made by [`ShmStream::connect_nonblocking`]. Register
+/// its fd ([`AsFd`]) for readability and call
+/// [`try_finish`](Self::try_finish) when it is reported.
+///
+/// `try_finish` takes `&self`, so the event loop can own the value as the
+/// source it watches; the stream it returns has its own fd.
+pub struct ShmConnecting {
+    sock: Socket,
+    shared: Cell<Option<Arc<Shared>>>,
+    deadline: Instant,
+}
+
+impl fmt::Debug for ShmConnecting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShmConnecting")
+            .field("socket", &self.sock.as_raw_fd())
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+impl ShmConnecting {
+    /// Finishes the handshake if the listener has answered: `Ok(Some)` with
+    /// the stream (in blocking mode, as [`ShmStream::connect`] gives it),
+    /// `Ok(None)` while it hasn't and the deadline is ahead.
+    ///
+    /// # Errors
+    ///
+    /// `ConnectionRefused` when the listener closed instead of
+    /// acknowledging, `TimedOut` past the deadline
+    /// ([`ShmStream::HANDSHAKE_TIMEOUT`] from the start), `InvalidInput`
+    /// once the stream was returned.
+    pub fn try_finish(&self) -> io::Result<Option<ShmStream>> {
+        match self.acknowledged()? {
+            Some(shared) => {
+                let sock = self.sock.try_clone()?;
+                Ok(Some(ShmStream::established(sock, shared)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The segment, once the listener acknowledged it.
+    fn acknowledged(&self) -> io::Result<Option<Arc<Shared>>> {
+        let Some(shared) = self.shared.take() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "ShmConnecting::try_finish: the stream was returned already",
+            ));
+        };
+        let r = self.ack();
+        if !matches!(r, Ok(true)) {
+            self.shared.set(Some(shared));
+            return r.map(|_| None);
+        }
+        Ok(Some(shared))
+    }
+
+    /// Reads the listener's answer: `true` for the acknowledgement.
+    fn ack(&self) -> io::Result<bool> {
+        let mut ack = [0u8; 1];
+        let n = loop {
+            match self.sock.recv_nonblocking(&mut ack) {
+                Ok(n) => break n,
+                Err(e) if e.raw_os_error() == errno::EINTR => continue,
+                Err(e) if e.is_would_block() => {
+                    if Instant::now() >= self.deadline {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "shared-memory stream: the listener did not acknowledge in time",
+                        ));
+                    }
+                    return Ok(false);
+                }
+                // A listener that closes on a refusal may reset.
+                Err(e) if e.raw_os_error() == errno::ECONNRESET => break 0,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if n != 1 || ack[0] != ACK {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "shared-memory stream: the listener refused the segment",
+            ));
+        }
+        Ok(true)
+    }
+
+    /// When [`try_finish`](Self::try_finish) gives up waiting.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl AsFd for ShmConnecting {
+    /// The connection's socket: readable once the listener answered.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 }
 

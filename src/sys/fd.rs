@@ -47,6 +47,37 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
     rustix::io::ioctl_fionbio(fd, on).ctx("ioctl", || format!("{}, FIONBIO {on}", fd_arg(fd)))
 }
 
+/// Waits up to `timeout` (`None`: no limit) until `fd` is readable, or
+/// has an error or hang-up pending (`poll(2)`); `false` on a timeout.
+/// Interrupted waits resume with the time left. Any pollable fd: a pipe, a
+/// selector, a listener.
+#[doc(alias = "poll")]
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -> Result<bool> {
+    poll_one(fd, rustix::event::PollFlags::IN, timeout)
+}
+
+/// One fd's `poll(2)` for `flags`, retrying `EINTR` with the time left.
+pub(crate) fn poll_one(
+    fd: BorrowedFd<'_>,
+    flags: rustix::event::PollFlags,
+    timeout: Option<std::time::Duration>,
+) -> Result<bool> {
+    use rustix::event::PollFd;
+    use std::time::Instant;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let ts = deadline.and_then(|d| {
+            rustix::time::Timespec::try_from(d.saturating_duration_since(Instant::now())).ok()
+        });
+        let mut fds = [PollFd::new(&fd, flags)];
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e).ctx_fd("poll", fd),
+        }
+    }
+}
+
 /// Reads into `buf` (`read(2)`); `Ok(0)` is end-of-file.
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
     let len = buf.len();

@@ -73,16 +73,46 @@ pub fn recv_with_fds(
     fds: &mut Vec<OwnedFd>,
     max_fds: usize,
 ) -> Result<Received> {
-    let sock = sock.as_fd();
+    recv_with_fds_flags(sock.as_fd(), buf, fds, max_fds, RecvFlags::empty())
+}
+
+/// [`recv_with_fds`] that never blocks, whatever the socket's mode
+/// (`MSG_DONTWAIT`): `EAGAIN` when nothing is queued.
+pub fn recv_with_fds_nonblocking(
+    sock: impl AsFd,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    max_fds: usize,
+) -> Result<Received> {
+    recv_with_fds_flags(sock.as_fd(), buf, fds, max_fds, RecvFlags::DONTWAIT)
+}
+
+fn recv_with_fds_flags(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    max_fds: usize,
+    extra_flags: RecvFlags,
+) -> Result<Received> {
     let len = buf.len();
-    let args = || format!("{}, {len} bytes, up to {max_fds} fds", fd_arg(sock));
+    let args = || {
+        let dontwait = if extra_flags.contains(RecvFlags::DONTWAIT) {
+            ", MSG_DONTWAIT"
+        } else {
+            ""
+        };
+        format!(
+            "{}, {len} bytes, up to {max_fds} fds{dontwait}",
+            fd_arg(sock)
+        )
+    };
     let mut space =
         vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(max_fds.max(1)))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    let flags = RecvFlags::CMSG_CLOEXEC;
+    let flags = RecvFlags::CMSG_CLOEXEC | extra_flags;
     #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    let flags = RecvFlags::empty();
+    let flags = extra_flags;
     let msg = rustix::net::recvmsg(sock, &mut [IoSliceMut::new(buf)], &mut control, flags)
         .ctx("recvmsg", args)?;
     let mut got = 0;

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::net::{self as rnet, AddressFamily, SocketAddrAny, SocketAddrUnix, SocketType};
 
@@ -323,25 +323,7 @@ impl Socket {
     }
 
     fn wait_for(&self, flags: rustix::event::PollFlags, timeout: Option<Duration>) -> Result<bool> {
-        use rustix::event::PollFd;
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let ts = deadline.and_then(|d| {
-                rustix::time::Timespec::try_from(d.saturating_duration_since(Instant::now())).ok()
-            });
-            let mut fds = [PollFd::new(&self.fd, flags)];
-            match rustix::event::poll(&mut fds, ts.as_ref()) {
-                Ok(n) => return Ok(n > 0),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => {
-                    return Err(Error::with_fd(
-                        "poll",
-                        self.fd.as_raw_fd(),
-                        e.raw_os_error(),
-                    ))
-                }
-            }
-        }
+        super::fd::poll_one(self.fd.as_fd(), flags, timeout)
     }
 
     /// Creates a socket of the family `addr` belongs to.

@@ -52,3 +52,32 @@ pub fn echo_round_trips(c: &mut ShmStream, ring: usize) {
         assert_eq!(back, data, "size {size}");
     }
 }
+
+/// The next connection `l` accepts, or why it refused the next one: the
+/// listener never returns a peer's bad handshake as its error, so tests of
+/// refusals read its count and reason. Leaves `l` in non-blocking mode;
+/// panics after 10 s. Runs on the calling thread alone (no helper thread:
+/// `shm_fork.rs` forks).
+pub fn accept_or_refusal(l: &ShmListener) -> Result<ShmStream, String> {
+    use std::os::fd::AsFd;
+    use std::time::{Duration, Instant};
+    let refused = l.stats().refused;
+    l.set_nonblocking(true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match l.accept() {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("the listener's own error: {e}"),
+        }
+        if l.stats().refused > refused {
+            return Err(l.last_refusal().expect("a refusal has a reason"));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::ZERO,
+            "neither accepted nor refused in 10 s"
+        );
+        procwire::sys::fd::wait_readable(l.as_fd(), Some(left)).unwrap();
+    }
+}

@@ -25,6 +25,12 @@ pub struct Events {
     list: Vec<epoll::Event>,
 }
 
+// SAFETY: the only thing that keeps rustix's epoll_event from being `Send`
+// is its user-data field, which may hold a pointer; this crate only ever
+// stores a token (an integer) there and never dereferences it, so moving
+// the buffer to another thread can't share anything.
+unsafe impl Send for Events {}
+
 impl Events {
     /// A buffer that takes up to `capacity` events per wait (at least 1).
     pub fn with_capacity(capacity: usize) -> Self {
@@ -260,6 +266,87 @@ impl fmt::Debug for Notifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Notifier")
             .field("eventfd", &self.fd.as_raw_fd())
+            .finish()
+    }
+}
+
+/// A one-shot timer that is a file descriptor (a `timerfd` on the monotonic
+/// clock): readable from the moment it fires until [`Timer::clear`], so it
+/// can be registered in a [`Selector`] beside sockets.
+pub struct Timer {
+    fd: OwnedFd,
+}
+
+impl Timer {
+    /// Creates a disarmed timer (`timerfd_create(CLOCK_MONOTONIC,
+    /// TFD_CLOEXEC | TFD_NONBLOCK)`).
+    #[doc(alias = "timerfd_create")]
+    pub fn new() -> Result<Self> {
+        use rustix::time::{timerfd_create, TimerfdClockId, TimerfdFlags};
+        timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK,
+        )
+        .map(|fd| Self { fd })
+        .ctx("timerfd_create", || {
+            "CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK"
+        })
+    }
+
+    /// Fires once `after` from now (a zero duration fires at once), or
+    /// disarms with `None`; replaces any earlier setting. A firing that was
+    /// not cleared yet stays until [`Timer::clear`].
+    #[doc(alias = "timerfd_settime")]
+    pub fn set(&self, after: Option<Duration>) -> Result<()> {
+        use rustix::time::{timerfd_settime, Itimerspec, TimerfdTimerFlags, Timespec};
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let value = match after {
+            // An all-zero value would disarm: the shortest wait is 1 ns.
+            Some(d) => Timespec::try_from(d.max(Duration::from_nanos(1))).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            }),
+            None => zero,
+        };
+        timerfd_settime(
+            &self.fd,
+            TimerfdTimerFlags::empty(),
+            &Itimerspec {
+                it_interval: zero,
+                it_value: value,
+            },
+        )
+        .map(drop)
+        .ctx("timerfd_settime", || {
+            format!("{}, {after:?}", fd_arg(self.fd.as_fd()))
+        })
+    }
+
+    /// Takes a firing off the fd (`read(2)` of its count): `true` if the
+    /// timer had fired since the last clear.
+    pub fn clear(&self) -> Result<bool> {
+        let mut count = [0u8; 8];
+        match rustix::io::read(&self.fd, &mut count) {
+            Ok(_) => Ok(true),
+            Err(rustix::io::Errno::AGAIN) => Ok(false),
+            Err(e) => Err(e).ctx_fd("read", self.fd.as_fd()),
+        }
+    }
+}
+
+impl AsFd for Timer {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl fmt::Debug for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timer")
+            .field("timerfd", &self.fd.as_raw_fd())
             .finish()
     }
 }

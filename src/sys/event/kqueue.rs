@@ -34,6 +34,12 @@ pub struct Events {
     index: HashMap<usize, usize>,
 }
 
+// SAFETY: the only thing that keeps rustix's kevent from being `Send`
+// is its user-data field, which may hold a pointer; this crate only ever
+// stores a token (an integer) there and never dereferences it, so moving
+// the buffer to another thread can't share anything.
+unsafe impl Send for Events {}
+
 impl Events {
     /// A buffer that takes up to `capacity` events per wait (at least 1).
     pub fn with_capacity(capacity: usize) -> Self {
@@ -398,6 +404,88 @@ impl fmt::Debug for Notifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Notifier")
             .field("ident", &self.ident)
+            .finish()
+    }
+}
+
+/// A one-shot timer that is a file descriptor: a kqueue of its own holding
+/// one `EVFILT_TIMER` event, readable (as a kqueue is when an event is
+/// pending) from the moment it fires until [`Timer::clear`], so it can be
+/// registered in a [`Selector`] beside sockets.
+pub struct Timer {
+    kq: OwnedFd,
+}
+
+impl Timer {
+    /// Creates a disarmed timer (`kqueue(2)`).
+    pub fn new() -> Result<Self> {
+        let kq = kqueue::kqueue().ctx("kqueue", || "")?;
+        #[cfg(target_vendor = "apple")]
+        rustix::io::fcntl_setfd(&kq, rustix::io::FdFlags::CLOEXEC)
+            .ctx("fcntl", || format!("{}, FD_CLOEXEC", fd_arg(kq.as_fd())))?;
+        Ok(Self { kq })
+    }
+
+    /// Fires once `after` from now (a zero duration fires at once), or
+    /// disarms with `None`; replaces any earlier setting (`EV_ADD |
+    /// EV_ONESHOT`, or `EV_DELETE`). A firing that was not cleared yet
+    /// stays until [`Timer::clear`].
+    pub fn set(&self, after: Option<Duration>) -> Result<()> {
+        let (flags, what) = match after {
+            Some(_) => (EventFlags::ADD | EventFlags::ONESHOT, "EV_ADD | EV_ONESHOT"),
+            None => (EventFlags::DELETE, "EV_DELETE"),
+        };
+        let filter = EventFilter::Timer {
+            ident: 0,
+            timer: Some(after.unwrap_or_default()),
+        };
+        let ev = kqueue::Event::new(filter, flags, std::ptr::null_mut());
+        // SAFETY: no events are returned (empty list); udata is unused.
+        let r = unsafe {
+            kqueue::kevent(
+                &self.kq,
+                &[ev],
+                &mut [] as &mut [kqueue::Event],
+                Some(Duration::ZERO),
+            )
+        };
+        match r {
+            // Disarming a timer that is not armed (it fired) is done.
+            Err(rustix::io::Errno::NOENT) if after.is_none() => Ok(()),
+            r => r.map(drop).ctx("kevent", || {
+                format!("{}, EVFILT_TIMER {what} {after:?}", fd_arg(self.kq.as_fd()))
+            }),
+        }
+    }
+
+    /// Takes a firing off the queue (`kevent(2)` with a zero timeout):
+    /// `true` if the timer had fired since the last clear.
+    pub fn clear(&self) -> Result<bool> {
+        let mut out: Vec<kqueue::Event> = Vec::with_capacity(1);
+        // SAFETY: no changes; the one returned event's udata is unused.
+        let n = unsafe {
+            kqueue::kevent(
+                &self.kq,
+                &[],
+                rustix::buffer::spare_capacity(&mut out),
+                Some(Duration::ZERO),
+            )
+        }
+        .ctx_fd("kevent", self.kq.as_fd())?;
+        Ok(n > 0)
+    }
+}
+
+impl AsFd for Timer {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.kq.as_fd()
+    }
+}
+
+impl fmt::Debug for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timer")
+            .field("kqueue", &self.kq.as_raw_fd())
             .finish()
     }
 }

@@ -46,7 +46,7 @@ mod selector;
 )))]
 compile_error!("procwire supports epoll (Linux, Android) and kqueue (Apple, BSD) targets only");
 
-pub use selector::{Events, Notifier, Selector};
+pub use selector::{Events, Notifier, Selector, Timer};
 
 use super::signal::{Signal, SignalPipe};
 
