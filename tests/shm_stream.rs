@@ -716,3 +716,57 @@ fn a_listener_refuses_posix_segments_unless_told_otherwise() {
     client.join().unwrap().unwrap();
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn every_copy_path_delivers_every_byte_across_cpus() {
+    use procwire::ipc::CopyPath;
+    use procwire::sys::cpu::{available_cpus, pin_to};
+    if available_cpus() < 2 {
+        println!("skipped: one CPU, no reader on another CPU");
+        return;
+    }
+    // Past a whole probe of the chooser (4 epochs of 8 MiB).
+    const TOTAL: usize = 48 << 20;
+    for path in [CopyPath::Plain, CopyPath::Streaming, CopyPath::Auto] {
+        let (c, s) = pair("copypath", ShmOptions::default());
+        c.set_copy_path(path);
+        let reader = std::thread::spawn(move || {
+            pin_to(&[1]).unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut at = 0usize;
+            loop {
+                let n = (&s).read(&mut buf).unwrap();
+                if n == 0 {
+                    return at;
+                }
+                for (i, &b) in buf[..n].iter().enumerate() {
+                    let want = ((at + i) % 251) as u8;
+                    assert_eq!(b, want, "byte {}", at + i);
+                }
+                at += n;
+            }
+        });
+        let writer = std::thread::spawn(move || {
+            pin_to(&[0]).unwrap();
+            let chunk: Vec<u8> = (0..(251 * 256)).map(|i| (i % 251) as u8).collect();
+            let mut sent = 0;
+            while sent < TOTAL {
+                (&c).write_all(&chunk).unwrap();
+                sent += chunk.len();
+            }
+            let chosen = c.current_copy();
+            drop(c);
+            (sent, chosen)
+        });
+        let (sent, chosen) = writer.join().unwrap();
+        assert_eq!(reader.join().unwrap(), sent, "{path:?}");
+        match path {
+            CopyPath::Auto => assert!(
+                matches!(chosen, CopyPath::Plain | CopyPath::Streaming),
+                "{chosen:?}"
+            ),
+            forced => assert_eq!(chosen, forced),
+        }
+        println!("{path:?}: large writes took {chosen:?}");
+    }
+}

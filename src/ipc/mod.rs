@@ -6,13 +6,20 @@
 //! - Connecting: [`ShmStream::connect`] makes the segment (a sealed memfd
 //!   by default; POSIX or SysV by [`SegmentKind`]) and sends it over the
 //!   socket; [`ShmListener::accept`] checks and maps it (`listener.rs`,
-//!   the messages in `hello.rs`, the layout in `segment.rs`).
+//!   the messages in `hello.rs`, the layout in `segment.rs`). The listener
+//!   reads handshakes without blocking, with a deadline and a bound on how
+//!   many are pending, so no peer can hold it up;
+//!   [`ShmStream::connect_nonblocking`] is the connecting side's.
 //! - Moving bytes: no system call while both sides are busy (`ring.rs`);
 //!   a side that must wait spins only while the peer runs on another CPU,
 //!   then sleeps, and a dead peer turns a blocked call into end-of-file or
 //!   `BrokenPipe` within 40 ms (`wait.rs`). Non-blocking mode returns
 //!   `WouldBlock` and wakes through the socket, for
 //!   [`crate::net::event::EventLoop`].
+//! - Copying: large writes to a reader on another CPU go in with plain or
+//!   streaming (non-temporal) stores, whichever this host moves faster:
+//!   guessed from the cache topology, then measured on the connection's
+//!   own traffic (`copy.rs`; [`ShmStream::set_copy_path`] forces one).
 //! - Trust: nothing read from the segment is trusted; indices are checked
 //!   and positions masked, only segments that can't shrink are taken by
 //!   default ([`ShmListener::set_sealed_only`]), and a SysV segment only
@@ -25,6 +32,7 @@
 //!   connections (`conn_table.rs`).
 
 mod conn_table;
+mod copy;
 mod hello;
 mod listener;
 mod ring;
@@ -37,6 +45,7 @@ pub mod testing;
 mod wait;
 
 pub use conn_table::ConnTable;
+pub use copy::CopyPath;
 #[cfg(feature = "testing")]
 pub use hello::{Hello, HelloError, ACK as HELLO_ACK, LEN as HELLO_LEN};
 pub use listener::{

@@ -10,6 +10,7 @@ use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::copy::{Chooser, CopyPath};
 use super::hello::{self, Hello, ACK};
 use super::ring::{ConsumerState, Corrupt, ProducerState};
 use super::segment::{
@@ -19,7 +20,7 @@ use super::segment::{
 use super::shared::{self, Shared};
 use super::split::{ShmReadHalf, ShmWriteHalf};
 use super::wait::futex_wake;
-use crate::sys::cpu::cpu_tag;
+use crate::sys::cpu::{cpu_tag, share_last_level_cache};
 use crate::sys::errno;
 use crate::sys::fdpass::send_with_fds;
 use crate::sys::process::getpid;
@@ -116,6 +117,10 @@ pub struct ShmStream {
     pub(crate) peer_gone: Cell<bool>,
     /// When we last woke the peer from a sleep.
     pub(crate) woke_peer: Cell<Option<Instant>>,
+    /// How large writes across CPUs are copied (`copy.rs`).
+    pub(crate) copy: Cell<CopyPath>,
+    /// Made at the first such write.
+    pub(crate) chooser: Cell<Option<Chooser>>,
 }
 
 static_assertions::assert_impl_all!(ShmStream: Send);
@@ -205,6 +210,31 @@ impl ShmStream {
             claimed: Cell::new(Claims::default()),
             peer_gone: Cell::new(false),
             woke_peer: Cell::new(None),
+            copy: Cell::new(CopyPath::Auto),
+            chooser: Cell::new(None),
+        }
+    }
+
+    /// How this side copies its writes into the ring: [`CopyPath::Auto`]
+    /// (the default) measures per connection which copy the host moves
+    /// faster; the others force one (for tests and benchmarks). Each side
+    /// chooses for the direction it writes.
+    pub fn set_copy_path(&self, path: CopyPath) {
+        self.copy.set(path);
+        self.chooser.set(None);
+    }
+
+    /// The copy large writes to a reader on another CPU take now:
+    /// [`CopyPath::Plain`] or [`CopyPath::Streaming`], what `Auto` has
+    /// chosen so far (plain before the first such write).
+    pub fn current_copy(&self) -> CopyPath {
+        let forced = self.copy.get();
+        if forced != CopyPath::Auto {
+            return forced;
+        }
+        match self.chooser.get() {
+            Some(c) if c.streaming() => CopyPath::Streaming,
+            _ => CopyPath::Plain,
         }
     }
 
@@ -296,6 +326,8 @@ impl ShmStream {
             }),
             peer_gone: Cell::new(self.peer_gone.get()),
             woke_peer: Cell::new(None),
+            copy: Cell::new(self.copy.get()),
+            chooser: Cell::new(None),
         };
         let owner = s.pid.load(Ordering::Relaxed);
         Ok((ShmReadHalf(reader), ShmWriteHalf::new(self, owner)))
@@ -488,11 +520,22 @@ impl ShmStream {
         let s = &self.shared;
         let ring = s.ring(s.side);
         let h = s.header();
-        let streaming = buf.len() >= STREAMING_MIN && {
+        // Large writes to a reader running on another CPU take the copy
+        // the chooser picks (`copy.rs`); the rest plain stores.
+        let mut chooser = None;
+        if buf.len() >= STREAMING_MIN {
             let me = cpu_tag();
             let peer = h.running[s.peer().index()].load(Ordering::Relaxed);
-            me != 0 && peer != 0 && peer & segment::ASLEEP == 0 && peer != me
-        };
+            if me != 0 && peer != 0 && peer & segment::ASLEEP == 0 && peer != me {
+                let mut c = self.chooser.get().unwrap_or_else(|| {
+                    let shared_cache = share_last_level_cache(me as usize - 1, peer as usize - 1);
+                    Chooser::new(self.copy.get(), shared_cache == Some(false))
+                });
+                c.begin(Instant::now());
+                chooser = Some(c);
+            }
+        }
+        let streaming = chooser.is_some_and(|c| c.streaming());
         loop {
             if self.peer_reads_no_more() {
                 return Err(io::Error::new(
@@ -506,6 +549,10 @@ impl ShmStream {
             let n = r.map_err(corrupt)?;
             if n > 0 {
                 self.wake(&h.data_waiter[s.side.index()]);
+                if let Some(mut c) = chooser {
+                    c.end(n, Instant::now());
+                    self.chooser.set(Some(c));
+                }
                 return Ok(n);
             }
             if self.nonblocking.get() {
