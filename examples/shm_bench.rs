@@ -5,12 +5,16 @@
 //! CPUs, and unpinned. Medians of repeated runs, everything in one run; one
 //! `RATIO` line per comparison.
 //!
-//! Also prints the raw floors across two CPUs: a cache-line ping-pong
-//! between two processes over a shared mapping, and the same stream through
-//! a bare ring between them (no library, only spinning) written three ways;
-//! and the two ways a waiter can sleep (a futex on a shared word against an
-//! eventfd the waiter polls with epoll, edge-triggered and never drained) in
-//! the same one-CPU ping-pong.
+//! The goals are set against the machine's own floors, measured in the same
+//! run, alternating with the stream: a cache-line ping-pong between two
+//! processes over a shared mapping (the latency floor across two CPUs),
+//! and the same one-way stream through a bare ring between them (no
+//! library: each byte copied in and out, waits that spin and then yield)
+//! written with plain stores and with streaming stores (the throughput
+//! floor is the faster of the two, in each placement; on one CPU, plain).
+//! Socket ratios are printed as well, and with them the two ways a waiter
+//! can sleep (a futex on a shared word against an eventfd the waiter polls
+//! with epoll, edge-triggered and never drained) in a one-CPU ping-pong.
 //!
 //! ```text
 //! cargo run --release --example shm_bench
@@ -30,7 +34,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use procwire::ipc::{ShmListener, ShmOptions, ShmStream};
+use procwire::ipc::{CopyPath, ShmListener, ShmOptions, ShmStream};
 use procwire::sys::cpu::{available_cpus, pin_to};
 use procwire::sys::shm::{ftruncate, memfd_create, Access, Mapping, SharedMemory};
 
@@ -73,6 +77,9 @@ fn cpu_count() -> usize {
 
 /// Bytes per ring direction (`--ring`, default the transport's default).
 static RING: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// How the stream copies (`--copy`, default auto).
+static COPY: std::sync::OnceLock<CopyPath> = std::sync::OnceLock::new();
 
 fn shm_options() -> ShmOptions {
     let mut o = ShmOptions::default();
@@ -176,6 +183,8 @@ struct Figures {
     p50: f64,
     p99: f64,
     bytes_per_s: f64,
+    /// The copy the stream's large writes took by the end.
+    copy: Option<CopyPath>,
 }
 
 /// Runs the ping-pong (`echo`) or the stream (`sink`) on `s`.
@@ -198,19 +207,17 @@ fn measure(shm: bool, placement: Placement, rounds: usize, bytes: u64, dir: &Pat
         p50: 0.0,
         p99: 0.0,
         bytes_per_s: 0.0,
+        copy: None,
     };
     for mode in ["echo", "sink"] {
         let _ = std::fs::remove_file(&path);
         let role = if shm { "peer-shm" } else { "peer-unix" };
         let mut child = spawn_peer(role, &path, &theirs, &[mode.to_string()]);
         if shm {
-            run_mode(
-                &mut ShmStream::connect_with(&path, shm_options()).expect("connect"),
-                mode,
-                rounds,
-                bytes,
-                &mut out,
-            );
+            let mut s = ShmStream::connect_with(&path, shm_options()).expect("connect");
+            s.set_copy_path(COPY.get().copied().unwrap_or_default());
+            run_mode(&mut s, mode, rounds, bytes, &mut out);
+            out.copy = Some(s.current_copy());
         } else {
             run_mode(
                 &mut UnixStream::connect(&path).expect("connect"),
@@ -266,33 +273,33 @@ fn floor_peer(cpus: &[usize], rounds: u64) {
     }
 }
 
-/// The ways the bare ring of [`floor_stream`] can move its bytes.
+/// The ways the bare ring of [`floor_stream`] can move its bytes in.
 #[derive(Clone, Copy, PartialEq)]
 enum FloorCopy {
-    /// Non-temporal stores in, a plain copy out: what `ShmStream` does
-    /// across CPUs.
-    Streaming,
-    /// Plain stores in (the ring then travels through the caches).
+    /// Plain stores (the ring then travels through the caches).
     Plain,
-    /// Non-temporal stores in, and a reader that copies nothing: the
-    /// writer's own ceiling.
-    StreamingUnread,
+    /// Non-temporal stores.
+    Streaming,
 }
 
-impl FloorCopy {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Streaming => "streaming stores",
-            Self::Plain => "plain stores",
-            Self::StreamingUnread => "streaming stores, reader copies nothing",
+/// Waits in a floor's loop: spin, and after a while offer the CPU (a peer
+/// on the same CPU can only move once we let it run).
+struct Backoff(u32);
+
+impl Backoff {
+    fn wait(&mut self) {
+        self.0 += 1;
+        if self.0 % 256 == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
         }
     }
 }
 
 /// The stream's floor: a bare ring between two processes, no library in
-/// the way, only spinning. With `FloorCopy::Streaming` each byte is copied
-/// in and out as `ShmStream` does across CPUs, so this is about the most
-/// such a ring can move here.
+/// the way, each byte copied in and out, waits that spin and then yield.
+/// About the most such a ring can move here, with either copy.
 fn floor_stream(placement: Placement, bytes: u64, how: FloorCopy) -> f64 {
     let (mine, theirs) = placement.cpus();
     pin(&mine);
@@ -300,16 +307,11 @@ fn floor_stream(placement: Placement, bytes: u64, how: FloorCopy) -> f64 {
     let fd = memfd_create("shm-bench-floor-stream").expect("memfd");
     ftruncate(std::os::fd::AsFd::as_fd(&fd), (FLOOR_DATA + ring) as u64).expect("ftruncate");
     let map = floor_map(&fd, FLOOR_DATA + ring);
-    let reader = if how == FloorCopy::StreamingUnread {
-        "skip"
-    } else {
-        "copy"
-    };
     let mut child = spawn_floor_peer(
         &fd,
         "peer-floor-stream",
         &theirs,
-        &[&ring.to_string(), &bytes.to_string(), reader],
+        &[&ring.to_string(), &bytes.to_string()],
     );
     let (tail, head, ready) = floor_words(&map);
     while ready.load(Ordering::Acquire) == 0 {
@@ -319,11 +321,12 @@ fn floor_stream(placement: Placement, bytes: u64, how: FloorCopy) -> f64 {
     let data = map.as_ptr().wrapping_add(FLOOR_DATA);
     let t = Instant::now();
     let mut sent = 0u64;
+    let mut backoff = Backoff(0);
     while sent < bytes {
         let free = ring as u64 - (sent - head.load(Ordering::Acquire));
         let n = free.min(CHUNK as u64).min(bytes - sent) as usize;
         if n == 0 {
-            std::hint::spin_loop();
+            backoff.wait();
             continue;
         }
         let at = (sent % ring as u64) as usize;
@@ -345,7 +348,7 @@ fn floor_stream(placement: Placement, bytes: u64, how: FloorCopy) -> f64 {
         tail.store(sent, Ordering::Release);
     }
     while head.load(Ordering::Acquire) < bytes {
-        std::hint::spin_loop();
+        backoff.wait();
     }
     let rate = bytes as f64 / t.elapsed().as_secs_f64();
     let _ = child.wait();
@@ -388,7 +391,7 @@ fn floor_words(map: &Mapping) -> (&AtomicU64, &AtomicU64, &AtomicU64) {
     )
 }
 
-fn floor_stream_peer(cpus: &[usize], ring: usize, bytes: u64, copy: bool) {
+fn floor_stream_peer(cpus: &[usize], ring: usize, bytes: u64) {
     pin(cpus);
     // SAFETY: the parent placed the memfd at fd 3 for us alone.
     let fd = unsafe { procwire::sys::fd::take_inherited(3) }.expect("fd 3");
@@ -398,22 +401,21 @@ fn floor_stream_peer(cpus: &[usize], ring: usize, bytes: u64, copy: bool) {
     let data = map.as_ptr().wrapping_add(FLOOR_DATA).cast_const();
     let mut buf = vec![0u8; CHUNK];
     let mut got = 0u64;
+    let mut backoff = Backoff(0);
     while got < bytes {
         let n = (tail.load(Ordering::Acquire) - got).min(CHUNK as u64) as usize;
         if n == 0 {
-            std::hint::spin_loop();
+            backoff.wait();
             continue;
         }
         let at = (got % ring as u64) as usize;
         let first = n.min(ring - at);
-        if copy {
-            // SAFETY: as in the writer: both copies stay in the ring and in
-            // `buf`; the writer won't touch these bytes until `head` passes
-            // them.
-            unsafe {
-                std::ptr::copy_nonoverlapping(data.add(at), buf.as_mut_ptr(), first);
-                std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr().add(first), n - first);
-            }
+        // SAFETY: as in the writer: both copies stay in the ring and in
+        // `buf`; the writer won't touch these bytes until `head` passes
+        // them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.add(at), buf.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr().add(first), n - first);
         }
         // Bytes nobody reads could be copied by nobody: keep the copy.
         std::hint::black_box(&mut buf);
@@ -574,18 +576,127 @@ impl Waiter {
     }
 }
 
+/// Medians of one placement's runs: the stream, the socket and the floors,
+/// measured in turn within each run (the order rotating between runs).
+struct PlacementFigures {
+    shm: Figures,
+    unix: Figures,
+    /// The cache-line ping-pong's p50 and p99 (two CPUs only).
+    ping_pong: Option<(f64, f64)>,
+    /// The bare ring with plain stores.
+    plain: f64,
+    /// The bare ring with streaming stores (not on one CPU, where the
+    /// stream copies plainly).
+    streaming: Option<f64>,
+    /// The copies the stream's large writes ended on, per run.
+    copies: String,
+    /// Medians of each run's own ratio of the stream to the floors (this
+    /// host's speed drifts between runs; within a run the jobs follow each
+    /// other closely): throughput over the faster bare ring, p50 and p99
+    /// over the ping-pong's.
+    vs_floor: (f64, Option<f64>, Option<f64>),
+}
+
+fn measure_placement(
+    placement: Placement,
+    runs: usize,
+    rounds: usize,
+    bytes: u64,
+    dir: &Path,
+) -> PlacementFigures {
+    #[derive(Clone, Copy)]
+    enum Job {
+        Shm,
+        Unix,
+        PingPong,
+        Floor(FloorCopy),
+    }
+    let mut jobs = vec![Job::Shm, Job::Unix, Job::Floor(FloorCopy::Plain)];
+    if placement != Placement::OneCpu {
+        jobs.push(Job::Floor(FloorCopy::Streaming));
+    }
+    // Unpinned, the scheduler may put two spinning processes on one CPU,
+    // where a spinning ping-pong means nothing: it is for two CPUs.
+    if placement == Placement::TwoCpus && cpu_count() > 1 {
+        jobs.push(Job::PingPong);
+    }
+    let (mut s50, mut s99, mut sbw, mut u50, mut u99, mut ubw) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut f50, mut f99, mut plain, mut streaming) = (vec![], vec![], vec![], vec![]);
+    let mut copies = Vec::new();
+    for run in 0..runs {
+        for k in 0..jobs.len() {
+            match jobs[(k + run) % jobs.len()] {
+                Job::Shm => {
+                    let f = measure(true, placement, rounds, bytes, dir);
+                    s50.push(f.p50);
+                    s99.push(f.p99);
+                    sbw.push(f.bytes_per_s);
+                    copies.push(match f.copy {
+                        Some(CopyPath::Streaming) => "s",
+                        _ => "p",
+                    });
+                }
+                Job::Unix => {
+                    let f = measure(false, placement, rounds, bytes, dir);
+                    u50.push(f.p50);
+                    u99.push(f.p99);
+                    ubw.push(f.bytes_per_s);
+                }
+                Job::PingPong => {
+                    let (a, b) = floor(placement, rounds);
+                    f50.push(a as f64);
+                    f99.push(b as f64);
+                }
+                Job::Floor(how) => {
+                    let bw = floor_stream(placement, bytes, how);
+                    match how {
+                        FloorCopy::Plain => plain.push(bw),
+                        FloorCopy::Streaming => streaming.push(bw),
+                    }
+                }
+            }
+        }
+    }
+    let per_run = |ours: &[f64], floor: &dyn Fn(usize) -> f64| {
+        median((0..runs).map(|r| ours[r] / floor(r)).collect())
+    };
+    let bw_ratio = per_run(&sbw, &|r| {
+        streaming.get(r).map_or(plain[r], |s| s.max(plain[r]))
+    });
+    let lat_ratio =
+        (!f50.is_empty()).then(|| (per_run(&s50, &|r| f50[r]), per_run(&s99, &|r| f99[r])));
+    let fig = |p50: Vec<f64>, p99: Vec<f64>, bw: Vec<f64>| Figures {
+        p50: median(p50),
+        p99: median(p99),
+        bytes_per_s: median(bw),
+        copy: None,
+    };
+    PlacementFigures {
+        shm: fig(s50, s99, sbw),
+        unix: fig(u50, u99, ubw),
+        ping_pong: (!f50.is_empty()).then(|| (median(f50), median(f99))),
+        plain: median(plain),
+        streaming: (!streaming.is_empty()).then(|| median(streaming)),
+        copies: copies.concat(),
+        vs_floor: (bw_ratio, lat_ratio.map(|r| r.0), lat_ratio.map(|r| r.1)),
+    }
+}
+
 fn parse_cpus(s: &str) -> Vec<usize> {
     s.split(',').filter_map(|c| c.parse().ok()).collect()
 }
 
 const USAGE: &str =
     "usage: shm_bench [--runs N] [--quick] [--placement one_cpu|two_cpus|unpinned] [--ring BYTES]
+                 [--copy auto|plain|streaming]
 
-Shared memory against a Unix socket: 64-byte round trips and a one-way
-stream, in three CPU placements, with the floors; one RATIO line per
-comparison. --runs N medians over N runs (default 5); --quick uses fewer
-messages and bytes; --placement runs one placement only; --ring sets the
-ring size of each direction (default 1 MiB).";
+Shared memory against the machine's own floors and a Unix socket: 64-byte
+round trips and a one-way stream, in three CPU placements; one RATIO line
+per comparison. --runs N medians over N runs (default 5); --quick uses
+fewer messages and bytes; --placement runs one placement only; --ring sets
+the ring size of each direction (default 1 MiB); --copy forces the
+stream's copy (default auto: chosen per connection).";
 
 /// The options of a benchmark run.
 struct Options {
@@ -593,6 +704,7 @@ struct Options {
     quick: bool,
     placement: Option<String>,
     ring: Option<usize>,
+    copy: CopyPath,
 }
 
 /// The options, or `None` after `--help`.
@@ -604,6 +716,7 @@ fn parse_options() -> Result<Option<Options>, lexopt::Error> {
         quick: false,
         placement: None,
         ring: None,
+        copy: CopyPath::Auto,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -627,6 +740,14 @@ fn parse_options() -> Result<Option<Options>, lexopt::Error> {
                     return Err(format!("--ring {r}: a power of two of at least 4096").into());
                 }
                 o.ring = Some(r);
+            }
+            Long("copy") => {
+                o.copy = match p.value()?.string()?.as_str() {
+                    "auto" => CopyPath::Auto,
+                    "plain" => CopyPath::Plain,
+                    "streaming" => CopyPath::Streaming,
+                    v => return Err(format!("--copy {v:?}: auto, plain or streaming").into()),
+                };
             }
             Short('h') | Long("help") => return Ok(None),
             _ => return Err(arg.unexpected()),
@@ -672,7 +793,6 @@ fn main() -> ExitCode {
                 &parse_cpus(&args[1]),
                 args[2].parse().unwrap_or(1 << 20),
                 args[3].parse().unwrap_or(0),
-                args[4] == "copy",
             );
             return ExitCode::SUCCESS;
         }
@@ -696,6 +816,7 @@ fn main() -> ExitCode {
         Ok(None) => return cli::help(USAGE),
         Err(e) => return cli::usage_error("shm_bench", USAGE, e),
     };
+    let _ = COPY.set(opts.copy);
     cpu_count();
     if let Some(r) = opts.ring {
         let _ = RING.set(r);
@@ -712,115 +833,79 @@ fn main() -> ExitCode {
     let dir = std::env::temp_dir().join(format!("procwire-shm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut ratios = Vec::new();
-    let mut unix_two_cpus = None;
     outln!(
-        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10}  {}",
         "placement",
         "shm p50",
         "unix p50",
+        "floor p50",
         "shm p99",
         "unix p99",
+        "floor p99",
         "shm MB/s",
-        "unix MB/s"
+        "unix MB/s",
+        "plain MB/s",
+        "strm MB/s",
+        "copy"
     );
     for placement in [Placement::OneCpu, Placement::TwoCpus, Placement::Unpinned] {
         if only.as_deref().is_some_and(|o| o != placement.name()) {
             continue;
         }
-        let (mut s50, mut s99, mut sbw, mut u50, mut u99, mut ubw) =
-            (vec![], vec![], vec![], vec![], vec![], vec![]);
-        for run in 0..runs {
-            // Alternate which goes first.
-            for shm in if run % 2 == 0 {
-                [true, false]
-            } else {
-                [false, true]
-            } {
-                let f = measure(shm, placement, rounds, bytes, &dir);
-                if shm {
-                    s50.push(f.p50);
-                    s99.push(f.p99);
-                    sbw.push(f.bytes_per_s);
-                } else {
-                    u50.push(f.p50);
-                    u99.push(f.p99);
-                    ubw.push(f.bytes_per_s);
-                }
-            }
-        }
-        let (s50, s99, sbw, u50, u99, ubw) = (
-            median(s50),
-            median(s99),
-            median(sbw),
-            median(u50),
-            median(u99),
-            median(ubw),
-        );
+        let m = measure_placement(placement, runs, rounds, bytes, &dir);
+        let us = |ns: Option<f64>| ns.map_or("-".to_string(), |v| format!("{:.2}us", v / 1e3));
+        let mbs = |b: Option<f64>| b.map_or("-".to_string(), |v| format!("{:.0}", v / 1e6));
         outln!(
-            "{:<10} {:>8.2}us {:>8.2}us {:>8.2}us {:>8.2}us {:>12.0} {:>12.0}",
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10}  {}",
             placement.name(),
-            s50 / 1e3,
-            u50 / 1e3,
-            s99 / 1e3,
-            u99 / 1e3,
-            sbw / 1e6,
-            ubw / 1e6
+            us(Some(m.shm.p50)),
+            us(Some(m.unix.p50)),
+            us(m.ping_pong.map(|p| p.0)),
+            us(Some(m.shm.p99)),
+            us(Some(m.unix.p99)),
+            us(m.ping_pong.map(|p| p.1)),
+            mbs(Some(m.shm.bytes_per_s)),
+            mbs(Some(m.unix.bytes_per_s)),
+            mbs(Some(m.plain)),
+            mbs(m.streaming),
+            m.copies
         );
-        if placement == Placement::TwoCpus {
-            unix_two_cpus = Some(ubw);
-        }
-        let other_cpu = placement != Placement::OneCpu;
-        let (bw_goal, p50_goal, p99_goal) = if other_cpu {
-            (5.0, 0.05, 0.1)
-        } else {
-            (3.0, 0.6, 0.8)
-        };
         let n = placement.name();
+        let (shm, unix) = (&m.shm, &m.unix);
+        // Against the machine's own floors, run by run.
+        ratios.push(format!(
+            "RATIO shm_bench/throughput_vs_floor_{n} = {:.3} goal >= 0.9",
+            m.vs_floor.0
+        ));
+        if let (Some(p50), Some(p99)) = (m.vs_floor.1, m.vs_floor.2) {
+            ratios.push(format!(
+                "RATIO shm_bench/p50_vs_floor_{n} = {p50:.3} goal <= 2.0"
+            ));
+            ratios.push(format!(
+                "RATIO shm_bench/p99_vs_floor_{n} = {p99:.3} goal <= 2.5"
+            ));
+        }
+        // Against the socket (information beside the floors: the socket's
+        // own speed differs 2x between hosts).
+        let (bw_goal, p50_goal, p99_goal) = if placement == Placement::OneCpu {
+            (3.0, 0.6, 0.8)
+        } else {
+            (1.0, 0.1, 0.1)
+        };
         ratios.push(format!(
             "RATIO shm_bench/throughput_{n} = {:.2} goal >= {bw_goal}",
-            sbw / ubw
+            shm.bytes_per_s / unix.bytes_per_s
         ));
         ratios.push(format!(
             "RATIO shm_bench/p50_{n} = {} goal <= {p50_goal}",
-            three_digits(s50 / u50)
+            three_digits(shm.p50 / unix.p50)
         ));
         ratios.push(format!(
             "RATIO shm_bench/p99_{n} = {} goal <= {p99_goal}",
-            three_digits(s99 / u99)
+            three_digits(shm.p99 / unix.p99)
         ));
     }
     pin(&(0..cpu_count()).collect::<Vec<_>>());
-    // Unpinned, the scheduler tends to put two spinning processes on one
-    // CPU, where a spin floor means nothing: the floor is for two CPUs.
-    if cpu_count() > 1 {
-        let placement = Placement::TwoCpus;
-        let (p50, p99) = floor(placement, rounds);
-        outln!(
-            "floor {:<10} cache-line ping-pong p50 {:.2}us p99 {:.2}us",
-            placement.name(),
-            p50 as f64 / 1e3,
-            p99 as f64 / 1e3
-        );
-        for how in [
-            FloorCopy::Streaming,
-            FloorCopy::Plain,
-            FloorCopy::StreamingUnread,
-        ] {
-            let bw = median(
-                (0..runs)
-                    .map(|_| floor_stream(placement, bytes, how))
-                    .collect(),
-            );
-            let vs_unix =
-                unix_two_cpus.map_or(String::new(), |u| format!(" ({:.2}x the socket)", bw / u));
-            outln!(
-                "floor {:<10} bare ring, {}: {:.0} MB/s{vs_unix}",
-                placement.name(),
-                how.name(),
-                bw / 1e6
-            );
-        }
-    }
     #[cfg(target_os = "linux")]
     if only.is_none() || only.as_deref() == Some("one_cpu") {
         let (mut f50, mut f99, mut e50, mut e99) = (vec![], vec![], vec![], vec![]);

@@ -247,8 +247,34 @@ fn shm_bench_quick_prints_every_ratio() {
     // The reader thread ends with the child's stdout.
     let out: Vec<String> = rx.iter().collect();
     let ratios: Vec<&String> = out.iter().filter(|l| l.starts_with("RATIO ")).collect();
-    // Throughput, p50 and p99 in three placements, and the two ways to wake.
-    assert_eq!(ratios.len(), 10, "{out:#?}");
+    // Against the floors: throughput in each placement, latency across
+    // two CPUs (where there are two); against the socket: throughput, p50
+    // and p99 in each placement; and the two ways to wake.
+    let mut want = vec![];
+    for p in ["one_cpu", "two_cpus", "unpinned"] {
+        want.push(format!("throughput_vs_floor_{p}"));
+        for m in ["throughput", "p50", "p99"] {
+            want.push(format!("{m}_{p}"));
+        }
+    }
+    if procwire::sys::cpu::available_cpus() > 1 {
+        want.push("p50_vs_floor_two_cpus".into());
+        want.push("p99_vs_floor_two_cpus".into());
+    }
+    want.push("wake_eventfd_vs_futex_p50".into());
+    let mut names: Vec<String> = ratios
+        .iter()
+        .map(|r| {
+            r["RATIO shm_bench/".len()..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    want.sort();
+    assert_eq!(names, want, "{out:#?}");
     for r in ratios {
         let value: f64 = r
             .split(" = ")
@@ -261,12 +287,10 @@ fn shm_bench_quick_prints_every_ratio() {
             .unwrap();
         assert!(value.is_finite() && value > 0.0, "{r}");
     }
-    if procwire::sys::cpu::available_cpus() > 1 {
-        let floors = out
-            .iter()
-            .filter(|l| l.starts_with("floor two_cpus"))
-            .count();
-        assert_eq!(floors, 4, "{out:#?}");
+    // One line of figures per placement, with the copy each run ended on.
+    for p in ["one_cpu", "two_cpus", "unpinned"] {
+        let line = out.iter().find(|l| l.starts_with(p)).expect(p);
+        assert!(line.ends_with('p') || line.ends_with('s'), "{line}");
     }
 }
 

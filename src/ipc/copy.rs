@@ -17,7 +17,8 @@
 //!   two copies, keeps each copy's best epoch (an epoch slowed by a
 //!   preemption only looks slower, never faster) and takes the faster copy
 //!   for the next [`EXPLOIT`] epochs; then it probes again, so a change of
-//!   placement or load is followed;
+//!   placement or load is followed. An epoch on the chosen copy that falls
+//!   below [`RIVAL`] of what the other copy reached probes again at once;
 //! - a pause between large writes longer than [`GAP`] ends the epoch
 //!   uncounted: the application's own pace says nothing about the copy.
 //!
@@ -45,11 +46,14 @@ pub enum CopyPath {
 }
 
 /// Bytes per measured epoch.
-pub(crate) const EPOCH: u64 = 8 << 20;
+pub(crate) const EPOCH: u64 = 4 << 20;
 /// Epochs per probe, alternating the two copies.
-pub(crate) const PROBE: u32 = 4;
+pub(crate) const PROBE: u32 = 6;
 /// Epochs on the chosen copy between probes.
 pub(crate) const EXPLOIT: u32 = 64;
+/// An epoch on the chosen copy slower than this share of the other
+/// copy's best in the probe starts a new probe at once.
+pub(crate) const RIVAL: f64 = 0.75;
 /// A pause between large writes that ends an epoch uncounted.
 pub(crate) const GAP: Duration = Duration::from_micros(500);
 
@@ -78,6 +82,8 @@ pub(crate) struct Chooser {
     /// Each copy's best rate in this probe (bytes per second): plain,
     /// streaming.
     best: [f64; 2],
+    /// The best rate the copy not chosen reached in the last probe.
+    rival: f64,
 }
 
 impl Chooser {
@@ -92,6 +98,7 @@ impl Chooser {
             last: None,
             bytes: 0,
             best: [0.0; 2],
+            rival: 0.0,
         }
     }
 
@@ -166,12 +173,15 @@ impl Chooser {
                         streaming > plain
                     };
                     self.first = self.streaming;
+                    self.rival = self.best[usize::from(!self.streaming)];
                     self.best = [0.0; 2];
                     self.phase = Phase::Exploit(EXPLOIT);
                 }
             }
             Phase::Exploit(left) => {
-                if left > 1 {
+                // Well below what the other copy did: the host changed (or
+                // the probe was unlucky), so probe again now.
+                if left > 1 && rate >= self.rival * RIVAL {
                     self.phase = Phase::Exploit(left - 1);
                 } else {
                     self.phase = Phase::Probe(0);
@@ -219,9 +229,12 @@ mod tests {
                 assert_eq!(c.streaming(), guess);
                 let rate = |s: bool| if s == streaming_faster { 20 } else { 10 };
                 let seen = drive(&mut c, &mut t, PROBE, rate);
-                // Probe epochs alternate: guess, other, guess, then decide.
-                assert_eq!(&seen[..3], &[!guess, guess, !guess]);
-                assert_eq!(seen[3], streaming_faster, "guess {guess}");
+                // Probe epochs alternate from the guess, then decide.
+                let n = PROBE as usize;
+                for (k, &s) in seen[..n - 1].iter().enumerate() {
+                    assert_eq!(s, guess == (k % 2 == 1), "epoch {k} after guess {guess}");
+                }
+                assert_eq!(seen[n - 1], streaming_faster, "guess {guess}");
                 let seen = drive(&mut c, &mut t, EXPLOIT - 1, rate);
                 assert!(seen.iter().all(|&s| s == streaming_faster));
             }
@@ -256,6 +269,25 @@ mod tests {
             drive(&mut c, &mut t, 1, |_| rate);
         }
         assert!(c.streaming());
+    }
+
+    #[test]
+    fn a_chosen_copy_that_falls_far_behind_probes_again_at_once() {
+        let mut c = Chooser::new(CopyPath::Auto, false);
+        let mut t = Instant::now();
+        drive(&mut c, &mut t, PROBE, |s| if s { 10 } else { 20 });
+        assert!(!c.streaming());
+        // Plain slows to 7 (under 0.75 of streaming's 10): the next epoch
+        // starts a probe, which finds streaming faster now.
+        let seen = drive(&mut c, &mut t, 1 + PROBE, |s| if s { 10 } else { 7 });
+        assert_eq!(c.phase, Phase::Exploit(EXPLOIT), "{seen:?}");
+        assert!(c.streaming(), "{seen:?}");
+        // A smaller slowdown (to 0.8 of the rival) is no reason.
+        let mut c = Chooser::new(CopyPath::Auto, false);
+        drive(&mut c, &mut t, PROBE, |s| if s { 10 } else { 20 });
+        drive(&mut c, &mut t, 3, |s| if s { 10 } else { 8 });
+        assert_eq!(c.phase, Phase::Exploit(EXPLOIT - 3));
+        assert!(!c.streaming());
     }
 
     #[test]
