@@ -283,13 +283,24 @@ enum FloorCopy {
 }
 
 /// Waits in a floor's loop: spin, and after a while offer the CPU (a peer
-/// on the same CPU can only move once we let it run).
-struct Backoff(u32);
+/// on the same CPU can only move once we let it run); pinned to one CPU,
+/// offer it at once.
+struct Backoff {
+    spins: u32,
+    period: u32,
+}
 
 impl Backoff {
+    fn new(one_cpu: bool) -> Self {
+        Self {
+            spins: 0,
+            period: if one_cpu { 1 } else { 256 },
+        }
+    }
+
     fn wait(&mut self) {
-        self.0 += 1;
-        if self.0 % 256 == 0 {
+        self.spins += 1;
+        if self.spins % self.period == 0 {
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();
@@ -311,7 +322,11 @@ fn floor_stream(placement: Placement, bytes: u64, how: FloorCopy) -> f64 {
         &fd,
         "peer-floor-stream",
         &theirs,
-        &[&ring.to_string(), &bytes.to_string()],
+        &[
+            &ring.to_string(),
+            &bytes.to_string(),
+            &(placement == Placement::OneCpu).to_string(),
+        ],
     );
     let (tail, head, ready) = floor_words(&map);
     while ready.load(Ordering::Acquire) == 0 {
@@ -321,7 +336,7 @@ fn floor_stream(placement: Placement, bytes: u64, how: FloorCopy) -> f64 {
     let data = map.as_ptr().wrapping_add(FLOOR_DATA);
     let t = Instant::now();
     let mut sent = 0u64;
-    let mut backoff = Backoff(0);
+    let mut backoff = Backoff::new(placement == Placement::OneCpu);
     while sent < bytes {
         let free = ring as u64 - (sent - head.load(Ordering::Acquire));
         let n = free.min(CHUNK as u64).min(bytes - sent) as usize;
@@ -391,7 +406,7 @@ fn floor_words(map: &Mapping) -> (&AtomicU64, &AtomicU64, &AtomicU64) {
     )
 }
 
-fn floor_stream_peer(cpus: &[usize], ring: usize, bytes: u64) {
+fn floor_stream_peer(cpus: &[usize], ring: usize, bytes: u64, one_cpu: bool) {
     pin(cpus);
     // SAFETY: the parent placed the memfd at fd 3 for us alone.
     let fd = unsafe { procwire::sys::fd::take_inherited(3) }.expect("fd 3");
@@ -401,7 +416,7 @@ fn floor_stream_peer(cpus: &[usize], ring: usize, bytes: u64) {
     let data = map.as_ptr().wrapping_add(FLOOR_DATA).cast_const();
     let mut buf = vec![0u8; CHUNK];
     let mut got = 0u64;
-    let mut backoff = Backoff(0);
+    let mut backoff = Backoff::new(one_cpu);
     while got < bytes {
         let n = (tail.load(Ordering::Acquire) - got).min(CHUNK as u64) as usize;
         if n == 0 {
@@ -793,6 +808,7 @@ fn main() -> ExitCode {
                 &parse_cpus(&args[1]),
                 args[2].parse().unwrap_or(1 << 20),
                 args[3].parse().unwrap_or(0),
+                args[4] == "true",
             );
             return ExitCode::SUCCESS;
         }
