@@ -131,15 +131,21 @@ fn mode_flags(mode: Mode) -> EventFlags {
     }
 }
 
+/// A new kqueue: close-on-exec set where it is a plain fd flag (Apple); a
+/// kqueue is never inherited by a forked child.
+fn new_kqueue() -> Result<OwnedFd> {
+    let kq = kqueue::kqueue().ctx("kqueue", || "")?;
+    #[cfg(target_vendor = "apple")]
+    rustix::io::fcntl_setfd(&kq, rustix::io::FdFlags::CLOEXEC)
+        .ctx("fcntl", || format!("{}, FD_CLOEXEC", fd_arg(kq.as_fd())))?;
+    Ok(kq)
+}
+
 impl Selector {
     /// Creates a kqueue (`kqueue(2)`), close-on-exec.
     #[doc(alias = "kqueue")]
     pub fn new() -> Result<Self> {
-        let kq = kqueue::kqueue().ctx("kqueue", || "")?;
-        #[cfg(target_vendor = "apple")]
-        rustix::io::fcntl_setfd(&kq, rustix::io::FdFlags::CLOEXEC)
-            .ctx("fcntl", || format!("{}, FD_CLOEXEC", fd_arg(kq.as_fd())))?;
-        Ok(Self { kq })
+        new_kqueue().map(|kq| Self { kq })
     }
 
     /// Starts watching `fd`: one `EV_ADD` per wanted filter.
@@ -419,11 +425,7 @@ pub struct Timer {
 impl Timer {
     /// Creates a disarmed timer (`kqueue(2)`).
     pub fn new() -> Result<Self> {
-        let kq = kqueue::kqueue().ctx("kqueue", || "")?;
-        #[cfg(target_vendor = "apple")]
-        rustix::io::fcntl_setfd(&kq, rustix::io::FdFlags::CLOEXEC)
-            .ctx("fcntl", || format!("{}, FD_CLOEXEC", fd_arg(kq.as_fd())))?;
-        Ok(Self { kq })
+        new_kqueue().map(|kq| Self { kq })
     }
 
     /// Fires once `after` from now (a zero duration fires at once), or
