@@ -463,3 +463,67 @@ fn a_listener_that_closes_refuses_a_non_blocking_connect() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn the_listening_sockets_own_errors_still_surface() {
+    const ROLE: &str = "PROCWIRE_TEST_ROLE";
+    if std::env::var(ROLE).as_deref() != Ok("out-of-fds") {
+        // Alone in a process: it runs out of descriptors on purpose.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "the_listening_sockets_own_errors_still_surface",
+                "--exact",
+                "--nocapture",
+                "-q",
+            ])
+            .env(ROLE, "out-of-fds")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let path = sock_path("outoffds");
+    let _ = std::fs::remove_file(&path);
+    let l = ShmListener::bind(&path).unwrap();
+    // A small table (the hard limit may be a million), filled, then one
+    // slot freed for the client.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain calls with a pointer to a live local.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_cur.min(256);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    let mut held = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => held.push(f),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(held.len() < 1 << 20, "no descriptor limit");
+    }
+    held.pop();
+    let _client = raw(&path);
+    // The listener can't take the connection: that is its own error, and
+    // `accept` says so instead of waiting.
+    let e = procwire::sys::Error::from_io("accept", l.accept().unwrap_err());
+    assert_eq!(e.raw_os_error(), libc::EMFILE, "{e}");
+    assert!(e.to_string().starts_with("accept"), "{e}");
+    // Nothing was refused: the connection still waits in the backlog.
+    assert_eq!(l.stats().refused, 0);
+    // With room again the connection is taken (and waits for its hello).
+    drop(held);
+    l.set_nonblocking(true);
+    assert_eq!(l.accept().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(l.pending(), 1);
+    std::fs::remove_file(&path).unwrap();
+}
