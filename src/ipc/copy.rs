@@ -144,12 +144,10 @@ impl Chooser {
         if self.bytes < EPOCH {
             return;
         }
+        // A clock that did not move gives a huge rate, never a division
+        // by zero.
         let secs = now.saturating_duration_since(start).as_secs_f64();
-        let rate = if secs > 0.0 {
-            self.bytes as f64 / secs
-        } else {
-            f64::MAX
-        };
+        let rate = self.bytes as f64 / secs.max(1e-9);
         self.start = Some(now);
         self.bytes = 0;
         self.epoch_done(rate);
@@ -167,11 +165,7 @@ impl Chooser {
                 } else {
                     // Ties keep the guess.
                     let (plain, streaming) = (self.best[0], self.best[1]);
-                    self.streaming = if plain == streaming {
-                        self.first
-                    } else {
-                        streaming > plain
-                    };
+                    self.streaming = streaming > plain || (streaming == plain && self.first);
                     self.first = self.streaming;
                     self.rival = self.best[usize::from(!self.streaming)];
                     self.best = [0.0; 2];
@@ -237,6 +231,12 @@ mod tests {
                 assert_eq!(seen[n - 1], streaming_faster, "guess {guess}");
                 let seen = drive(&mut c, &mut t, EXPLOIT - 1, rate);
                 assert!(seen.iter().all(|&s| s == streaming_faster));
+                // The last exploit epoch starts the next probe, from the
+                // winner.
+                assert_eq!(c.phase, Phase::Exploit(1));
+                drive(&mut c, &mut t, 1, rate);
+                assert_eq!(c.phase, Phase::Probe(0));
+                assert_eq!(c.streaming(), streaming_faster);
             }
         }
     }
