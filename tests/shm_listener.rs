@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use procwire::ipc::{Hello, SegmentKind, ShmListener, ShmOptions, ShmStream};
+use procwire::ipc::{
+    Hello, SegmentKind, ShmListener, ShmOptions, ShmStream, DEFAULT_HANDSHAKE_TIMEOUT,
+};
 use procwire::net::event::{EventLoop, Interest, Waker};
 use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
 
@@ -78,19 +80,21 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed already; a broken server may not stop.
+            let _ = std::fs::remove_file(&self.path);
+            return;
+        }
         self.stop.store(true, Ordering::SeqCst);
         match &self.waker {
             Some(w) => w.wake().unwrap(),
             // Unblocks the accept, which then sees the flag.
             None => drop(ShmStream::connect(&self.path)),
         }
-        let r = self.thread.take().map(|t| t.join());
         let _ = std::fs::remove_file(&self.path);
-        if !std::thread::panicking() {
-            match r {
-                Some(Ok(Ok(()))) => {}
-                other => panic!("the server ended badly: {other:?}"),
-            }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Ok(()))) => {}
+            other => panic!("the server ended badly: {other:?}"),
         }
     }
 }
@@ -353,7 +357,13 @@ fn past_the_bound_the_oldest_pending_handshake_is_dropped() {
     let stats = server.listener.stats();
     assert_eq!((stats.evicted, stats.timed_out), (6, 0), "{stats:?}");
     assert_eq!(server.listener.pending(), 4);
-    for s in &silent[6..] {
+    // Kept past the default deadline: the listener's own one is 10 s.
+    let past_default = DEFAULT_HANDSHAKE_TIMEOUT + Duration::from_millis(150);
+    assert!(
+        !silent[6].wait_readable(Some(past_default)).unwrap(),
+        "kept"
+    );
+    for s in &silent[7..] {
         assert!(!s.wait_readable(Some(Duration::ZERO)).unwrap(), "kept");
     }
     // A good client's hello is read when it is accepted: it is not held

@@ -101,6 +101,8 @@ pub struct ShmListener {
     last_refusal: Mutex<Option<String>>,
 }
 
+static_assertions::assert_impl_all!(ShmListener: Send, Sync);
+
 #[derive(Debug, Default)]
 struct Counts {
     accepted: AtomicU64,

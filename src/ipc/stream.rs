@@ -654,6 +654,8 @@ pub struct ShmConnecting {
     deadline: Instant,
 }
 
+static_assertions::assert_impl_all!(ShmConnecting: Send);
+
 impl fmt::Debug for ShmConnecting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShmConnecting")
