@@ -537,3 +537,55 @@ fn the_listening_sockets_own_errors_still_surface() {
     assert_eq!(l.pending(), 1);
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn one_non_blocking_accept_takes_at_most_sixteen_turns_of_connections() {
+    // A full backlog (1,024 + 1 on Linux) is more than one call's 16 turns
+    // of 64: the call returns with one still waiting, so that a loop
+    // serving the listener under an endless flood serves others too.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain calls with a pointer to a live local; raising the soft
+    // limit to the hard one affects no other test.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    if lim.rlim_cur < 4096 {
+        println!(
+            "skipped: a descriptor limit of {} (ulimit -Hn 4096)",
+            lim.rlim_cur
+        );
+        return;
+    }
+    let path = sock_path("fullbacklog");
+    let _ = std::fs::remove_file(&path);
+    let mut l = ShmListener::bind(&path).unwrap();
+    l.set_max_pending(2048);
+    // None expires while the test looks.
+    l.set_handshake_timeout(LONG);
+    l.set_nonblocking(true);
+    let mut clients = Vec::new();
+    loop {
+        let s = Socket::new_nonblocking(Domain::UNIX, Type::STREAM).unwrap();
+        match s.connect(SockAddr::unix(&path)) {
+            Ok(()) => clients.push(s),
+            Err(e) if e.is_would_block() => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(clients.len() <= 100_000, "no backlog limit");
+    }
+    if clients.len() <= 16 * 64 {
+        println!("skipped: a backlog of {} here", clients.len());
+        return;
+    }
+    assert_eq!(l.accept().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(l.pending(), 16 * 64, "{} connected", clients.len());
+    // The next call takes the rest.
+    assert_eq!(l.accept().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(l.pending(), clients.len());
+    std::fs::remove_file(&path).unwrap();
+}
