@@ -332,9 +332,9 @@ impl ShmListener {
                 #[cfg(not(target_vendor = "apple"))]
                 Ok((s, _)) => s,
                 Err(e) if e.is_would_block() => return Ok(()),
-                // The connection went before we took it; a signal.
+                // The connection went before we took it (the BSDs say so;
+                // the socket is non-blocking, so no `EINTR`).
                 Err(e) if e.raw_os_error() == errno::ECONNABORTED => continue,
-                Err(e) if e.raw_os_error() == errno::EINTR => continue,
                 Err(e) => return Err(e.into()),
             };
             let token = st.next_token;
@@ -565,7 +565,6 @@ fn read_hello(p: &mut Pending) -> Progress {
             }
             Ok(r) => p.got += r.bytes,
             Err(e) if e.is_would_block() => return Progress::Incomplete,
-            Err(e) if e.raw_os_error() == errno::EINTR => continue,
             Err(e) => return Progress::Failed(e.into()),
         }
     }
