@@ -705,23 +705,21 @@ impl ShmConnecting {
     /// Reads the listener's answer: `true` for the acknowledgement.
     fn ack(&self) -> io::Result<bool> {
         let mut ack = [0u8; 1];
-        let n = loop {
-            match self.sock.recv_nonblocking(&mut ack) {
-                Ok(n) => break n,
-                Err(e) if e.raw_os_error() == errno::EINTR => continue,
-                Err(e) if e.is_would_block() => {
-                    if Instant::now() >= self.deadline {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "shared-memory stream: the listener did not acknowledge in time",
-                        ));
-                    }
-                    return Ok(false);
+        // `MSG_DONTWAIT`: never blocks, so never `EINTR`.
+        let n = match self.sock.recv_nonblocking(&mut ack) {
+            Ok(n) => n,
+            Err(e) if e.is_would_block() => {
+                if Instant::now() >= self.deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "shared-memory stream: the listener did not acknowledge in time",
+                    ));
                 }
-                // A listener that closes on a refusal may reset.
-                Err(e) if e.raw_os_error() == errno::ECONNRESET => break 0,
-                Err(e) => return Err(e.into()),
+                return Ok(false);
             }
+            // A listener that closes on a refusal may reset.
+            Err(e) if e.raw_os_error() == errno::ECONNRESET => 0,
+            Err(e) => return Err(e.into()),
         };
         if n != 1 || ack[0] != ACK {
             return Err(io::Error::new(
