@@ -385,6 +385,16 @@ fn a_ring_larger_than_allowed_is_refused() {
     let why = server.listener.last_refusal().unwrap();
     assert!(why.contains("takes up to 1048576"), "{why}");
     good_client(&server, "after a big ring");
+    // A non-blocking connect to the same server gives its stream once.
+    let c = ShmStream::connect_nonblocking(&server.path, ShmOptions::default()).unwrap();
+    assert!(procwire::sys::fd::wait_readable(c.as_fd(), Some(LONG)).unwrap());
+    let mut s = c.try_finish().unwrap().expect("acknowledged");
+    assert_eq!(c.try_finish().unwrap_err().kind(), ErrorKind::InvalidInput);
+    drop(c);
+    s.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"ping");
 }
 
 #[test]
@@ -587,5 +597,24 @@ fn one_non_blocking_accept_takes_at_most_sixteen_turns_of_connections() {
     // The next call takes the rest.
     assert_eq!(l.accept().unwrap_err().kind(), ErrorKind::WouldBlock);
     assert_eq!(l.pending(), clients.len());
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn a_listener_that_never_answers_times_a_non_blocking_connect_out() {
+    let path = sock_path("silentlistener");
+    let _ = std::fs::remove_file(&path);
+    let plain = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let c = ShmStream::connect_nonblocking(&path, ShmOptions::default()).unwrap();
+    let _held = plain.accept().unwrap();
+    let t = Instant::now();
+    assert!(c.deadline() >= t + ShmStream::HANDSHAKE_TIMEOUT - Duration::from_secs(1));
+    // Not yet, and nothing to read until the deadline.
+    assert!(c.try_finish().unwrap().is_none());
+    let left = c.deadline().saturating_duration_since(Instant::now());
+    assert!(!procwire::sys::fd::wait_readable(c.as_fd(), Some(left)).unwrap());
+    let e = c.try_finish().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    assert!(t.elapsed() < ShmStream::HANDSHAKE_TIMEOUT + LONG);
     std::fs::remove_file(&path).unwrap();
 }
