@@ -618,3 +618,45 @@ fn a_listener_that_never_answers_times_a_non_blocking_connect_out() {
     assert!(t.elapsed() < ShmStream::HANDSHAKE_TIMEOUT + LONG);
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn a_segment_whose_header_is_wrong_is_refused() {
+    use procwire::sys::shm::{sealed_memfd, Access, Mapping, SharedMemory};
+    let server = Server::start(Kind::Loop, "badheader", |_| {});
+    let ring = 4096u64;
+    let len = 4096 + 2 * ring as usize;
+    let magic = u64::from_le_bytes(*b"PWSHM001");
+    // (magic, version, ring size) written into the header at 0, 8, 16.
+    let cases = [
+        ("a wrong magic", magic ^ 1, 2u64, ring, false),
+        ("a wrong version", magic, 3, ring, false),
+        ("a wrong ring size", magic, 2, 2 * ring, false),
+        ("all three right", magic, 2, ring, true),
+    ];
+    for (i, (what, m, v, r, ok)) in cases.into_iter().enumerate() {
+        let fd = sealed_memfd("procwire-test", len as u64).unwrap();
+        let map = Mapping::map(fd.as_fd(), len, Access::ReadWrite).unwrap();
+        map.write_at(0, &m.to_le_bytes()).unwrap();
+        map.write_at(8, &v.to_le_bytes()).unwrap();
+        map.write_at(16, &r.to_le_bytes()).unwrap();
+        let sock = raw(&server.path);
+        procwire::sys::fdpass::send_with_fds(
+            &sock,
+            &hello(SegmentKind::Memfd, ring),
+            &[fd.as_fd()],
+        )
+        .unwrap();
+        assert!(sock.wait_readable(Some(LONG)).unwrap(), "{what}: no answer");
+        let mut b = [0u8; 1];
+        let n = sock.recv_nonblocking(&mut b).unwrap_or(0);
+        if ok {
+            assert_eq!((n, b[0]), (1, procwire::ipc::HELLO_ACK), "{what}");
+        } else {
+            assert_eq!(n, 0, "{what}: acknowledged");
+            let why = server.listener.last_refusal().unwrap();
+            assert!(why.contains("bad segment header"), "{what}: {why}");
+        }
+        assert_eq!(server.listener.stats().refused, (i as u64 + 1).min(3), "{what}");
+    }
+    good_client(&server, "after bad headers");
+}
