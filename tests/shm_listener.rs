@@ -656,7 +656,11 @@ fn a_segment_whose_header_is_wrong_is_refused() {
             let why = server.listener.last_refusal().unwrap();
             assert!(why.contains("bad segment header"), "{what}: {why}");
         }
-        assert_eq!(server.listener.stats().refused, (i as u64 + 1).min(3), "{what}");
+        assert_eq!(
+            server.listener.stats().refused,
+            (i as u64 + 1).min(3),
+            "{what}"
+        );
     }
     good_client(&server, "after bad headers");
 }
