@@ -22,10 +22,22 @@ pub fn pair(tag: &str, opts: ShmOptions) -> (ShmStream, ShmStream) {
     let mut l = ShmListener::bind(&path).unwrap();
     // Both ends are this test: POSIX segments are trusted here.
     l.set_sealed_only(false);
-    let p = path.clone();
-    let t = std::thread::spawn(move || ShmStream::connect_with(&p, opts).unwrap());
-    let s = l.accept().unwrap();
-    let c = t.join().unwrap();
+    // One thread does both sides (a helper thread, even joined, can still
+    // be counted in `/proc/self/status` when `shm_fork.rs` checks that it
+    // forks alone): the connect sends its offer without waiting, the
+    // listener answers without blocking, and the connector reads the answer.
+    let connecting = ShmStream::connect_nonblocking(&path, opts).unwrap();
+    let s = accept_or_refusal(&l).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let c = loop {
+        if let Some(c) = connecting.try_finish().unwrap() {
+            break c;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "no answer to the offer in 10 s");
+        procwire::sys::fd::wait_readable(std::os::fd::AsFd::as_fd(&connecting), Some(left))
+            .unwrap();
+    };
     std::fs::remove_file(&path).unwrap();
     (c, s)
 }
