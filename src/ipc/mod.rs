@@ -31,6 +31,8 @@
 //! - [`ConnTable`] hands out int handles, negative for accelerated
 //!   connections (`conn_table.rs`).
 
+#[cfg(target_os = "linux")]
+pub mod accel;
 mod conn_table;
 mod copy;
 mod hello;

@@ -134,6 +134,22 @@ impl RingRef<'_> {
     /// Copies up to `buf.len()` available bytes out of the ring and frees
     /// their space.
     pub(crate) fn read(&self, c: &mut ConsumerState, buf: &mut [u8]) -> Result<usize, Corrupt> {
+        let n = self.copy_out(c, buf)?;
+        if n > 0 {
+            self.head.store(c.head, Ordering::Release);
+        }
+        Ok(n)
+    }
+
+    /// Copies up to `buf.len()` available bytes out of the ring and moves
+    /// the local index past them, leaving them in the ring (the shared
+    /// index is not published): `MSG_PEEK`.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn peek(&self, c: &mut ConsumerState, buf: &mut [u8]) -> Result<usize, Corrupt> {
+        self.copy_out(c, buf)
+    }
+
+    fn copy_out(&self, c: &mut ConsumerState, buf: &mut [u8]) -> Result<usize, Corrupt> {
         let avail = self.available(c)?;
         let n = (buf.len() as u64).min(avail) as usize;
         if n == 0 {
@@ -151,7 +167,6 @@ impl RingRef<'_> {
             std::ptr::copy_nonoverlapping(self.data, buf.as_mut_ptr().add(first), n - first);
         }
         c.head += n as u64;
-        self.head.store(c.head, Ordering::Release);
         Ok(n)
     }
 }

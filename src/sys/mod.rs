@@ -14,6 +14,8 @@ pub mod eventfd;
 pub mod fd;
 pub mod fdpass;
 pub mod futex;
+#[cfg(target_os = "linux")]
+pub mod interpose;
 pub mod process;
 pub mod shm;
 pub mod signal;

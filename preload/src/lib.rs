@@ -1,0 +1,1128 @@
+//! `libprocwire_preload.so`: preloaded into an unmodified program
+//! (`LD_PRELOAD`), it moves the bytes of the Unix-domain stream connections
+//! made to the socket paths named in `PROCWIRE_ACCEL` (`:`-separated) onto
+//! procwire's shared-memory rings, while the program's fd stays the real
+//! connected socket (`procwire::ipc::accel` has the protocol).
+//!
+//! This is the *safe mode*: the kernel's readiness of each accelerated
+//! socket mirrors its rings (doorbells, filler bytes), so the program's own
+//! `epoll`, `poll` and `select` stay correct without being wrapped.
+//!
+//! With `PROCWIRE_ACCEL` unset, or naming no socket the program uses, every
+//! wrapper is a pass-through: one atomic load, then the program's own libc
+//! function. `PROCWIRE_ACCEL_REPORT=FILE` appends one line per process at
+//! exit with what was accelerated.
+//!
+//! The rules a preload must keep (they are why this file looks as it does):
+//! the real functions are found once, in the constructor; the pass-through
+//! path takes no lock, allocates nothing and touches no thread-local; errno
+//! is set only where -1 is returned; unwinding out of an exported function
+//! aborts the process (Rust 1.81+), so a half-done ring operation is never
+//! redone on the socket.
+
+#![cfg(target_os = "linux")]
+#![allow(clippy::missing_safety_doc)]
+
+mod real;
+mod table;
+
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use procwire::ipc::accel::{self, Accel, Attach, Flags};
+use procwire::sys::interpose::ffi::{
+    c_char, c_int, c_void, fd_set, iovec, msghdr, nfds_t, pollfd, sigset_t, size_t, sockaddr,
+    sockaddr_un, socklen_t, ssize_t, timespec, timeval, AF_UNIX, EAGAIN, EINVAL, FIONREAD, F_DUPFD,
+    F_DUPFD_CLOEXEC, POLLIN, POLLRDNORM, SHUT_RDWR, SHUT_WR, SOCK_STREAM,
+};
+use procwire::sys::interpose::{self};
+
+use table::{Entry, State};
+
+/// Whether `PROCWIRE_ACCEL` named at least one path.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// What the report line counts.
+static ACCELERATED: AtomicU64 = AtomicU64::new(0);
+static PLAIN: AtomicU64 = AtomicU64::new(0);
+static DOWNGRADED: AtomicU64 = AtomicU64::new(0);
+static BYTES_SENT: AtomicU64 = AtomicU64::new(0);
+static BYTES_RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+/// The configuration read by the constructor.
+struct Config {
+    paths: Vec<std::path::PathBuf>,
+    report: Option<std::path::PathBuf>,
+    ring: usize,
+}
+
+static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;
+
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = fini;
+
+extern "C" fn init() {
+    real::resolve();
+    let paths: Vec<std::path::PathBuf> = std::env::var_os("PROCWIRE_ACCEL")
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let report = std::env::var_os("PROCWIRE_ACCEL_REPORT")
+        .filter(|v| !v.is_empty())
+        .map(Into::into);
+    let ring = std::env::var("PROCWIRE_ACCEL_RING")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|r| r.is_power_of_two() && (accel::MIN_RING..=accel::MAX_RING).contains(r))
+        .unwrap_or(accel::DEFAULT_RING);
+    let on = !paths.is_empty();
+    let _ = CONFIG.set(Config {
+        paths,
+        report,
+        ring,
+    });
+    if on && table::init() {
+        ENABLED.store(true, Ordering::Release);
+    }
+}
+
+extern "C" fn fini() {
+    if !ENABLED.load(Ordering::Acquire) {
+        return;
+    }
+    table::closing_all();
+    // From here every wrapper passes through: the report's own file must
+    // never meet an entry.
+    ENABLED.store(false, Ordering::Release);
+    let Some(path) = CONFIG.get().and_then(|c| c.report.as_ref()) else {
+        return;
+    };
+    let program = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+    let line = format!(
+        "pid={} program={} accelerated={} plain={} downgraded={} bytes_sent={} bytes_received={}\n",
+        procwire::sys::process::getpid(),
+        program.trim(),
+        ACCELERATED.load(Ordering::Relaxed),
+        PLAIN.load(Ordering::Relaxed),
+        DOWNGRADED.load(Ordering::Relaxed),
+        BYTES_SENT.load(Ordering::Relaxed),
+        BYTES_RECEIVED.load(Ordering::Relaxed),
+    );
+    // One `write` of the whole line to an O_APPEND file: lines of
+    // processes that exit together don't interleave.
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        use std::io::Write;
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// The program's fd, borrowed for one call.
+fn fd_of(fd: c_int) -> BorrowedFd<'static> {
+    // SAFETY: the program passed `fd` to the call being wrapped and holds it
+    // open for that call; the borrow does not outlive the call.
+    unsafe { interpose::borrow(fd) }
+}
+
+/// The result of a call made on an accelerated fd, in C form.
+fn ret(r: procwire::sys::Result<usize>) -> ssize_t {
+    match r {
+        Ok(n) => n as ssize_t,
+        Err(e) => {
+            interpose::set_errno(e.raw_os_error());
+            -1
+        }
+    }
+}
+
+/// The entry of an fd on which data calls need this library.
+#[inline]
+fn data_entry(fd: c_int) -> Option<&'static Entry> {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let e = table::get(fd)?;
+    match e.state() {
+        State::Accel | State::Pending => Some(e),
+        _ => None,
+    }
+}
+
+/// Whether `path` (a Unix socket path a program connects to or listens on)
+/// is one of `PROCWIRE_ACCEL`'s: the same file (device and inode).
+fn listed(path: &std::path::Path) -> Option<(u64, u64)> {
+    let cfg = CONFIG.get()?;
+    let target = interpose::dev_ino(path).ok()?;
+    cfg.paths
+        .iter()
+        .any(|p| interpose::dev_ino(p).ok() == Some(target))
+        .then_some(target)
+}
+
+/// The path of a `sockaddr_un` the program passed, if it is a path.
+unsafe fn unix_path(addr: *const sockaddr, len: socklen_t) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if addr.is_null() || (len as usize) <= 2 {
+        return None;
+    }
+    // SAFETY: the program gives `len` readable bytes at `addr`.
+    let bytes = unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len as usize) };
+    let family = u16::from_ne_bytes([bytes[0], bytes[1]]);
+    if family != AF_UNIX as u16 || bytes[2] == 0 {
+        return None;
+    }
+    let path = &bytes[2..];
+    let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+    Some(std::ffi::OsStr::from_bytes(&path[..end]).into())
+}
+
+/// Whether `fd` is a Unix-domain stream socket.
+fn unix_stream(fd: BorrowedFd<'_>) -> bool {
+    interpose::socket_domain(fd).ok() == Some(AF_UNIX)
+        && interpose::socket_type(fd).ok() == Some(SOCK_STREAM)
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    // SAFETY: the program's arguments, passed on.
+    let r = unsafe { real::listen(fd, backlog) };
+    if r == 0 && ENABLED.load(Ordering::Relaxed) {
+        let errno = interpose::errno();
+        mark_listener(fd);
+        interpose::set_errno(errno);
+    }
+    r
+}
+
+fn mark_listener(fd: c_int) {
+    let sock = fd_of(fd);
+    if !unix_stream(sock) {
+        return;
+    }
+    let Ok(Some(name)) = interpose::local_unix_name(sock) else {
+        return;
+    };
+    if name.first() == Some(&0) {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&name));
+    let Some((dev, ino)) = listed(path) else {
+        return;
+    };
+    // The marker lives as long as this process (close-on-exec); a second
+    // listen on the same file finds it taken, which is as good.
+    if let Ok(marker) = interpose::abstract_marker(&accel::listener_marker(dev, ino)) {
+        std::mem::forget(marker);
+    }
+    table::install(fd, Entry::listener());
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let announced = ENABLED.load(Ordering::Relaxed) && {
+        // SAFETY: the program's address, read within its length.
+        let path = unsafe { unix_path(addr, len) };
+        path.is_some_and(|p| announce(fd, &p))
+    };
+    // SAFETY: the program's arguments, passed on.
+    let r = unsafe { real::connect(fd, addr, len) };
+    if r == 0 && announced {
+        table::install(fd, Entry::pending());
+    }
+    r
+}
+
+/// Binds a client socket to an announcement name when the listener of
+/// `path` takes part; whether it is announced now.
+fn announce(fd: c_int, path: &std::path::Path) -> bool {
+    let errno = interpose::errno();
+    let sock = fd_of(fd);
+    let done = (|| {
+        let (dev, ino) = listed(path)?;
+        if !unix_stream(sock) {
+            return None;
+        }
+        match interpose::local_unix_name(sock).ok()? {
+            // Announced by an earlier try of this connect.
+            Some(name) if accel::is_announcement(&name) => return Some(()),
+            Some(_) => return None,
+            None => {}
+        }
+        if !interpose::abstract_name_taken(&accel::listener_marker(dev, ino)) {
+            return None;
+        }
+        let name = accel::client_announcement().ok()?;
+        interpose::bind_abstract(sock, &name).ok()
+    })()
+    .is_some();
+    interpose::set_errno(errno);
+    done
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: the program's arguments.
+    unsafe { accept_common(fd, addr, len, 0, false) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: the program's arguments.
+    unsafe { accept_common(fd, addr, len, flags, true) }
+}
+
+unsafe fn accept_common(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+    four: bool,
+) -> c_int {
+    let listener = ENABLED.load(Ordering::Relaxed)
+        && table::get(fd).is_some_and(|e| e.state() == State::Listener);
+    if !listener {
+        // SAFETY: the program's arguments, passed on.
+        let r = unsafe {
+            if four {
+                real::accept4(fd, addr, len, flags)
+            } else {
+                real::accept(fd, addr, len)
+            }
+        };
+        if r >= 0 && ENABLED.load(Ordering::Relaxed) {
+            table::purge(r);
+        }
+        return r;
+    }
+    // SAFETY: all-zero is a valid `sockaddr_un`.
+    let mut peer: sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut plen = std::mem::size_of::<sockaddr_un>() as socklen_t;
+    // SAFETY: `peer` has `plen` writable bytes.
+    let r = unsafe { real::accept4(fd, (&raw mut peer).cast(), &mut plen, flags) };
+    if r < 0 {
+        return r;
+    }
+    let errno = interpose::errno();
+    table::purge(r);
+    // SAFETY: the kernel wrote `plen` bytes of `peer` (at most its size).
+    let name = unsafe {
+        std::slice::from_raw_parts(
+            (&raw const peer).cast::<u8>().add(2),
+            (plen as usize)
+                .saturating_sub(2)
+                .min(std::mem::size_of_val(&peer.sun_path)),
+        )
+    };
+    if accel::is_announcement(name) {
+        let ring = CONFIG.get().map_or(accel::DEFAULT_RING, |c| c.ring);
+        match Accel::offer(fd_of(r), ring) {
+            Ok(a) => {
+                ACCELERATED.fetch_add(1, Ordering::Relaxed);
+                table::install(r, Entry::accelerated(a));
+                // The program sees an unnamed peer, as without us.
+                plen = 2;
+            }
+            Err(_) => {
+                PLAIN.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    } else {
+        PLAIN.fetch_add(1, Ordering::Relaxed);
+    }
+    if !addr.is_null() && !len.is_null() {
+        // SAFETY: the program gives `*len` writable bytes at `addr`.
+        unsafe {
+            let room = (*len as usize).min(plen as usize);
+            std::ptr::copy_nonoverlapping((&raw const peer).cast::<u8>(), addr.cast::<u8>(), room);
+            *len = plen;
+        }
+    }
+    interpose::set_errno(errno);
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if ENABLED.load(Ordering::Relaxed) {
+        table::remove(fd);
+    }
+    // SAFETY: the program's argument.
+    unsafe { real::close(fd) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: u32, last: u32, flags: c_int) -> c_int {
+    // SAFETY: the program's arguments.
+    let r = unsafe { real::close_range(first, last, flags) };
+    // CLOSE_RANGE_CLOEXEC (4) only marks them.
+    if r == 0 && ENABLED.load(Ordering::Relaxed) && flags & 4 == 0 {
+        table::remove_range(first, last);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: the program's argument.
+    let r = unsafe { real::dup(fd) };
+    if r >= 0 && ENABLED.load(Ordering::Relaxed) {
+        table::share(fd, r);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
+    // SAFETY: the program's arguments.
+    let r = unsafe { real::dup2(fd, to) };
+    if r >= 0 && fd != to && ENABLED.load(Ordering::Relaxed) {
+        table::share(fd, r);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
+    // SAFETY: the program's arguments.
+    let r = unsafe { real::dup3(fd, to, flags) };
+    if r >= 0 && ENABLED.load(Ordering::Relaxed) {
+        table::share(fd, r);
+    }
+    r
+}
+
+/// `fcntl` is variadic in C; its one optional argument is an `int` or a
+/// pointer, which the x86-64 and AArch64 Linux calling conventions pass
+/// in the register a third fixed argument uses, so it is taken as a
+/// machine word and passed on unchanged.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    // SAFETY: the program's arguments.
+    let r = unsafe { real::fcntl(fd, cmd, arg) };
+    after_fcntl(fd, cmd, r)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    // SAFETY: the program's arguments.
+    let r = unsafe { real::fcntl64(fd, cmd, arg) };
+    after_fcntl(fd, cmd, r)
+}
+
+fn after_fcntl(fd: c_int, cmd: c_int, r: c_int) -> c_int {
+    if r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && ENABLED.load(Ordering::Relaxed) {
+        table::share(fd, r);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    if let Some(e) = data_entry(fd) {
+        if how == SHUT_WR || how == SHUT_RDWR {
+            if let Conn::Accel(a) = attached(e, fd, false) {
+                // Writes after this fail as the socket's would; the kernel's
+                // shutdown below is the end-of-file the peer reads once its
+                // ring is empty.
+                a.shut_write();
+            }
+        }
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::shutdown(fd, how) }
+}
+
+/// `ioctl` is variadic in C; see [`fcntl`] for why its argument is a word.
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: usize, arg: usize) -> c_int {
+    if req == FIONREAD as usize && arg != 0 {
+        if let Some(Conn::Accel(a)) = data_entry(fd).map(|e| attached(e, fd, false)) {
+            if let Some(n) = a.readable() {
+                // SAFETY: FIONREAD's argument is the program's `int *`.
+                unsafe { *(arg as *mut c_int) = n.min(c_int::MAX as usize) as c_int };
+                return 0;
+            }
+        }
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::ioctl(fd, req, arg) }
+}
+
+// ------------------------------------------------------------------ waits
+//
+// Safe mode leaves readiness to the kernel, with one exception: a socket
+// woken only by a non-data byte (the server's hello, which a pending client
+// takes off when it attaches, or a doorbell for bytes already read) is not
+// readable, and a program that polls a blocking fd and then reads would
+// block where the socket alone never would. So a wait that involves a
+// pending or accelerated fd attaches pending clients first, and takes
+// readable-without-data fds out of the answer, waiting again when nothing
+// else is left. Waits that involve no such fd are pass-throughs.
+
+/// Whether an fd the kernel called readable has bytes for the program (or
+/// end-of-file); `true` for any fd this library does not look after.
+fn really_readable(fd: c_int) -> bool {
+    let Some(e) = data_entry(fd) else { return true };
+    match attached(e, fd, false) {
+        Conn::Accel(a) => a.poll_readable(fd_of(fd)).unwrap_or(true),
+        Conn::Plain | Conn::Wait(_) => true,
+    }
+}
+
+/// Attaches every pending client among `fds` that can attach now.
+fn attach_pending(fds: impl Iterator<Item = c_int>) {
+    for fd in fds {
+        if let Some(e) = data_entry(fd) {
+            if e.state() == State::Pending {
+                let _ = attached(e, fd, false);
+            }
+        }
+    }
+}
+
+/// What is left of a wait that started with `timeout` (`None`: forever).
+fn remaining(deadline: Option<std::time::Instant>) -> Option<std::time::Duration> {
+    deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()))
+}
+
+/// Takes fds woken without data out of a `poll` answer; how many are left.
+fn filter_poll(set: &mut [pollfd], r: c_int) -> c_int {
+    let mut n = r;
+    for p in set.iter_mut() {
+        if p.fd < 0 || p.revents & (POLLIN | POLLRDNORM) == 0 {
+            continue;
+        }
+        if !really_readable(p.fd) {
+            p.revents &= !(POLLIN | POLLRDNORM);
+            if p.revents == 0 {
+                n -= 1;
+            }
+        }
+    }
+    n
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
+    if !ENABLED.load(Ordering::Relaxed) || !table::live() || fds.is_null() {
+        // SAFETY: the program's arguments.
+        return unsafe { real::poll(fds, nfds, timeout) };
+    }
+    // SAFETY: the program gives `nfds` pollfds at `fds`.
+    let set = unsafe { std::slice::from_raw_parts_mut(fds, nfds as usize) };
+    attach_pending(set.iter().map(|p| p.fd));
+    let deadline = (timeout >= 0)
+        .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout as u64));
+    loop {
+        let t = remaining(deadline).map_or(-1, |d| d.as_millis().min(c_int::MAX as u128) as c_int);
+        // SAFETY: the program's arguments.
+        let r = unsafe { real::poll(fds, nfds, t) };
+        if r <= 0 {
+            return r;
+        }
+        let errno = interpose::errno();
+        let n = filter_poll(set, r);
+        interpose::set_errno(errno);
+        if n > 0 || remaining(deadline).is_some_and(|d| d.is_zero()) {
+            return n;
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    ts: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
+    if !ENABLED.load(Ordering::Relaxed) || !table::live() || fds.is_null() {
+        // SAFETY: the program's arguments.
+        return unsafe { real::ppoll(fds, nfds, ts, mask) };
+    }
+    // SAFETY: the program gives `nfds` pollfds at `fds`.
+    let set = unsafe { std::slice::from_raw_parts_mut(fds, nfds as usize) };
+    attach_pending(set.iter().map(|p| p.fd));
+    // SAFETY: a non-null timeout is the program's timespec.
+    let deadline = (!ts.is_null()).then(|| unsafe {
+        std::time::Instant::now()
+            + std::time::Duration::new(
+                (*ts).tv_sec.max(0) as u64,
+                (*ts).tv_nsec.clamp(0, 999_999_999) as u32,
+            )
+    });
+    loop {
+        let left = remaining(deadline).map(|d| timespec {
+            tv_sec: d.as_secs() as _,
+            tv_nsec: d.subsec_nanos() as _,
+        });
+        let tp = left
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const timespec);
+        // SAFETY: the program's arguments, with the time left.
+        let r = unsafe { real::ppoll(fds, nfds, tp, mask) };
+        if r <= 0 {
+            return r;
+        }
+        let errno = interpose::errno();
+        let n = filter_poll(set, r);
+        interpose::set_errno(errno);
+        if n > 0 || remaining(deadline).is_some_and(|d| d.is_zero()) {
+            return n;
+        }
+    }
+}
+
+/// The bits of an `fd_set` (glibc: an array of `long`).
+fn fd_bits(set: *mut fd_set) -> *mut u64 {
+    set.cast::<u64>()
+}
+
+fn fd_isset(set: *mut fd_set, fd: usize) -> bool {
+    // SAFETY: `fd < nfds <= FD_SETSIZE`, inside the set's 16 words.
+    unsafe { *fd_bits(set).add(fd / 64) & (1 << (fd % 64)) != 0 }
+}
+
+fn fd_clear(set: *mut fd_set, fd: usize) {
+    // SAFETY: as in `fd_isset`.
+    unsafe { *fd_bits(set).add(fd / 64) &= !(1 << (fd % 64)) }
+}
+
+const FD_SETSIZE: usize = 1024;
+
+#[no_mangle]
+pub unsafe extern "C" fn select(
+    nfds: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    tv: *mut timeval,
+) -> c_int {
+    if !ENABLED.load(Ordering::Relaxed) || !table::live() || r.is_null() || nfds <= 0 {
+        // SAFETY: the program's arguments.
+        return unsafe { real::select(nfds, r, w, e, tv) };
+    }
+    let n = (nfds as usize).min(FD_SETSIZE);
+    attach_pending((0..n).filter(|&fd| fd_isset(r, fd)).map(|fd| fd as c_int));
+    // SAFETY: the program's sets (each FD_SETSIZE bits), copied to wait again.
+    let saved = unsafe { [r, w, e].map(|s| (!s.is_null()).then(|| std::ptr::read(s))) };
+    // SAFETY: a non-null timeout is the program's timeval.
+    let deadline = (!tv.is_null()).then(|| unsafe {
+        std::time::Instant::now()
+            + std::time::Duration::from_micros(
+                ((*tv).tv_sec.max(0) as u64) * 1_000_000 + (*tv).tv_usec.max(0) as u64,
+            )
+    });
+    loop {
+        // SAFETY: the program's arguments (Linux writes the time left back
+        // into `tv`, which the next round recomputes anyway).
+        let got = unsafe { real::select(nfds, r, w, e, tv) };
+        if got <= 0 {
+            return got;
+        }
+        let errno = interpose::errno();
+        let mut left = got;
+        for fd in 0..n {
+            if fd_isset(r, fd) && !really_readable(fd as c_int) {
+                fd_clear(r, fd);
+                let other = (!w.is_null() && fd_isset(w, fd)) || (!e.is_null() && fd_isset(e, fd));
+                // select counts each set bit: one less.
+                let _ = other;
+                left -= 1;
+            }
+        }
+        interpose::set_errno(errno);
+        if left > 0 {
+            return left;
+        }
+        let rest = remaining(deadline);
+        if rest.is_some_and(|d| d.is_zero()) {
+            return 0;
+        }
+        // SAFETY: restore the program's sets and the time left, then wait
+        // again.
+        unsafe {
+            for (s, v) in [r, w, e].into_iter().zip(saved.iter()) {
+                if let Some(v) = v {
+                    std::ptr::write(s, std::ptr::read(v));
+                }
+            }
+            if let (Some(d), false) = (rest, tv.is_null()) {
+                (*tv).tv_sec = d.as_secs() as _;
+                (*tv).tv_usec = d.subsec_micros() as _;
+            }
+        }
+    }
+}
+
+// Calls that make fds: an entry their number still has is stale (its fd
+// was closed behind this library's back, by a raw system call say).
+
+fn fresh_fd(r: c_int) -> c_int {
+    if r >= 0 && ENABLED.load(Ordering::Relaxed) {
+        table::purge(r);
+    }
+    r
+}
+
+fn fresh_pair(r: c_int, fds: *mut c_int) -> c_int {
+    if r == 0 && !fds.is_null() && ENABLED.load(Ordering::Relaxed) {
+        // SAFETY: the call filled the program's two ints.
+        unsafe {
+            table::purge(*fds);
+            table::purge(*fds.add(1));
+        }
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int {
+    // SAFETY: the program's arguments.
+    fresh_fd(unsafe { real::socket(domain, ty, proto) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn socketpair(
+    domain: c_int,
+    ty: c_int,
+    proto: c_int,
+    sv: *mut c_int,
+) -> c_int {
+    // SAFETY: the program's arguments.
+    fresh_pair(unsafe { real::socketpair(domain, ty, proto, sv) }, sv)
+}
+
+/// `open` is variadic in C; see [`fcntl`] for why its mode is a word.
+#[no_mangle]
+pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: usize) -> c_int {
+    // SAFETY: the program's arguments.
+    fresh_fd(unsafe { real::open(path, flags, mode) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: usize) -> c_int {
+    // SAFETY: the program's arguments.
+    fresh_fd(unsafe { real::open64(path, flags, mode) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn openat(
+    dir: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: usize,
+) -> c_int {
+    // SAFETY: the program's arguments.
+    fresh_fd(unsafe { real::openat(dir, path, flags, mode) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pipe(fds: *mut c_int) -> c_int {
+    // SAFETY: the program's arguments.
+    fresh_pair(unsafe { real::pipe(fds) }, fds)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
+    // SAFETY: the program's arguments.
+    fresh_pair(unsafe { real::pipe2(fds, flags) }, fds)
+}
+
+// --------------------------------------------------------------------- data
+
+/// What an fd's entry says for a data call.
+enum Conn {
+    /// Accelerated.
+    Accel(&'static Accel),
+    /// Plain: the program's own call.
+    Plain,
+    /// The client is still pending and the call would have to wait for the
+    /// server's first bytes: fail with this errno (`EAGAIN`, `EINTR`).
+    Wait(i32),
+}
+
+/// The connection of an fd, attaching first when the client is still
+/// pending. `block`: wait (in the fd's mode) for the server's first bytes,
+/// as a read must before it can tell a hello from data.
+fn attached(e: &'static Entry, fd: c_int, block: bool) -> Conn {
+    if let Some(a) = e.accel() {
+        return Conn::Accel(a);
+    }
+    if e.state() != State::Pending {
+        return Conn::Plain;
+    }
+    let _g = e.lock();
+    if let Some(a) = e.accel() {
+        return Conn::Accel(a);
+    }
+    if e.state() != State::Pending {
+        return Conn::Plain;
+    }
+    match accel::try_attach(fd_of(fd), e.plain_written(), block) {
+        Ok(Attach::Attached(a)) => {
+            ACCELERATED.fetch_add(1, Ordering::Relaxed);
+            Conn::Accel(e.set_accel(a))
+        }
+        Ok(Attach::Plain) => {
+            PLAIN.fetch_add(1, Ordering::Relaxed);
+            e.set_plain();
+            Conn::Plain
+        }
+        Ok(Attach::NotYet) => Conn::Wait(EAGAIN),
+        Err(err) => Conn::Wait(err.raw_os_error()),
+    }
+}
+
+/// A read of any kind on an fd with an entry; `None`: make the program's
+/// own call.
+fn accel_recv(
+    e: &'static Entry,
+    fd: c_int,
+    bufs: &mut [&mut [u8]],
+    flags: c_int,
+) -> Option<ssize_t> {
+    let f = Flags::from_bits(flags);
+    let a = match attached(e, fd, !f.dontwait) {
+        Conn::Accel(a) => a,
+        Conn::Plain => return None,
+        Conn::Wait(errno) => {
+            interpose::set_errno(errno);
+            return Some(-1);
+        }
+    };
+    let r = a.recv(fd_of(fd), bufs, f);
+    if let Ok(n) = r {
+        if !f.peek {
+            BYTES_RECEIVED.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+    Some(ret(r))
+}
+
+/// A write of any kind on an fd with an entry; `None`: make the
+/// program's own call (the connection is plain, or the client is still
+/// pending, whose bytes then go on the socket and are counted).
+fn accel_send(
+    e: &'static Entry,
+    fd: c_int,
+    bufs: &[&[u8]],
+    flags: c_int,
+    plain: impl FnOnce() -> ssize_t,
+) -> ssize_t {
+    if let Conn::Accel(a) = attached(e, fd, false) {
+        let r = a.send(fd_of(fd), bufs, Flags::from_bits(flags));
+        if let Ok(n) = r {
+            BYTES_SENT.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        return ret(r);
+    }
+    if e.state() != State::Pending {
+        return plain();
+    }
+    // Pending: the bytes go on the socket, counted under the entry's lock
+    // so that an attach never misses them.
+    let _g = e.lock();
+    if e.accel().is_some() {
+        drop(_g);
+        return accel_send(e, fd, bufs, flags, plain);
+    }
+    let n = plain();
+    if n > 0 {
+        e.add_plain_written(n as u64);
+    }
+    n
+}
+
+/// The program's iovecs as slices.
+unsafe fn iov_slices<'a>(iov: *const iovec, cnt: c_int) -> Option<Vec<&'a mut [u8]>> {
+    if cnt < 0 || (cnt > 0 && iov.is_null()) {
+        return None;
+    }
+    // SAFETY: the program gives `cnt` iovecs at `iov`.
+    let v = unsafe { std::slice::from_raw_parts(iov, cnt as usize) };
+    Some(
+        v.iter()
+            .map(|i| {
+                if i.iov_len == 0 || i.iov_base.is_null() {
+                    &mut [][..]
+                } else {
+                    // SAFETY: each iovec names `iov_len` bytes of the
+                    // program's memory, valid for the call.
+                    unsafe { std::slice::from_raw_parts_mut(i.iov_base.cast::<u8>(), i.iov_len) }
+                }
+            })
+            .collect(),
+    )
+}
+
+fn einval() -> ssize_t {
+    interpose::set_errno(EINVAL);
+    -1
+}
+
+unsafe fn buf_mut<'a>(buf: *mut c_void, n: size_t) -> &'a mut [u8] {
+    if n == 0 || buf.is_null() {
+        &mut []
+    } else {
+        // SAFETY: the program gives `n` writable bytes at `buf`.
+        unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), n) }
+    }
+}
+
+unsafe fn buf_ref<'a>(buf: *const c_void, n: size_t) -> &'a [u8] {
+    if n == 0 || buf.is_null() {
+        &[]
+    } else {
+        // SAFETY: the program gives `n` readable bytes at `buf`.
+        unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), n) }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    if let Some(e) = data_entry(fd) {
+        // SAFETY: the program's buffer.
+        let mut b = [unsafe { buf_mut(buf, n) }];
+        if let Some(r) = accel_recv(e, fd, &mut b, 0) {
+            return r;
+        }
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::read(fd, buf, n) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    if n > buflen {
+        // FORTIFY's own verdict on an overflow.
+        std::process::abort();
+    }
+    // SAFETY: the program's arguments.
+    unsafe { read(fd, buf, n) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    if let Some(e) = data_entry(fd) {
+        // SAFETY: the program's buffer.
+        let mut b = [unsafe { buf_mut(buf, n) }];
+        if let Some(r) = accel_recv(e, fd, &mut b, flags) {
+            return r;
+        }
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::recv(fd, buf, n, flags) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
+    if n > buflen {
+        std::process::abort();
+    }
+    // SAFETY: the program's arguments.
+    unsafe { recv(fd, buf, n, flags) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    if let Some(e) = data_entry(fd) {
+        // SAFETY: the program's buffer.
+        let mut b = [unsafe { buf_mut(buf, n) }];
+        if let Some(r) = accel_recv(e, fd, &mut b, flags) {
+            if r >= 0 && !len.is_null() {
+                // A connected stream socket reports no address.
+                // SAFETY: the program's `socklen_t *`.
+                unsafe { *len = 0 };
+            }
+            return r;
+        }
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::recvfrom(fd, buf, n, flags, addr, len) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    if n > buflen {
+        std::process::abort();
+    }
+    // SAFETY: the program's arguments.
+    unsafe { recvfrom(fd, buf, n, flags, addr, len) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    if let Some(e) = data_entry(fd) {
+        // SAFETY: the program's iovecs.
+        let Some(mut b) = (unsafe { iov_slices(iov, cnt) }) else {
+            return einval();
+        };
+        if let Some(r) = accel_recv(e, fd, &mut b, 0) {
+            return r;
+        }
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::readv(fd, iov, cnt) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if let Some(e) = data_entry(fd) {
+        if msg.is_null() {
+            return einval();
+        }
+        // SAFETY: the program's `msghdr`.
+        let m = unsafe { &mut *msg };
+        // SAFETY: its iovecs.
+        let Some(mut b) = (unsafe { iov_slices(m.msg_iov, m.msg_iovlen as c_int) }) else {
+            return einval();
+        };
+        if let Some(r) = accel_recv(e, fd, &mut b, flags) {
+            if r >= 0 {
+                m.msg_namelen = 0;
+                m.msg_controllen = 0;
+                m.msg_flags = 0;
+            }
+            return r;
+        }
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::recvmsg(fd, msg, flags) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    if let Some(e) = data_entry(fd) {
+        // SAFETY: the program's buffer.
+        let b = [unsafe { buf_ref(buf, n) }];
+        // SAFETY: the program's arguments.
+        return accel_send(e, fd, &b, 0, || unsafe { real::write(fd, buf, n) });
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::write(fd, buf, n) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    if let Some(e) = data_entry(fd) {
+        // SAFETY: the program's buffer.
+        let b = [unsafe { buf_ref(buf, n) }];
+        // SAFETY: the program's arguments.
+        return accel_send(e, fd, &b, flags, || unsafe {
+            real::send(fd, buf, n, flags)
+        });
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::send(fd, buf, n, flags) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> ssize_t {
+    if let Some(e) = data_entry(fd) {
+        // SAFETY: the program's buffer.
+        let b = [unsafe { buf_ref(buf, n) }];
+        // SAFETY: the program's arguments.
+        return accel_send(e, fd, &b, flags, || unsafe {
+            real::sendto(fd, buf, n, flags, addr, len)
+        });
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::sendto(fd, buf, n, flags, addr, len) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    if let Some(e) = data_entry(fd) {
+        // SAFETY: the program's iovecs.
+        let Some(b) = (unsafe { iov_slices(iov, cnt) }) else {
+            return einval();
+        };
+        let b: Vec<&[u8]> = b.into_iter().map(|s| &*s).collect();
+        // SAFETY: the program's arguments.
+        return accel_send(e, fd, &b, 0, || unsafe { real::writev(fd, iov, cnt) });
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::writev(fd, iov, cnt) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if let Some(e) = data_entry(fd) {
+        if msg.is_null() {
+            return einval();
+        }
+        // SAFETY: the program's `msghdr`.
+        let m = unsafe { &*msg };
+        if m.msg_controllen == 0 || e.accel().is_none() {
+            // SAFETY: its iovecs.
+            let Some(b) = (unsafe { iov_slices(m.msg_iov, m.msg_iovlen as c_int) }) else {
+                return einval();
+            };
+            let b: Vec<&[u8]> = b.into_iter().map(|s| &*s).collect();
+            // SAFETY: the program's arguments.
+            return accel_send(e, fd, &b, flags, || unsafe {
+                real::sendmsg(fd, msg, flags)
+            });
+        }
+        // Ancillary data (descriptors) on an accelerated connection needs
+        // the downgrade, which is not built yet: refuse rather than send
+        // the descriptors ahead of bytes still in the ring.
+        interpose::set_errno(EINVAL);
+        return -1;
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::sendmsg(fd, msg, flags) }
+}

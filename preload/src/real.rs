@@ -1,0 +1,203 @@
+//! The program's own libc functions behind the ones this library exports,
+//! found once by the constructor (`dlsym(RTLD_NEXT)`), never lazily: a
+//! lazy `dlsym` allocates, and in a program whose allocator calls a wrapped
+//! function while it sets itself up (jemalloc in redis) that deadlocks.
+//! A call that arrives before the constructor ran (another library's
+//! constructor) is made as the raw system call.
+
+use std::sync::atomic::Ordering;
+
+use procwire::sys::interpose::ffi::{
+    c_char, c_int, c_long, c_void, fd_set, iovec, msghdr, nfds_t, pollfd, sigset_t, size_t,
+    sockaddr, socklen_t, ssize_t, timespec, timeval, AT_FDCWD,
+};
+use procwire::sys::interpose::{self, nr};
+
+macro_rules! reals {
+    ($($name:ident: fn($($arg:ident: $t:ty),*) -> $r:ty = $fallback:expr;)*) => {
+        mod slot {
+            use std::sync::atomic::AtomicUsize;
+            $(
+                #[allow(non_upper_case_globals)]
+                pub(super) static $name: AtomicUsize = AtomicUsize::new(0);
+            )*
+        }
+
+        /// Finds every real function; called once, by the constructor.
+        pub(crate) fn resolve() {
+            $(
+                let name = concat!(stringify!($name), "\0");
+                let c = std::ffi::CStr::from_bytes_with_nul(name.as_bytes());
+                if let Ok(c) = c {
+                    if let Some(p) = interpose::next_symbol(c) {
+                        slot::$name.store(p.as_ptr() as usize, Ordering::Release);
+                    }
+                }
+            )*
+        }
+
+        $(
+            /// The program's own function of this name (its raw system
+            /// call before the constructor ran).
+            ///
+            /// # Safety
+            ///
+            /// As for the C function: pointers valid for what it reads and
+            /// writes.
+            #[allow(clippy::too_many_arguments)]
+            pub(crate) unsafe fn $name($($arg: $t),*) -> $r {
+                let p = slot::$name.load(Ordering::Acquire);
+                if p == 0 {
+                    #[allow(unused_unsafe)]
+                    // SAFETY: the caller passes what the call expects.
+                    return unsafe { $fallback };
+                }
+                // SAFETY: `p` is the address `dlsym` gave for the C function
+                // of this name, whose type is the one declared here (libc's
+                // prototype).
+                let f: unsafe extern "C" fn($($t),*) -> $r = unsafe { std::mem::transmute(p) };
+                // SAFETY: the caller's contract is the function's.
+                unsafe { f($($arg),*) }
+            }
+        )*
+    };
+}
+
+/// A raw system call as libc's wrapper returns it (-1 and errno).
+unsafe fn sys(n: c_long, a: [usize; 6]) -> c_long {
+    // SAFETY: the caller passes the arguments of call `n`.
+    unsafe { interpose::raw_syscall(n, a) }
+}
+
+reals! {
+    read: fn(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t =
+        sys(nr::SYS_read, [fd as usize, buf as usize, n, 0, 0, 0]) as ssize_t;
+    write: fn(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t =
+        sys(nr::SYS_write, [fd as usize, buf as usize, n, 0, 0, 0]) as ssize_t;
+    readv: fn(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t =
+        sys(nr::SYS_readv, [fd as usize, iov as usize, cnt as usize, 0, 0, 0]) as ssize_t;
+    writev: fn(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t =
+        sys(nr::SYS_writev, [fd as usize, iov as usize, cnt as usize, 0, 0, 0]) as ssize_t;
+    recv: fn(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t =
+        sys(nr::SYS_recvfrom, [fd as usize, buf as usize, n, flags as usize, 0, 0]) as ssize_t;
+    send: fn(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t =
+        sys(nr::SYS_sendto, [fd as usize, buf as usize, n, flags as usize, 0, 0]) as ssize_t;
+    recvfrom: fn(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, a: *mut sockaddr, l: *mut socklen_t) -> ssize_t =
+        sys(nr::SYS_recvfrom, [fd as usize, buf as usize, n, flags as usize, a as usize, l as usize]) as ssize_t;
+    sendto: fn(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, a: *const sockaddr, l: socklen_t) -> ssize_t =
+        sys(nr::SYS_sendto, [fd as usize, buf as usize, n, flags as usize, a as usize, l as usize]) as ssize_t;
+    recvmsg: fn(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t =
+        sys(nr::SYS_recvmsg, [fd as usize, m as usize, flags as usize, 0, 0, 0]) as ssize_t;
+    sendmsg: fn(fd: c_int, m: *const msghdr, flags: c_int) -> ssize_t =
+        sys(nr::SYS_sendmsg, [fd as usize, m as usize, flags as usize, 0, 0, 0]) as ssize_t;
+    connect: fn(fd: c_int, a: *const sockaddr, l: socklen_t) -> c_int =
+        sys(nr::SYS_connect, [fd as usize, a as usize, l as usize, 0, 0, 0]) as c_int;
+    listen: fn(fd: c_int, backlog: c_int) -> c_int =
+        sys(nr::SYS_listen, [fd as usize, backlog as usize, 0, 0, 0, 0]) as c_int;
+    accept: fn(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int =
+        sys(nr::SYS_accept, [fd as usize, a as usize, l as usize, 0, 0, 0]) as c_int;
+    accept4: fn(fd: c_int, a: *mut sockaddr, l: *mut socklen_t, flags: c_int) -> c_int =
+        sys(nr::SYS_accept4, [fd as usize, a as usize, l as usize, flags as usize, 0, 0]) as c_int;
+    close: fn(fd: c_int) -> c_int =
+        sys(nr::SYS_close, [fd as usize, 0, 0, 0, 0, 0]) as c_int;
+    shutdown: fn(fd: c_int, how: c_int) -> c_int =
+        sys(nr::SYS_shutdown, [fd as usize, how as usize, 0, 0, 0, 0]) as c_int;
+    dup: fn(fd: c_int) -> c_int =
+        sys(nr::SYS_dup, [fd as usize, 0, 0, 0, 0, 0]) as c_int;
+    dup2: fn(fd: c_int, to: c_int) -> c_int =
+        sys(nr::SYS_dup3, [fd as usize, to as usize, 0, 0, 0, 0]) as c_int;
+    dup3: fn(fd: c_int, to: c_int, flags: c_int) -> c_int =
+        sys(nr::SYS_dup3, [fd as usize, to as usize, flags as usize, 0, 0, 0]) as c_int;
+    fcntl: fn(fd: c_int, cmd: c_int, arg: usize) -> c_int =
+        sys(nr::SYS_fcntl, [fd as usize, cmd as usize, arg, 0, 0, 0]) as c_int;
+    fcntl64: fn(fd: c_int, cmd: c_int, arg: usize) -> c_int =
+        sys(nr::SYS_fcntl, [fd as usize, cmd as usize, arg, 0, 0, 0]) as c_int;
+    ioctl: fn(fd: c_int, req: usize, arg: usize) -> c_int =
+        sys(nr::SYS_ioctl, [fd as usize, req, arg, 0, 0, 0]) as c_int;
+    socket: fn(domain: c_int, ty: c_int, proto: c_int) -> c_int =
+        sys(nr::SYS_socket, [domain as usize, ty as usize, proto as usize, 0, 0, 0]) as c_int;
+    socketpair: fn(domain: c_int, ty: c_int, proto: c_int, sv: *mut c_int) -> c_int =
+        sys(nr::SYS_socketpair, [domain as usize, ty as usize, proto as usize, sv as usize, 0, 0]) as c_int;
+    open: fn(path: *const c_char, flags: c_int, mode: usize) -> c_int =
+        sys(nr::SYS_openat, [AT_FDCWD as usize, path as usize, flags as usize, mode, 0, 0]) as c_int;
+    open64: fn(path: *const c_char, flags: c_int, mode: usize) -> c_int =
+        sys(nr::SYS_openat, [AT_FDCWD as usize, path as usize, flags as usize, mode, 0, 0]) as c_int;
+    openat: fn(dir: c_int, path: *const c_char, flags: c_int, mode: usize) -> c_int =
+        sys(nr::SYS_openat, [dir as usize, path as usize, flags as usize, mode, 0, 0]) as c_int;
+    pipe2: fn(fds: *mut c_int, flags: c_int) -> c_int =
+        sys(nr::SYS_pipe2, [fds as usize, flags as usize, 0, 0, 0, 0]) as c_int;
+    pipe: fn(fds: *mut c_int) -> c_int =
+        sys(nr::SYS_pipe2, [fds as usize, 0, 0, 0, 0, 0]) as c_int;
+    poll: fn(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int =
+        poll_by_ppoll(fds, n, timeout);
+    ppoll: fn(fds: *mut pollfd, n: nfds_t, t: *const timespec, mask: *const sigset_t) -> c_int =
+        sys(nr::SYS_ppoll, [fds as usize, n as usize, t as usize, mask as usize, 8, 0]) as c_int;
+    select: fn(n: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, t: *mut timeval) -> c_int =
+        select_by_pselect(n, r, w, e, t);
+    close_range: fn(first: u32, last: u32, flags: c_int) -> c_int =
+        sys(nr::SYS_close_range, [first as usize, last as usize, flags as usize, 0, 0, 0]) as c_int;
+}
+
+/// `poll` as `ppoll` (the raw call every Linux has).
+unsafe fn poll_by_ppoll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
+    let ts = timespec {
+        tv_sec: (timeout.max(0) / 1000) as _,
+        tv_nsec: ((timeout.max(0) % 1000) * 1_000_000) as _,
+    };
+    let tp = if timeout < 0 {
+        std::ptr::null()
+    } else {
+        &raw const ts
+    };
+    // SAFETY: the caller's pollfds; `tp` is null or points at `ts`.
+    unsafe {
+        sys(
+            nr::SYS_ppoll,
+            [fds as usize, n as usize, tp as usize, 0, 8, 0],
+        ) as c_int
+    }
+}
+
+/// `select` as `pselect6` (the raw call every Linux has).
+unsafe fn select_by_pselect(
+    n: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    t: *mut timeval,
+) -> c_int {
+    let ts = if t.is_null() {
+        None
+    } else {
+        // SAFETY: the caller's timeval.
+        let tv = unsafe { *t };
+        Some(timespec {
+            tv_sec: tv.tv_sec,
+            tv_nsec: (tv.tv_usec * 1000) as _,
+        })
+    };
+    let tp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const timespec);
+    // SAFETY: the caller's sets; `tp` is null or points at `ts`.
+    unsafe {
+        sys(
+            nr::SYS_pselect6,
+            [
+                n as usize,
+                r as usize,
+                w as usize,
+                e as usize,
+                tp as usize,
+                0,
+            ],
+        ) as c_int
+    }
+}
+
+/// Whether the constructor found the functions (a test of the library
+/// itself; the wrappers never need to ask).
+#[allow(dead_code)]
+pub(crate) fn resolved() -> bool {
+    slot::read.load(Ordering::Acquire) != 0
+}

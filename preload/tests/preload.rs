@@ -1,0 +1,516 @@
+//! The preload under real programs: a purpose-built C program
+//! (`tests/prog/unixprog.c`) run with and without the library on either
+//! side, compared output for output, and unmodified `socat`, `redis-server`
+//! with `redis-cli`, and `nc`, where they are installed. Every accelerated
+//! run also reads the library's report and fails if nothing was
+//! accelerated where it should have been.
+
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The library as cargo built it for these tests: beside the test
+/// executable (`target/<profile>/deps`).
+fn library() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let lib = exe.with_file_name("libprocwire_preload.so");
+    assert!(lib.exists(), "{} not built", lib.display());
+    lib
+}
+
+/// The C test program, compiled once; `None` (and a skip line) without a
+/// C compiler.
+fn unixprog() -> Option<&'static Path> {
+    static PROG: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PROG.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/prog/unixprog.c");
+        let out = library().with_file_name("unixprog");
+        match Command::new("cc")
+            .args(["-O2", "-Wall", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+        {
+            Ok(s) if s.success() => Some(out),
+            Ok(s) => panic!("cc failed on {}: {s}", src.display()),
+            Err(_) => None,
+        }
+    })
+    .as_deref()
+}
+
+/// A fresh directory for one test's socket and report.
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("procwire-preload-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+/// Whether a program is on PATH; prints the skip line when it is not.
+fn have(program: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
+    if !found {
+        println!("skipped: {program} not installed (apt-get install {package})");
+    }
+    found
+}
+
+/// A command, preloaded (accelerating `sock`, reporting to `report`) or not.
+fn cmd(program: impl AsRef<std::ffi::OsStr>, preload: bool, sock: &Path, report: &Path) -> Command {
+    let mut c = Command::new(program);
+    if preload {
+        c.env("LD_PRELOAD", library())
+            .env("PROCWIRE_ACCEL", sock)
+            .env("PROCWIRE_ACCEL_REPORT", report);
+    } else {
+        c.env_remove("LD_PRELOAD");
+    }
+    c
+}
+
+/// Waits for `child` at most `limit`; kills it past that.
+fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a child ran past {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reads `child`'s stdout up to a line equal to `line`, returning what
+/// came before it.
+fn read_until(out: &mut BufReader<std::process::ChildStdout>, line: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut l = String::new();
+        let n = out.read_line(&mut l).expect("read child stdout");
+        assert!(n > 0, "stdout closed before {line:?}; saw {seen:?}");
+        if l.trim_end() == line {
+            return seen;
+        }
+        seen.push_str(&l);
+    }
+}
+
+/// The report's sum of `field` over the lines of processes named `program`.
+fn reported(report: &Path, program: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string(report).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.split(' ').any(|w| w == format!("program={program}")))
+        .flat_map(|l| l.split(' '))
+        .filter_map(|w| w.strip_prefix(&format!("{field}=")))
+        .map(|v| v.parse::<u64>().expect("a number"))
+        .sum()
+}
+
+/// What one run of the C program printed: the server's and the client's
+/// stdout and exit statuses.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    server: String,
+    server_status: Option<i32>,
+    server_signal: Option<i32>,
+    client: String,
+    client_status: Option<i32>,
+}
+
+fn run_pair(
+    prog: &Path,
+    scenario: &str,
+    server_pre: bool,
+    client_pre: bool,
+    dir: &Path,
+) -> Outcome {
+    use std::os::unix::process::ExitStatusExt;
+    let sock = dir.join("s.sock");
+    let report = dir.join("report");
+    let mut server = cmd(prog, server_pre, &sock, &report)
+        .args(["server".as_ref(), sock.as_os_str(), scenario.as_ref()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let mut sout = BufReader::new(server.stdout.take().expect("stdout"));
+    read_until(&mut sout, "listening");
+    let client = cmd(prog, client_pre, &sock, &report)
+        .args(["client".as_ref(), sock.as_os_str(), scenario.as_ref()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client");
+    let mut client = client;
+    let cs = wait_bounded(&mut client, Duration::from_secs(60));
+    let ss = wait_bounded(&mut server, Duration::from_secs(60));
+    let mut s = String::new();
+    sout.read_to_string(&mut s).expect("server stdout");
+    let mut c = String::new();
+    client
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut c)
+        .expect("client stdout");
+    Outcome {
+        server: s,
+        server_status: ss.code(),
+        server_signal: ss.signal(),
+        client: c,
+        client_status: cs.code(),
+    }
+}
+
+/// Runs `scenario` plain and with the preload on the sides given, and
+/// checks that the program saw the same, and that the report counts an
+/// accelerated connection in each preloaded process that exits (`both`
+/// of them) exactly when both sides are preloaded.
+fn same_as_plain(scenario: &str, combos: &[(bool, bool)], both: u64) {
+    let Some(prog) = unixprog() else {
+        println!("skipped: no C compiler (apt-get install gcc)");
+        return;
+    };
+    let dir = scratch(&format!("{scenario}-plain"));
+    let plain = run_pair(prog, scenario, false, false, &dir);
+    assert_eq!(plain.client_status, Some(0), "{plain:?}");
+    for &(s, c) in combos {
+        let dir = scratch(&format!("{scenario}-{s}-{c}"));
+        let got = run_pair(prog, scenario, s, c, &dir);
+        assert_eq!(
+            got, plain,
+            "{scenario} with the preload on server {s}, client {c}"
+        );
+        let accelerated = reported(&dir.join("report"), "unixprog", "accelerated");
+        let want = if s && c { both } else { 0 };
+        assert_eq!(
+            accelerated, want,
+            "{scenario}: server {s}, client {c}: accelerated count"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+const ALL: &[(bool, bool)] = &[(true, true), (true, false), (false, true)];
+
+#[test]
+fn bulk_transfer_with_every_call_is_byte_exact_in_every_combination() {
+    same_as_plain("bulk", ALL, 2);
+}
+
+#[test]
+fn non_blocking_poll_and_select_echo_is_byte_exact() {
+    same_as_plain("nonblock", ALL, 2);
+}
+
+#[test]
+fn flags_fionread_shutdown_and_epipe_are_the_sockets() {
+    // The server ends by SIGPIPE, as on the plain socket, so only the
+    // client lives to write its report line.
+    same_as_plain("flags", &[(true, true)], 1);
+}
+
+#[test]
+fn a_thousand_connections_leave_no_fd_and_no_segment() {
+    let Some(prog) = unixprog() else {
+        println!("skipped: no C compiler (apt-get install gcc)");
+        return;
+    };
+    let dir = scratch("cycles");
+    let got = run_pair(prog, "cycles", true, true, &dir);
+    assert_eq!(got.server, "server fds +0\nserver maps 0\n", "{got:?}");
+    assert_eq!(got.client, "client fds +0\nclient maps 0\n", "{got:?}");
+    assert_eq!(
+        reported(&dir.join("report"), "unixprog", "accelerated"),
+        2000
+    );
+}
+
+/// Starts a preloaded pair in `scenario`, waits for the client's `ready`
+/// line, SIGKILLs the client and returns how long the server took to
+/// notice, with what it printed.
+fn kill_client(scenario: &str, ready: &str) -> Option<(Duration, String)> {
+    let prog = unixprog()?;
+    let dir = scratch(&format!("kill-{scenario}"));
+    let sock = dir.join("s.sock");
+    let report = dir.join("report");
+    let mut server = cmd(prog, true, &sock, &report)
+        .args(["server".as_ref(), sock.as_os_str(), scenario.as_ref()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let mut sout = BufReader::new(server.stdout.take().expect("stdout"));
+    read_until(&mut sout, "listening");
+    let mut client = cmd(prog, true, &sock, &report)
+        .args(["client".as_ref(), sock.as_os_str(), scenario.as_ref()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client");
+    let mut cout = BufReader::new(client.stdout.take().expect("stdout"));
+    read_until(&mut cout, ready);
+    client.kill().expect("kill");
+    let killed = Instant::now();
+    let _ = client.wait();
+    let mut line = String::new();
+    sout.read_line(&mut line).expect("server line");
+    let took = killed.elapsed();
+    wait_bounded(&mut server, Duration::from_secs(10));
+    assert_eq!(
+        reported(&report, "unixprog", "accelerated"),
+        1,
+        "the server's connection"
+    );
+    Some((took, line))
+}
+
+#[test]
+fn a_killed_reader_fails_the_writer_with_epipe_within_100ms() {
+    let Some((took, line)) = kill_client("flood", "reading") else {
+        println!("skipped: no C compiler (apt-get install gcc)");
+        return;
+    };
+    assert!(
+        line.contains("EPIPE") || line.contains("ECONNRESET"),
+        "{line:?}"
+    );
+    assert!(took < Duration::from_millis(100), "noticed after {took:?}");
+}
+
+#[test]
+fn a_killed_writer_is_end_of_file_for_the_reader_within_100ms() {
+    let Some((took, line)) = kill_client("sink", "writing") else {
+        println!("skipped: no C compiler (apt-get install gcc)");
+        return;
+    };
+    assert_eq!(line, "server read end-of-file\n");
+    assert!(took < Duration::from_millis(100), "noticed after {took:?}");
+}
+
+#[test]
+fn passthrough_without_a_listed_socket_changes_nothing() {
+    let Some(prog) = unixprog() else {
+        println!("skipped: no C compiler (apt-get install gcc)");
+        return;
+    };
+    let dir = scratch("passthrough");
+    let sock = dir.join("s.sock");
+    let report = dir.join("report");
+    let mut server = cmd(prog, true, &dir.join("other.sock"), &report)
+        .args(["server".as_ref(), sock.as_os_str(), "bulk".as_ref()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let mut sout = BufReader::new(server.stdout.take().expect("stdout"));
+    read_until(&mut sout, "listening");
+    let mut client = cmd(prog, true, &dir.join("other.sock"), &report)
+        .args(["client".as_ref(), sock.as_os_str(), "bulk".as_ref()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client");
+    assert!(wait_bounded(&mut client, Duration::from_secs(60)).success());
+    assert!(wait_bounded(&mut server, Duration::from_secs(60)).success());
+    let mut c = String::new();
+    client
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut c)
+        .expect("stdout");
+    let (want, said) = c
+        .trim_end()
+        .split_once("; server said ")
+        .expect("client line");
+    assert_eq!(want.trim_start_matches("client expects "), said);
+    assert_eq!(reported(&report, "unixprog", "accelerated"), 0);
+    assert_eq!(
+        reported(&report, "unixprog", "plain"),
+        0,
+        "no listed socket was used"
+    );
+}
+
+// ------------------------------------------------------------ real programs
+
+#[test]
+fn socat_moves_256_mib_byte_exact_preloaded_and_mixed() {
+    if !have("socat", "socat") {
+        return;
+    }
+    for (s, c) in [(true, true), (true, false), (false, true)] {
+        let dir = scratch(&format!("socat-{s}-{c}"));
+        let sock = dir.join("s.sock");
+        let report = dir.join("report");
+        let input = dir.join("in");
+        let output = dir.join("out");
+        let mut data = vec![0u8; 256 << 20];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i as u64)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(17) as u8;
+        }
+        std::fs::write(&input, &data).expect("input");
+        let mut server = cmd("socat", s, &sock, &report)
+            .arg("-u")
+            .arg(format!("UNIX-LISTEN:{}", sock.display()))
+            .arg(format!("CREATE:{}", output.display()))
+            .spawn()
+            .expect("socat server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "socat did not listen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut client = cmd("socat", c, &sock, &report)
+            .arg("-u")
+            .arg(format!("OPEN:{}", input.display()))
+            .arg(format!("UNIX-CONNECT:{}", sock.display()))
+            .spawn()
+            .expect("socat client");
+        assert!(wait_bounded(&mut client, Duration::from_secs(60)).success());
+        assert!(wait_bounded(&mut server, Duration::from_secs(60)).success());
+        let got = std::fs::read(&output).expect("output");
+        assert!(got == data, "socat server {s} client {c}: bytes differ");
+        let want = if s && c { 2 } else { 0 };
+        assert_eq!(
+            reported(&report, "socat", "accelerated"),
+            want,
+            "server {s} client {c}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A redis-server on a Unix socket in `dir`, preloaded or not.
+struct Redis {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Redis {
+    fn start(dir: &Path, preload: bool) -> Self {
+        let sock = dir.join("redis.sock");
+        let child = cmd("redis-server", preload, &sock, &dir.join("report"))
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&sock)
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Self { child, sock }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_cli(r: &Redis, preload: bool, dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+    let mut c = cmd("redis-cli", preload, &r.sock, &dir.join("report"));
+    c.arg("-s").arg(&r.sock).args(args);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().expect("redis-cli");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.unwrap_or(b"")).expect("stdin");
+    drop(input);
+    let out = child.wait_with_output().expect("redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {:?}", out.status);
+    out.stdout
+}
+
+#[test]
+fn redis_cli_sets_and_gets_1_byte_to_8_mb_preloaded_and_mixed() {
+    if !have("redis-server", "redis-server") || !have("redis-cli", "redis-tools") {
+        return;
+    }
+    for (s, c) in [(true, true), (true, false), (false, true)] {
+        let dir = scratch(&format!("redis-{s}-{c}"));
+        let r = Redis::start(&dir, s);
+        for size in [1usize, 100, 65_536, 1 << 20, 8 << 20] {
+            let value: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+            let ok = redis_cli(&r, c, &dir, &["-x", "set", "k"], Some(&value));
+            assert_eq!(ok, b"OK\n");
+            let mut got = redis_cli(&r, c, &dir, &["--raw", "get", "k"], None);
+            assert_eq!(got.pop(), Some(b'\n'));
+            assert!(got == value, "{size} bytes differ (server {s}, client {c})");
+        }
+        drop(r);
+        let want = if s && c { 10 } else { 0 };
+        assert_eq!(
+            reported(&dir.join("report"), "redis-cli", "accelerated"),
+            want,
+            "server {s} client {c}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn nc_moves_10_mb_byte_exact() {
+    if !have("nc.openbsd", "netcat-openbsd") {
+        return;
+    }
+    let dir = scratch("nc");
+    let sock = dir.join("s.sock");
+    let report = dir.join("report");
+    let data: Vec<u8> = (0..10_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut server = cmd("nc.openbsd", true, &sock, &report)
+        .arg("-lU")
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("nc -l");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "nc did not listen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut client = cmd("nc.openbsd", true, &sock, &report)
+        .arg("-NU")
+        .arg(&sock)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nc");
+    let mut input = client.stdin.take().expect("stdin");
+    let writer = {
+        let data = data.clone();
+        std::thread::spawn(move || input.write_all(&data))
+    };
+    let mut got = Vec::new();
+    server
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut got)
+        .expect("nc output");
+    writer.join().expect("writer").expect("write");
+    wait_bounded(&mut client, Duration::from_secs(30));
+    wait_bounded(&mut server, Duration::from_secs(30));
+    assert!(
+        got == data,
+        "nc: {} bytes of {} arrived, or differ",
+        got.len(),
+        data.len()
+    );
+    assert_eq!(reported(&report, "nc.openbsd", "accelerated"), 2);
+}

@@ -1,0 +1,386 @@
+/* A program that uses Unix-domain stream sockets the way real programs
+ * do, for the preload's tests: every data call, blocking and non-blocking
+ * modes, poll/select readiness, MSG_* flags, FIONREAD, shutdown, EPIPE.
+ * It knows nothing of the preload; the tests run it with and without and
+ * compare what it prints.
+ *
+ *   unixprog server PATH SCENARIO
+ *   unixprog client PATH SCENARIO
+ *
+ * The server binds PATH, prints "listening" and serves one connection. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static void die(const char *what) {
+    fprintf(stderr, "unixprog: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static struct sockaddr_un addr_of(const char *path) {
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
+    return a;
+}
+
+static uint8_t pattern(uint64_t i) { return (uint8_t)(i * 31 + (i >> 13)); }
+
+/* FNV-1a over a stream. */
+static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 0x100000001b3ULL; }
+    return h;
+}
+#define FNV0 0xcbf29ce484222325ULL
+
+static void set_nonblock(int fd) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) die("fcntl");
+}
+
+static void wait_fd(int fd, short ev) {
+    struct pollfd p[2] = {{fd, ev, 0}, {-1, POLLIN, 0}};
+    if (poll(p, 2, 10000) <= 0) { fprintf(stderr, "unixprog: poll timed out\n"); exit(1); }
+}
+
+/* Writes all of buf with the call picked by k, blocking. */
+static void put(int fd, const uint8_t *buf, size_t n, int k) {
+    size_t at = 0;
+    while (at < n) {
+        ssize_t r;
+        size_t left = n - at;
+        switch (k % 4) {
+        case 0: r = write(fd, buf + at, left); break;
+        case 1: r = send(fd, buf + at, left, MSG_NOSIGNAL); break;
+        case 2: {
+            size_t h = left / 3;
+            struct iovec v[3] = {{(void *)(buf + at), h}, {(void *)(buf + at + h), 0}, {(void *)(buf + at + h), left - h}};
+            r = writev(fd, v, 3);
+            break;
+        }
+        default: {
+            struct iovec v[2] = {{(void *)(buf + at), left / 2}, {(void *)(buf + at + left / 2), left - left / 2}};
+            struct msghdr m; memset(&m, 0, sizeof m);
+            m.msg_iov = v; m.msg_iovlen = 2;
+            r = sendmsg(fd, &m, 0);
+        }
+        }
+        if (r < 0) { if (errno == EINTR) continue; die("write"); }
+        at += (size_t)r;
+    }
+}
+
+/* Reads up to n bytes with the call picked by k. */
+static ssize_t get(int fd, uint8_t *buf, size_t n, int k) {
+    switch (k % 4) {
+    case 0: return read(fd, buf, n);
+    case 1: return recv(fd, buf, n, 0);
+    case 2: {
+        struct iovec v[2] = {{buf, n / 2}, {buf + n / 2, n - n / 2}};
+        return readv(fd, v, 2);
+    }
+    default: {
+        struct iovec v[1] = {{buf, n}};
+        struct msghdr m; memset(&m, 0, sizeof m);
+        m.msg_iov = v; m.msg_iovlen = 1;
+        return recvmsg(fd, &m, 0);
+    }
+    }
+}
+
+#define BULK (48u << 20)
+
+static int serve(const char *path) {
+    unlink(path);
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = addr_of(path);
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 8) < 0) die("listen");
+    printf("listening\n");
+    fflush(stdout);
+    int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0) die("accept");
+    close(l);
+    return c;
+}
+
+static int dial(const char *path) {
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = addr_of(path);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
+    return s;
+}
+
+/* bulk: the client sends BULK bytes in pieces of changing sizes with
+ * changing calls; the server sums them and answers with the sum. */
+static void bulk_server(int c) {
+    static uint8_t buf[1 << 17];
+    uint64_t h = FNV0, total = 0;
+    int k = 0;
+    for (;;) {
+        ssize_t r = get(c, buf, 1 + (k * 7919) % sizeof buf, k);
+        if (r < 0) { if (errno == EINTR) continue; die("read"); }
+        if (r == 0) break;
+        h = fnv(h, buf, (size_t)r);
+        total += (uint64_t)r;
+        k++;
+    }
+    char line[64];
+    int n = snprintf(line, sizeof line, "%llu %016llx\n", (unsigned long long)total, (unsigned long long)h);
+    put(c, (uint8_t *)line, (size_t)n, 0);
+    printf("server got %s", line);
+}
+
+static void bulk_client(int s) {
+    uint8_t *buf = malloc(BULK);
+    for (uint64_t i = 0; i < BULK; i++) buf[i] = pattern(i);
+    size_t at = 0;
+    int k = 0;
+    while (at < BULK) {
+        size_t n = 1 + ((size_t)k * 104729) % (1u << 18);
+        if (n > BULK - at) n = BULK - at;
+        put(s, buf + at, n, k++);
+        at += n;
+    }
+    shutdown(s, SHUT_WR);
+    char line[64] = {0};
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = read(s, line + got, sizeof line - 1 - got);
+        if (r < 0) die("read");
+        if (r == 0) break;
+        got += (size_t)r;
+    }
+    printf("client expects %u %016llx; server said %s", BULK, (unsigned long long)fnv(FNV0, buf, BULK), line);
+}
+
+/* nonblock: both sides non-blocking and driven by poll (client) and
+ * select (server): the client sends BULK bytes while reading the echo. */
+static void nonblock_server(int c) {
+    static uint8_t buf[1 << 16];
+    set_nonblock(c);
+    size_t have = 0, off = 0;
+    int eof = 0;
+    uint64_t total = 0;
+    while (!eof || have > off) {
+        fd_set r, w;
+        FD_ZERO(&r); FD_ZERO(&w);
+        if (!eof && have == off) FD_SET(c, &r);
+        if (have > off) FD_SET(c, &w);
+        struct timeval tv = {10, 0};
+        if (select(c + 1, &r, &w, NULL, &tv) <= 0) { fprintf(stderr, "select timed out\n"); exit(1); }
+        if (FD_ISSET(c, &r)) {
+            ssize_t n = recv(c, buf, sizeof buf, 0);
+            if (n < 0 && errno != EAGAIN) die("recv");
+            if (n == 0) eof = 1;
+            if (n > 0) { have = (size_t)n; off = 0; total += (uint64_t)n; }
+        }
+        if (FD_ISSET(c, &w)) {
+            ssize_t n = send(c, buf + off, have - off, MSG_NOSIGNAL);
+            if (n < 0 && errno != EAGAIN) die("send");
+            if (n > 0) off += (size_t)n;
+        }
+    }
+    printf("server echoed %llu\n", (unsigned long long)total);
+}
+
+static void nonblock_client(int s) {
+    uint8_t *out = malloc(BULK);
+    for (uint64_t i = 0; i < BULK; i++) out[i] = pattern(i);
+    static uint8_t in[1 << 16];
+    set_nonblock(s);
+    size_t sent = 0, recvd = 0;
+    uint64_t h = FNV0;
+    unsigned eagain = 0;
+    while (recvd < BULK) {
+        struct pollfd p = {s, POLLIN | (sent < BULK ? POLLOUT : 0), 0};
+        if (poll(&p, 1, 10000) <= 0) { fprintf(stderr, "poll timed out at %zu/%zu\n", sent, recvd); exit(1); }
+        if ((p.revents & POLLOUT) && sent < BULK) {
+            ssize_t n = write(s, out + sent, BULK - sent < 200000 ? BULK - sent : 200000);
+            if (n < 0 && errno != EAGAIN) die("write");
+            if (n < 0) eagain++;
+            if (n > 0) { sent += (size_t)n; if (sent == BULK) shutdown(s, SHUT_WR); }
+        }
+        if (p.revents & (POLLIN | POLLHUP)) {
+            ssize_t n = read(s, in, sizeof in);
+            if (n < 0 && errno != EAGAIN) die("read");
+            if (n < 0) eagain++;
+            if (n == 0) break;
+            if (n > 0) { h = fnv(h, in, (size_t)n); recvd += (size_t)n; }
+        }
+    }
+    printf("client sent %zu, got back %zu, %s\n", sent, recvd, h == fnv(FNV0, out, BULK) ? "same bytes" : "DIFFERENT BYTES");
+}
+
+/* flags: MSG_PEEK, FIONREAD, MSG_WAITALL, MSG_DONTWAIT and EAGAIN,
+ * shutdown and end-of-file, EPIPE with MSG_NOSIGNAL, SIGPIPE without. */
+static void flags_server(int c) {
+    char b[16] = {0};
+    wait_fd(c, POLLIN);
+    /* Wait until the whole message is queued. */
+    int q = 0;
+    for (int i = 0; i < 10000 && q < 8; i++) { if (ioctl(c, FIONREAD, &q) < 0) die("ioctl"); if (q < 8) usleep(1000); }
+    printf("fionread %d\n", q);
+    ssize_t n = recv(c, b, 4, MSG_PEEK);
+    printf("peek %zd %.4s\n", n, b);
+    n = recv(c, b, 4, 0);
+    printf("recv %zd %.4s\n", n, b);
+    n = recv(c, b, 8, MSG_WAITALL);
+    printf("waitall %zd %.8s\n", n, b);
+    errno = 0;
+    n = recv(c, b, 4, MSG_DONTWAIT);
+    printf("dontwait %zd %s\n", n, errno == EAGAIN ? "EAGAIN" : strerror(errno));
+    put(c, (const uint8_t *)"done", 4, 0);
+    n = read(c, b, sizeof b);
+    printf("after shutdown %zd %s\n", n, n < 0 ? strerror(errno) : "");
+    /* The client closes: writes fail with EPIPE, no signal asked for. */
+    wait_fd(c, POLLIN);
+    int i;
+    for (i = 0; i < 100000; i++) {
+        n = send(c, "x", 1, MSG_NOSIGNAL);
+        if (n < 0) break;
+        usleep(100);
+    }
+    printf("send after close %s\n", n < 0 && errno == EPIPE ? "EPIPE" : "no error");
+    signal(SIGPIPE, SIG_DFL);
+    n = write(c, "x", 1);
+    printf("not reached %zd\n", n);
+}
+
+static void flags_client(int s) {
+    char b[8];
+    put(s, (const uint8_t *)"abcdefgh", 8, 0);
+    /* The second half of the WAITALL read comes later. */
+    usleep(20000);
+    put(s, (const uint8_t *)"ijkl", 4, 0);
+    ssize_t n = recv(s, b, 4, MSG_WAITALL);
+    printf("client got %zd %.4s\n", n, b);
+    shutdown(s, SHUT_WR);
+    errno = 0;
+    n = send(s, "z", 1, MSG_NOSIGNAL);
+    printf("send after shutdown %zd %s\n", n, errno == EPIPE ? "EPIPE" : strerror(errno));
+    close(s);
+}
+
+/* flood: the server writes until its write fails (the client is killed
+ * by the test); the client reads a little, says so, and waits. */
+static void flood_server(int c) {
+    static uint8_t buf[1 << 16];
+    for (;;) {
+        ssize_t n = send(c, buf, sizeof buf, MSG_NOSIGNAL);
+        if (n < 0) {
+            printf("server write failed: %s\n", errno == EPIPE ? "EPIPE" : errno == ECONNRESET ? "ECONNRESET" : strerror(errno));
+            return;
+        }
+    }
+}
+
+static void flood_client(int s) {
+    static uint8_t buf[1 << 16];
+    size_t got = 0;
+    while (got < (4u << 20)) {
+        ssize_t n = read(s, buf, sizeof buf);
+        if (n <= 0) die("read");
+        got += (size_t)n;
+    }
+    printf("reading\n");
+    fflush(stdout);
+    pause();
+}
+
+/* sink: the server reads until end-of-file (the writing client is killed
+ * by the test) and says how it ended. */
+static void sink_server(int c) {
+    static uint8_t buf[1 << 16];
+    for (;;) {
+        ssize_t n = read(c, buf, sizeof buf);
+        if (n == 0) { printf("server read end-of-file\n"); return; }
+        if (n < 0) { printf("server read failed: %s\n", strerror(errno)); return; }
+    }
+}
+
+static void sink_client(int s) {
+    static uint8_t buf[1 << 16];
+    put(s, buf, sizeof buf, 0);
+    printf("writing\n");
+    fflush(stdout);
+    pause();
+}
+
+/* Open fds and mapped segments of this process. */
+static void leftovers(const char *who) {
+    int maps = 0;
+    FILE *m = fopen("/proc/self/maps", "r");
+    char line[512];
+    while (m && fgets(line, sizeof line, m)) if (strstr(line, "procwire-accel")) maps++;
+    if (m) fclose(m);
+    printf("%s maps %d\n", who, maps);
+}
+
+/* cycles: 1000 connections, one byte each way, closed; then nothing of
+ * them may be left (fds counted by the test, mappings here). */
+#define CYCLES 1000
+static int count_fds(void) {
+    int n = 0;
+    for (int fd = 0; fd < 4096; fd++) if (fcntl(fd, F_GETFD) >= 0) n++;
+    return n;
+}
+
+static void cycles_serve(const char *path) {
+    unlink(path);
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = addr_of(path);
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 64) < 0) die("listen");
+    int before = count_fds();
+    printf("listening\n");
+    for (int i = 0; i < CYCLES; i++) {
+        int c = accept(l, NULL, NULL);
+        if (c < 0) die("accept");
+        char b;
+        if (read(c, &b, 1) != 1 || write(c, &b, 1) != 1) die("echo");
+        close(c);
+    }
+    printf("server fds %+d\n", count_fds() - before);
+    leftovers("server");
+}
+
+static void cycles_dial(const char *path) {
+    int before = count_fds();
+    for (int i = 0; i < CYCLES; i++) {
+        int s = dial(path);
+        char b = 'x';
+        if (write(s, &b, 1) != 1 || read(s, &b, 1) != 1) die("echo");
+        close(s);
+    }
+    printf("client fds %+d\n", count_fds() - before);
+    leftovers("client");
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) { fprintf(stderr, "usage: unixprog server|client PATH SCENARIO\n"); return 2; }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    int server = strcmp(argv[1], "server") == 0;
+    const char *sc = argv[3];
+    if (!strcmp(sc, "cycles")) { server ? cycles_serve(argv[2]) : cycles_dial(argv[2]); return 0; }
+    int fd = server ? serve(argv[2]) : dial(argv[2]);
+    if (server) signal(SIGPIPE, SIG_IGN);
+    if (!strcmp(sc, "bulk")) server ? bulk_server(fd) : bulk_client(fd);
+    else if (!strcmp(sc, "nonblock")) server ? nonblock_server(fd) : nonblock_client(fd);
+    else if (!strcmp(sc, "flags")) server ? flags_server(fd) : flags_client(fd);
+    else if (!strcmp(sc, "flood")) server ? flood_server(fd) : flood_client(fd);
+    else if (!strcmp(sc, "sink")) server ? sink_server(fd) : sink_client(fd);
+    else { fprintf(stderr, "unixprog: no scenario %s\n", sc); return 2; }
+    return 0;
+}

@@ -1,0 +1,310 @@
+//! What a library preloaded into another program (`LD_PRELOAD`) needs from
+//! the system: the program's own libc functions found once
+//! (`dlsym(RTLD_NEXT)`), the program's `errno`, a raw system call for the
+//! calls made before those are found, and calls on the program's sockets
+//! that never go back through the preloaded symbols (rustix makes them as
+//! raw system calls, so a wrapper can't recurse into itself).
+//!
+//! The calls here take the program's descriptors as [`BorrowedFd`]s and
+//! return [`Result`]; the errors of the calls made on a hot path (`EAGAIN`
+//! from a socket with nothing queued) are built without allocating, so a
+//! preload can answer a program's non-blocking loop at the price of the
+//! system call alone.
+//!
+//! Linux only: the preload is a Linux feature (glibc's symbol lookup and
+//! `memfd`).
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::net::{RecvFlags, SendFlags};
+
+use super::error::{Context, Error, Result};
+
+/// The C types of the calls a preload exports, as this platform's libc
+/// defines them, so that a preload's `extern "C"` signatures match the
+/// functions they stand in for.
+pub mod ffi {
+    pub use libc::{
+        c_char, c_int, c_long, c_uint, c_void, iovec, msghdr, off_t, pid_t, size_t, sockaddr,
+        sockaddr_un, socklen_t, ssize_t, AF_UNIX, AT_FDCWD, EAGAIN, EBADF, ECONNRESET, EINTR,
+        EINVAL, EIO, EPIPE, FIONBIO, FIONREAD, F_DUPFD, F_DUPFD_CLOEXEC, MSG_DONTWAIT,
+        MSG_NOSIGNAL, MSG_PEEK, MSG_TRUNC, MSG_WAITALL, SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC,
+        SOCK_NONBLOCK, SOCK_STREAM,
+    };
+    pub use libc::{fd_set, nfds_t, pollfd, sigset_t, timespec, timeval, POLLIN, POLLRDNORM};
+}
+
+/// The address of the next definition of the C function `name` after the
+/// calling library (`dlsym(RTLD_NEXT, name)`): the program's own libc
+/// function behind a preloaded one. `None` where no later object defines it.
+///
+/// Call it from a constructor, never lazily from inside a wrapper: `dlsym`
+/// may allocate, and a program whose allocator is itself being set up
+/// (jemalloc calls wrapped functions during its own initialisation) would
+/// deadlock.
+pub fn next_symbol(name: &CStr) -> Option<std::ptr::NonNull<ffi::c_void>> {
+    // SAFETY: `name` is a NUL-terminated string that outlives the call;
+    // `RTLD_NEXT` is a valid pseudo-handle for `dlsym`.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+    std::ptr::NonNull::new(p)
+}
+
+/// The calling thread's `errno`.
+pub fn errno() -> i32 {
+    // SAFETY: `__errno_location` returns the calling thread's errno slot,
+    // valid for the thread's lifetime.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's `errno`, as a C function does before it
+/// returns -1.
+pub fn set_errno(e: i32) {
+    // SAFETY: as in `errno`: the slot is the calling thread's own.
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// Makes system call `nr` with six arguments the way libc's function would:
+/// the result, or -1 with `errno` set. For the calls a program makes before
+/// a preload has found the real functions.
+///
+/// # Safety
+///
+/// The arguments must be what system call `nr` expects (pointers valid for
+/// what it reads and writes), as for the libc function it stands in for.
+pub unsafe fn raw_syscall(nr: ffi::c_long, a: [usize; 6]) -> ffi::c_long {
+    // SAFETY: the caller vouches for the arguments of `nr`.
+    unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) }
+}
+
+/// System call numbers of the calls a preload stands in for.
+pub mod nr {
+    pub use libc::{
+        SYS_accept, SYS_accept4, SYS_close, SYS_close_range, SYS_connect, SYS_dup, SYS_dup3,
+        SYS_fcntl, SYS_ioctl, SYS_listen, SYS_openat, SYS_pipe2, SYS_read, SYS_readv, SYS_recvfrom,
+        SYS_recvmsg, SYS_sendmsg, SYS_sendto, SYS_shutdown, SYS_socket, SYS_socketpair, SYS_write,
+        SYS_writev,
+    };
+    pub use libc::{SYS_ppoll, SYS_pselect6};
+}
+
+/// The kernel's flag bits of `recv(2)` as rustix's type.
+fn recv_flags(bits: i32) -> RecvFlags {
+    RecvFlags::from_bits_retain(bits as u32)
+}
+
+/// `recv(2)` of the program's socket with raw `MSG_*` flag bits.
+///
+/// # Errors
+///
+/// As the kernel's: `EAGAIN` (made without allocating), `EINTR`, `EBADF`...
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], flags: i32) -> Result<usize> {
+    let len = buf.len();
+    rustix::net::recv(fd, buf, recv_flags(flags))
+        .map(|(n, _)| n)
+        .ctx_fd_len("recv", fd, len)
+}
+
+/// `send(2)` of the program's socket with raw `MSG_*` flag bits.
+///
+/// # Errors
+///
+/// As the kernel's: `EAGAIN`, `EPIPE` (and `SIGPIPE` unless
+/// `MSG_NOSIGNAL` is among `flags`), `EINTR`...
+pub fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: i32) -> Result<usize> {
+    rustix::net::send(fd, buf, SendFlags::from_bits_retain(flags as u32)).ctx_fd_len(
+        "send",
+        fd,
+        buf.len(),
+    )
+}
+
+/// The socket's type (`SO_TYPE`): `SOCK_STREAM`, `SOCK_DGRAM`, ...
+///
+/// # Errors
+///
+/// `ENOTSOCK` when `fd` is not a socket.
+pub fn socket_type(fd: BorrowedFd<'_>) -> Result<i32> {
+    rustix::net::sockopt::socket_type(fd)
+        .map(|t| t.as_raw() as i32)
+        .ctx_fd("getsockopt(SO_TYPE)", fd)
+}
+
+/// The socket's address family (`SO_DOMAIN`).
+///
+/// # Errors
+///
+/// `ENOTSOCK` when `fd` is not a socket.
+pub fn socket_domain(fd: BorrowedFd<'_>) -> Result<i32> {
+    rustix::net::sockopt::socket_domain(fd)
+        .map(|d| d.as_raw() as i32)
+        .ctx_fd("getsockopt(SO_DOMAIN)", fd)
+}
+
+/// A Unix-domain socket address as the kernel gave it: `None` for an
+/// unnamed socket, else the path's bytes or (with a leading NUL) an
+/// abstract name.
+fn unix_name(addr: rustix::net::SocketAddrAny) -> Option<Vec<u8>> {
+    let un = rustix::net::SocketAddrUnix::try_from(addr).ok()?;
+    if let Some(name) = un.abstract_name() {
+        // rustix reads an unnamed socket's address (the family alone) as
+        // an empty abstract name.
+        if name.is_empty() {
+            return None;
+        }
+        let mut v = Vec::with_capacity(name.len() + 1);
+        v.push(0);
+        v.extend_from_slice(name);
+        return Some(v);
+    }
+    un.path_bytes().map(<[u8]>::to_vec)
+}
+
+/// The Unix-domain name the socket is bound to (`getsockname`): `None` when
+/// it is unnamed or not a Unix-domain socket; an abstract name starts with
+/// a NUL byte.
+///
+/// # Errors
+///
+/// `EBADF`, `ENOTSOCK`.
+pub fn local_unix_name(fd: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
+    rustix::net::getsockname(fd)
+        .map(unix_name)
+        .ctx_fd("getsockname", fd)
+}
+
+/// The Unix-domain name of the socket's peer (`getpeername`), as
+/// [`local_unix_name`] gives it.
+///
+/// # Errors
+///
+/// `ENOTCONN` when the socket is not connected.
+pub fn peer_unix_name(fd: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
+    rustix::net::getpeername(fd)
+        .map(|a| a.and_then(unix_name))
+        .ctx_fd("getpeername", fd)
+}
+
+/// Binds the socket to the abstract name `name` (no leading NUL: the
+/// kernel's abstract namespace, which vanishes with the last socket).
+///
+/// # Errors
+///
+/// `EADDRINUSE` when another socket holds the name, `EINVAL` when `fd` is
+/// already bound.
+pub fn bind_abstract(fd: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
+    let addr = rustix::net::SocketAddrUnix::new_abstract_name(name)
+        .ctx("bind", || String::from_utf8_lossy(name).into_owned())?;
+    rustix::net::bind(fd, &addr).ctx("bind", || {
+        format!("fd {}, @{}", fd.as_raw_fd(), String::from_utf8_lossy(name))
+    })
+}
+
+/// A new Unix-domain stream socket bound to the abstract name `name`,
+/// close-on-exec: a marker that exists as long as this process holds it.
+///
+/// # Errors
+///
+/// `EADDRINUSE` when the name is taken.
+pub fn abstract_marker(name: &[u8]) -> Result<OwnedFd> {
+    let s = rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .ctx("socket", || "AF_UNIX, SOCK_STREAM")?;
+    bind_abstract(std::os::fd::AsFd::as_fd(&s), name)?;
+    Ok(s)
+}
+
+/// Whether some socket holds the abstract name `name`: a bind of a fresh
+/// socket to it fails with `EADDRINUSE`. The probe's own socket is closed
+/// before this returns, so the name is free again if it was.
+pub fn abstract_name_taken(name: &[u8]) -> bool {
+    match abstract_marker(name) {
+        Ok(_) => false,
+        Err(e) => e.raw_os_error() == libc::EADDRINUSE,
+    }
+}
+
+/// The kernel's send buffer size of the socket (`SO_SNDBUF`).
+///
+/// # Errors
+///
+/// `ENOTSOCK`.
+pub fn send_buffer(fd: BorrowedFd<'_>) -> Result<usize> {
+    rustix::net::sockopt::socket_send_buffer_size(fd).ctx_fd("getsockopt(SO_SNDBUF)", fd)
+}
+
+/// Sets the socket's send buffer size (`SO_SNDBUF`; the kernel doubles the
+/// value and raises it to its minimum).
+///
+/// # Errors
+///
+/// `ENOTSOCK`.
+pub fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> Result<()> {
+    rustix::net::sockopt::set_socket_send_buffer_size(fd, bytes).ctx_fd("setsockopt(SO_SNDBUF)", fd)
+}
+
+/// The device and inode of the file at `path` (`stat(2)`): what names a
+/// socket file whatever path reaches it.
+///
+/// # Errors
+///
+/// `ENOENT` and the other errors of `stat`.
+pub fn dev_ino(path: &Path) -> Result<(u64, u64)> {
+    rustix::fs::stat(path)
+        .map(|st| (st.st_dev, st.st_ino))
+        .ctx("stat", || path.display().to_string())
+}
+
+/// `n` random bytes from the kernel (`getrandom(2)`).
+///
+/// # Errors
+///
+/// `EINTR` and the other errors of `getrandom`.
+pub fn random(buf: &mut [u8]) -> Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        let n = rustix::rand::getrandom(&mut buf[at..], rustix::rand::GetRandomFlags::empty())
+            .ctx("getrandom", || format!("{} bytes", buf.len()))?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Whether the fd's file is in non-blocking mode (`O_NONBLOCK`); `false`
+/// when that can't be read.
+pub fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fcntl_getfl(fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK))
+}
+
+/// The calling thread's kernel id (`gettid(2)`).
+pub fn thread_id() -> i32 {
+    rustix::thread::gettid().as_raw_nonzero().get()
+}
+
+/// Whether the process or thread `tid` still runs (`kill(tid, 0)` finds it;
+/// `EPERM` counts as running).
+pub fn thread_alive(tid: i32) -> bool {
+    super::process::process_exists(tid)
+}
+
+/// Borrows the program's descriptor `fd` for one call.
+///
+/// # Safety
+///
+/// `fd` must stay open while the result is used; a preload borrows the fd
+/// a program passed to the call it wraps, which the program holds open for
+/// that call.
+pub unsafe fn borrow(fd: i32) -> BorrowedFd<'static> {
+    // SAFETY: the caller keeps `fd` open while it is borrowed.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// An error for a preload's own checks (`call` failed on `fd` with `errno`).
+pub fn error(call: &'static str, fd: BorrowedFd<'_>, errno: i32) -> Error {
+    Error::with_fd(call, fd.as_raw_fd(), errno)
+}
