@@ -21,7 +21,6 @@
 //! redone on the socket.
 
 #![cfg(target_os = "linux")]
-#![allow(clippy::missing_safety_doc)]
 
 mod real;
 mod table;
@@ -171,6 +170,10 @@ fn listed(path: &std::path::Path) -> Option<(u64, u64)> {
 }
 
 /// The path of a `sockaddr_un` the program passed, if it is a path.
+///
+/// # Safety
+///
+/// `addr` is null or valid for `len` bytes.
 unsafe fn unix_path(addr: *const sockaddr, len: socklen_t) -> Option<std::path::PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     if addr.is_null() || (len as usize) <= 2 {
@@ -195,6 +198,12 @@ fn unix_stream(fd: BorrowedFd<'_>) -> bool {
 
 // ---------------------------------------------------------------- lifecycle
 
+/// The program's `listen`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `listen`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     // SAFETY: the program's arguments, passed on.
@@ -231,6 +240,12 @@ fn mark_listener(fd: c_int) {
     table::install(fd, Entry::listener());
 }
 
+/// The program's `connect`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `connect`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let announced = ENABLED.load(Ordering::Relaxed) && {
@@ -273,12 +288,24 @@ fn announce(fd: c_int, path: &std::path::Path) -> bool {
     done
 }
 
+/// The program's `accept`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `accept`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     // SAFETY: the program's arguments.
     unsafe { accept_common(fd, addr, len, 0, false) }
 }
 
+/// The program's `accept4`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `accept4`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn accept4(
     fd: c_int,
@@ -290,6 +317,13 @@ pub unsafe extern "C" fn accept4(
     unsafe { accept_common(fd, addr, len, flags, true) }
 }
 
+/// `accept`/`accept4` of a listener this library looks after: the
+/// peer's address is read here, and an announced client is offered a
+/// segment before the program sees the new fd.
+///
+/// # Safety
+///
+/// As for `accept4`: `addr` and `len` are null or valid.
 unsafe fn accept_common(
     fd: c_int,
     addr: *mut sockaddr,
@@ -360,6 +394,12 @@ unsafe fn accept_common(
     r
 }
 
+/// The program's `close`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `close`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if ENABLED.load(Ordering::Relaxed) {
@@ -369,6 +409,12 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     unsafe { real::close(fd) }
 }
 
+/// The program's `close_range`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `close_range`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn close_range(first: u32, last: u32, flags: c_int) -> c_int {
     // SAFETY: the program's arguments.
@@ -380,6 +426,12 @@ pub unsafe extern "C" fn close_range(first: u32, last: u32, flags: c_int) -> c_i
     r
 }
 
+/// The program's `dup`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `dup`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     // SAFETY: the program's argument.
@@ -390,6 +442,12 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     r
 }
 
+/// The program's `dup2`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `dup2`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
     // SAFETY: the program's arguments.
@@ -400,6 +458,12 @@ pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
     r
 }
 
+/// The program's `dup3`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `dup3`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
     // SAFETY: the program's arguments.
@@ -414,6 +478,11 @@ pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
 /// pointer, which the x86-64 and AArch64 Linux calling conventions pass
 /// in the register a third fixed argument uses, so it is taken as a
 /// machine word and passed on unchanged.
+///
+/// # Safety
+///
+/// As for libc's `fcntl`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     // SAFETY: the program's arguments.
@@ -421,6 +490,12 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     after_fcntl(fd, cmd, r)
 }
 
+/// The program's `fcntl64`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `fcntl64`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     // SAFETY: the program's arguments.
@@ -435,6 +510,12 @@ fn after_fcntl(fd: c_int, cmd: c_int, r: c_int) -> c_int {
     r
 }
 
+/// The program's `shutdown`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `shutdown`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     if let Some(e) = data_entry(fd) {
@@ -452,6 +533,11 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
 }
 
 /// `ioctl` is variadic in C; see [`fcntl`] for why its argument is a word.
+///
+/// # Safety
+///
+/// As for libc's `ioctl`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, req: usize, arg: usize) -> c_int {
     if req == FIONREAD as usize && arg != 0 {
@@ -521,6 +607,12 @@ fn filter_poll(set: &mut [pollfd], r: c_int) -> c_int {
     n
 }
 
+/// The program's `poll`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `poll`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
     if !ENABLED.load(Ordering::Relaxed) || !table::live() || fds.is_null() {
@@ -548,6 +640,12 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
     }
 }
 
+/// The program's `ppoll`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `ppoll`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn ppoll(
     fds: *mut pollfd,
@@ -609,6 +707,12 @@ fn fd_clear(set: *mut fd_set, fd: usize) {
 
 const FD_SETSIZE: usize = 1024;
 
+/// The program's `select`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `select`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn select(
     nfds: c_int,
@@ -695,12 +799,24 @@ fn fresh_pair(r: c_int, fds: *mut c_int) -> c_int {
     r
 }
 
+/// The program's `socket`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `socket`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int {
     // SAFETY: the program's arguments.
     fresh_fd(unsafe { real::socket(domain, ty, proto) })
 }
 
+/// The program's `socketpair`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `socketpair`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn socketpair(
     domain: c_int,
@@ -713,18 +829,35 @@ pub unsafe extern "C" fn socketpair(
 }
 
 /// `open` is variadic in C; see [`fcntl`] for why its mode is a word.
+///
+/// # Safety
+///
+/// As for libc's `open`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: usize) -> c_int {
     // SAFETY: the program's arguments.
     fresh_fd(unsafe { real::open(path, flags, mode) })
 }
 
+/// The program's `open64`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `open64`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: usize) -> c_int {
     // SAFETY: the program's arguments.
     fresh_fd(unsafe { real::open64(path, flags, mode) })
 }
 
+/// The program's `openat`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `openat`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn openat(
     dir: c_int,
@@ -736,12 +869,24 @@ pub unsafe extern "C" fn openat(
     fresh_fd(unsafe { real::openat(dir, path, flags, mode) })
 }
 
+/// The program's `pipe`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `pipe`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn pipe(fds: *mut c_int) -> c_int {
     // SAFETY: the program's arguments.
     fresh_pair(unsafe { real::pipe(fds) }, fds)
 }
 
+/// The program's `pipe2`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `pipe2`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
     // SAFETY: the program's arguments.
@@ -854,6 +999,10 @@ fn accel_send(
 }
 
 /// The program's iovecs as slices.
+///
+/// # Safety
+///
+/// `iov` is valid for `cnt` iovecs, each naming memory valid for the call.
 unsafe fn iov_slices<'a>(iov: *const iovec, cnt: c_int) -> Option<Vec<&'a mut [u8]>> {
     if cnt < 0 || (cnt > 0 && iov.is_null()) {
         return None;
@@ -880,6 +1029,11 @@ fn einval() -> ssize_t {
     -1
 }
 
+/// The program's buffer as a slice.
+///
+/// # Safety
+///
+/// `buf` is null or valid for writes of `n` bytes for the call.
 unsafe fn buf_mut<'a>(buf: *mut c_void, n: size_t) -> &'a mut [u8] {
     if n == 0 || buf.is_null() {
         &mut []
@@ -889,6 +1043,11 @@ unsafe fn buf_mut<'a>(buf: *mut c_void, n: size_t) -> &'a mut [u8] {
     }
 }
 
+/// The program's buffer as a slice.
+///
+/// # Safety
+///
+/// `buf` is null or valid for reads of `n` bytes for the call.
 unsafe fn buf_ref<'a>(buf: *const c_void, n: size_t) -> &'a [u8] {
     if n == 0 || buf.is_null() {
         &[]
@@ -898,6 +1057,12 @@ unsafe fn buf_ref<'a>(buf: *const c_void, n: size_t) -> &'a [u8] {
     }
 }
 
+/// The program's `read`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `read`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
     if let Some(e) = data_entry(fd) {
@@ -911,6 +1076,12 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
     unsafe { real::read(fd, buf, n) }
 }
 
+/// The program's `__read_chk`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `__read_chk`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn __read_chk(
     fd: c_int,
@@ -926,6 +1097,12 @@ pub unsafe extern "C" fn __read_chk(
     unsafe { read(fd, buf, n) }
 }
 
+/// The program's `recv`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `recv`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
     if let Some(e) = data_entry(fd) {
@@ -939,6 +1116,12 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_i
     unsafe { real::recv(fd, buf, n, flags) }
 }
 
+/// The program's `__recv_chk`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `__recv_chk`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn __recv_chk(
     fd: c_int,
@@ -954,6 +1137,12 @@ pub unsafe extern "C" fn __recv_chk(
     unsafe { recv(fd, buf, n, flags) }
 }
 
+/// The program's `recvfrom`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `recvfrom`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn recvfrom(
     fd: c_int,
@@ -979,6 +1168,12 @@ pub unsafe extern "C" fn recvfrom(
     unsafe { real::recvfrom(fd, buf, n, flags, addr, len) }
 }
 
+/// The program's `__recvfrom_chk`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `__recvfrom_chk`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn __recvfrom_chk(
     fd: c_int,
@@ -996,6 +1191,12 @@ pub unsafe extern "C" fn __recvfrom_chk(
     unsafe { recvfrom(fd, buf, n, flags, addr, len) }
 }
 
+/// The program's `readv`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `readv`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
     if let Some(e) = data_entry(fd) {
@@ -1011,6 +1212,12 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssiz
     unsafe { real::readv(fd, iov, cnt) }
 }
 
+/// The program's `recvmsg`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `recvmsg`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     if let Some(e) = data_entry(fd) {
@@ -1036,6 +1243,12 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     unsafe { real::recvmsg(fd, msg, flags) }
 }
 
+/// The program's `write`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `write`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
     if let Some(e) = data_entry(fd) {
@@ -1048,6 +1261,12 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
     unsafe { real::write(fd, buf, n) }
 }
 
+/// The program's `send`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `send`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
     if let Some(e) = data_entry(fd) {
@@ -1062,6 +1281,12 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c
     unsafe { real::send(fd, buf, n, flags) }
 }
 
+/// The program's `sendto`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `sendto`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn sendto(
     fd: c_int,
@@ -1083,6 +1308,12 @@ pub unsafe extern "C" fn sendto(
     unsafe { real::sendto(fd, buf, n, flags, addr, len) }
 }
 
+/// The program's `writev`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `writev`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
     if let Some(e) = data_entry(fd) {
@@ -1098,6 +1329,12 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
     unsafe { real::writev(fd, iov, cnt) }
 }
 
+/// The program's `sendmsg`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `sendmsg`: the program's pointers are valid for what
+/// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     if let Some(e) = data_entry(fd) {

@@ -64,6 +64,10 @@ macro_rules! reals {
 }
 
 /// A raw system call as libc's wrapper returns it (-1 and errno).
+///
+/// # Safety
+///
+/// `a` holds what call `n` expects.
 unsafe fn sys(n: c_long, a: [usize; 6]) -> c_long {
     // SAFETY: the caller passes the arguments of call `n`.
     unsafe { interpose::raw_syscall(n, a) }
@@ -139,6 +143,10 @@ reals! {
 }
 
 /// `poll` as `ppoll` (the raw call every Linux has).
+///
+/// # Safety
+///
+/// As for `poll`.
 unsafe fn poll_by_ppoll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
     let ts = timespec {
         tv_sec: (timeout.max(0) / 1000) as _,
@@ -159,6 +167,10 @@ unsafe fn poll_by_ppoll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
 }
 
 /// `select` as `pselect6` (the raw call every Linux has).
+///
+/// # Safety
+///
+/// As for `select`.
 unsafe fn select_by_pselect(
     n: c_int,
     r: *mut fd_set,

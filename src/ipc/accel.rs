@@ -309,6 +309,13 @@ impl Accel {
         self.side
     }
 
+    /// The mapped segment's first byte and length, for tests that play a
+    /// hostile peer (the header layout is this module's `Header`).
+    #[cfg(feature = "testing")]
+    pub fn segment_for_tests(&self) -> (*mut u8, usize) {
+        (self.map.as_ptr(), self.map.len())
+    }
+
     /// Server side: makes a segment with rings of `ring` bytes and sends
     /// the hello with its memfd on the freshly accepted socket `sock`,
     /// without blocking (a fresh socket always has room).
@@ -682,10 +689,17 @@ impl Accel {
         loop {
             let n = {
                 let _guard = Lock::take(&dir.wlock, sock)?;
+                // Our own index lives in shared memory too (so that
+                // threads and forked processes share it), where the peer
+                // can write it: checked like the peer's.
                 let tail = dir.tail.load(Ordering::Relaxed);
+                let head = dir.head.load(Ordering::Acquire);
+                if head > tail || tail - head > self.size {
+                    return Err(corrupt(sock));
+                }
                 let mut p = ProducerState {
                     tail,
-                    head_cache: dir.head.load(Ordering::Acquire),
+                    head_cache: head,
                 };
                 let mut n = 0;
                 let mut at = 0;

@@ -56,6 +56,13 @@ pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -
     poll_one(fd, rustix::event::PollFlags::IN, timeout)
 }
 
+/// Waits up to `timeout` (`None`: no limit) until `fd` is writable, or has
+/// an error or hang-up pending (`poll(2)`); `false` on a timeout.
+#[doc(alias = "poll")]
+pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -> Result<bool> {
+    poll_one(fd, rustix::event::PollFlags::OUT, timeout)
+}
+
 /// One fd's `poll(2)` for `flags`, retrying `EINTR` with the time left.
 pub(crate) fn poll_one(
     fd: BorrowedFd<'_>,

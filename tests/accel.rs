@@ -1,0 +1,289 @@
+//! The accelerated-socket protocol of `ipc::accel` (what the preload runs
+//! inside programs) between two ends of a socketpair in this process:
+//! the socket's readiness mirrors the rings, and a peer that scribbles
+//! over the segment gets errors, never a crash or a hang.
+#![cfg(target_os = "linux")]
+
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use procwire::ipc::accel::{self, Accel, Attach, Flags};
+use procwire::sys::fd::{wait_readable, wait_writable};
+
+const RING: usize = 4096;
+
+/// A connected pair, server and client, both attached and non-blocking.
+fn pair() -> (UnixStream, Accel, UnixStream, Accel) {
+    let (s, c) = UnixStream::pair().unwrap();
+    s.set_nonblocking(true).unwrap();
+    c.set_nonblocking(true).unwrap();
+    let server = Accel::offer(s.as_fd(), RING).unwrap();
+    let client = match accel::try_attach(c.as_fd(), 0, false).unwrap() {
+        Attach::Attached(a) => a,
+        other => panic!("no attach: {other:?}"),
+    };
+    (s, server, c, client)
+}
+
+fn nb() -> Flags {
+    Flags::from_bits(0)
+}
+
+fn readable(s: &UnixStream) -> bool {
+    wait_readable(s.as_fd(), Some(Duration::ZERO)).unwrap()
+}
+
+fn writable(s: &UnixStream) -> bool {
+    wait_writable(s.as_fd(), Some(Duration::ZERO)).unwrap()
+}
+
+#[test]
+fn the_socket_is_readable_exactly_while_the_ring_has_bytes() {
+    let (s, server, c, client) = pair();
+    assert!(!readable(&c), "nothing sent yet");
+    assert_eq!(server.send(s.as_fd(), &[b"hello"], nb()).unwrap(), 5);
+    assert!(readable(&c), "a doorbell for the bytes");
+    let mut b = [0u8; 3];
+    assert_eq!(client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(), 3);
+    assert_eq!(&b, b"hel");
+    assert!(readable(&c), "two bytes are left");
+    assert_eq!(client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(), 2);
+    assert!(
+        !readable(&c),
+        "emptied: the doorbell is taken off with the last byte"
+    );
+    let e = client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap_err();
+    assert!(e.is_would_block(), "{e}");
+    // Armed again: the next bytes ring again.
+    assert_eq!(server.send(s.as_fd(), &[b"x"], nb()).unwrap(), 1);
+    assert!(readable(&c));
+}
+
+#[test]
+fn a_full_ring_makes_the_socket_unwritable_until_the_reader_frees_space() {
+    let (s, server, c, client) = pair();
+    let big = vec![7u8; RING * 3];
+    assert!(writable(&s));
+    assert_eq!(
+        server.send(s.as_fd(), &[&big[..]], nb()).unwrap(),
+        RING,
+        "a partial write"
+    );
+    let e = server.send(s.as_fd(), &[&big[..]], nb()).unwrap_err();
+    assert!(e.is_would_block(), "{e}");
+    assert!(!writable(&s), "fillers switched writability off");
+    let mut b = vec![0u8; 100];
+    assert_eq!(
+        client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(),
+        100
+    );
+    assert!(writable(&s), "the reader drained the fillers");
+    assert_eq!(server.send(s.as_fd(), &[&big[..]], nb()).unwrap(), 100);
+    // Everything arrives, in order, whatever was on the socket.
+    let mut got = 0;
+    let mut all = vec![0u8; RING];
+    while got < RING {
+        got += client
+            .recv(c.as_fd(), &mut [&mut all[got..]], nb())
+            .unwrap();
+    }
+    assert!(all.iter().all(|&x| x == 7));
+}
+
+#[test]
+fn peek_waitall_and_vectors_keep_socket_semantics() {
+    let (s, server, c, client) = pair();
+    let parts: [&[u8]; 3] = [b"ab", b"", b"cdef"];
+    assert_eq!(server.send(s.as_fd(), &parts, nb()).unwrap(), 6);
+    let mut p = [0u8; 4];
+    let peek = Flags::from_bits(procwire::sys::interpose::ffi::MSG_PEEK);
+    assert_eq!(client.recv(c.as_fd(), &mut [&mut p[..]], peek).unwrap(), 4);
+    assert_eq!(&p, b"abcd");
+    assert_eq!(client.readable(), Some(6), "a peek takes nothing");
+    let (mut x, mut y) = ([0u8; 1], [0u8; 5]);
+    assert_eq!(
+        client
+            .recv(c.as_fd(), &mut [&mut x[..], &mut y[..]], nb())
+            .unwrap(),
+        6
+    );
+    assert_eq!((&x, &y), (b"a", b"bcdef"));
+    assert_eq!(client.readable(), Some(0));
+}
+
+#[test]
+fn a_peer_gone_is_end_of_file_and_epipe() {
+    let (s, server, c, client) = pair();
+    assert_eq!(server.send(s.as_fd(), &[b"last"], nb()).unwrap(), 4);
+    drop(server);
+    drop(s);
+    let mut b = [0u8; 8];
+    assert_eq!(
+        client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(),
+        4,
+        "bytes first"
+    );
+    assert_eq!(
+        client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(),
+        0,
+        "then end-of-file"
+    );
+    let nosig = Flags::from_bits(procwire::sys::interpose::ffi::MSG_NOSIGNAL);
+    let mut last = Ok(0);
+    for _ in 0..2 {
+        last = client.send(c.as_fd(), &[b"x"], nosig);
+    }
+    let e = last.unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        procwire::sys::interpose::ffi::EPIPE,
+        "{e}"
+    );
+}
+
+/// A word of the segment's header, as a hostile peer would write it.
+fn word64(a: &Accel, offset: usize) -> &AtomicU64 {
+    let (p, len) = a.segment_for_tests();
+    assert!(offset + 8 <= len);
+    // SAFETY: inside the live mapping, 8-aligned (offsets of the layout).
+    unsafe { &*p.add(offset).cast::<AtomicU64>() }
+}
+
+fn word32(a: &Accel, offset: usize) -> &AtomicU32 {
+    let (p, len) = a.segment_for_tests();
+    assert!(offset + 4 <= len);
+    // SAFETY: as in `word64`, 4-aligned.
+    unsafe { &*p.add(offset).cast::<AtomicU32>() }
+}
+
+// The layout (`accel.rs`): direction 0 (client to server) at 64, direction
+// 1 at 256; in each, tail +0, head +64, then armed, blocked, wlock, rlock.
+const S2C_TAIL: usize = 256;
+const C2S_HEAD: usize = 64 + 64;
+const S2C_RLOCK: usize = 256 + 140;
+
+#[test]
+fn an_impossible_index_is_an_error_on_that_connection() {
+    let (s, server, c, client) = pair();
+    assert_eq!(server.send(s.as_fd(), &[b"fine"], nb()).unwrap(), 4);
+    word64(&server, S2C_TAIL).store(u64::MAX - 3, Ordering::SeqCst);
+    let mut b = [0u8; 8];
+    let e = client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap_err();
+    assert_eq!(e.raw_os_error(), procwire::sys::interpose::ffi::EIO, "{e}");
+    // The client writing: a head from beyond what was written.
+    word64(&client, C2S_HEAD).store(1 << 40, Ordering::SeqCst);
+    let e = client.send(c.as_fd(), &[b"x"], nb()).unwrap_err();
+    assert_eq!(e.raw_os_error(), procwire::sys::interpose::ffi::EIO, "{e}");
+}
+
+#[test]
+fn random_bytes_over_the_header_never_crash_or_hang() {
+    let (s, server, c, client) = pair();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let started = Instant::now();
+    for round in 0..2000 {
+        for _ in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Any 8-byte word of the two directions' lines, but the lock
+            // words (a held lock is the next test's).
+            let off = 64 + ((x as usize >> 8) % 48) * 8;
+            if (off - 64) % 192 >= 136 && (off - 64) % 192 < 144 {
+                continue;
+            }
+            word64(&server, off).store(x, Ordering::SeqCst);
+        }
+        let _ = server.send(s.as_fd(), &[&[round as u8; 100][..]], nb());
+        let mut b = [0u8; 300];
+        let _ = client.recv(c.as_fd(), &mut [&mut b[..]], nb());
+        let _ = client.send(c.as_fd(), &[&b[..50]], nb());
+        let _ = server.recv(s.as_fd(), &mut [&mut b[..]], nb());
+        let _ = client.readable();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_lock_held_by_a_live_stranger_fails_the_call_after_the_patience() {
+    let (_s, _server, c, client) = pair();
+    // pid 1 is alive and is not this process.
+    word32(&client, S2C_RLOCK).store(1, Ordering::SeqCst);
+    let started = Instant::now();
+    let mut b = [0u8; 8];
+    let e = client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap_err();
+    assert_eq!(e.raw_os_error(), procwire::sys::interpose::ffi::EIO, "{e}");
+    let took = started.elapsed();
+    assert!(
+        took >= accel::LOCK_PATIENCE && took < accel::LOCK_PATIENCE * 5,
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_lock_left_by_a_dead_thread_is_taken_over() {
+    let (s, server, c, client) = pair();
+    let t = std::thread::spawn(procwire::sys::interpose::thread_id);
+    let dead = t.join().unwrap();
+    // The kernel may take a moment to reap it: wait until it is gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while procwire::sys::interpose::thread_alive(dead) {
+        assert!(Instant::now() < deadline, "thread {dead} still shown");
+        std::thread::yield_now();
+    }
+    word32(&client, S2C_RLOCK).store(dead as u32, Ordering::SeqCst);
+    assert_eq!(server.send(s.as_fd(), &[b"ok"], nb()).unwrap(), 2);
+    let mut b = [0u8; 8];
+    assert_eq!(client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(), 2);
+}
+
+#[test]
+fn a_hello_without_a_segment_or_of_another_version_is_refused() {
+    use procwire::sys::fdpass::send_with_fds;
+    // Magic right, no descriptor: the stream can't be handed back whole.
+    let (s, c) = UnixStream::pair().unwrap();
+    let mut hello = [0u8; accel::HELLO_LEN];
+    hello[..8].copy_from_slice(&accel::HELLO_MAGIC);
+    hello[8..12].copy_from_slice(&accel::VERSION.to_le_bytes());
+    hello[12..16].copy_from_slice(&(RING as u32).to_le_bytes());
+    send_with_fds(s.as_fd(), &hello, &[]).unwrap_or_else(|_| {
+        use std::io::Write;
+        (&s).write(&hello).unwrap()
+    });
+    assert!(accel::try_attach(c.as_fd(), 0, false).is_err());
+    // Not a hello at all: plain for good, nothing taken.
+    let (s, c) = UnixStream::pair().unwrap();
+    {
+        use std::io::Write;
+        (&s).write_all(b"GET / HTTP/1.0\r\n").unwrap();
+    }
+    assert!(matches!(
+        accel::try_attach(c.as_fd(), 0, false).unwrap(),
+        Attach::Plain
+    ));
+    let mut b = [0u8; 3];
+    {
+        use std::io::Read;
+        (&c).read_exact(&mut b).unwrap();
+    }
+    assert_eq!(&b, b"GET");
+    // Another version, with a segment: refused before it is mapped.
+    let (s, c) = UnixStream::pair().unwrap();
+    hello[8..12].copy_from_slice(&(accel::VERSION + 1).to_le_bytes());
+    let memfd = procwire::sys::shm::sealed_memfd("procwire-test", 1 << 16).unwrap();
+    send_with_fds(s.as_fd(), &hello, &[memfd.as_fd()]).unwrap();
+    assert!(accel::try_attach(c.as_fd(), 0, false).is_err());
+    // Nothing yet: not yet.
+    let (_s, c) = UnixStream::pair().unwrap();
+    c.set_nonblocking(true).unwrap();
+    assert!(matches!(
+        accel::try_attach(c.as_fd(), 0, false).unwrap(),
+        Attach::NotYet
+    ));
+}
