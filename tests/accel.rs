@@ -74,7 +74,7 @@ fn a_full_ring_makes_the_socket_unwritable_until_the_reader_frees_space() {
     let e = server.send(s.as_fd(), &[&big[..]], nb()).unwrap_err();
     assert!(e.is_would_block(), "{e}");
     assert!(!writable(&s), "fillers switched writability off");
-    let mut b = vec![0u8; 100];
+    let mut b = [0u8; 100];
     assert_eq!(
         client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(),
         100
