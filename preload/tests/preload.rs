@@ -26,7 +26,7 @@ fn library() -> PathBuf {
 /// C compiler.
 fn unixprog() -> Option<&'static Path> {
     static PROG: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PROG.get_or_init(|| {
+    let prog = PROG.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/prog/unixprog.c");
         let out = library().with_file_name("unixprog");
         match Command::new("cc")
@@ -39,8 +39,11 @@ fn unixprog() -> Option<&'static Path> {
             Ok(s) => panic!("cc failed on {}: {s}", src.display()),
             Err(_) => None,
         }
-    })
-    .as_deref()
+    });
+    if prog.is_none() {
+        println!("skipped: no C compiler (apt-get install gcc)");
+    }
+    prog.as_deref()
 }
 
 /// A fresh directory for one test's socket and report.
@@ -127,6 +130,31 @@ struct Outcome {
     client_status: Option<i32>,
 }
 
+/// Starts the C program's server (and waits until it listens), then its
+/// client, each preloaded or not, accelerating `accel`.
+fn start_pair(
+    prog: &Path,
+    scenario: &str,
+    (server_pre, client_pre): (bool, bool),
+    sock: &Path,
+    accel: &Path,
+    report: &Path,
+) -> (Child, BufReader<std::process::ChildStdout>, Child) {
+    let mut server = cmd(prog, server_pre, accel, report)
+        .args(["server".as_ref(), sock.as_os_str(), scenario.as_ref()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let mut sout = BufReader::new(server.stdout.take().expect("stdout"));
+    read_until(&mut sout, "listening");
+    let client = cmd(prog, client_pre, accel, report)
+        .args(["client".as_ref(), sock.as_os_str(), scenario.as_ref()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client");
+    (server, sout, client)
+}
+
 fn run_pair(
     prog: &Path,
     scenario: &str,
@@ -137,19 +165,14 @@ fn run_pair(
     use std::os::unix::process::ExitStatusExt;
     let sock = dir.join("s.sock");
     let report = dir.join("report");
-    let mut server = cmd(prog, server_pre, &sock, &report)
-        .args(["server".as_ref(), sock.as_os_str(), scenario.as_ref()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("server");
-    let mut sout = BufReader::new(server.stdout.take().expect("stdout"));
-    read_until(&mut sout, "listening");
-    let client = cmd(prog, client_pre, &sock, &report)
-        .args(["client".as_ref(), sock.as_os_str(), scenario.as_ref()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("client");
-    let mut client = client;
+    let (mut server, mut sout, mut client) = start_pair(
+        prog,
+        scenario,
+        (server_pre, client_pre),
+        &sock,
+        &sock,
+        &report,
+    );
     let cs = wait_bounded(&mut client, Duration::from_secs(60));
     let ss = wait_bounded(&mut server, Duration::from_secs(60));
     let mut s = String::new();
@@ -175,10 +198,7 @@ fn run_pair(
 /// accelerated connection in each preloaded process that exits (`both`
 /// of them) exactly when both sides are preloaded.
 fn same_as_plain(scenario: &str, combos: &[(bool, bool)], both: u64) {
-    let Some(prog) = unixprog() else {
-        println!("skipped: no C compiler (apt-get install gcc)");
-        return;
-    };
+    let Some(prog) = unixprog() else { return };
     let dir = scratch(&format!("{scenario}-plain"));
     let plain = run_pair(prog, scenario, false, false, &dir);
     assert_eq!(plain.client_status, Some(0), "{plain:?}");
@@ -220,10 +240,7 @@ fn flags_fionread_shutdown_and_epipe_are_the_sockets() {
 
 #[test]
 fn a_thousand_connections_leave_no_fd_and_no_segment() {
-    let Some(prog) = unixprog() else {
-        println!("skipped: no C compiler (apt-get install gcc)");
-        return;
-    };
+    let Some(prog) = unixprog() else { return };
     let dir = scratch("cycles");
     let got = run_pair(prog, "cycles", true, true, &dir);
     assert_eq!(got.server, "server fds +0\nserver maps 0\n", "{got:?}");
@@ -242,18 +259,8 @@ fn kill_client(scenario: &str, ready: &str) -> Option<(Duration, String)> {
     let dir = scratch(&format!("kill-{scenario}"));
     let sock = dir.join("s.sock");
     let report = dir.join("report");
-    let mut server = cmd(prog, true, &sock, &report)
-        .args(["server".as_ref(), sock.as_os_str(), scenario.as_ref()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("server");
-    let mut sout = BufReader::new(server.stdout.take().expect("stdout"));
-    read_until(&mut sout, "listening");
-    let mut client = cmd(prog, true, &sock, &report)
-        .args(["client".as_ref(), sock.as_os_str(), scenario.as_ref()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("client");
+    let (mut server, mut sout, mut client) =
+        start_pair(prog, scenario, (true, true), &sock, &sock, &report);
     let mut cout = BufReader::new(client.stdout.take().expect("stdout"));
     read_until(&mut cout, ready);
     client.kill().expect("kill");
@@ -274,7 +281,6 @@ fn kill_client(scenario: &str, ready: &str) -> Option<(Duration, String)> {
 #[test]
 fn a_killed_reader_fails_the_writer_with_epipe_within_100ms() {
     let Some((took, line)) = kill_client("flood", "reading") else {
-        println!("skipped: no C compiler (apt-get install gcc)");
         return;
     };
     assert!(
@@ -287,7 +293,6 @@ fn a_killed_reader_fails_the_writer_with_epipe_within_100ms() {
 #[test]
 fn a_killed_writer_is_end_of_file_for_the_reader_within_100ms() {
     let Some((took, line)) = kill_client("sink", "writing") else {
-        println!("skipped: no C compiler (apt-get install gcc)");
         return;
     };
     assert_eq!(line, "server read end-of-file\n");
@@ -296,25 +301,13 @@ fn a_killed_writer_is_end_of_file_for_the_reader_within_100ms() {
 
 #[test]
 fn passthrough_without_a_listed_socket_changes_nothing() {
-    let Some(prog) = unixprog() else {
-        println!("skipped: no C compiler (apt-get install gcc)");
-        return;
-    };
+    let Some(prog) = unixprog() else { return };
     let dir = scratch("passthrough");
     let sock = dir.join("s.sock");
     let report = dir.join("report");
-    let mut server = cmd(prog, true, &dir.join("other.sock"), &report)
-        .args(["server".as_ref(), sock.as_os_str(), "bulk".as_ref()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("server");
-    let mut sout = BufReader::new(server.stdout.take().expect("stdout"));
-    read_until(&mut sout, "listening");
-    let mut client = cmd(prog, true, &dir.join("other.sock"), &report)
-        .args(["client".as_ref(), sock.as_os_str(), "bulk".as_ref()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("client");
+    let other = dir.join("other.sock");
+    let (mut server, _sout, mut client) =
+        start_pair(prog, "bulk", (true, true), &sock, &other, &report);
     assert!(wait_bounded(&mut client, Duration::from_secs(60)).success());
     assert!(wait_bounded(&mut server, Duration::from_secs(60)).success());
     let mut c = String::new();
@@ -363,11 +356,7 @@ fn socat_moves_256_mib_byte_exact_preloaded_and_mixed() {
             .arg(format!("CREATE:{}", output.display()))
             .spawn()
             .expect("socat server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            assert!(Instant::now() < deadline, "socat did not listen");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_listening("socat", &sock);
         let mut client = cmd("socat", c, &sock, &report)
             .arg("-u")
             .arg(format!("OPEN:{}", input.display()))
@@ -385,6 +374,15 @@ fn socat_moves_256_mib_byte_exact_preloaded_and_mixed() {
             "server {s} client {c}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Waits (at most 10 s) until `program` made its socket file `sock`.
+fn wait_listening(program: &str, sock: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "{program} did not listen");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -406,11 +404,7 @@ impl Redis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_listening("redis-server", &sock);
         Self { child, sock }
     }
 }
@@ -480,11 +474,7 @@ fn nc_moves_10_mb_byte_exact() {
         .stdin(Stdio::null())
         .spawn()
         .expect("nc -l");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "nc did not listen");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_listening("nc", &sock);
     let mut client = cmd("nc.openbsd", true, &sock, &report)
         .arg("-NU")
         .arg(&sock)

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The preload (safe mode) on unmodified programs, against the same
+# programs without it, in one run with alternating rounds:
+#
+# - socat moving 4 GiB over a Unix socket (/dev/zero to /dev/null), time;
+# - redis-server with redis-benchmark over its Unix socket, requests/s:
+#   -c 50 -P 1 and -P 16 for get and set, and -c 1 -P 1 get, with both
+#   sides preloaded ("safe_");
+# - the same -c 50 -P 1 get with the library loaded and PROCWIRE_ACCEL
+#   naming no socket they use ("passthrough_").
+#
+# Prints each case's medians and one RATIO line per case: the median of the
+# per-round ratios (preloaded over plain; time over time, rate over rate).
+#
+#   bash benches/preload.sh [ROUNDS] [REQUESTS]
+#
+# Installs socat, redis-server and redis-tools from Debian's packages if
+# missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+N=${2:-200000}
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need socat || ! need redis-server || ! need redis-benchmark; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq socat redis-server redis-tools
+fi
+cargo build -q --release -p procwire-preload
+LIB=$PWD/target/release/libprocwire_preload.so
+
+dir=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
+
+median() { sort -g | awk '{a[NR]=$1} END { print a[int((NR+1)/2)] }'; }
+# The median of the per-round ratios of two lists (same length, in order).
+ratio() { # ours-list theirs-list
+  paste -d' ' <(printf '%s\n' $1) <(printf '%s\n' $2) | awk '{ print $1/$2 }' | median
+}
+
+# env(1) arguments for a mode: plain, safe (both sides accelerated), or
+# passthrough (loaded, naming another socket).
+mode_env() { # mode socket
+  case $1 in
+    plain) echo "-u LD_PRELOAD" ;;
+    safe) echo "LD_PRELOAD=$LIB PROCWIRE_ACCEL=$2 PROCWIRE_ACCEL_MODE=safe" ;;
+    passthrough) echo "LD_PRELOAD=$LIB PROCWIRE_ACCEL=$dir/none.sock" ;;
+  esac
+}
+
+# Seconds socat takes to move 4 GiB in mode $1.
+socat_time() {
+  local s="$dir/socat.sock"; rm -f "$s"
+  # shellcheck disable=SC2046
+  env $(mode_env "$1" "$s") socat -u -b 262144 UNIX-LISTEN:"$s" OPEN:/dev/null &
+  local server=$!
+  for _ in $(seq 200); do [ -S "$s" ] && break; sleep 0.01; done
+  local t0 t1
+  t0=$(date +%s.%N)
+  # shellcheck disable=SC2046
+  env $(mode_env "$1" "$s") socat -u -b 262144 OPEN:/dev/zero,readbytes=4294967296 UNIX-CONNECT:"$s"
+  wait "$server"
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
+}
+
+# requests/s of redis-benchmark in mode $1 with arguments $2, against a
+# redis-server started in the same mode.
+redis_rps() { # mode args
+  local s="$dir/redis.sock"; rm -f "$s"
+  # shellcheck disable=SC2046
+  env $(mode_env "$1" "$s") redis-server --port 0 --unixsocket "$s" --save "" --appendonly no \
+    --daemonize no --dir "$dir" >/dev/null &
+  local server=$!
+  for _ in $(seq 200); do [ -S "$s" ] && break; sleep 0.01; done
+  # shellcheck disable=SC2046,SC2086
+  env $(mode_env "$1" "$s") redis-benchmark -s "$s" -n "$N" $2 --csv 2>/dev/null \
+    | awk -F'"' 'NR > 1 { print $4 }' | head -1
+  kill "$server"; wait "$server" 2>/dev/null || true
+}
+
+declare -A ours theirs
+cases=()
+add() { # case value-ours value-theirs
+  ours[$1]="${ours[$1]:-} $2"; theirs[$1]="${theirs[$1]:-} $3"
+}
+for r in $(seq "$ROUNDS"); do
+  # Alternate which goes first.
+  if [ $((r % 2)) -eq 1 ]; then a=safe; b=plain; else a=plain; b=safe; fi
+  declare -A got
+  for m in $a $b; do got[$m]=$(socat_time $m); done
+  add socat_4gib_time "${got[safe]}" "${got[plain]}"
+  for c in "c50_p1_get:-c 50 -P 1 -t get" "c50_p1_set:-c 50 -P 1 -t set" \
+           "c50_p16_get:-c 50 -P 16 -t get" "c50_p16_set:-c 50 -P 16 -t set" \
+           "c1_p1_get:-c 1 -P 1 -t get"; do
+    name=${c%%:*}; args=${c#*:}
+    for m in $a $b; do got[$m]=$(redis_rps $m "$args"); done
+    add "safe_redis_$name" "${got[safe]}" "${got[plain]}"
+  done
+  if [ $((r % 2)) -eq 1 ]; then a=passthrough; b=plain; else a=plain; b=passthrough; fi
+  for m in $a $b; do got[$m]=$(redis_rps $m "-c 50 -P 1 -t get"); done
+  add passthrough_redis_c50_p1_get "${got[passthrough]}" "${got[plain]}"
+done
+
+cases=(socat_4gib_time safe_redis_c50_p1_get safe_redis_c50_p1_set safe_redis_c50_p16_get
+  safe_redis_c50_p16_set safe_redis_c1_p1_get passthrough_redis_c50_p1_get)
+printf '%-30s %14s %14s\n' case preloaded plain
+for c in "${cases[@]}"; do
+  printf '%-30s %14s %14s\n' "$c" "$(printf '%s\n' ${ours[$c]} | median)" "$(printf '%s\n' ${theirs[$c]} | median)"
+done
+for c in "${cases[@]}"; do
+  r=$(ratio "${ours[$c]}" "${theirs[$c]}")
+  case $c in
+    socat_4gib_time) goal="<= 0.5" ;;
+    passthrough_*) goal=">= 0.98" ;;
+    *) goal=">= 0.95" ;;
+  esac
+  awk -v r="$r" -v c="$c" -v g="$goal" 'BEGIN { printf "RATIO preload/%s = %.2f goal %s\n", c, r, g }'
+done
