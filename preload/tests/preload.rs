@@ -239,6 +239,14 @@ fn flags_fionread_shutdown_and_epipe_are_the_sockets() {
 }
 
 #[test]
+fn parent_and_child_both_use_a_connection_after_fork() {
+    // Three processes report one accelerated connection each: the client,
+    // the server, and the server's child (which inherited the count, and
+    // exits without closing).
+    same_as_plain("fork", ALL, 3);
+}
+
+#[test]
 fn a_thousand_connections_leave_no_fd_and_no_segment() {
     let Some(prog) = unixprog() else { return };
     let dir = scratch("cycles");
@@ -444,6 +452,12 @@ fn redis_cli_sets_and_gets_1_byte_to_8_mb_preloaded_and_mixed() {
             let mut got = redis_cli(&r, c, &dir, &["--raw", "get", "k"], None);
             assert_eq!(got.pop(), Some(b'\n'));
             assert!(got == value, "{size} bytes differ (server {s}, client {c})");
+            if s && c {
+                // The same listener serves a plain client beside them.
+                let mut plain = redis_cli(&r, false, &dir, &["--raw", "get", "k"], None);
+                assert_eq!(plain.pop(), Some(b'\n'));
+                assert!(plain == value, "{size} bytes differ for a plain client");
+            }
         }
         drop(r);
         let want = if s && c { 10 } else { 0 };

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void die(const char *what) {
@@ -319,6 +320,45 @@ static void sink_client(int s) {
     pause();
 }
 
+/* fork: after accept the server forks; the child writes a line and exits
+ * without closing; the parent waits for it, writes its own line, reads the
+ * client's answer and closes. The client reads both lines, answers, and
+ * reads end-of-file. */
+static void fork_server(int c) {
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        put(c, (const uint8_t *)"child\n", 6, 0);
+        exit(0); /* no close: the parent still holds it */
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    put(c, (const uint8_t *)"parent\n", 7, 1);
+    char b[16] = {0};
+    size_t got = 0;
+    while (got < 4) {
+        ssize_t n = read(c, b + got, 4 - got);
+        if (n <= 0) die("read");
+        got += (size_t)n;
+    }
+    printf("server got %.4s\n", b);
+    close(c);
+}
+
+static void fork_client(int s) {
+    char b[32] = {0};
+    size_t got = 0;
+    while (got < 13) {
+        ssize_t n = read(s, b + got, 13 - got);
+        if (n <= 0) die("read");
+        got += (size_t)n;
+    }
+    printf("client got %s", b);
+    put(s, (const uint8_t *)"bye!", 4, 0);
+    ssize_t n = read(s, b, sizeof b);
+    printf("then %zd\n", n);
+}
+
 /* Open fds and mapped segments of this process. */
 static void leftovers(const char *who) {
     int maps = 0;
@@ -381,6 +421,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(sc, "flags")) server ? flags_server(fd) : flags_client(fd);
     else if (!strcmp(sc, "flood")) server ? flood_server(fd) : flood_client(fd);
     else if (!strcmp(sc, "sink")) server ? sink_server(fd) : sink_client(fd);
+    else if (!strcmp(sc, "fork")) server ? fork_server(fd) : fork_client(fd);
     else { fprintf(stderr, "unixprog: no scenario %s\n", sc); return 2; }
     return 0;
 }
