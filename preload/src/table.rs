@@ -154,7 +154,8 @@ const MAX_FDS: u64 = 1 << 22;
 pub(crate) fn init() -> bool {
     let (_, hard) = procwire::sys::process::open_files_limit();
     let n = hard.unwrap_or(MAX_FDS).clamp(1024, MAX_FDS) as usize;
-    let Ok(m) = Mapping::anonymous(n * std::mem::size_of::<AtomicPtr<Entry>>()) else {
+    // Private: a forked child's closes must not clear the parent's entries.
+    let Ok(m) = Mapping::anonymous_private(n * std::mem::size_of::<AtomicPtr<Entry>>()) else {
         return false;
     };
     let p = m.as_ptr().cast::<AtomicPtr<Entry>>();

@@ -30,7 +30,8 @@ fn unixprog() -> Option<&'static Path> {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/prog/unixprog.c");
         let out = library().with_file_name("unixprog");
         match Command::new("cc")
-            .args(["-O2", "-Wall", "-o"])
+            // FORTIFY: reads into buffers of known size go to `__read_chk`.
+            .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-o"])
             .arg(&out)
             .arg(&src)
             .status()
@@ -236,6 +237,11 @@ fn flags_fionread_shutdown_and_epipe_are_the_sockets() {
     // The server ends by SIGPIPE, as on the plain socket, so only the
     // client lives to write its report line.
     same_as_plain("flags", &[(true, true)], 1);
+}
+
+#[test]
+fn timeouts_signals_high_fds_and_close_range_are_the_sockets() {
+    same_as_plain("misc", &[(true, true)], 2);
 }
 
 #[test]
@@ -517,4 +523,102 @@ fn nc_moves_10_mb_byte_exact() {
         data.len()
     );
     assert_eq!(reported(&report, "nc.openbsd", "accelerated"), 2);
+}
+
+#[test]
+fn redis_benchmark_with_bgsave_and_kill_9_of_either_side() {
+    if !have("redis-server", "redis-server")
+        || !have("redis-cli", "redis-tools")
+        || !have("redis-benchmark", "redis-tools")
+    {
+        return;
+    }
+    let dir = scratch("redis-bench");
+    let report = dir.join("report");
+    let r = Redis::start(&dir, true);
+    // Load, with a BGSAVE (a fork whose child exits without closing the
+    // connections it inherited) in the middle of it.
+    let mut bench = cmd("redis-benchmark", true, &r.sock, &report)
+        .arg("-s")
+        .arg(&r.sock)
+        .args([
+            "-n", "40000", "-c", "20", "-t", "set,get", "-r", "1000", "-q",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-benchmark");
+    assert_eq!(
+        redis_cli(&r, true, &dir, &["bgsave"], None),
+        b"Background saving started\n"
+    );
+    let status = wait_bounded(&mut bench, Duration::from_secs(120));
+    let mut out = String::new();
+    bench
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("stdout");
+    assert!(
+        status.success() && out.contains("requests per second"),
+        "{out}"
+    );
+    assert!(
+        reported(&report, "redis-benchmark", "accelerated") >= 20,
+        "{out}"
+    );
+    // Every connection, also those made after the BGSAVE child exited.
+    assert_eq!(reported(&report, "redis-benchmark", "plain"), 0);
+    let n = redis_cli(&r, true, &dir, &["dbsize"], None);
+    assert_eq!(
+        n,
+        redis_cli(&r, false, &dir, &["dbsize"], None),
+        "same keys for a plain client"
+    );
+
+    // A client killed while it blocks: the server goes on.
+    let mut blocked = cmd("redis-cli", true, &r.sock, &report)
+        .arg("-s")
+        .arg(&r.sock)
+        .args(["blpop", "nothing", "0"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-cli blpop");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&redis_cli(&r, true, &dir, &["client", "list"], None))
+        .contains("cmd=blpop")
+    {
+        assert!(Instant::now() < deadline, "blpop never arrived");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    blocked.kill().expect("kill");
+    let _ = blocked.wait();
+    assert_eq!(redis_cli(&r, true, &dir, &["ping"], None), b"PONG\n");
+
+    // The server killed while a client blocks: the client hears it.
+    let mut blocked = cmd("redis-cli", true, &r.sock, &report)
+        .arg("-s")
+        .arg(&r.sock)
+        .args(["blpop", "nothing", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-cli blpop");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&redis_cli(&r, true, &dir, &["client", "list"], None))
+        .contains("cmd=blpop")
+    {
+        assert!(Instant::now() < deadline, "blpop never arrived");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut r = r;
+    r.child.kill().expect("kill redis-server");
+    let killed = Instant::now();
+    wait_bounded(&mut blocked, Duration::from_secs(10));
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the client noticed after {took:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -456,6 +456,27 @@ impl Mapping {
         Self::from_raw(p, len, Access::ReadWrite)
     }
 
+    /// Maps `len` bytes of fresh zeroed memory private to this process: a
+    /// forked child gets its own copy (`MAP_PRIVATE | MAP_ANONYMOUS`;
+    /// pages are only backed once touched, so a large, sparse table costs
+    /// what it uses).
+    pub fn anonymous_private(len: usize) -> Result<Self> {
+        use rustix::mm::MapFlags;
+        if len == 0 {
+            return Err(Error::invalid_input("mmap", "anonymous, length 0"));
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let flags = MapFlags::PRIVATE | MapFlags::NORESERVE;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let flags = MapFlags::PRIVATE;
+        // SAFETY: as in `map`: a fresh range chosen by the kernel.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(std::ptr::null_mut(), len, prot(Access::ReadWrite), flags)
+        }
+        .ctx("mmap", || format!("anonymous, {len} bytes, MAP_PRIVATE"))?;
+        Self::from_raw(p, len, Access::ReadWrite)
+    }
+
     fn from_raw(p: *mut std::ffi::c_void, len: usize, access: Access) -> Result<Self> {
         match NonNull::new(p.cast::<u8>()) {
             Some(ptr) => Ok(Self { ptr, len, access }),

@@ -329,7 +329,10 @@ static void fork_server(int c) {
     if (pid < 0) die("fork");
     if (pid == 0) {
         put(c, (const uint8_t *)"child\n", 6, 0);
-        exit(0); /* no close: the parent still holds it */
+        /* Its close (and its exit) must leave the parent's connection as
+         * it was. */
+        close(c);
+        exit(0);
     }
     int st;
     waitpid(pid, &st, 0);
@@ -357,6 +360,61 @@ static void fork_client(int s) {
     put(s, (const uint8_t *)"bye!", 4, 0);
     ssize_t n = read(s, b, sizeof b);
     printf("then %zd\n", n);
+}
+
+/* misc: SO_RCVTIMEO, a signal without SA_RESTART (EINTR) and with it
+ * (the read goes on), an fd above 1024 (dup2), close_range. The server
+ * says nothing until asked, so the waits that must end without data do. */
+static void on_alarm(int sig) { (void)sig; }
+static const char *argv0 = "";
+
+static void misc_server(int c) {
+    char b[8];
+    if (read(c, b, 5) != 5) die("read ready");
+    put(c, (const uint8_t *)"late", 4, 0);
+    if (read(c, b, 2) != 2) die("read go");
+    usleep(50000);
+    put(c, (const uint8_t *)"done", 4, 0);
+    ssize_t n = read(c, b, sizeof b);
+    printf("server then %zd\n", n);
+}
+
+static void misc_client(int s) {
+    char b[8] = {0};
+    struct timeval tv = {0, 30000};
+    if (setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0) die("setsockopt");
+    errno = 0;
+    ssize_t n = read(s, b, 4);
+    printf("rcvtimeo %zd %s\n", n, errno == EAGAIN ? "EAGAIN" : strerror(errno));
+    tv.tv_usec = 0;
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (dup2(s, 1500) != 1500) die("dup2");
+    close(s);
+    s = 1500;
+    put(s, (const uint8_t *)"ready", 5, 0);
+    /* A length the compiler can't see, into a buffer it can: FORTIFY
+     * makes this __read_chk. */
+    size_t want = (size_t)(strlen(argv0) > 0 ? 4 : 1);
+    size_t got = 0;
+    while (got < want) { n = read(s, b, want - got); if (n <= 0) die("read late"); got += (size_t)n; }
+    printf("fd 1500 got %.4s\n", b);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
+    ualarm(20000, 0);
+    errno = 0;
+    n = read(s, b, 4);
+    printf("no SA_RESTART %zd %s\n", n, errno == EINTR ? "EINTR" : strerror(errno));
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, NULL);
+    put(s, (const uint8_t *)"go", 2, 0);
+    ualarm(10000, 0);
+    got = 0;
+    while (got < 4) { n = read(s, b + got, 4 - got); if (n <= 0) { printf("read %zd %s\n", n, strerror(errno)); exit(1); } got += (size_t)n; }
+    printf("SA_RESTART got %.4s\n", b);
+    if (close_range(1500, 1500, 0) < 0) die("close_range");
+    printf("closed %s\n", fcntl(1500, F_GETFD) < 0 && errno == EBADF ? "EBADF" : "still open");
 }
 
 /* Open fds and mapped segments of this process. */
@@ -411,6 +469,7 @@ static void cycles_dial(const char *path) {
 int main(int argc, char **argv) {
     if (argc != 4) { fprintf(stderr, "usage: unixprog server|client PATH SCENARIO\n"); return 2; }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    argv0 = argv[0];
     int server = strcmp(argv[1], "server") == 0;
     const char *sc = argv[3];
     if (!strcmp(sc, "cycles")) { server ? cycles_serve(argv[2]) : cycles_dial(argv[2]); return 0; }
@@ -422,6 +481,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(sc, "flood")) server ? flood_server(fd) : flood_client(fd);
     else if (!strcmp(sc, "sink")) server ? sink_server(fd) : sink_client(fd);
     else if (!strcmp(sc, "fork")) server ? fork_server(fd) : fork_client(fd);
+    else if (!strcmp(sc, "misc")) server ? misc_server(fd) : misc_client(fd);
     else { fprintf(stderr, "unixprog: no scenario %s\n", sc); return 2; }
     return 0;
 }
