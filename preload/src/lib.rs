@@ -67,6 +67,9 @@ static FINI: extern "C" fn() = fini;
 
 extern "C" fn init() {
     real::resolve();
+    // Ring locks hold the thread id, cached per thread: a forked child's
+    // thread has a new one.
+    let _ = interpose::at_fork_child(interpose::forked);
     let paths: Vec<std::path::PathBuf> = std::env::var_os("PROCWIRE_ACCEL")
         .map(|v| {
             std::env::split_paths(&v)

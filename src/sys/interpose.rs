@@ -281,9 +281,57 @@ pub fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {
     rustix::fs::fcntl_getfl(fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK))
 }
 
-/// The calling thread's kernel id (`gettid(2)`).
+/// Bumped in a forked child (see [`forked`]): thread ids cached before it
+/// are the parent's.
+static FORK_GENERATION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+std::thread_local! {
+    /// The calling thread's id and the fork generation it was read in. A
+    /// `Cell` of plain numbers registers no destructor.
+    static THREAD_ID: std::cell::Cell<(u32, i32)> = const { std::cell::Cell::new((u32::MAX, 0)) };
+}
+
+/// The calling thread's kernel id (`gettid(2)`), cached per thread (one
+/// system call per thread, and one more after a `fork` that [`forked`]
+/// was told of).
 pub fn thread_id() -> i32 {
-    rustix::thread::gettid().as_raw_nonzero().get()
+    use std::sync::atomic::Ordering;
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    THREAD_ID
+        .try_with(|c| {
+            let (g, tid) = c.get();
+            if g == generation {
+                return tid;
+            }
+            let tid = rustix::thread::gettid().as_raw_nonzero().get();
+            c.set((generation, tid));
+            tid
+        })
+        .unwrap_or_else(|_| rustix::thread::gettid().as_raw_nonzero().get())
+}
+
+/// Tells [`thread_id`] that this process is a freshly forked child, whose
+/// one thread has a new id. For a `pthread_atfork` child handler
+/// ([`at_fork_child`]).
+pub extern "C" fn forked() {
+    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Registers `child` to run in the child of every `fork` the process makes
+/// through libc (`pthread_atfork`).
+///
+/// # Errors
+///
+/// `ENOMEM`.
+pub fn at_fork_child(child: extern "C" fn()) -> Result<()> {
+    // SAFETY: `child` is a plain function with the C ABI, valid for the
+    // process's life; no prepare or parent handler.
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(child)) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Error::new("pthread_atfork", "child handler", rc))
+    }
 }
 
 /// Whether the process or thread `tid` still runs (`kill(tid, 0)` finds it;
