@@ -525,6 +525,27 @@ fn nc_moves_10_mb_byte_exact() {
     assert_eq!(reported(&report, "nc.openbsd", "accelerated"), 2);
 }
 
+/// A preloaded `redis-cli blpop` on a key nobody pushes, once the server
+/// shows it blocked.
+fn blocked_client(r: &Redis, dir: &Path) -> Child {
+    let blocked = cmd("redis-cli", true, &r.sock, &dir.join("report"))
+        .arg("-s")
+        .arg(&r.sock)
+        .args(["blpop", "nothing", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-cli blpop");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&redis_cli(r, true, dir, &["client", "list"], None))
+        .contains("cmd=blpop")
+    {
+        assert!(Instant::now() < deadline, "blpop never arrived");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    blocked
+}
+
 #[test]
 fn redis_benchmark_with_bgsave_and_kill_9_of_either_side() {
     if !have("redis-server", "redis-server")
@@ -577,40 +598,13 @@ fn redis_benchmark_with_bgsave_and_kill_9_of_either_side() {
     );
 
     // A client killed while it blocks: the server goes on.
-    let mut blocked = cmd("redis-cli", true, &r.sock, &report)
-        .arg("-s")
-        .arg(&r.sock)
-        .args(["blpop", "nothing", "0"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-cli blpop");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&redis_cli(&r, true, &dir, &["client", "list"], None))
-        .contains("cmd=blpop")
-    {
-        assert!(Instant::now() < deadline, "blpop never arrived");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut blocked = blocked_client(&r, &dir);
     blocked.kill().expect("kill");
     let _ = blocked.wait();
     assert_eq!(redis_cli(&r, true, &dir, &["ping"], None), b"PONG\n");
 
     // The server killed while a client blocks: the client hears it.
-    let mut blocked = cmd("redis-cli", true, &r.sock, &report)
-        .arg("-s")
-        .arg(&r.sock)
-        .args(["blpop", "nothing", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-cli blpop");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&redis_cli(&r, true, &dir, &["client", "list"], None))
-        .contains("cmd=blpop")
-    {
-        assert!(Instant::now() < deadline, "blpop never arrived");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut blocked = blocked_client(&r, &dir);
     let mut r = r;
     r.child.kill().expect("kill redis-server");
     let killed = Instant::now();
