@@ -245,6 +245,11 @@ fn timeouts_signals_high_fds_and_close_range_are_the_sockets() {
 }
 
 #[test]
+fn a_send_timeout_ends_a_blocked_write_with_eagain() {
+    same_as_plain("sndtimeo", &[(true, true)], 2);
+}
+
+#[test]
 fn parent_and_child_both_use_a_connection_after_fork() {
     // Three processes report one accelerated connection each: the client,
     // the server, and the server's child (which inherited the count, and

@@ -417,6 +417,34 @@ static void misc_client(int s) {
     printf("closed %s\n", fcntl(1500, F_GETFD) < 0 && errno == EBADF ? "EBADF" : "still open");
 }
 
+/* sndtimeo: the server reads nothing until the client, whose writes
+ * time out (SO_SNDTIMEO), has closed; then it drains everything. */
+static void sndtimeo_server(int c) {
+    static uint8_t buf[1 << 16];
+    struct pollfd p = {c, POLLRDHUP, 0};
+    if (poll(&p, 1, 10000) != 1) { fprintf(stderr, "no hang-up\n"); exit(1); }
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t n = read(c, buf, sizeof buf);
+        if (n < 0) die("read");
+        if (n == 0) break;
+        total += (uint64_t)n;
+    }
+    printf("server drained %s\n", total > 0 ? "bytes" : "nothing");
+}
+
+static void sndtimeo_client(int s) {
+    static uint8_t buf[1 << 16];
+    struct timeval tv = {0, 30000};
+    if (setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0) die("setsockopt");
+    ssize_t n;
+    int rounds = 0;
+    errno = 0;
+    while ((n = write(s, buf, sizeof buf)) > 0 && rounds < 100000) rounds++;
+    printf("sndtimeo %zd %s\n", n, errno == EAGAIN ? "EAGAIN" : strerror(errno));
+    close(s);
+}
+
 /* Open fds and mapped segments of this process. */
 static void leftovers(const char *who) {
     int maps = 0;
@@ -482,6 +510,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(sc, "sink")) server ? sink_server(fd) : sink_client(fd);
     else if (!strcmp(sc, "fork")) server ? fork_server(fd) : fork_client(fd);
     else if (!strcmp(sc, "misc")) server ? misc_server(fd) : misc_client(fd);
+    else if (!strcmp(sc, "sndtimeo")) server ? sndtimeo_server(fd) : sndtimeo_client(fd);
     else { fprintf(stderr, "unixprog: no scenario %s\n", sc); return 2; }
     return 0;
 }
