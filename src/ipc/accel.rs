@@ -95,7 +95,11 @@ struct Dir {
     wlock: AtomicU32,
     /// Thread id of the reader in a call, or 0.
     rlock: AtomicU32,
-    _p2: [u8; 48],
+    /// A process of the reading side closed its last fd of the
+    /// connection: the writer asks the kernel (a doorbell) on every write
+    /// from now on, which fails with `EPIPE` once the socket is closed.
+    reader_closing: AtomicU32,
+    _p2: [u8; 44],
 }
 
 /// The segment's header: identity, the attach record, two directions
@@ -391,9 +395,9 @@ impl Accel {
     /// peer's direction so that the peer's next write rings a doorbell and
     /// learns from the kernel whether the socket is still open.
     pub fn closing(&self) {
-        self.dir(self.side.tx() ^ 1)
-            .reader_armed
-            .store(1, Ordering::SeqCst);
+        let d = self.dir(self.side.tx() ^ 1);
+        d.reader_closing.store(1, Ordering::SeqCst);
+        d.reader_armed.store(1, Ordering::SeqCst);
     }
 
     /// Reads into `bufs` as `recv`/`readv` would on the socket `sock`
@@ -724,18 +728,26 @@ impl Accel {
                 sent += n;
                 self.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
                 fence(Ordering::SeqCst);
-                if dir.reader_armed.swap(0, Ordering::SeqCst) != 0 {
-                    match interpose::send(sock, &[0], ffi::MSG_DONTWAIT | flags.send_bits()) {
+                if dir.reader_armed.swap(0, Ordering::SeqCst) != 0
+                    || dir.reader_closing.load(Ordering::Relaxed) != 0
+                {
+                    match interpose::send(sock, &[0], ffi::MSG_DONTWAIT | ffi::MSG_NOSIGNAL) {
                         Ok(_) => {}
                         // Unread bytes fill the socket: it is readable.
                         Err(e) if e.is_would_block() => {}
-                        Err(e) => {
-                            if e.raw_os_error() == ffi::EPIPE {
-                                // Every later write hears it from the kernel.
-                                self.shut_wr.store(1, Ordering::Release);
+                        Err(e) if e.raw_os_error() == ffi::EPIPE => {
+                            // Every later write hears it from the kernel.
+                            self.shut_wr.store(1, Ordering::Release);
+                            if !self.tx_drained() {
+                                // Bytes the peer never read: this write
+                                // fails as the socket's would, with the
+                                // signal unless the program asked for none.
+                                return interpose::send(sock, &[0], flags.send_bits());
                             }
-                            return Err(e);
+                            // The peer read all of it before it closed:
+                            // the write happened.
                         }
+                        Err(e) => return Err(e),
                     }
                 }
                 if sent == want {
