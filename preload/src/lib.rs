@@ -751,9 +751,7 @@ pub unsafe extern "C" fn select(
         for fd in 0..n {
             if fd_isset(r, fd) && !really_readable(fd as c_int) {
                 fd_clear(r, fd);
-                let other = (!w.is_null() && fd_isset(w, fd)) || (!e.is_null() && fd_isset(e, fd));
                 // select counts each set bit: one less.
-                let _ = other;
                 left -= 1;
             }
         }

@@ -206,10 +206,3 @@ unsafe fn select_by_pselect(
         ) as c_int
     }
 }
-
-/// Whether the constructor found the functions (a test of the library
-/// itself; the wrappers never need to ask).
-#[allow(dead_code)]
-pub(crate) fn resolved() -> bool {
-    slot::read.load(Ordering::Acquire) != 0
-}
