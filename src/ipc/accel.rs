@@ -59,7 +59,7 @@ use crate::sys::shm::{self, Access, Mapping, SharedMemory};
 /// The hello's first eight bytes.
 pub const HELLO_MAGIC: [u8; 8] = *b"PWACCEL1";
 /// Wire and layout version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The hello's length: magic, version, ring size (little-endian `u32`s).
 pub const HELLO_LEN: usize = 16;
 /// Default bytes per direction.
@@ -99,8 +99,36 @@ struct Dir {
     /// connection: the writer asks the kernel (a doorbell) on every write
     /// from now on, which fails with `EPIPE` once the socket is closed.
     reader_closing: AtomicU32,
-    _p2: [u8; 44],
+    /// The downgrade of this direction ([`SWITCH_RING`], [`SWITCH_GOING`],
+    /// [`SWITCH_DONE`]): once done, `nondata` is final and every later byte
+    /// of the writer goes on the socket.
+    switch: AtomicU32,
+    /// The reading side left the ring (it hands the fd to a program that
+    /// reads the socket): the writer takes the unread bytes back and sends
+    /// them on the socket, in order, before anything newer.
+    reader_gone: AtomicU32,
+    /// Non-data sends under way (counted before they start, so that a
+    /// switch can wait them out).
+    inflight: AtomicU32,
+    /// Non-data bytes (doorbells, filler) the writer put on the socket,
+    /// counted before each send.
+    nondata: AtomicU64,
+    /// Non-data bytes readers took off the socket, claimed before each
+    /// take, so that readers together never take more than `nondata`: a
+    /// data byte that follows a switch is never eaten.
+    skipped: AtomicU64,
+    /// The writer took `[head, tail)` back: it sends those bytes on the
+    /// socket, advancing `head` itself.
+    reclaimed: AtomicU32,
+    _p2: [u8; 12],
 }
+
+/// A direction that is still on the ring.
+const SWITCH_RING: u32 = 0;
+/// Its writer is switching to the socket.
+const SWITCH_GOING: u32 = 1;
+/// Its writer writes on the socket.
+const SWITCH_DONE: u32 = 2;
 
 /// The segment's header: identity, the attach record, two directions
 /// (0: client to server, 1: server to client).
@@ -111,16 +139,22 @@ struct Header {
     ring_size: AtomicU32,
     /// Non-zero once the client attached; then `plain_before` is final.
     attached: AtomicU32,
-    _p0: u32,
+    /// Non-zero once either side asked for the connection to go back to
+    /// the plain socket (the downgrade).
+    downgrade: AtomicU32,
     /// Bytes the client wrote to the socket before attaching.
     plain_before: AtomicU64,
-    _p1: [u8; 32],
+    /// Of those, bytes the server side took off the socket.
+    plain_read: AtomicU64,
+    _p1: [u8; 24],
     dirs: [Dir; 2],
 }
 
 const_assert_eq!(std::mem::size_of::<Dir>(), 192);
 const_assert_eq!(std::mem::offset_of!(Dir, head), 64);
 const_assert_eq!(std::mem::offset_of!(Dir, reader_armed), 128);
+const_assert_eq!(std::mem::offset_of!(Dir, nondata), 160);
+const_assert_eq!(std::mem::offset_of!(Dir, skipped), 168);
 const_assert_eq!(std::mem::offset_of!(Header, dirs), 64);
 const_assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
 
@@ -200,8 +234,17 @@ pub struct Accel {
     map: Mapping,
     size: u64,
     side: Side,
-    /// Server: bytes of the client's pre-attach stream read so far.
-    plain_read: AtomicU64,
+    /// The socket's `SO_SNDBUF` before it was made small, given back at
+    /// the downgrade.
+    orig_sndbuf: usize,
+    /// The direction this side reads is back on the socket (a cache of
+    /// what the segment says, never cleared).
+    rx_plain: AtomicU32,
+    /// This process counted the connection as downgraded.
+    counted_down: AtomicU32,
+    /// A wait on the peer's words ran out (a switch that never ended): the
+    /// segment can't be trusted, and every later call fails at once.
+    broken: AtomicU32,
     /// Server: every pre-attach byte has been read.
     plain_done: AtomicU32,
     /// The program shut down writing (`shutdown(SHUT_WR)`), or the kernel
@@ -240,7 +283,7 @@ pub fn listener_marker(dev: u64, ino: u64) -> Vec<u8> {
 }
 
 /// Prefix of every client announcement name.
-const ANNOUNCE_PREFIX: &[u8] = b"procwire/1/c/";
+const ANNOUNCE_PREFIX: &[u8] = b"procwire/2/c/";
 
 /// A fresh announcement name for a client socket (random, so two clients
 /// never collide).
@@ -270,6 +313,13 @@ fn segment_len(ring: usize) -> usize {
 
 /// Per-call scratch space for draining socket bytes.
 const SCRATCH: usize = 256;
+/// Bytes moved per step when ring bytes go back onto the socket.
+const RESEND_CHUNK: usize = 4096;
+/// `Header::attached`: the client attached.
+const ATTACHED: u32 = 1;
+/// `Header::attached`: the server left before the client attached, which
+/// then never does.
+const REFUSED: u32 = 2;
 
 impl Accel {
     fn header(&self) -> &Header {
@@ -296,12 +346,15 @@ impl Accel {
         }
     }
 
-    fn new(map: Mapping, size: u64, side: Side) -> Self {
+    fn new(map: Mapping, size: u64, side: Side, orig_sndbuf: usize) -> Self {
         Self {
             map,
             size,
             side,
-            plain_read: AtomicU64::new(0),
+            orig_sndbuf,
+            rx_plain: AtomicU32::new(0),
+            counted_down: AtomicU32::new(0),
+            broken: AtomicU32::new(0),
             plain_done: AtomicU32::new(u32::from(side == Side::Client)),
             shut_wr: AtomicU32::new(0),
             counters: Counters::default(),
@@ -339,7 +392,8 @@ impl Accel {
         }
         let fd = shm::sealed_memfd(MEMFD_NAME, segment_len(ring) as u64)?;
         let map = Mapping::map(fd.as_fd(), segment_len(ring), Access::ReadWrite)?;
-        let a = Self::new(map, ring as u64, Side::Server);
+        let orig = interpose::send_buffer(sock).unwrap_or(0);
+        let a = Self::new(map, ring as u64, Side::Server, orig);
         let h = a.header();
         h.magic
             .store(u64::from_le_bytes(HELLO_MAGIC), Ordering::Relaxed);
@@ -369,6 +423,13 @@ impl Accel {
     /// client's pre-attach bytes still on the socket; `None` before the
     /// client attached (then the socket holds only data: ask it).
     pub fn readable(&self) -> Option<usize> {
+        if self.rx_plain.load(Ordering::Acquire) != 0
+            || self.dir(1 - self.side.tx()).switch.load(Ordering::Acquire) != SWITCH_RING
+        {
+            // On the socket, or about to be: the kernel's count (which may
+            // still count a non-data byte or two while the writer switches).
+            return None;
+        }
         let mut plain = 0;
         if self.side == Side::Server && self.plain_done.load(Ordering::Acquire) == 0 {
             let h = self.header();
@@ -376,7 +437,7 @@ impl Accel {
                 return None;
             }
             let k = h.plain_before.load(Ordering::Acquire);
-            plain = k.saturating_sub(self.plain_read.load(Ordering::Acquire));
+            plain = k.saturating_sub(h.plain_read.load(Ordering::Acquire));
         }
         let d = self.dir(1 - self.side.tx());
         let tail = d.tail.load(Ordering::Acquire);
@@ -402,7 +463,8 @@ impl Accel {
 
     /// Reads into `bufs` as `recv`/`readv` would on the socket `sock`
     /// (on the server, the bytes the client wrote before it attached come
-    /// first, from the socket).
+    /// first, from the socket; after a downgrade, the ring's last bytes
+    /// come before the socket's).
     ///
     /// # Errors
     ///
@@ -436,6 +498,10 @@ impl Accel {
         bufs: &mut [&mut [u8]],
         flags: Flags,
     ) -> Result<usize> {
+        self.follow(sock)?;
+        if self.rx_plain.load(Ordering::Acquire) != 0 {
+            return plain_recv(sock, bufs, flags);
+        }
         if let Some(limit) = self.plain_phase(sock, flags)? {
             let want: usize = bufs.iter().map(|b| b.len()).sum();
             let Some(first) = bufs.iter_mut().find(|b| !b.is_empty()) else {
@@ -473,7 +539,16 @@ impl Accel {
                 }
                 return Ok(got);
             }
-            // The ring is empty: arm and wait, or say so.
+            // The ring is empty. Back on the socket for good?
+            if self.rx_transition(sock)? {
+                let mut rest = advance(bufs, got);
+                return match plain_recv(sock, &mut rest, flags) {
+                    Ok(m) => Ok(got + m),
+                    Err(_) if got > 0 => Ok(got),
+                    Err(e) => Err(e),
+                };
+            }
+            // Arm and wait, or say so.
             match self.wait_readable(sock, flags) {
                 Ok(true) => {}
                 Ok(false) => return Ok(got),
@@ -491,14 +566,20 @@ impl Accel {
         }
         let h = self.header();
         loop {
-            if h.attached.load(Ordering::Acquire) != 0 {
-                let k = h.plain_before.load(Ordering::Acquire);
-                let done = self.plain_read.load(Ordering::Acquire);
-                if done >= k {
-                    self.plain_done.store(1, Ordering::Release);
-                    return Ok(None);
+            match h.attached.load(Ordering::Acquire) {
+                0 => {}
+                ATTACHED => {
+                    let k = h.plain_before.load(Ordering::Acquire);
+                    let done = h.plain_read.load(Ordering::Acquire);
+                    if done >= k {
+                        self.plain_done.store(1, Ordering::Release);
+                        return Ok(None);
+                    }
+                    return Ok(Some((k - done).min(usize::MAX as u64) as usize));
                 }
-                return Ok(Some((k - done).min(usize::MAX as u64) as usize));
+                // Refused (this side left before the client attached):
+                // the socket is the client's plain stream for good.
+                _ => return Ok(Some(usize::MAX)),
             }
             // Not attached: what the socket holds now is all plain data.
             let mut probe = [0u8; SCRATCH];
@@ -532,7 +613,9 @@ impl Accel {
 
     /// Server: `n` pre-attach bytes were taken off the socket.
     fn plain_consumed(&self, n: usize) {
-        self.plain_read.fetch_add(n as u64, Ordering::AcqRel);
+        self.header()
+            .plain_read
+            .fetch_add(n as u64, Ordering::AcqRel);
     }
 
     /// Copies ring bytes into `bufs` from byte `skip` on; returns how many.
@@ -547,6 +630,11 @@ impl Accel {
         let ring = self.ring(rx);
         let dir = self.dir(rx);
         let guard = Lock::take(&dir.rlock, sock)?;
+        if dir.reader_gone.load(Ordering::Acquire) != 0 {
+            // This side left the ring: its writer sends those bytes again
+            // on the socket.
+            return Ok(0);
+        }
         let head = dir.head.load(Ordering::Relaxed);
         let mut c = ConsumerState {
             head,
@@ -582,15 +670,18 @@ impl Accel {
             // store, then its flag.
             fence(Ordering::SeqCst);
             if dir.writer_blocked.swap(0, Ordering::SeqCst) != 0 {
-                drain(sock, 1)?;
+                self.drain(sock, 1)?;
             }
         }
         Ok(n)
     }
 
-    /// Whether the ring this side reads has bytes (a fresh look).
+    /// Whether the ring this side reads has bytes for it (a fresh look).
     fn rx_has_bytes(&self) -> bool {
         let dir = self.dir(1 - self.side.tx());
+        if dir.reader_gone.load(Ordering::Acquire) != 0 {
+            return false;
+        }
         let head = dir.head.load(Ordering::SeqCst);
         dir.tail.load(Ordering::SeqCst) != head
     }
@@ -600,7 +691,7 @@ impl Accel {
     /// bytes (or the peer is gone). Never blocks.
     fn settle(&self, sock: BorrowedFd<'_>) -> Result<Settled> {
         let dir = self.dir(1 - self.side.tx());
-        let kept = drain(sock, 1)?;
+        let kept = self.drain(sock, 1)?;
         dir.reader_armed.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.rx_has_bytes() {
@@ -614,15 +705,26 @@ impl Accel {
             } else {
                 Settled::Eof
             }),
+            // Data bytes on the socket: the writer is back on it.
+            Drained::Data => Ok(Settled::Data),
             Drained::Empty { consumed } => Ok(Settled::Empty { consumed }),
             Drained::KeptOne => {
                 // The last byte, now that a writer after our arm rings anew.
+                if claim(dir, 1) == 0 {
+                    return Ok(Settled::Data);
+                }
                 let mut one = [0u8; 1];
                 match interpose::recv(sock, &mut one, ffi::MSG_DONTWAIT) {
-                    Ok(0) => return Ok(Settled::Eof),
+                    Ok(0) => {
+                        unclaim(dir, 1);
+                        return Ok(Settled::Eof);
+                    }
                     Ok(_) => {}
-                    Err(e) if e.is_would_block() => {}
-                    Err(e) => return Err(e),
+                    Err(e) if e.is_would_block() => unclaim(dir, 1),
+                    Err(e) => {
+                        unclaim(dir, 1);
+                        return Err(e);
+                    }
                 }
                 fence(Ordering::SeqCst);
                 Ok(if self.rx_has_bytes() {
@@ -630,6 +732,51 @@ impl Accel {
                 } else {
                     Settled::Empty { consumed: true }
                 })
+            }
+        }
+    }
+
+    /// Takes queued non-data bytes off the socket without blocking, leaving
+    /// `keep` (0 or 1) of them, and never a data byte.
+    fn drain(&self, sock: BorrowedFd<'_>, keep: usize) -> Result<Drained> {
+        let dir = self.dir(1 - self.side.tx());
+        let mut scratch = [0u8; SCRATCH];
+        let mut consumed = false;
+        loop {
+            let q = match interpose::recv(sock, &mut scratch, ffi::MSG_PEEK | ffi::MSG_DONTWAIT) {
+                Ok(0) => return Ok(Drained::Eof),
+                Ok(q) => q,
+                Err(e) if e.is_would_block() => return Ok(Drained::Empty { consumed }),
+                Err(e) => return Err(e),
+            };
+            if q <= keep {
+                return Ok(Drained::KeptOne);
+            }
+            let take = claim(dir, q - keep);
+            if take == 0 {
+                return Ok(Drained::Data);
+            }
+            let got = match interpose::recv(sock, &mut scratch[..take], ffi::MSG_DONTWAIT) {
+                Ok(got) => got,
+                Err(e) => {
+                    unclaim(dir, take);
+                    if e.is_would_block() {
+                        return Ok(Drained::Empty { consumed });
+                    }
+                    return Err(e);
+                }
+            };
+            unclaim(dir, take - got);
+            if got == 0 {
+                return Ok(Drained::Eof);
+            }
+            consumed = true;
+            if q < SCRATCH && take == q - keep && got == take {
+                return Ok(if keep > 0 {
+                    Drained::KeptOne
+                } else {
+                    Drained::Empty { consumed }
+                });
             }
         }
     }
@@ -660,11 +807,23 @@ impl Accel {
     ///
     /// Those of `recv`.
     pub fn poll_readable(&self, sock: BorrowedFd<'_>) -> Result<bool> {
+        self.follow(sock)?;
+        if self.rx_plain.load(Ordering::Acquire) != 0 {
+            return Ok(true);
+        }
         if self.side == Side::Server && self.plain_done.load(Ordering::Acquire) == 0 {
             return Ok(true);
         }
         if self.rx_has_bytes() {
             return Ok(true);
+        }
+        if self.rx_transition(sock)? {
+            let mut one = [0u8; 1];
+            return match interpose::recv(sock, &mut one, ffi::MSG_PEEK | ffi::MSG_DONTWAIT) {
+                Ok(_) => Ok(true),
+                Err(e) if e.is_would_block() => Ok(false),
+                Err(_) => Ok(true),
+            };
         }
         Ok(!matches!(self.settle(sock)?, Settled::Empty { .. }))
     }
@@ -677,6 +836,7 @@ impl Accel {
     /// `EPIPE` (with `SIGPIPE` unless `nosignal`) for a closed peer or after
     /// `shutdown(SHUT_WR)`, `EINTR`; `EIO` for a segment the peer broke.
     pub fn send(&self, sock: BorrowedFd<'_>, bufs: &[&[u8]], flags: Flags) -> Result<usize> {
+        self.follow(sock)?;
         let want: usize = bufs.iter().map(|b| b.len()).sum();
         if self.shut_wr.load(Ordering::Acquire) != 0 {
             // The kernel answers as it does after SHUT_WR: EPIPE, and the
@@ -691,8 +851,20 @@ impl Accel {
         let ring = self.ring(tx);
         let mut sent = 0;
         loop {
+            if dir.switch.load(Ordering::Acquire) != SWITCH_RING {
+                // Back on the socket: after the ring's unread bytes.
+                let rest = skip_sent(bufs, sent);
+                return match self.plain_send(sock, &rest, flags) {
+                    Ok(m) => Ok(sent + m),
+                    Err(_) if sent > 0 => Ok(sent),
+                    Err(e) => Err(e),
+                };
+            }
             let n = {
                 let _guard = Lock::take(&dir.wlock, sock)?;
+                if dir.switch.load(Ordering::Acquire) != SWITCH_RING {
+                    continue;
+                }
                 // Our own index lives in shared memory too (so that
                 // threads and forked processes share it), where the peer
                 // can write it: checked like the peer's.
@@ -731,7 +903,9 @@ impl Accel {
                 if dir.reader_armed.swap(0, Ordering::SeqCst) != 0
                     || dir.reader_closing.load(Ordering::Relaxed) != 0
                 {
-                    match interpose::send(sock, &[0], ffi::MSG_DONTWAIT | ffi::MSG_NOSIGNAL) {
+                    match self.ping(dir, sock, ffi::MSG_DONTWAIT | ffi::MSG_NOSIGNAL) {
+                        // Sent, or not needed: a switch under way wakes
+                        // the reader with a byte of its own.
                         Ok(_) => {}
                         // Unread bytes fill the socket: it is readable.
                         Err(e) if e.is_would_block() => {}
@@ -769,10 +943,12 @@ impl Accel {
     /// returns to look at the ring again.
     fn fill(&self, sock: BorrowedFd<'_>, flags: Flags) -> Result<()> {
         let dir = self.dir(self.side.tx());
-        let r = interpose::send(sock, &[0], flags.send_bits());
+        let r = self.ping(dir, sock, flags.send_bits());
         dir.writer_blocked.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         match r {
+            // Sent, or the direction is switching (the loop then goes to
+            // the socket).
             Ok(_) => Ok(()),
             Err(e) if e.is_would_block() => {
                 // Not writable now. Space freed since? Then go on.
@@ -786,6 +962,435 @@ impl Accel {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Sends one non-data byte (a doorbell or filler) on the socket for
+    /// this side's direction `d`, counted before it goes; `Ok(false)`:
+    /// the direction is switching to the socket, so nothing was sent.
+    fn ping(&self, d: &Dir, sock: BorrowedFd<'_>, bits: i32) -> Result<bool> {
+        d.inflight.fetch_add(1, Ordering::SeqCst);
+        if d.switch.load(Ordering::SeqCst) != SWITCH_RING {
+            d.inflight.fetch_sub(1, Ordering::SeqCst);
+            return Ok(false);
+        }
+        d.nondata.fetch_add(1, Ordering::SeqCst);
+        let r = interpose::send(sock, &[0], bits);
+        if !matches!(r, Ok(1)) {
+            d.nondata.fetch_sub(1, Ordering::SeqCst);
+        }
+        d.inflight.fetch_sub(1, Ordering::SeqCst);
+        r.map(|n| n == 1)
+    }
+
+    // ------------------------------------------------------- the downgrade
+    //
+    // Either side may take the connection back to the plain socket. Each
+    // direction switches on its own: its writer stops the ring and its
+    // non-data bytes (so their count is final), and writes on the socket
+    // from then on; its reader reads what is left in the ring, skips
+    // exactly that many non-data bytes, and reads the socket from then on.
+    // A side that *leaves* (its fd goes to a program that reads only the
+    // socket) also marks the direction it reads `reader_gone`: its writer
+    // then takes the unread bytes back and sends them on the socket first.
+    // Every side notices at its next call (`follow`), and a non-data byte
+    // sent as the switch begins wakes one that waits on its socket.
+
+    /// Reacts to a downgrade either side asked for: switches this side's
+    /// writing to the socket, takes back what a departed reader left, and
+    /// sends on what was taken back (without blocking).
+    fn follow(&self, sock: BorrowedFd<'_>) -> Result<()> {
+        if self.header().downgrade.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        if self.broken.load(Ordering::Acquire) != 0 {
+            return Err(corrupt(sock));
+        }
+        let d = self.dir(self.side.tx());
+        if d.switch.load(Ordering::Acquire) != SWITCH_DONE {
+            self.switch_tx(sock)?;
+        }
+        if d.reader_gone.load(Ordering::Acquire) != 0 && d.reclaimed.load(Ordering::Acquire) == 0 {
+            // The reader's lock: no reader is inside the ring when the
+            // bytes change hands.
+            let _g = Lock::take(&d.rlock, sock)?;
+            d.reclaimed.store(1, Ordering::SeqCst);
+        }
+        if d.reclaimed.load(Ordering::Acquire) != 0 {
+            self.push_resend(sock, false)?;
+        }
+        Ok(())
+    }
+
+    /// Switches the direction this side writes to the socket.
+    fn switch_tx(&self, sock: BorrowedFd<'_>) -> Result<()> {
+        let d = self.dir(self.side.tx());
+        let _g = Lock::take(&d.wlock, sock)?;
+        if d.switch.load(Ordering::Acquire) == SWITCH_DONE {
+            return Ok(());
+        }
+        // A last non-data byte wakes a reader that waits on its socket (a
+        // full socket is readable already; a closed one has no reader).
+        let _ = self.ping(d, sock, ffi::MSG_DONTWAIT | ffi::MSG_NOSIGNAL);
+        d.switch.store(SWITCH_GOING, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        // Non-data sends that started before it: a filler blocked on a
+        // full socket ends when the reader drains it.
+        let start = Instant::now();
+        while d.inflight.load(Ordering::SeqCst) != 0 {
+            if start.elapsed() > LOCK_PATIENCE {
+                self.broken.store(1, Ordering::Release);
+                return Err(corrupt(sock));
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        if self.orig_sndbuf > 0 {
+            // The kernel reports twice what was set.
+            let _ = interpose::set_send_buffer(sock, self.orig_sndbuf / 2);
+        }
+        d.switch.store(SWITCH_DONE, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Waits for a switch another thread or process of this side began.
+    fn wait_switched(&self, sock: BorrowedFd<'_>) -> Result<()> {
+        let d = self.dir(self.side.tx());
+        let start = Instant::now();
+        while d.switch.load(Ordering::Acquire) != SWITCH_DONE {
+            if start.elapsed() > LOCK_PATIENCE {
+                self.broken.store(1, Ordering::Release);
+                return Err(corrupt(sock));
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        Ok(())
+    }
+
+    /// Sends the bytes taken back from a departed reader on the socket,
+    /// blocking (in the fd's mode) if `block`; `Ok(true)` once all are
+    /// out.
+    fn push_resend(&self, sock: BorrowedFd<'_>, block: bool) -> Result<bool> {
+        let tx = self.side.tx();
+        let d = self.dir(tx);
+        if d.reclaimed.load(Ordering::Acquire) == 0 {
+            return Ok(true);
+        }
+        let ring = self.ring(tx);
+        let _g = Lock::take(&d.rlock, sock)?;
+        let mut chunk = [0u8; RESEND_CHUNK];
+        let bits = ffi::MSG_NOSIGNAL | if block { 0 } else { ffi::MSG_DONTWAIT };
+        loop {
+            let head = d.head.load(Ordering::Acquire);
+            let tail = d.tail.load(Ordering::Acquire);
+            if head > tail || tail - head > self.size {
+                return Err(corrupt(sock));
+            }
+            if head == tail {
+                return Ok(true);
+            }
+            let mut c = ConsumerState {
+                head,
+                tail_cache: head,
+            };
+            let n = ring.peek(&mut c, &mut chunk).map_err(|_| corrupt(sock))?;
+            match interpose::send(sock, &chunk[..n], bits) {
+                Ok(m) => d.head.store(head + m as u64, Ordering::Release),
+                Err(e) if e.is_would_block() => return Ok(false),
+                Err(e) if e.raw_os_error() == ffi::EPIPE => {
+                    // Nobody is left to read them.
+                    d.head.store(tail, Ordering::Release);
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes on the socket after this side's switch, the bytes taken back
+    /// first.
+    fn plain_send(&self, sock: BorrowedFd<'_>, bufs: &[&[u8]], flags: Flags) -> Result<usize> {
+        if self.broken.load(Ordering::Acquire) != 0 {
+            return Err(corrupt(sock));
+        }
+        self.wait_switched(sock)?;
+        if !self.push_resend(sock, !flags.dontwait)? {
+            return Err(interpose::error("send", sock, ffi::EAGAIN));
+        }
+        let mut n = 0;
+        for b in bufs.iter().filter(|b| !b.is_empty()) {
+            match interpose::send(sock, b, flags.bits) {
+                Ok(m) => {
+                    n += m;
+                    if m < b.len() {
+                        break;
+                    }
+                }
+                Err(_) if n > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// The ring this side reads is empty: whether its writer is on the
+    /// socket now, and if so skips its last non-data bytes (then every
+    /// later read is the socket's).
+    fn rx_transition(&self, sock: BorrowedFd<'_>) -> Result<bool> {
+        let d = self.dir(1 - self.side.tx());
+        if d.switch.load(Ordering::Acquire) != SWITCH_DONE {
+            return Ok(false);
+        }
+        if self.rx_has_bytes() {
+            return Ok(false);
+        }
+        if d.reader_gone.load(Ordering::Acquire) != 0
+            && d.reclaimed.load(Ordering::Acquire) == 0
+            && d.head.load(Ordering::Acquire) != d.tail.load(Ordering::Acquire)
+        {
+            // The writer has yet to take the bytes back: their place on
+            // the socket is after its last non-data byte, which is not
+            // final until then.
+            return Ok(false);
+        }
+        while d.skipped.load(Ordering::SeqCst) < d.nondata.load(Ordering::SeqCst) {
+            match self.drain(sock, 0)? {
+                Drained::Eof => break,
+                Drained::Data | Drained::KeptOne => {}
+                Drained::Empty { .. } => {
+                    if d.skipped.load(Ordering::SeqCst) < d.nondata.load(Ordering::SeqCst) {
+                        // Counted bytes that were never sent: a broken peer.
+                        return Err(corrupt(sock));
+                    }
+                }
+            }
+        }
+        self.rx_plain.store(1, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Starts the downgrade from this side for the direction it writes
+    /// (before ancillary data, `sendfile` or `splice` to the socket): from
+    /// now on its bytes go on the socket, after the ring's; the peer
+    /// switches its own at its next call. Never waits for the peer.
+    ///
+    /// # Errors
+    ///
+    /// `EIO` when a non-data send of this side stayed blocked for
+    /// [`LOCK_PATIENCE`] (the connection is then broken for good), or for a
+    /// broken segment.
+    pub fn downgrade_tx(&self, sock: BorrowedFd<'_>) -> Result<()> {
+        self.header().downgrade.store(1, Ordering::SeqCst);
+        self.follow(sock)
+    }
+
+    /// This side leaves the ring for good, in both directions, because its
+    /// fd goes to a program that reads only the socket (an `exec`, a
+    /// descriptor passed away, `splice` from it): asks the peer to send
+    /// what this side has not read on the socket, and waits for it (at
+    /// most `patience`) so as to take the last non-data bytes off. After
+    /// it, the socket holds exactly the connection's bytes in order.
+    ///
+    /// # Errors
+    ///
+    /// `ETIMEDOUT` when the peer did not answer within `patience` (it never
+    /// called into the connection); `EIO` when the bytes left over can't be
+    /// put back (or for a broken segment). The connection is then not
+    /// whole, and the caller should shut it down.
+    pub fn leave(&self, sock: BorrowedFd<'_>, patience: Duration) -> Result<()> {
+        if self.broken.load(Ordering::Acquire) != 0 {
+            return Err(corrupt(sock));
+        }
+        let h = self.header();
+        h.downgrade.store(1, Ordering::SeqCst);
+        let rxi = 1 - self.side.tx();
+        let rx = self.dir(rxi);
+        if self.side == Side::Server
+            && h.attached
+                .compare_exchange(0, REFUSED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            // The client has not attached and now never will: its stream
+            // is plain throughout, and what this side put in the ring it
+            // sends again itself.
+            let tx = self.dir(self.side.tx());
+            rx.switch.store(SWITCH_DONE, Ordering::SeqCst);
+            rx.reader_gone.store(1, Ordering::SeqCst);
+            tx.reader_gone.store(1, Ordering::SeqCst);
+            self.follow(sock)?;
+            let deadline = Instant::now() + patience;
+            while !self.push_resend(sock, false)? {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(interpose::error("accel leave", sock, ffi::ETIMEDOUT));
+                }
+                crate::sys::fd::wait_writable(sock, Some(left))?;
+            }
+            self.rx_plain.store(1, Ordering::Release);
+            return Ok(());
+        }
+        {
+            let _r = Lock::take(&rx.rlock, sock)?;
+            if rx.reader_gone.load(Ordering::Acquire) == 0 {
+                if self.side == Side::Server {
+                    self.plain_back_to_ring(sock)?;
+                }
+                rx.reader_gone.store(1, Ordering::SeqCst);
+            }
+        }
+        self.follow(sock)?;
+        let deadline = Instant::now() + patience;
+        loop {
+            if self.rx_transition(sock)? {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(interpose::error("accel leave", sock, ffi::ETIMEDOUT));
+            }
+            // Everything before the peer's switch is non-data: take it off
+            // (a filler of a blocked peer frees it), then wait for more.
+            match self.drain(sock, 0)? {
+                Drained::Eof => {
+                    // The peer is gone: nothing more will come.
+                    self.rx_plain.store(1, Ordering::Release);
+                    return Ok(());
+                }
+                // Data already (the peer switched and is taking the bytes
+                // back): look again shortly.
+                Drained::Data => std::thread::sleep(left.min(Duration::from_millis(1))),
+                Drained::Empty { .. } | Drained::KeptOne => {
+                    crate::sys::fd::wait_readable(sock, Some(left))?;
+                }
+            }
+        }
+    }
+
+    /// Server leaving: the client's pre-attach bytes not yet read go back
+    /// into the ring just before its unread bytes, so that the client sends
+    /// them again with those (they are ahead of non-data bytes on the
+    /// socket, which this side must take off). Called with the reader's
+    /// lock held.
+    fn plain_back_to_ring(&self, sock: BorrowedFd<'_>) -> Result<()> {
+        let h = self.header();
+        let k = h
+            .plain_before
+            .load(Ordering::Acquire)
+            .saturating_sub(h.plain_read.load(Ordering::Acquire));
+        if k == 0 {
+            return Ok(());
+        }
+        let d = self.dir(1 - self.side.tx());
+        // The writer's lock too: the free space before `head` is the
+        // writer's to fill.
+        let _w = Lock::take(&d.wlock, sock)?;
+        let head = d.head.load(Ordering::Acquire);
+        let tail = d.tail.load(Ordering::Acquire);
+        if head > tail || tail - head > self.size || head < k || tail - head + k > self.size {
+            return Err(corrupt(sock));
+        }
+        let ring = self.ring(1 - self.side.tx());
+        let mask = self.size - 1;
+        let mut chunk = [0u8; RESEND_CHUNK];
+        let mut at = head - k;
+        while at < head {
+            let want = ((head - at) as usize).min(RESEND_CHUNK);
+            let n = interpose::recv(sock, &mut chunk[..want], ffi::MSG_DONTWAIT)?;
+            if n == 0 {
+                return Err(corrupt(sock));
+            }
+            for (i, b) in chunk[..n].iter().enumerate() {
+                let pos = ((at + i as u64) & mask) as usize;
+                // SAFETY: `pos < size`: inside the ring, in a live mapping;
+                // a byte store through the raw pointer (no reference to
+                // shared memory is made).
+                unsafe { ring.data.add(pos).write(*b) };
+            }
+            at += n as u64;
+        }
+        h.plain_read.fetch_add(k, Ordering::AcqRel);
+        self.plain_done.store(1, Ordering::Release);
+        d.head.store(head - k, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the connection is all on the socket again as far as this
+    /// process is concerned: every later call can be the program's own.
+    pub fn is_plain(&self) -> bool {
+        if self.rx_plain.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let d = self.dir(self.side.tx());
+        d.switch.load(Ordering::Acquire) == SWITCH_DONE
+            && (d.reclaimed.load(Ordering::Acquire) == 0
+                || d.head.load(Ordering::Acquire) == d.tail.load(Ordering::Acquire))
+    }
+
+    /// `true` once, the first time this process finds the connection plain
+    /// again (for the report's count of downgrades).
+    pub fn first_time_plain(&self) -> bool {
+        self.is_plain() && self.counted_down.swap(1, Ordering::AcqRel) == 0
+    }
+}
+
+/// Reads into `bufs` from the socket, as the program's own call would.
+fn plain_recv(sock: BorrowedFd<'_>, bufs: &mut [&mut [u8]], flags: Flags) -> Result<usize> {
+    let mut n = 0;
+    for b in bufs.iter_mut().filter(|b| !b.is_empty()) {
+        match interpose::recv(sock, b, flags.bits) {
+            Ok(m) => {
+                n += m;
+                if m < b.len() || flags.peek {
+                    break;
+                }
+            }
+            Err(_) if n > 0 => break,
+            Err(e) => return Err(e),
+        }
+        if !flags.waitall {
+            // One receive's worth, as a single call gives.
+            break;
+        }
+    }
+    Ok(n)
+}
+
+/// The buffers past their first `n` bytes.
+fn skip_sent<'b>(bufs: &[&'b [u8]], mut n: usize) -> Vec<&'b [u8]> {
+    let mut out = Vec::with_capacity(bufs.len());
+    for b in bufs {
+        if n >= b.len() {
+            n -= b.len();
+            continue;
+        }
+        out.push(&b[n..]);
+        n = 0;
+    }
+    out
+}
+
+/// Claims up to `want` of the direction's counted non-data bytes for
+/// taking off the socket; how many were claimed.
+fn claim(d: &Dir, want: usize) -> usize {
+    let mut s = d.skipped.load(Ordering::SeqCst);
+    loop {
+        let n = d.nondata.load(Ordering::SeqCst);
+        let k = n.saturating_sub(s).min(want as u64);
+        if k == 0 {
+            return 0;
+        }
+        match d
+            .skipped
+            .compare_exchange(s, s + k, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => return k as usize,
+            Err(x) => s = x,
+        }
+    }
+}
+
+/// Gives back claimed bytes that were not there to take.
+fn unclaim(d: &Dir, k: usize) {
+    if k > 0 {
+        d.skipped.fetch_sub(k as u64, Ordering::SeqCst);
     }
 }
 
@@ -812,6 +1417,8 @@ fn advance<'b>(bufs: &'b mut [&mut [u8]], mut n: usize) -> Vec<&'b mut [u8]> {
 enum Drained {
     /// Nothing is queued now; `consumed`: bytes were taken off.
     Empty { consumed: bool },
+    /// What is queued is data (the writer is back on the socket).
+    Data,
     /// One byte is left.
     KeptOne,
     /// End-of-file.
@@ -827,36 +1434,6 @@ enum Settled {
     Empty { consumed: bool },
     /// Empty, and the peer is gone or shut down writing.
     Eof,
-}
-
-/// Takes queued bytes off the socket without blocking, leaving `keep`
-/// (0 or 1) of them.
-fn drain(sock: BorrowedFd<'_>, keep: usize) -> Result<Drained> {
-    let mut scratch = [0u8; SCRATCH];
-    let mut consumed = false;
-    loop {
-        let q = match interpose::recv(sock, &mut scratch, ffi::MSG_PEEK | ffi::MSG_DONTWAIT) {
-            Ok(0) => return Ok(Drained::Eof),
-            Ok(q) => q,
-            Err(e) if e.is_would_block() => return Ok(Drained::Empty { consumed }),
-            Err(e) => return Err(e),
-        };
-        if q <= keep {
-            return Ok(Drained::KeptOne);
-        }
-        match interpose::recv(sock, &mut scratch[..q - keep], ffi::MSG_DONTWAIT) {
-            Ok(_) => consumed = true,
-            Err(e) if e.is_would_block() => return Ok(Drained::Empty { consumed }),
-            Err(e) => return Err(e),
-        }
-        if q < SCRATCH {
-            return Ok(if keep > 0 {
-                Drained::KeptOne
-            } else {
-                Drained::Empty { consumed }
-            });
-        }
-    }
 }
 
 /// A ring end's lock, held for one call.
@@ -940,7 +1517,8 @@ pub fn try_attach(sock: BorrowedFd<'_>, plain_written: u64, block: bool) -> Resu
         return Err(interpose::error("accel attach", sock, ffi::EIO));
     }
     let map = Mapping::map(fd.as_fd(), segment_len(ring), Access::ReadWrite)?;
-    let a = Accel::new(map, ring as u64, Side::Client);
+    let orig = interpose::send_buffer(sock).unwrap_or(0);
+    let a = Accel::new(map, ring as u64, Side::Client, orig);
     let h = a.header();
     if h.magic.load(Ordering::Acquire) != u64::from_le_bytes(HELLO_MAGIC)
         || h.ring_size.load(Ordering::Acquire) as usize != ring
@@ -949,6 +1527,11 @@ pub fn try_attach(sock: BorrowedFd<'_>, plain_written: u64, block: bool) -> Resu
     }
     let _ = interpose::set_send_buffer(sock, FILLER_SNDBUF);
     h.plain_before.store(plain_written, Ordering::Release);
-    h.attached.store(1, Ordering::SeqCst);
+    // The server may have left before this attach (`Accel::leave`): then
+    // the segment already says that both directions are on the socket, and
+    // the connection is plain from its first call.
+    let _ = h
+        .attached
+        .compare_exchange(0, ATTACHED, Ordering::SeqCst, Ordering::SeqCst);
     Ok(Attach::Attached(a))
 }

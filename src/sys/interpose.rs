@@ -29,10 +29,12 @@ pub mod ffi {
     pub use libc::{
         c_char, c_int, c_long, c_uint, c_void, iovec, msghdr, off_t, pid_t, size_t, sockaddr,
         sockaddr_un, socklen_t, ssize_t, AF_UNIX, AT_FDCWD, EAGAIN, EBADF, ECONNRESET, EINTR,
-        EINVAL, EIO, EPIPE, FIONBIO, FIONREAD, F_DUPFD, F_DUPFD_CLOEXEC, MSG_DONTWAIT,
-        MSG_NOSIGNAL, MSG_PEEK, MSG_TRUNC, MSG_WAITALL, SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC,
-        SOCK_NONBLOCK, SOCK_STREAM,
+        EINVAL, EIO, ENOSYS, EPIPE, ETIMEDOUT, FIOASYNC, FIOCLEX, FIONBIO, FIONCLEX, FIONREAD,
+        F_DUPFD, F_DUPFD_CLOEXEC, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_OOB, MSG_PEEK, MSG_TRUNC,
+        MSG_WAITALL, SCM_RIGHTS, SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC, SOCK_NONBLOCK,
+        SOCK_STREAM, SOL_SOCKET,
     };
+    pub use libc::{cmsghdr, loff_t};
     pub use libc::{fd_set, nfds_t, pollfd, sigset_t, timespec, timeval, POLLIN, POLLRDNORM};
 }
 
@@ -86,7 +88,7 @@ pub mod nr {
         SYS_recvmsg, SYS_sendmsg, SYS_sendto, SYS_shutdown, SYS_socket, SYS_socketpair, SYS_write,
         SYS_writev,
     };
-    pub use libc::{SYS_ppoll, SYS_pselect6};
+    pub use libc::{SYS_execve, SYS_execveat, SYS_ppoll, SYS_pselect6, SYS_sendfile, SYS_splice};
 }
 
 /// The kernel's flag bits of `recv(2)` as rustix's type.
@@ -315,6 +317,27 @@ pub fn thread_id() -> i32 {
 /// ([`at_fork_child`]).
 pub extern "C" fn forked() {
     FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    remember_pid();
+}
+
+/// This process's id as [`remember_pid`] last saw it.
+static PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Notes this process's id, for [`in_vfork_child`]: called once at start
+/// (and by [`forked`] in every child of `fork`).
+pub fn remember_pid() {
+    PID.store(
+        rustix::process::getpid().as_raw_nonzero().get(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// Whether the caller runs in the child of a `vfork` (or of a `clone` that
+/// shares memory without running the fork handlers): its process id is not
+/// the one noted, though it shares the parent's memory. One system call.
+pub fn in_vfork_child() -> bool {
+    let noted = PID.load(std::sync::atomic::Ordering::Relaxed);
+    noted != 0 && rustix::process::getpid().as_raw_nonzero().get() != noted
 }
 
 /// Registers `child` to run in the child of every `fork` the process makes
