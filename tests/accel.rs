@@ -287,3 +287,124 @@ fn a_hello_without_a_segment_or_of_another_version_is_refused() {
         Attach::NotYet
     ));
 }
+
+/// Reads everything `a` gets on `s` until `EAGAIN` (non-blocking fds).
+fn read_all(s: &UnixStream, a: &Accel) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut b = [0u8; 1000];
+    loop {
+        match a.recv(s.as_fd(), &mut [&mut b[..]], nb()) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+            Err(e) if e.is_would_block() => return got,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn a_downgrade_keeps_every_byte_in_order_both_ways() {
+    let (s, server, c, client) = pair();
+    // Bytes in the rings both ways, unread, with their doorbells.
+    assert_eq!(server.send(s.as_fd(), &[b"ring-s "], nb()).unwrap(), 7);
+    assert_eq!(client.send(c.as_fd(), &[b"ring-c "], nb()).unwrap(), 7);
+    // The server's side goes back to the socket (as before ancillary data).
+    server.downgrade_tx(s.as_fd()).unwrap();
+    server.flush_tx(s.as_fd(), true).unwrap();
+    assert_eq!(server.send(s.as_fd(), &[b"plain-s"], nb()).unwrap(), 7);
+    // The client follows at its next call; its ring bytes come again first.
+    assert_eq!(client.send(c.as_fd(), &[b"plain-c"], nb()).unwrap(), 7);
+    assert_eq!(read_all(&c, &client), b"ring-s plain-s");
+    assert_eq!(read_all(&s, &server), b"ring-c plain-c");
+    assert!(server.is_plain() && client.is_plain());
+    // From here the socket alone carries them.
+    use std::io::{Read, Write};
+    (&s).write_all(b"raw").unwrap();
+    let mut b = [0u8; 3];
+    (&c).read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"raw");
+}
+
+#[test]
+fn a_side_that_leaves_finds_the_socket_whole() {
+    let (s, server, c, client) = pair();
+    let big: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    assert_eq!(client.send(c.as_fd(), &[&big[..]], nb()).unwrap(), 3000);
+    assert_eq!(
+        server.send(s.as_fd(), &[b"to the client"], nb()).unwrap(),
+        13
+    );
+    // The client answers from another thread, as a peer process would at
+    // its next call: it wakes on the byte the leaving side sends.
+    let (c2, done) = (c.try_clone().unwrap(), std::sync::mpsc::channel::<()>());
+    let t = std::thread::spawn(move || {
+        let c = c2;
+        assert!(wait_readable(c.as_fd(), Some(Duration::from_secs(10))).unwrap());
+        let got = read_all(&c, &client);
+        let _ = done.1.recv_timeout(Duration::from_secs(10));
+        (got, client)
+    });
+    server.leave(s.as_fd(), Duration::from_secs(10)).unwrap();
+    done.0.send(()).unwrap();
+    let (got, client) = t.join().unwrap();
+    assert_eq!(got, b"to the client");
+    assert!(
+        client.is_plain(),
+        "the client took its bytes back and sent them"
+    );
+    // The server's socket now holds exactly the client's 3000 bytes.
+    use std::io::Read;
+    s.set_nonblocking(false).unwrap();
+    let mut b = vec![0u8; 3000];
+    (&s).read_exact(&mut b).unwrap();
+    assert_eq!(b, big);
+    s.set_nonblocking(true).unwrap();
+    let mut one = [0u8; 1];
+    assert!((&s).read(&mut one).is_err(), "nothing more");
+}
+
+#[test]
+fn a_leave_the_peer_never_answers_fails_after_the_patience() {
+    let (s, server, _c, _client) = pair();
+    let started = Instant::now();
+    let e = server
+        .leave(s.as_fd(), Duration::from_millis(200))
+        .unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        procwire::sys::interpose::ffi::ETIMEDOUT,
+        "{e}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_server_that_leaves_before_the_client_attaches_refuses_it() {
+    let (s, c) = UnixStream::pair().unwrap();
+    s.set_nonblocking(true).unwrap();
+    c.set_nonblocking(true).unwrap();
+    use std::io::{Read, Write};
+    (&c).write_all(b"early").unwrap();
+    let server = Accel::offer(s.as_fd(), RING).unwrap();
+    assert_eq!(server.send(s.as_fd(), &[b"greeting"], nb()).unwrap(), 8);
+    server.leave(s.as_fd(), Duration::from_secs(5)).unwrap();
+    // The server's socket holds the client's plain bytes only.
+    let mut b = [0u8; 5];
+    (&s).read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"early");
+    // The client attaches late, and finds a plain connection.
+    let client = match accel::try_attach(c.as_fd(), 5, false).unwrap() {
+        Attach::Attached(a) => a,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(read_all(&c, &client), b"greeting");
+    assert!(client.is_plain());
+    assert_eq!(client.send(c.as_fd(), &[b"late"], nb()).unwrap(), 4);
+    let mut b = [0u8; 4];
+    (&s).read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"late");
+}

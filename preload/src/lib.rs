@@ -31,8 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use procwire::ipc::accel::{self, Accel, Attach, Flags};
 use procwire::sys::interpose::ffi::{
     c_char, c_int, c_void, fd_set, iovec, msghdr, nfds_t, pollfd, sigset_t, size_t, sockaddr,
-    sockaddr_un, socklen_t, ssize_t, timespec, timeval, AF_UNIX, EAGAIN, EINVAL, FIONREAD, F_DUPFD,
-    F_DUPFD_CLOEXEC, POLLIN, POLLRDNORM, SHUT_RDWR, SHUT_WR, SOCK_STREAM,
+    sockaddr_un, socklen_t, ssize_t, timespec, timeval, AF_UNIX, EAGAIN, EINVAL, FIOCLEX, FIONBIO,
+    FIONCLEX, FIONREAD, F_DUPFD, F_DUPFD_CLOEXEC, MSG_DONTWAIT, MSG_OOB, POLLIN, POLLRDNORM,
+    SHUT_RDWR, SHUT_WR, SOCK_STREAM,
 };
 use procwire::sys::interpose::{self};
 
@@ -67,6 +68,7 @@ static FINI: extern "C" fn() = fini;
 
 extern "C" fn init() {
     real::resolve();
+    interpose::remember_pid();
     // Ring locks hold the thread id, cached per thread: a forked child's
     // thread has a new one.
     let _ = interpose::at_fork_child(interpose::forked);
@@ -104,6 +106,14 @@ extern "C" fn fini() {
     // From here every wrapper passes through: the report's own file must
     // never meet an entry.
     ENABLED.store(false, Ordering::Release);
+    write_report();
+}
+
+/// Appends this process image's line to the report (at exit, and before
+/// an `exec`, which ends the image without running `fini`); the counts
+/// start again from zero, so an `exec` that fails and a later exit don't
+/// count anything twice.
+fn write_report() {
     let Some(path) = CONFIG.get().and_then(|c| c.report.as_ref()) else {
         return;
     };
@@ -112,14 +122,17 @@ extern "C" fn fini() {
         "pid={} program={} accelerated={} plain={} downgraded={} bytes_sent={} bytes_received={}\n",
         procwire::sys::process::getpid(),
         program.trim(),
-        ACCELERATED.load(Ordering::Relaxed),
-        PLAIN.load(Ordering::Relaxed),
-        DOWNGRADED.load(Ordering::Relaxed),
-        BYTES_SENT.load(Ordering::Relaxed),
-        BYTES_RECEIVED.load(Ordering::Relaxed),
+        ACCELERATED.swap(0, Ordering::Relaxed),
+        PLAIN.swap(0, Ordering::Relaxed),
+        DOWNGRADED.swap(0, Ordering::Relaxed),
+        BYTES_SENT.swap(0, Ordering::Relaxed),
+        BYTES_RECEIVED.swap(0, Ordering::Relaxed),
     );
     // One `write` of the whole line to an O_APPEND file: lines of
-    // processes that exit together don't interleave.
+    // processes that exit together don't interleave. `std::fs` goes
+    // through `open` and `write`, wrapped here: callers make sure no
+    // entry can match (at exit every wrapper is a pass-through; before an
+    // exec the report file's fd is new and purged).
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -397,6 +410,15 @@ unsafe fn accept_common(
     r
 }
 
+/// Whether a change to the fds `a` or `b` concerns the table: either has
+/// an entry, and the caller is not a `vfork` child (which shares its
+/// parent's memory, table included, and passes through).
+fn tracked(a: c_int, b: c_int) -> bool {
+    ENABLED.load(Ordering::Relaxed)
+        && (table::get(a).is_some() || table::get(b).is_some())
+        && !interpose::in_vfork_child()
+}
+
 /// The program's `close`, looked at by this library first.
 ///
 /// # Safety
@@ -405,7 +427,7 @@ unsafe fn accept_common(
 /// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if ENABLED.load(Ordering::Relaxed) {
+    if tracked(fd, fd) {
         table::remove(fd);
     }
     // SAFETY: the program's argument.
@@ -423,7 +445,7 @@ pub unsafe extern "C" fn close_range(first: u32, last: u32, flags: c_int) -> c_i
     // SAFETY: the program's arguments.
     let r = unsafe { real::close_range(first, last, flags) };
     // CLOSE_RANGE_CLOEXEC (4) only marks them.
-    if r == 0 && ENABLED.load(Ordering::Relaxed) && flags & 4 == 0 {
+    if r == 0 && ENABLED.load(Ordering::Relaxed) && flags & 4 == 0 && !interpose::in_vfork_child() {
         table::remove_range(first, last);
     }
     r
@@ -439,7 +461,7 @@ pub unsafe extern "C" fn close_range(first: u32, last: u32, flags: c_int) -> c_i
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     // SAFETY: the program's argument.
     let r = unsafe { real::dup(fd) };
-    if r >= 0 && ENABLED.load(Ordering::Relaxed) {
+    if r >= 0 && tracked(fd, r) {
         table::share(fd, r);
     }
     r
@@ -455,7 +477,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
     // SAFETY: the program's arguments.
     let r = unsafe { real::dup2(fd, to) };
-    if r >= 0 && fd != to && ENABLED.load(Ordering::Relaxed) {
+    if r >= 0 && fd != to && tracked(fd, r) {
         table::share(fd, r);
     }
     r
@@ -471,7 +493,7 @@ pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
 pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
     // SAFETY: the program's arguments.
     let r = unsafe { real::dup3(fd, to, flags) };
-    if r >= 0 && ENABLED.load(Ordering::Relaxed) {
+    if r >= 0 && tracked(fd, r) {
         table::share(fd, r);
     }
     r
@@ -507,7 +529,7 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
 }
 
 fn after_fcntl(fd: c_int, cmd: c_int, r: c_int) -> c_int {
-    if r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && ENABLED.load(Ordering::Relaxed) {
+    if r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && tracked(fd, r) {
         table::share(fd, r);
     }
     r
@@ -543,13 +565,19 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
 /// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, req: usize, arg: usize) -> c_int {
-    if req == FIONREAD as usize && arg != 0 {
-        if let Some(Conn::Accel(a)) = data_entry(fd).map(|e| attached(e, fd, false)) {
-            if let Some(n) = a.readable() {
-                // SAFETY: FIONREAD's argument is the program's `int *`.
-                unsafe { *(arg as *mut c_int) = n.min(c_int::MAX as usize) as c_int };
-                return 0;
+    if let Some(e) = data_entry(fd) {
+        if req == FIONREAD as usize && arg != 0 {
+            if let Conn::Accel(a) = attached(e, fd, false) {
+                if let Some(n) = a.readable() {
+                    // SAFETY: FIONREAD's argument is the program's `int *`.
+                    unsafe { *(arg as *mut c_int) = n.min(c_int::MAX as usize) as c_int };
+                    return 0;
+                }
             }
+        } else if ![FIONBIO as usize, FIOCLEX as usize, FIONCLEX as usize].contains(&req) {
+            // A request this library can't answer for the rings: the
+            // socket's own, once it is whole again.
+            leave_fd(e, fd);
         }
     }
     // SAFETY: the program's arguments.
@@ -947,6 +975,11 @@ fn accel_recv(
     bufs: &mut [&mut [u8]],
     flags: c_int,
 ) -> Option<ssize_t> {
+    if flags & MSG_OOB != 0 {
+        // Out-of-band data is the socket's alone.
+        leave_fd(e, fd);
+        return None;
+    }
     let f = Flags::from_bits(flags);
     let a = match attached(e, fd, !f.dontwait) {
         Conn::Accel(a) => a,
@@ -962,7 +995,84 @@ fn accel_recv(
             BYTES_RECEIVED.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
+    note_plain(e, a);
     Some(ret(r))
+}
+
+/// Once a downgrade finished for this process, the fd's calls are the
+/// program's own again.
+fn note_plain(e: &Entry, a: &Accel) {
+    if a.first_time_plain() {
+        DOWNGRADED.fetch_add(1, Ordering::Relaxed);
+        e.set_plain();
+    }
+}
+
+/// How long a side that leaves the ring waits for its peer's answer (and
+/// a pending client for the server's hello).
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The fd goes where only the socket is read (an `exec`, a descriptor
+/// passed away, `splice` from it, an `ioctl` this library does not know):
+/// the connection goes back to the plain socket first, whole. A pending
+/// client waits (at most [`PATIENCE`]) for the server's hello so that no
+/// hello reaches the program that gets the fd.
+fn leave_fd(e: &'static Entry, fd: c_int) {
+    let errno = interpose::errno();
+    let sock = fd_of(fd);
+    if e.state() == State::Pending {
+        let _ = procwire::sys::fd::wait_readable(sock, Some(PATIENCE));
+    }
+    match attached(e, fd, false) {
+        Conn::Accel(a) => {
+            if a.leave(sock, PATIENCE).is_err() {
+                // The peer never answered (or broke the segment): the bytes
+                // can't be put in order, so the connection ends here, loudly,
+                // rather than going on with a hole in it.
+                // SAFETY: the program's fd.
+                unsafe { real::shutdown(fd, SHUT_RDWR) };
+            }
+            if a.counted_plain() {
+                DOWNGRADED.fetch_add(1, Ordering::Relaxed);
+            }
+            e.set_plain();
+        }
+        // No hello in time: the connection stays plain from here.
+        Conn::Wait(_) => e.set_plain(),
+        Conn::Plain => {}
+    }
+    interpose::set_errno(errno);
+}
+
+/// Bytes are about to go on the socket behind this library's back
+/// (ancillary data, `sendfile`, `splice` to it): the direction this side
+/// writes goes back to the socket first, after the ring's bytes. `false`:
+/// the call would block on that (the fd is non-blocking) or failed, with
+/// errno set.
+fn downgrade_out(e: &'static Entry, fd: c_int, dontwait: bool) -> bool {
+    if e.state() == State::Pending {
+        leave_fd(e, fd);
+        return true;
+    }
+    let Conn::Accel(a) = attached(e, fd, false) else {
+        return true;
+    };
+    let errno = interpose::errno();
+    let sock = fd_of(fd);
+    match a
+        .downgrade_tx(sock)
+        .and_then(|()| a.flush_tx(sock, !dontwait))
+    {
+        Ok(()) => {
+            note_plain(e, a);
+            interpose::set_errno(errno);
+            true
+        }
+        Err(err) => {
+            interpose::set_errno(err.raw_os_error());
+            false
+        }
+    }
 }
 
 /// A write of any kind on an fd with an entry; `None`: make the
@@ -975,11 +1085,16 @@ fn accel_send(
     flags: c_int,
     plain: impl FnOnce() -> ssize_t,
 ) -> ssize_t {
+    if flags & MSG_OOB != 0 {
+        leave_fd(e, fd);
+        return plain();
+    }
     if let Conn::Accel(a) = attached(e, fd, false) {
         let r = a.send(fd_of(fd), bufs, Flags::from_bits(flags));
         if let Ok(n) = r {
             BYTES_SENT.fetch_add(n as u64, Ordering::Relaxed);
         }
+        note_plain(e, a);
         return ret(r);
     }
     if e.state() != State::Pending {
@@ -1227,6 +1342,22 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         }
         // SAFETY: the program's `msghdr`.
         let m = unsafe { &mut *msg };
+        if !m.msg_control.is_null() && m.msg_controllen > 0 {
+            // Ancillary data comes only on the socket: once the ring is
+            // empty and the peer is back on it, the call is the program's.
+            if let Conn::Accel(a) = attached(e, fd, false) {
+                if a.socket_next(fd_of(fd)).unwrap_or(false) {
+                    note_plain(e, a);
+                    // SAFETY: the program's arguments.
+                    let r = unsafe { real::recvmsg(fd, msg, flags) };
+                    if r >= 0 {
+                        // SAFETY: the kernel filled the control data.
+                        unsafe { interpose::for_each_passed_fd(msg, table::purge) };
+                    }
+                    return r;
+                }
+            }
+        }
         // SAFETY: its iovecs.
         let Some(mut b) = (unsafe { iov_slices(m.msg_iov, m.msg_iovlen as c_int) }) else {
             return einval();
@@ -1241,7 +1372,14 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         }
     }
     // SAFETY: the program's arguments.
-    unsafe { real::recvmsg(fd, msg, flags) }
+    let r = unsafe { real::recvmsg(fd, msg, flags) };
+    if r >= 0 && ENABLED.load(Ordering::Relaxed) {
+        // Descriptors received are new fds: entries their numbers had are
+        // stale.
+        // SAFETY: the kernel filled the program's control data.
+        unsafe { interpose::for_each_passed_fd(msg, table::purge) };
+    }
+    r
 }
 
 /// The program's `write`, looked at by this library first.
@@ -1338,29 +1476,246 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
 /// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: a non-null `msg` is the program's `msghdr`.
+    let control =
+        !msg.is_null() && unsafe { !(*msg).msg_control.is_null() && (*msg).msg_controllen > 0 };
+    if control && ENABLED.load(Ordering::Relaxed) && table::live() {
+        // Descriptors passed away leave the ring first: whoever gets them
+        // reads the socket.
+        // SAFETY: the program's `msghdr` and control data.
+        unsafe {
+            interpose::for_each_passed_fd(msg, |p| {
+                if let Some(e) = data_entry(p) {
+                    leave_fd(e, p);
+                }
+            });
+        }
+    }
     if let Some(e) = data_entry(fd) {
         if msg.is_null() {
             return einval();
         }
+        if control {
+            // Ancillary data travels on the socket: this side's bytes go
+            // there from now on, after what is in the ring.
+            if !downgrade_out(e, fd, flags & MSG_DONTWAIT != 0) {
+                return -1;
+            }
+            // SAFETY: the program's arguments.
+            return unsafe { real::sendmsg(fd, msg, flags) };
+        }
         // SAFETY: the program's `msghdr`.
         let m = unsafe { &*msg };
-        if m.msg_controllen == 0 || e.accel().is_none() {
-            // SAFETY: its iovecs.
-            let Some(b) = (unsafe { iov_slices(m.msg_iov, m.msg_iovlen as c_int) }) else {
-                return einval();
-            };
-            let b: Vec<&[u8]> = b.into_iter().map(|s| &*s).collect();
-            // SAFETY: the program's arguments.
-            return accel_send(e, fd, &b, flags, || unsafe {
-                real::sendmsg(fd, msg, flags)
-            });
-        }
-        // Ancillary data (descriptors) on an accelerated connection needs
-        // the downgrade, which is not built yet: refuse rather than send
-        // the descriptors ahead of bytes still in the ring.
-        interpose::set_errno(EINVAL);
-        return -1;
+        // SAFETY: its iovecs.
+        let Some(b) = (unsafe { iov_slices(m.msg_iov, m.msg_iovlen as c_int) }) else {
+            return einval();
+        };
+        let b: Vec<&[u8]> = b.into_iter().map(|s| &*s).collect();
+        // SAFETY: the program's arguments.
+        return accel_send(e, fd, &b, flags, || unsafe {
+            real::sendmsg(fd, msg, flags)
+        });
     }
     // SAFETY: the program's arguments.
     unsafe { real::sendmsg(fd, msg, flags) }
+}
+
+// ------------------------------------------------------ exec, splice, ...
+
+/// Before an `exec`: every connection whose fd the new program inherits
+/// goes back to the plain socket (the new image may not have this library,
+/// and has none of its state). A `vfork` child passes through: it shares
+/// its parent's memory, which goes on using the connections.
+fn before_exec() {
+    if !ENABLED.load(Ordering::Relaxed) || !table::live() || interpose::in_vfork_child() {
+        return;
+    }
+    let errno = interpose::errno();
+    for fd in 0..table::high() {
+        if let Some(e) = data_entry(fd) {
+            if !procwire::sys::fd::is_cloexec(fd_of(fd)).unwrap_or(true) {
+                leave_fd(e, fd);
+            }
+        }
+    }
+    write_report();
+    interpose::set_errno(errno);
+}
+
+/// The program's `execve`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `execve`: the program's pointers are valid for what
+/// the call reads.
+#[no_mangle]
+pub unsafe extern "C" fn execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    before_exec();
+    // SAFETY: the program's arguments.
+    unsafe { real::execve(path, argv, envp) }
+}
+
+/// The program's `execv`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `execv`: the program's pointers are valid for what
+/// the call reads.
+#[no_mangle]
+pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+    before_exec();
+    // SAFETY: the program's arguments.
+    unsafe { real::execv(path, argv) }
+}
+
+/// The program's `execvp`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `execvp`: the program's pointers are valid for what
+/// the call reads.
+#[no_mangle]
+pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+    before_exec();
+    // SAFETY: the program's arguments.
+    unsafe { real::execvp(file, argv) }
+}
+
+/// The program's `execvpe`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `execvpe`: the program's pointers are valid for what
+/// the call reads.
+#[no_mangle]
+pub unsafe extern "C" fn execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    before_exec();
+    // SAFETY: the program's arguments.
+    unsafe { real::execvpe(file, argv, envp) }
+}
+
+/// The program's `fexecve`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `fexecve`: the program's pointers are valid for what
+/// the call reads.
+#[no_mangle]
+pub unsafe extern "C" fn fexecve(
+    fd: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    before_exec();
+    // SAFETY: the program's arguments.
+    unsafe { real::fexecve(fd, argv, envp) }
+}
+
+/// The program's `execveat`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `execveat`: the program's pointers are valid for what
+/// the call reads.
+#[no_mangle]
+pub unsafe extern "C" fn execveat(
+    dir: c_int,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    flags: c_int,
+) -> c_int {
+    before_exec();
+    // SAFETY: the program's arguments.
+    unsafe { real::execveat(dir, path, argv, envp, flags) }
+}
+
+/// The program's `splice`, looked at by this library first: from an
+/// accelerated fd the connection leaves the ring (the kernel reads the
+/// socket); to one, this side's writing goes back to the socket.
+///
+/// # Safety
+///
+/// As for libc's `splice`: the program's pointers are valid for what
+/// the call reads and writes.
+#[no_mangle]
+pub unsafe extern "C" fn splice(
+    fd_in: c_int,
+    off_in: *mut procwire::sys::interpose::ffi::loff_t,
+    fd_out: c_int,
+    off_out: *mut procwire::sys::interpose::ffi::loff_t,
+    len: size_t,
+    flags: procwire::sys::interpose::ffi::c_uint,
+) -> ssize_t {
+    if let Some(e) = data_entry(fd_in) {
+        leave_fd(e, fd_in);
+    }
+    if let Some(e) = data_entry(fd_out) {
+        // SPLICE_F_NONBLOCK (2) makes only the pipe side non-blocking; the
+        // socket's own mode decides.
+        if !downgrade_out(e, fd_out, false) {
+            return -1;
+        }
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::splice(fd_in, off_in, fd_out, off_out, len, flags) }
+}
+
+/// `sendfile` to (or from) an accelerated fd: as for [`splice`].
+fn before_sendfile(out: c_int, inp: c_int) -> bool {
+    if let Some(e) = data_entry(inp) {
+        leave_fd(e, inp);
+    }
+    match data_entry(out) {
+        Some(e) => downgrade_out(e, out, false),
+        None => true,
+    }
+}
+
+/// The program's `sendfile`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `sendfile`: the program's pointers are valid for what
+/// the call reads and writes.
+#[no_mangle]
+pub unsafe extern "C" fn sendfile(
+    out: c_int,
+    inp: c_int,
+    off: *mut procwire::sys::interpose::ffi::off_t,
+    count: size_t,
+) -> ssize_t {
+    if !before_sendfile(out, inp) {
+        return -1;
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::sendfile(out, inp, off, count) }
+}
+
+/// The program's `sendfile64`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `sendfile64`: the program's pointers are valid for what
+/// the call reads and writes.
+#[no_mangle]
+pub unsafe extern "C" fn sendfile64(
+    out: c_int,
+    inp: c_int,
+    off: *mut procwire::sys::interpose::ffi::off_t,
+    count: size_t,
+) -> ssize_t {
+    if !before_sendfile(out, inp) {
+        return -1;
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::sendfile64(out, inp, off, count) }
 }

@@ -8,8 +8,8 @@
 use std::sync::atomic::Ordering;
 
 use procwire::sys::interpose::ffi::{
-    c_char, c_int, c_long, c_void, fd_set, iovec, msghdr, nfds_t, pollfd, sigset_t, size_t,
-    sockaddr, socklen_t, ssize_t, timespec, timeval, AT_FDCWD,
+    c_char, c_int, c_long, c_uint, c_void, fd_set, iovec, loff_t, msghdr, nfds_t, off_t, pollfd,
+    sigset_t, size_t, sockaddr, socklen_t, ssize_t, timespec, timeval, AT_FDCWD,
 };
 use procwire::sys::interpose::{self, nr};
 
@@ -140,6 +140,28 @@ reals! {
         select_by_pselect(n, r, w, e, t);
     close_range: fn(first: u32, last: u32, flags: c_int) -> c_int =
         sys(nr::SYS_close_range, [first as usize, last as usize, flags as usize, 0, 0, 0]) as c_int;
+    execve: fn(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int =
+        sys(nr::SYS_execve, [path as usize, argv as usize, envp as usize, 0, 0, 0]) as c_int;
+    execveat: fn(dir: c_int, path: *const c_char, argv: *const *const c_char, envp: *const *const c_char, flags: c_int) -> c_int =
+        sys(nr::SYS_execveat, [dir as usize, path as usize, argv as usize, envp as usize, flags as usize, 0]) as c_int;
+    execv: fn(path: *const c_char, argv: *const *const c_char) -> c_int = nosys();
+    execvp: fn(file: *const c_char, argv: *const *const c_char) -> c_int = nosys();
+    execvpe: fn(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int = nosys();
+    fexecve: fn(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int = nosys();
+    splice: fn(fd_in: c_int, off_in: *mut loff_t, fd_out: c_int, off_out: *mut loff_t, len: size_t, flags: c_uint) -> ssize_t =
+        sys(nr::SYS_splice, [fd_in as usize, off_in as usize, fd_out as usize, off_out as usize, len, flags as usize]) as ssize_t;
+    sendfile: fn(out: c_int, inp: c_int, off: *mut off_t, count: size_t) -> ssize_t =
+        sys(nr::SYS_sendfile, [out as usize, inp as usize, off as usize, count, 0, 0]) as ssize_t;
+    sendfile64: fn(out: c_int, inp: c_int, off: *mut off_t, count: size_t) -> ssize_t =
+        sys(nr::SYS_sendfile, [out as usize, inp as usize, off as usize, count, 0, 0]) as ssize_t;
+}
+
+/// What a call with no raw-system-call fallback gives before the
+/// constructor ran (it can't: these are libc's own functions, found as soon
+/// as the constructor runs).
+fn nosys() -> c_int {
+    interpose::set_errno(interpose::ffi::ENOSYS);
+    -1
 }
 
 /// `poll` as `ppoll` (the raw call every Linux has).

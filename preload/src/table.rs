@@ -92,8 +92,9 @@ impl Entry {
         a
     }
 
+    /// The connection is (or went back to being) the plain socket.
     pub(crate) fn set_plain(&self) {
-        if self.state.swap(PLAIN, Ordering::AcqRel) == PENDING {
+        if matches!(self.state.swap(PLAIN, Ordering::AcqRel), PENDING | ACCEL) {
             LIVE.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -238,6 +239,11 @@ pub(crate) fn remove(fd: i32) {
 /// old fd was closed behind this library's back).
 pub(crate) fn purge(fd: i32) {
     remove(fd);
+}
+
+/// One past the highest fd that ever had an entry.
+pub(crate) fn high() -> i32 {
+    HIGH.load(Ordering::Acquire).min(i32::MAX as usize) as i32
 }
 
 /// `close_range(first, last)`.

@@ -199,6 +199,12 @@ fn run_pair(
 /// accelerated connection in each preloaded process that exits (`both`
 /// of them) exactly when both sides are preloaded.
 fn same_as_plain(scenario: &str, combos: &[(bool, bool)], both: u64) {
+    same_as_plain_downgraded(scenario, combos, both, 0);
+}
+
+/// [`same_as_plain`], where the processes of a both-preloaded run also
+/// count `downgraded` connections in all (0 for every mixed run).
+fn same_as_plain_downgraded(scenario: &str, combos: &[(bool, bool)], both: u64, downgraded: u64) {
     let Some(prog) = unixprog() else { return };
     let dir = scratch(&format!("{scenario}-plain"));
     let plain = run_pair(prog, scenario, false, false, &dir);
@@ -215,6 +221,12 @@ fn same_as_plain(scenario: &str, combos: &[(bool, bool)], both: u64) {
         assert_eq!(
             accelerated, want,
             "{scenario}: server {s}, client {c}: accelerated count"
+        );
+        let down = reported(&dir.join("report"), "unixprog", "downgraded");
+        let want = if s && c { downgraded } else { 0 };
+        assert_eq!(
+            down, want,
+            "{scenario}: server {s}, client {c}: downgraded count"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -255,6 +267,30 @@ fn parent_and_child_both_use_a_connection_after_fork() {
     // the server, and the server's child (which inherited the count, and
     // exits without closing).
     same_as_plain("fork", ALL, 3);
+}
+
+// The downgrade: the server hands the connection, with bytes in flight
+// both ways (its greeting in the ring, the client's first bytes unread, the
+// client still writing 3 MiB), to something that reads only the socket; the
+// client checks every byte of the echo. Both sides count the downgrade.
+
+#[test]
+fn exec_with_an_inherited_connection_downgrades_it_whole() {
+    // cat, with the preload (the environment is inherited) and without it.
+    same_as_plain_downgraded("exec", ALL, 2, 2);
+    same_as_plain_downgraded("execenv", &[(true, true)], 2, 2);
+}
+
+#[test]
+fn a_connection_passed_away_with_scm_rights_downgrades_whole() {
+    // The helper that receives it is a third process (0 accelerated).
+    same_as_plain_downgraded("pass", ALL, 2, 2);
+}
+
+#[test]
+fn an_unknown_ioctl_and_splice_or_sendfile_downgrade_whole() {
+    same_as_plain_downgraded("ioctl", &[(true, true)], 2, 2);
+    same_as_plain_downgraded("splice", ALL, 2, 2);
 }
 
 #[test]

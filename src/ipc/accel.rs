@@ -630,9 +630,11 @@ impl Accel {
         let ring = self.ring(rx);
         let dir = self.dir(rx);
         let guard = Lock::take(&dir.rlock, sock)?;
-        if dir.reader_gone.load(Ordering::Acquire) != 0 {
-            // This side left the ring: its writer sends those bytes again
-            // on the socket.
+        if dir.reader_gone.load(Ordering::Acquire) != 0
+            || dir.reclaimed.load(Ordering::Acquire) != 0
+        {
+            // This side left the ring, or the writer took its bytes back:
+            // they come again on the socket.
             return Ok(0);
         }
         let head = dir.head.load(Ordering::Relaxed);
@@ -679,7 +681,9 @@ impl Accel {
     /// Whether the ring this side reads has bytes for it (a fresh look).
     fn rx_has_bytes(&self) -> bool {
         let dir = self.dir(1 - self.side.tx());
-        if dir.reader_gone.load(Ordering::Acquire) != 0 {
+        if dir.reader_gone.load(Ordering::Acquire) != 0
+            || dir.reclaimed.load(Ordering::Acquire) != 0
+        {
             return false;
         }
         let head = dir.head.load(Ordering::SeqCst);
@@ -984,16 +988,18 @@ impl Accel {
 
     // ------------------------------------------------------- the downgrade
     //
-    // Either side may take the connection back to the plain socket. Each
-    // direction switches on its own: its writer stops the ring and its
-    // non-data bytes (so their count is final), and writes on the socket
-    // from then on; its reader reads what is left in the ring, skips
-    // exactly that many non-data bytes, and reads the socket from then on.
-    // A side that *leaves* (its fd goes to a program that reads only the
-    // socket) also marks the direction it reads `reader_gone`: its writer
-    // then takes the unread bytes back and sends them on the socket first.
-    // Every side notices at its next call (`follow`), and a non-data byte
-    // sent as the switch begins wakes one that waits on its socket.
+    // Either side may take the connection back to the plain socket; the
+    // other notices at its next call (`follow`), and a non-data byte sent
+    // as a switch begins wakes one that waits on its socket. Each direction
+    // switches on its own: its writer stops the ring and its non-data
+    // bytes (so their count is final), takes back the bytes its reader has
+    // not read, and sends them on the socket before anything newer; its
+    // reader skips exactly that many non-data bytes and reads the socket
+    // from then on. So the order holds whatever either side does next: a
+    // side that *leaves* (its fd goes to a program that knows only the
+    // socket) takes the last non-data bytes off before it goes, and marks
+    // the direction it reads `reader_gone` so that its own other processes
+    // and threads keep out of the ring too.
 
     /// Reacts to a downgrade either side asked for: switches this side's
     /// writing to the socket, takes back what a departed reader left, and
@@ -1009,15 +1015,7 @@ impl Accel {
         if d.switch.load(Ordering::Acquire) != SWITCH_DONE {
             self.switch_tx(sock)?;
         }
-        if d.reader_gone.load(Ordering::Acquire) != 0 && d.reclaimed.load(Ordering::Acquire) == 0 {
-            // The reader's lock: no reader is inside the ring when the
-            // bytes change hands.
-            let _g = Lock::take(&d.rlock, sock)?;
-            d.reclaimed.store(1, Ordering::SeqCst);
-        }
-        if d.reclaimed.load(Ordering::Acquire) != 0 {
-            self.push_resend(sock, false)?;
-        }
+        self.push_resend(sock, false)?;
         Ok(())
     }
 
@@ -1046,6 +1044,14 @@ impl Accel {
         if self.orig_sndbuf > 0 {
             // The kernel reports twice what was set.
             let _ = interpose::set_send_buffer(sock, self.orig_sndbuf / 2);
+        }
+        {
+            // The bytes the reader has not read are taken back, under the
+            // reader's lock (no reader is inside the ring as they change
+            // hands): they go on the socket before anything newer, so the
+            // order holds whatever the reader does next (it may leave too).
+            let _r = Lock::take(&d.rlock, sock)?;
+            d.reclaimed.store(1, Ordering::SeqCst);
         }
         d.switch.store(SWITCH_DONE, Ordering::SeqCst);
         Ok(())
@@ -1140,15 +1146,6 @@ impl Accel {
             return Ok(false);
         }
         if self.rx_has_bytes() {
-            return Ok(false);
-        }
-        if d.reader_gone.load(Ordering::Acquire) != 0
-            && d.reclaimed.load(Ordering::Acquire) == 0
-            && d.head.load(Ordering::Acquire) != d.tail.load(Ordering::Acquire)
-        {
-            // The writer has yet to take the bytes back: their place on
-            // the socket is after its last non-data byte, which is not
-            // final until then.
             return Ok(false);
         }
         while d.skipped.load(Ordering::SeqCst) < d.nondata.load(Ordering::SeqCst) {
@@ -1264,11 +1261,11 @@ impl Accel {
         }
     }
 
-    /// Server leaving: the client's pre-attach bytes not yet read go back
-    /// into the ring just before its unread bytes, so that the client sends
-    /// them again with those (they are ahead of non-data bytes on the
-    /// socket, which this side must take off). Called with the reader's
-    /// lock held.
+    /// Server leaving: the client's pre-attach bytes not yet read go into
+    /// the ring ahead of its unread bytes (which move up to make room), so
+    /// that the client sends them again with those; on the socket they are
+    /// ahead of non-data bytes, which this side must take off. Called with
+    /// the reader's lock held; takes the writer's, whose index it moves.
     fn plain_back_to_ring(&self, sock: BorrowedFd<'_>) -> Result<()> {
         let h = self.header();
         let k = h
@@ -1279,36 +1276,44 @@ impl Accel {
             return Ok(());
         }
         let d = self.dir(1 - self.side.tx());
-        // The writer's lock too: the free space before `head` is the
-        // writer's to fill.
         let _w = Lock::take(&d.wlock, sock)?;
         let head = d.head.load(Ordering::Acquire);
         let tail = d.tail.load(Ordering::Acquire);
-        if head > tail || tail - head > self.size || head < k || tail - head + k > self.size {
+        if head > tail || tail - head + k > self.size {
             return Err(corrupt(sock));
         }
         let ring = self.ring(1 - self.side.tx());
         let mask = self.size - 1;
+        let at = |i: u64| {
+            // SAFETY: masked to the ring, which lies in a live mapping; byte
+            // accesses through the raw pointer (no reference to shared
+            // memory is made).
+            unsafe { ring.data.add((i & mask) as usize) }
+        };
+        // The unread bytes move up by `k`, last first.
+        let mut i = tail;
+        while i > head {
+            i -= 1;
+            // SAFETY: see `at`.
+            unsafe { at(i + k).write(at(i).read()) };
+        }
         let mut chunk = [0u8; RESEND_CHUNK];
-        let mut at = head - k;
-        while at < head {
-            let want = ((head - at) as usize).min(RESEND_CHUNK);
+        let mut put = 0;
+        while put < k {
+            let want = ((k - put) as usize).min(RESEND_CHUNK);
             let n = interpose::recv(sock, &mut chunk[..want], ffi::MSG_DONTWAIT)?;
             if n == 0 {
                 return Err(corrupt(sock));
             }
-            for (i, b) in chunk[..n].iter().enumerate() {
-                let pos = ((at + i as u64) & mask) as usize;
-                // SAFETY: `pos < size`: inside the ring, in a live mapping;
-                // a byte store through the raw pointer (no reference to
-                // shared memory is made).
-                unsafe { ring.data.add(pos).write(*b) };
+            for (j, b) in chunk[..n].iter().enumerate() {
+                // SAFETY: see `at`.
+                unsafe { at(head + put + j as u64).write(*b) };
             }
-            at += n as u64;
+            put += n as u64;
         }
         h.plain_read.fetch_add(k, Ordering::AcqRel);
         self.plain_done.store(1, Ordering::Release);
-        d.head.store(head - k, Ordering::Release);
+        d.tail.store(tail + k, Ordering::Release);
         Ok(())
     }
 
@@ -1320,14 +1325,57 @@ impl Accel {
         }
         let d = self.dir(self.side.tx());
         d.switch.load(Ordering::Acquire) == SWITCH_DONE
-            && (d.reclaimed.load(Ordering::Acquire) == 0
-                || d.head.load(Ordering::Acquire) == d.tail.load(Ordering::Acquire))
+            && d.head.load(Ordering::Acquire) == d.tail.load(Ordering::Acquire)
     }
 
     /// `true` once, the first time this process finds the connection plain
     /// again (for the report's count of downgrades).
     pub fn first_time_plain(&self) -> bool {
-        self.is_plain() && self.counted_down.swap(1, Ordering::AcqRel) == 0
+        self.is_plain() && self.counted_plain()
+    }
+
+    /// `true` the first time it is asked (after [`Accel::leave`], which
+    /// makes the connection plain whether or not the peer answered).
+    pub fn counted_plain(&self) -> bool {
+        self.counted_down.swap(1, Ordering::AcqRel) == 0
+    }
+
+    /// After [`Accel::downgrade_tx`]: waits for this side's switch to end
+    /// and sends what a departed reader left (blocking in the fd's mode if
+    /// `block`), so that the program's own call comes next on the socket.
+    ///
+    /// # Errors
+    ///
+    /// `EAGAIN` when those bytes don't fit now and `block` is false (or
+    /// the fd is non-blocking); `EIO` for a broken segment.
+    pub fn flush_tx(&self, sock: BorrowedFd<'_>, block: bool) -> Result<()> {
+        self.wait_switched(sock)?;
+        if self.push_resend(sock, block)? {
+            Ok(())
+        } else {
+            Err(interpose::error("send", sock, ffi::EAGAIN))
+        }
+    }
+
+    /// Whether this side's next bytes come from the socket (so a
+    /// `recvmsg` that may carry ancillary data is the program's own):
+    /// the ring is empty and its writer is back on the socket.
+    ///
+    /// # Errors
+    ///
+    /// Those of `recv`; `EIO` for a broken segment.
+    pub fn socket_next(&self, sock: BorrowedFd<'_>) -> Result<bool> {
+        self.follow(sock)?;
+        if self.rx_plain.load(Ordering::Acquire) != 0 {
+            return Ok(true);
+        }
+        if self.side == Side::Server && self.plain_done.load(Ordering::Acquire) == 0 {
+            return Ok(false);
+        }
+        if self.rx_has_bytes() {
+            return Ok(false);
+        }
+        self.rx_transition(sock)
     }
 }
 

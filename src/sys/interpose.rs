@@ -379,3 +379,36 @@ pub unsafe fn borrow(fd: i32) -> BorrowedFd<'static> {
 pub fn error(call: &'static str, fd: BorrowedFd<'_>, errno: i32) -> Error {
     Error::with_fd(call, fd.as_raw_fd(), errno)
 }
+
+/// Calls `f` with every descriptor an `SCM_RIGHTS` message in `msg`'s
+/// control data passes.
+///
+/// # Safety
+///
+/// `msg` points at a `msghdr` whose `msg_control` is null or valid for
+/// `msg_controllen` bytes (what `sendmsg(2)` requires of it).
+pub unsafe fn for_each_passed_fd(msg: *const ffi::msghdr, mut f: impl FnMut(i32)) {
+    if msg.is_null() {
+        return;
+    }
+    // SAFETY: the caller's `msghdr`; the CMSG macros stay within
+    // `msg_control .. msg_control + msg_controllen`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<i32>();
+                // `msg_controllen` is a `size_t` in glibc, a `socklen_t` elsewhere.
+                #[allow(clippy::unnecessary_cast)]
+                let end = (*msg).msg_control as usize + (*msg).msg_controllen as usize;
+                let bytes = ((*c).cmsg_len as usize)
+                    .saturating_sub(libc::CMSG_LEN(0) as usize)
+                    .min(end.saturating_sub(data as usize));
+                for i in 0..bytes / std::mem::size_of::<i32>() {
+                    f(data.add(i).read_unaligned());
+                }
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+}

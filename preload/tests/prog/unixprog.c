@@ -7,6 +7,12 @@
  *   unixprog server PATH SCENARIO
  *   unixprog client PATH SCENARIO
  *
+ * The echo scenarios (exec, execenv, pass, ioctl, splice) share one
+ * client; their server hands the connection, with bytes still in flight
+ * both ways, to something that knows only the socket: cat after an exec
+ * (with or without the environment), a helper process that gets the fd
+ * over SCM_RIGHTS, an ioctl the preload doesn't know, splice and sendfile.
+ *
  * The server binds PATH, prints "listening" and serves one connection. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,7 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -494,6 +503,142 @@ static void cycles_dial(const char *path) {
     leftovers("client");
 }
 
+/* The echo scenarios. */
+#define ECHO_N (3u << 20)
+static const char G1[] = "greeting from the server\n";
+static const char G2[] = "and one more line\n";
+
+static void echo_client(int s) {
+    static uint8_t out[1 << 16], in[1 << 16];
+    set_nonblock(s);
+    uint64_t sent = 0, got = 0, h_out = FNV0, h_in = FNV0;
+    char g[128];
+    size_t glen = strlen(G1) + strlen(G2), gat = 0;
+    for (;;) {
+        struct pollfd p = {s, (short)(POLLIN | (sent < ECHO_N ? POLLOUT : 0)), 0};
+        if (poll(&p, 1, 20000) <= 0) {
+            fprintf(stderr, "unixprog: echo stalled: sent %llu got %llu\n",
+                    (unsigned long long)sent, (unsigned long long)got);
+            exit(1);
+        }
+        if ((p.revents & POLLOUT) && sent < ECHO_N) {
+            size_t n = 1 + (size_t)(sent * 7) % sizeof out;
+            if (n > ECHO_N - sent) n = ECHO_N - sent;
+            for (size_t i = 0; i < n; i++) out[i] = pattern(sent + i);
+            ssize_t r = write(s, out, n);
+            if (r > 0) {
+                h_out = fnv(h_out, out, (size_t)r);
+                sent += (uint64_t)r;
+                if (sent == ECHO_N && shutdown(s, SHUT_WR) < 0) die("shutdown");
+            } else if (r < 0 && errno != EAGAIN) die("write");
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t r = read(s, in, sizeof in);
+            if (r == 0) break;
+            if (r < 0) { if (errno == EAGAIN) continue; die("read"); }
+            size_t off = 0;
+            while (gat < glen && off < (size_t)r) g[gat++] = (char)in[off++];
+            h_in = fnv(h_in, in + off, (size_t)r - off);
+            got += (uint64_t)r - off;
+        }
+    }
+    g[gat] = 0;
+    printf("greeting %s", g);
+    printf("echo %llu of %llu %s\n", (unsigned long long)got, (unsigned long long)sent,
+           h_in == h_out && got == sent ? "exact" : "DIFFERENT");
+}
+
+/* Echoes with plain blocking calls until end-of-file. */
+static void echo_plainly(int c) {
+    static uint8_t buf[1 << 16];
+    for (;;) {
+        ssize_t n = read(c, buf, sizeof buf);
+        if (n < 0) { if (errno == EINTR) continue; die("echo read"); }
+        if (n == 0) return;
+        put(c, buf, (size_t)n, 0);
+    }
+}
+
+/* The helper of "pass": gets the connection over SCM_RIGHTS, echoes it. */
+static void pass_helper(int sp) {
+    char b;
+    struct iovec v = {&b, 1};
+    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &v; m.msg_iovlen = 1;
+    m.msg_control = u.buf; m.msg_controllen = sizeof u.buf;
+    if (recvmsg(sp, &m, 0) != 1) die("recvmsg");
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    if (!h || h->cmsg_type != SCM_RIGHTS) { fprintf(stderr, "unixprog: no fd passed\n"); exit(1); }
+    int c;
+    memcpy(&c, CMSG_DATA(h), sizeof c);
+    echo_plainly(c);
+    exit(0);
+}
+
+static void echo_server(int c, const char *mode, int sp) {
+    put(c, (const uint8_t *)G1, strlen(G1), 0);
+    if (!strcmp(mode, "splice")) {
+        /* The second line by sendfile from a file. */
+        int f = memfd_create("g2", 0);
+        if (f < 0 || write(f, G2, strlen(G2)) != (ssize_t)strlen(G2)) die("memfd");
+        off_t off = 0;
+        if (sendfile(c, f, &off, strlen(G2)) != (ssize_t)strlen(G2)) die("sendfile");
+        close(f);
+    } else {
+        put(c, (const uint8_t *)G2, strlen(G2), 1);
+    }
+    /* The client's first bytes are here (and more are coming). */
+    wait_fd(c, POLLIN);
+    if (!strcmp(mode, "exec") || !strcmp(mode, "execenv")) {
+        if (dup2(c, 0) != 0 || dup2(c, 1) != 1) die("dup2");
+        char *argv[] = {"cat", NULL};
+        if (!strcmp(mode, "exec")) execvp("cat", argv);
+        char *env[] = {NULL};
+        execve("/bin/cat", argv, env);
+        die("exec");
+    } else if (!strcmp(mode, "pass")) {
+        char b = 'f';
+        struct iovec v = {&b, 1};
+        union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
+        memset(&u, 0, sizeof u);
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        m.msg_iov = &v; m.msg_iovlen = 1;
+        m.msg_control = u.buf; m.msg_controllen = sizeof u.buf;
+        struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+        h->cmsg_level = SOL_SOCKET; h->cmsg_type = SCM_RIGHTS; h->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(h), &c, sizeof c);
+        if (sendmsg(sp, &m, 0) != 1) die("sendmsg");
+        close(c);
+        int st;
+        if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) { fprintf(stderr, "unixprog: helper failed\n"); exit(1); }
+    } else if (!strcmp(mode, "ioctl")) {
+        int q = -1;
+        if (ioctl(c, SIOCOUTQ, &q) < 0) die("ioctl");
+        echo_plainly(c);
+    } else {
+        int p[2];
+        if (pipe(p) < 0) die("pipe");
+        for (;;) {
+            ssize_t n = splice(c, NULL, p[1], NULL, 1 << 16, 0);
+            if (n < 0) { if (errno == EINTR) continue; die("splice in"); }
+            if (n == 0) break;
+            while (n > 0) {
+                ssize_t m = splice(p[0], NULL, c, NULL, (size_t)n, 0);
+                if (m < 0) { if (errno == EINTR) continue; die("splice out"); }
+                n -= m;
+            }
+        }
+    }
+}
+
+static int is_echo(const char *sc) {
+    return !strcmp(sc, "exec") || !strcmp(sc, "execenv") || !strcmp(sc, "pass") ||
+           !strcmp(sc, "ioctl") || !strcmp(sc, "splice");
+}
+
 int main(int argc, char **argv) {
     if (argc != 4) { fprintf(stderr, "usage: unixprog server|client PATH SCENARIO\n"); return 2; }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -501,7 +646,17 @@ int main(int argc, char **argv) {
     int server = strcmp(argv[1], "server") == 0;
     const char *sc = argv[3];
     if (!strcmp(sc, "cycles")) { server ? cycles_serve(argv[2]) : cycles_dial(argv[2]); return 0; }
+    int sp[2] = {-1, -1};
+    if (server && !strcmp(sc, "pass")) {
+        /* The helper exists before the connection does. */
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) die("socketpair");
+        pid_t h = fork();
+        if (h < 0) die("fork");
+        if (h == 0) { close(sp[0]); pass_helper(sp[1]); }
+        close(sp[1]);
+    }
     int fd = server ? serve(argv[2]) : dial(argv[2]);
+    if (is_echo(sc)) { server ? echo_server(fd, sc, sp[0]) : echo_client(fd); return 0; }
     if (server) signal(SIGPIPE, SIG_IGN);
     if (!strcmp(sc, "bulk")) server ? bulk_server(fd) : bulk_client(fd);
     else if (!strcmp(sc, "nonblock")) server ? nonblock_server(fd) : nonblock_client(fd);
