@@ -294,6 +294,18 @@ fn an_unknown_ioctl_and_splice_or_sendfile_downgrade_whole() {
 }
 
 #[test]
+fn vfork_and_posix_spawn_children_leave_the_connection_alone() {
+    // The children dup, close and exec; the parent's connection stays
+    // accelerated, and nothing is downgraded.
+    same_as_plain_downgraded("vfork", ALL, 2, 0);
+}
+
+#[test]
+fn dup_dup3_and_f_dupfd_copies_share_one_connection() {
+    same_as_plain("dups", ALL, 2);
+}
+
+#[test]
 fn a_thousand_connections_leave_no_fd_and_no_segment() {
     let Some(prog) = unixprog() else { return };
     let dir = scratch("cycles");

@@ -26,6 +26,7 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <spawn.h>
 #include <sys/sendfile.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -503,6 +504,45 @@ static void cycles_dial(const char *path) {
     leftovers("client");
 }
 
+/* dups: one connection through dup, dup3 and F_DUPFD copies, closed one
+ * by one; the server echoes each piece back. */
+static void dups_server(int c) {
+    char b[16];
+    for (;;) {
+        ssize_t n = read(c, b, sizeof b);
+        if (n < 0) die("read");
+        if (n == 0) break;
+        printf("server got %.*s\n", (int)n, b);
+        put(c, (const uint8_t *)b, (size_t)n, 1);
+    }
+}
+
+static void dups_client(int s) {
+    int d[4];
+    d[0] = dup(s);
+    d[1] = dup3(s, 1501, O_CLOEXEC);
+    d[2] = fcntl(s, F_DUPFD, 1600);
+    d[3] = fcntl(s, F_DUPFD_CLOEXEC, 1700);
+    if (d[0] < 0 || d[1] != 1501 || d[2] < 1600 || d[3] < 1700) die("dup");
+    close(s);
+    for (int i = 0; i < 4; i++) {
+        char w[8], r[8];
+        int len = snprintf(w, sizeof w, "piece%d", i);
+        put(d[i], (const uint8_t *)w, (size_t)len, i);
+        /* Read it back through the next copy (the last through itself). */
+        int via = d[i < 3 ? i + 1 : 3];
+        size_t got = 0;
+        while (got < (size_t)len) {
+            ssize_t n = get(via, (uint8_t *)r + got, (size_t)len - got, i);
+            if (n <= 0) die("read back");
+            got += (size_t)n;
+        }
+        printf("client %.*s via copy %d\n", len, r, i < 3 ? i + 1 : 3);
+        if (i < 3) close(d[i]);
+    }
+    close(d[3]);
+}
+
 /* The echo scenarios. */
 #define ECHO_N (3u << 20)
 static const char G1[] = "greeting from the server\n";
@@ -614,6 +654,30 @@ static void echo_server(int c, const char *mode, int sp) {
         close(c);
         int st;
         if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) { fprintf(stderr, "unixprog: helper failed\n"); exit(1); }
+    } else if (!strcmp(mode, "vfork")) {
+        /* Children that share this process's memory (vfork, posix_spawn)
+         * dup, close and exec: the connection here must not notice. */
+        pid_t p = vfork();
+        if (p < 0) die("vfork");
+        if (p == 0) {
+            if (dup2(c, 100) != 100) _exit(126);
+            close(c);
+            close(100);
+            execl("/bin/true", "true", (char *)NULL);
+            _exit(127);
+        }
+        int st;
+        if (waitpid(p, &st, 0) != p || !WIFEXITED(st) || WEXITSTATUS(st) != 0) { fprintf(stderr, "unixprog: vfork child failed\n"); exit(1); }
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, c, 7);
+        posix_spawn_file_actions_addclose(&fa, c);
+        char *argv[] = {"true", NULL};
+        char *env[] = {NULL};
+        if (posix_spawn(&p, "/bin/true", &fa, NULL, argv, env) != 0) die("posix_spawn");
+        if (waitpid(p, &st, 0) != p || !WIFEXITED(st) || WEXITSTATUS(st) != 0) { fprintf(stderr, "unixprog: spawned child failed\n"); exit(1); }
+        posix_spawn_file_actions_destroy(&fa);
+        echo_plainly(c);
     } else if (!strcmp(mode, "ioctl")) {
         int q = -1;
         if (ioctl(c, SIOCOUTQ, &q) < 0) die("ioctl");
@@ -636,7 +700,7 @@ static void echo_server(int c, const char *mode, int sp) {
 
 static int is_echo(const char *sc) {
     return !strcmp(sc, "exec") || !strcmp(sc, "execenv") || !strcmp(sc, "pass") ||
-           !strcmp(sc, "ioctl") || !strcmp(sc, "splice");
+           !strcmp(sc, "ioctl") || !strcmp(sc, "splice") || !strcmp(sc, "vfork");
 }
 
 int main(int argc, char **argv) {
@@ -666,6 +730,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(sc, "fork")) server ? fork_server(fd) : fork_client(fd);
     else if (!strcmp(sc, "misc")) server ? misc_server(fd) : misc_client(fd);
     else if (!strcmp(sc, "sndtimeo")) server ? sndtimeo_server(fd) : sndtimeo_client(fd);
+    else if (!strcmp(sc, "dups")) server ? dups_server(fd) : dups_client(fd);
     else { fprintf(stderr, "unixprog: no scenario %s\n", sc); return 2; }
     return 0;
 }
