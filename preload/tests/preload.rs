@@ -445,6 +445,150 @@ fn socat_moves_256_mib_byte_exact_preloaded_and_mixed() {
 }
 
 /// Waits (at most 10 s) until `program` made its socket file `sock`.
+#[test]
+fn socat_moves_4_gib_with_a_checksum() {
+    if !have("socat", "socat") {
+        return;
+    }
+    let Some(prog) = unixprog() else { return };
+    const N: u64 = 4 << 30;
+    // The stream's checksum without any socket, for reference.
+    let mut g = Command::new(prog)
+        .args(["gen", &N.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gen");
+    let want = Command::new(prog)
+        .arg("sum")
+        .stdin(g.stdout.take().expect("gen stdout"))
+        .output()
+        .expect("sum");
+    assert!(g.wait().expect("gen").success());
+    let dir = scratch("socat-4g");
+    let sock = dir.join("s.sock");
+    let report = dir.join("report");
+    let mut server = cmd("socat", true, &sock, &report)
+        .arg("-u")
+        .arg(format!("UNIX-LISTEN:{}", sock.display()))
+        .arg("STDOUT")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("socat server");
+    let summer = Command::new(prog)
+        .arg("sum")
+        .stdin(server.stdout.take().expect("server stdout"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sum");
+    wait_listening("socat", &sock);
+    let mut g = Command::new(prog)
+        .args(["gen", &N.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gen");
+    let mut client = cmd("socat", true, &sock, &report)
+        .arg("-u")
+        .arg("STDIN")
+        .arg(format!("UNIX-CONNECT:{}", sock.display()))
+        .stdin(g.stdout.take().expect("gen stdout"))
+        .spawn()
+        .expect("socat client");
+    assert!(wait_bounded(&mut client, Duration::from_secs(120)).success());
+    assert!(wait_bounded(&mut server, Duration::from_secs(60)).success());
+    assert!(g.wait().expect("gen").success());
+    let got = summer.wait_with_output().expect("sum");
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        String::from_utf8_lossy(&want.stdout),
+        "4 GiB through socat: count and checksum"
+    );
+    assert_eq!(reported(&report, "socat", "accelerated"), 2);
+    assert_eq!(reported(&report, "socat", "bytes_received"), N);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The report line of process `pid`, parsed: `field` of it.
+fn reported_by(report: &Path, pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(report).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("pid={pid} ")))
+        .flat_map(|l| l.split(' '))
+        .find_map(|w| w.strip_prefix(&format!("{field}=")))
+        .map(|v| v.parse().expect("a number"))
+}
+
+#[test]
+fn socat_fork_exec_cat_echoes_byte_exact_and_downgrades_with_nofork() {
+    if !have("socat", "socat") {
+        return;
+    }
+    let data: Vec<u8> = (0..16u64 << 20)
+        .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 29) as u8)
+        .collect();
+    // `EXEC:cat` relays through a socat child (the socket stays
+    // accelerated); with `nofork` socat execs cat on the socket itself,
+    // which downgrades it.
+    for (exec, server_pre, client_pre) in [
+        ("EXEC:cat", true, true),
+        ("EXEC:cat,nofork", true, true),
+        ("EXEC:cat,nofork", true, false),
+        ("EXEC:cat,nofork", false, true),
+    ] {
+        let dir = scratch(&format!(
+            "socat-exec-{}-{server_pre}-{client_pre}",
+            exec.len()
+        ));
+        let sock = dir.join("s.sock");
+        let report = dir.join("report");
+        let input = dir.join("in");
+        let output = dir.join("out");
+        std::fs::write(&input, &data).expect("input");
+        let mut server = cmd("socat", server_pre, &sock, &report)
+            .arg(format!("UNIX-LISTEN:{},fork", sock.display()))
+            .arg(exec)
+            .spawn()
+            .expect("socat server");
+        wait_listening("socat", &sock);
+        for round in 0..2 {
+            let mut client = cmd("socat", client_pre, &sock, &report)
+                .args(["-t", "30", "-"])
+                .arg(format!("UNIX-CONNECT:{}", sock.display()))
+                .stdin(std::fs::File::open(&input).expect("input"))
+                .stdout(std::fs::File::create(&output).expect("output"))
+                .spawn()
+                .expect("socat client");
+            let pid = client.id();
+            assert!(wait_bounded(&mut client, Duration::from_secs(60)).success());
+            let got = std::fs::read(&output).expect("output");
+            assert!(
+                got == data,
+                "{exec} server {server_pre} client {client_pre} round {round}: the echo differs"
+            );
+            if client_pre {
+                let both = server_pre && client_pre;
+                assert_eq!(
+                    reported_by(&report, pid, "accelerated"),
+                    Some(u64::from(both)),
+                    "{exec}: the client's report"
+                );
+                let down = both && exec.ends_with("nofork");
+                assert_eq!(
+                    reported_by(&report, pid, "downgraded"),
+                    Some(u64::from(down)),
+                    "{exec}: the client's report"
+                );
+            }
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        if server_pre && client_pre && exec.ends_with("nofork") {
+            // The server's children that exec'd cat counted a downgrade.
+            assert!(reported(&report, "socat", "downgraded") >= 4, "{exec}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 fn wait_listening(program: &str, sock: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !sock.exists() {

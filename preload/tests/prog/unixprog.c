@@ -703,7 +703,54 @@ static int is_echo(const char *sc) {
            !strcmp(sc, "ioctl") || !strcmp(sc, "splice") || !strcmp(sc, "vfork");
 }
 
+/* gen N: N bytes of a stream that differs at every 8-byte word, to stdout;
+ * sum: the count and a position-dependent checksum of stdin. Fast enough
+ * for gigabytes. */
+static uint64_t mix(uint64_t k) {
+    k += 0x9e3779b97f4a7c15ULL;
+    k = (k ^ (k >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    return k ^ (k >> 27);
+}
+
+static int gen(uint64_t n) {
+    static uint64_t buf[1 << 15];
+    uint64_t k = 0;
+    while (n > 0) {
+        for (size_t i = 0; i < sizeof buf / 8; i++) buf[i] = mix(k++);
+        size_t len = n < sizeof buf ? (size_t)n : sizeof buf;
+        size_t at = 0;
+        while (at < len) {
+            ssize_t w = write(1, (uint8_t *)buf + at, len - at);
+            if (w < 0) { if (errno == EINTR) continue; die("gen write"); }
+            at += (size_t)w;
+        }
+        n -= len;
+    }
+    return 0;
+}
+
+static int sum(void) {
+    static uint8_t buf[1 << 18];
+    uint64_t total = 0, h = FNV0, carry = 0;
+    int have = 0;
+    for (;;) {
+        ssize_t r = read(0, buf, sizeof buf);
+        if (r < 0) { if (errno == EINTR) continue; die("sum read"); }
+        if (r == 0) break;
+        for (ssize_t i = 0; i < r; i++) {
+            carry |= (uint64_t)buf[i] << (8 * have);
+            if (++have == 8) { h = (h ^ carry) * 0x100000001b3ULL; h ^= h >> 29; carry = 0; have = 0; }
+        }
+        total += (uint64_t)r;
+    }
+    h = (h ^ carry ^ (uint64_t)have) * 0x100000001b3ULL;
+    printf("%llu %016llx\n", (unsigned long long)total, (unsigned long long)h);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "gen")) return gen(strtoull(argv[2], NULL, 0));
+    if (argc == 2 && !strcmp(argv[1], "sum")) return sum();
     if (argc != 4) { fprintf(stderr, "usage: unixprog server|client PATH SCENARIO\n"); return 2; }
     setvbuf(stdout, NULL, _IOLBF, 0);
     argv0 = argv[0];
