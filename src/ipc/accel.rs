@@ -715,7 +715,8 @@ impl Accel {
             Drained::KeptOne => {
                 // The last byte, now that a writer after our arm rings anew.
                 if claim(dir, 1) == 0 {
-                    return Ok(Settled::Data);
+                    // Taken by another reader of this side meanwhile.
+                    return Ok(Settled::Empty { consumed: false });
                 }
                 let mut one = [0u8; 1];
                 match interpose::recv(sock, &mut one, ffi::MSG_DONTWAIT) {
@@ -741,24 +742,37 @@ impl Accel {
     }
 
     /// Takes queued non-data bytes off the socket without blocking, leaving
-    /// `keep` (0 or 1) of them, and never a data byte.
+    /// `keep` (0 or 1) of them, and never a data byte. How many there are
+    /// is the writer's count, so no `MSG_PEEK` is needed: the common
+    /// case of one doorbell costs no system call here, and more cost one.
+    /// A counted byte may still be on its way (its send has not returned);
+    /// then fewer are taken, and it arrives as a stale doorbell.
     fn drain(&self, sock: BorrowedFd<'_>, keep: usize) -> Result<Drained> {
         let dir = self.dir(1 - self.side.tx());
         let mut scratch = [0u8; SCRATCH];
         let mut consumed = false;
         loop {
-            let q = match interpose::recv(sock, &mut scratch, ffi::MSG_PEEK | ffi::MSG_DONTWAIT) {
-                Ok(0) => return Ok(Drained::Eof),
-                Ok(q) => q,
-                Err(e) if e.is_would_block() => return Ok(Drained::Empty { consumed }),
-                Err(e) => return Err(e),
-            };
-            if q <= keep {
-                return Ok(Drained::KeptOne);
+            let counted = dir
+                .nondata
+                .load(Ordering::SeqCst)
+                .saturating_sub(dir.skipped.load(Ordering::SeqCst));
+            if counted <= keep as u64 {
+                match dir.switch.load(Ordering::Acquire) {
+                    // What else is queued is data: the writer is back on
+                    // the socket.
+                    SWITCH_DONE => return Ok(Drained::Data),
+                    SWITCH_RING | SWITCH_GOING => {}
+                    _ => return Err(corrupt(sock)),
+                }
+                return Ok(if counted > 0 {
+                    Drained::KeptOne
+                } else {
+                    Drained::Empty { consumed }
+                });
             }
-            let take = claim(dir, q - keep);
+            let take = claim(dir, (counted as usize - keep).min(SCRATCH));
             if take == 0 {
-                return Ok(Drained::Data);
+                continue;
             }
             let got = match interpose::recv(sock, &mut scratch[..take], ffi::MSG_DONTWAIT) {
                 Ok(got) => got,
@@ -775,12 +789,9 @@ impl Accel {
                 return Ok(Drained::Eof);
             }
             consumed = true;
-            if q < SCRATCH && take == q - keep && got == take {
-                return Ok(if keep > 0 {
-                    Drained::KeptOne
-                } else {
-                    Drained::Empty { consumed }
-                });
+            if got < take {
+                // Fewer were there than counted: the rest is on its way.
+                return Ok(Drained::Empty { consumed });
             }
         }
     }
@@ -829,7 +840,19 @@ impl Accel {
                 Err(_) => Ok(true),
             };
         }
-        Ok(!matches!(self.settle(sock)?, Settled::Empty { .. }))
+        if !matches!(self.settle(sock)?, Settled::Empty { .. }) {
+            return Ok(true);
+        }
+        // Nothing counted is left: the kernel woke the wait for end-of-file,
+        // or for a doorbell whose send had not returned when we counted (it
+        // is taken off next time).
+        let mut one = [0u8; 1];
+        match interpose::recv(sock, &mut one, ffi::MSG_PEEK | ffi::MSG_DONTWAIT) {
+            Ok(0) => Ok(true),
+            Ok(_) => Ok(false),
+            Err(e) if e.is_would_block() => Ok(false),
+            Err(_) => Ok(true),
+        }
     }
 
     /// Writes `bufs` as `send`/`writev` would on the socket `sock`.
