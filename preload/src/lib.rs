@@ -1542,101 +1542,36 @@ fn before_exec() {
     interpose::set_errno(errno);
 }
 
-/// The program's `execve`, looked at by this library first.
-///
-/// # Safety
-///
-/// As for libc's `execve`: the program's pointers are valid for what
-/// the call reads.
-#[no_mangle]
-pub unsafe extern "C" fn execve(
-    path: *const c_char,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
-    before_exec();
-    // SAFETY: the program's arguments.
-    unsafe { real::execve(path, argv, envp) }
+/// Defines the wrapper of one `exec` function: [`before_exec`], then the
+/// program's own.
+macro_rules! exec_wrapper {
+    ($name:ident($($arg:ident: $t:ty),*)) => {
+        #[doc = concat!("The program's `", stringify!($name), "`, looked at by this library first.")]
+        ///
+        /// # Safety
+        ///
+        #[doc = concat!("As for libc's `", stringify!($name), "`: the program's pointers are valid for what the call reads.")]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $t),*) -> c_int {
+            before_exec();
+            // SAFETY: the program's arguments.
+            unsafe { real::$name($($arg),*) }
+        }
+    };
 }
 
-/// The program's `execv`, looked at by this library first.
-///
-/// # Safety
-///
-/// As for libc's `execv`: the program's pointers are valid for what
-/// the call reads.
-#[no_mangle]
-pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
-    before_exec();
-    // SAFETY: the program's arguments.
-    unsafe { real::execv(path, argv) }
-}
-
-/// The program's `execvp`, looked at by this library first.
-///
-/// # Safety
-///
-/// As for libc's `execvp`: the program's pointers are valid for what
-/// the call reads.
-#[no_mangle]
-pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
-    before_exec();
-    // SAFETY: the program's arguments.
-    unsafe { real::execvp(file, argv) }
-}
-
-/// The program's `execvpe`, looked at by this library first.
-///
-/// # Safety
-///
-/// As for libc's `execvpe`: the program's pointers are valid for what
-/// the call reads.
-#[no_mangle]
-pub unsafe extern "C" fn execvpe(
-    file: *const c_char,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
-    before_exec();
-    // SAFETY: the program's arguments.
-    unsafe { real::execvpe(file, argv, envp) }
-}
-
-/// The program's `fexecve`, looked at by this library first.
-///
-/// # Safety
-///
-/// As for libc's `fexecve`: the program's pointers are valid for what
-/// the call reads.
-#[no_mangle]
-pub unsafe extern "C" fn fexecve(
-    fd: c_int,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
-    before_exec();
-    // SAFETY: the program's arguments.
-    unsafe { real::fexecve(fd, argv, envp) }
-}
-
-/// The program's `execveat`, looked at by this library first.
-///
-/// # Safety
-///
-/// As for libc's `execveat`: the program's pointers are valid for what
-/// the call reads.
-#[no_mangle]
-pub unsafe extern "C" fn execveat(
+exec_wrapper!(execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char));
+exec_wrapper!(execv(path: *const c_char, argv: *const *const c_char));
+exec_wrapper!(execvp(file: *const c_char, argv: *const *const c_char));
+exec_wrapper!(execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char));
+exec_wrapper!(fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char));
+exec_wrapper!(execveat(
     dir: c_int,
     path: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
-    flags: c_int,
-) -> c_int {
-    before_exec();
-    // SAFETY: the program's arguments.
-    unsafe { real::execveat(dir, path, argv, envp, flags) }
-}
+    flags: c_int
+));
 
 /// The program's `splice`, looked at by this library first: from an
 /// accelerated fd the connection leaves the ring (the kernel reads the
@@ -1680,42 +1615,29 @@ fn before_sendfile(out: c_int, inp: c_int) -> bool {
     }
 }
 
-/// The program's `sendfile`, looked at by this library first.
-///
-/// # Safety
-///
-/// As for libc's `sendfile`: the program's pointers are valid for what
-/// the call reads and writes.
-#[no_mangle]
-pub unsafe extern "C" fn sendfile(
-    out: c_int,
-    inp: c_int,
-    off: *mut procwire::sys::interpose::ffi::off_t,
-    count: size_t,
-) -> ssize_t {
-    if !before_sendfile(out, inp) {
-        return -1;
-    }
-    // SAFETY: the program's arguments.
-    unsafe { real::sendfile(out, inp, off, count) }
+/// Defines the wrapper of `sendfile` or `sendfile64`.
+macro_rules! sendfile_wrapper {
+    ($name:ident) => {
+        #[doc = concat!("The program's `", stringify!($name), "`, looked at by this library first.")]
+        ///
+        /// # Safety
+        ///
+        #[doc = concat!("As for libc's `", stringify!($name), "`: the program's pointers are valid for what the call reads and writes.")]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            out: c_int,
+            inp: c_int,
+            off: *mut procwire::sys::interpose::ffi::off_t,
+            count: size_t,
+        ) -> ssize_t {
+            if !before_sendfile(out, inp) {
+                return -1;
+            }
+            // SAFETY: the program's arguments.
+            unsafe { real::$name(out, inp, off, count) }
+        }
+    };
 }
 
-/// The program's `sendfile64`, looked at by this library first.
-///
-/// # Safety
-///
-/// As for libc's `sendfile64`: the program's pointers are valid for what
-/// the call reads and writes.
-#[no_mangle]
-pub unsafe extern "C" fn sendfile64(
-    out: c_int,
-    inp: c_int,
-    off: *mut procwire::sys::interpose::ffi::off_t,
-    count: size_t,
-) -> ssize_t {
-    if !before_sendfile(out, inp) {
-        return -1;
-    }
-    // SAFETY: the program's arguments.
-    unsafe { real::sendfile64(out, inp, off, count) }
-}
+sendfile_wrapper!(sendfile);
+sendfile_wrapper!(sendfile64);

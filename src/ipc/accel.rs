@@ -822,37 +822,45 @@ impl Accel {
     ///
     /// Those of `recv`.
     pub fn poll_readable(&self, sock: BorrowedFd<'_>) -> Result<bool> {
-        self.follow(sock)?;
-        if self.rx_plain.load(Ordering::Acquire) != 0 {
-            return Ok(true);
+        match self.next_bytes(sock)? {
+            Next::PlainPhase | Next::Ring => return Ok(true),
+            Next::Socket => {}
+            Next::Nothing => {
+                if !matches!(self.settle(sock)?, Settled::Empty { .. }) {
+                    return Ok(true);
+                }
+            }
         }
-        if self.side == Side::Server && self.plain_done.load(Ordering::Acquire) == 0 {
-            return Ok(true);
-        }
-        if self.rx_has_bytes() {
-            return Ok(true);
-        }
-        if self.rx_transition(sock)? {
-            let mut one = [0u8; 1];
-            return match interpose::recv(sock, &mut one, ffi::MSG_PEEK | ffi::MSG_DONTWAIT) {
-                Ok(_) => Ok(true),
-                Err(e) if e.is_would_block() => Ok(false),
-                Err(_) => Ok(true),
-            };
-        }
-        if !matches!(self.settle(sock)?, Settled::Empty { .. }) {
-            return Ok(true);
-        }
-        // Nothing counted is left: the kernel woke the wait for end-of-file,
-        // or for a doorbell whose send had not returned when we counted (it
-        // is taken off next time).
+        // On the socket now; or nothing counted is left, and the kernel woke
+        // the wait for end-of-file, or for a doorbell whose send had not
+        // returned when we counted (it is taken off next time).
         let mut one = [0u8; 1];
         match interpose::recv(sock, &mut one, ffi::MSG_PEEK | ffi::MSG_DONTWAIT) {
             Ok(0) => Ok(true),
-            Ok(_) => Ok(false),
+            Ok(_) => Ok(self.rx_plain.load(Ordering::Acquire) != 0),
             Err(e) if e.is_would_block() => Ok(false),
             Err(_) => Ok(true),
         }
+    }
+
+    /// Where this side's next bytes come from (after reacting to a
+    /// downgrade, and moving to the socket if the ring is done with).
+    fn next_bytes(&self, sock: BorrowedFd<'_>) -> Result<Next> {
+        self.follow(sock)?;
+        if self.rx_plain.load(Ordering::Acquire) != 0 {
+            return Ok(Next::Socket);
+        }
+        if self.side == Side::Server && self.plain_done.load(Ordering::Acquire) == 0 {
+            return Ok(Next::PlainPhase);
+        }
+        if self.rx_has_bytes() {
+            return Ok(Next::Ring);
+        }
+        Ok(if self.rx_transition(sock)? {
+            Next::Socket
+        } else {
+            Next::Nothing
+        })
     }
 
     /// Writes `bufs` as `send`/`writev` would on the socket `sock`.
@@ -1388,17 +1396,7 @@ impl Accel {
     ///
     /// Those of `recv`; `EIO` for a broken segment.
     pub fn socket_next(&self, sock: BorrowedFd<'_>) -> Result<bool> {
-        self.follow(sock)?;
-        if self.rx_plain.load(Ordering::Acquire) != 0 {
-            return Ok(true);
-        }
-        if self.side == Side::Server && self.plain_done.load(Ordering::Acquire) == 0 {
-            return Ok(false);
-        }
-        if self.rx_has_bytes() {
-            return Ok(false);
-        }
-        self.rx_transition(sock)
+        Ok(matches!(self.next_bytes(sock)?, Next::Socket))
     }
 }
 
@@ -1494,6 +1492,19 @@ enum Drained {
     KeptOne,
     /// End-of-file.
     Eof,
+}
+
+/// Where a side's next bytes come from ([`Accel::next_bytes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    /// The plain socket, for good.
+    Socket,
+    /// Server: the client's pre-attach bytes, on the socket.
+    PlainPhase,
+    /// The ring.
+    Ring,
+    /// Nowhere yet.
+    Nothing,
 }
 
 /// What [`Accel::settle`] found.
