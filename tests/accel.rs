@@ -59,6 +59,16 @@ fn the_socket_is_readable_exactly_while_the_ring_has_bytes() {
     // Armed again: the next bytes ring again.
     assert_eq!(server.send(s.as_fd(), &[b"x"], nb()).unwrap(), 1);
     assert!(readable(&c));
+    // Several doorbells (a reader that is closing makes every write ring):
+    // emptying the ring takes all of them off.
+    client.closing();
+    for b in [b"a", b"b", b"c"] {
+        assert_eq!(server.send(s.as_fd(), &[b], nb()).unwrap(), 1);
+    }
+    let mut b = [0u8; 8];
+    assert_eq!(client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(), 4);
+    assert_eq!(&b[..4], b"xabc");
+    assert!(!readable(&c), "every doorbell was taken off");
 }
 
 #[test]
@@ -80,6 +90,10 @@ fn a_full_ring_makes_the_socket_unwritable_until_the_reader_frees_space() {
         100
     );
     assert!(writable(&s), "the reader drained the fillers");
+    assert!(
+        readable(&c),
+        "one non-data byte is kept while the ring still has bytes"
+    );
     assert_eq!(server.send(s.as_fd(), &[&big[..]], nb()).unwrap(), 100);
     // Everything arrives, in order, whatever was on the socket.
     let mut got = 0;

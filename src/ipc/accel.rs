@@ -711,12 +711,12 @@ impl Accel {
             }),
             // Data bytes on the socket: the writer is back on it.
             Drained::Data => Ok(Settled::Data),
-            Drained::Empty { consumed } => Ok(Settled::Empty { consumed }),
+            Drained::Empty => Ok(Settled::Empty),
             Drained::KeptOne => {
                 // The last byte, now that a writer after our arm rings anew.
                 if claim(dir, 1) == 0 {
                     // Taken by another reader of this side meanwhile.
-                    return Ok(Settled::Empty { consumed: false });
+                    return Ok(Settled::Empty);
                 }
                 let mut one = [0u8; 1];
                 match interpose::recv(sock, &mut one, ffi::MSG_DONTWAIT) {
@@ -735,7 +735,7 @@ impl Accel {
                 Ok(if self.rx_has_bytes() {
                     Settled::Data
                 } else {
-                    Settled::Empty { consumed: true }
+                    Settled::Empty
                 })
             }
         }
@@ -750,7 +750,6 @@ impl Accel {
     fn drain(&self, sock: BorrowedFd<'_>, keep: usize) -> Result<Drained> {
         let dir = self.dir(1 - self.side.tx());
         let mut scratch = [0u8; SCRATCH];
-        let mut consumed = false;
         loop {
             let counted = dir
                 .nondata
@@ -767,7 +766,7 @@ impl Accel {
                 return Ok(if counted > 0 {
                     Drained::KeptOne
                 } else {
-                    Drained::Empty { consumed }
+                    Drained::Empty
                 });
             }
             let take = claim(dir, (counted as usize - keep).min(SCRATCH));
@@ -779,7 +778,7 @@ impl Accel {
                 Err(e) => {
                     unclaim(dir, take);
                     if e.is_would_block() {
-                        return Ok(Drained::Empty { consumed });
+                        return Ok(Drained::Empty);
                     }
                     return Err(e);
                 }
@@ -788,10 +787,9 @@ impl Accel {
             if got == 0 {
                 return Ok(Drained::Eof);
             }
-            consumed = true;
             if got < take {
                 // Fewer were there than counted: the rest is on its way.
-                return Ok(Drained::Empty { consumed });
+                return Ok(Drained::Empty);
             }
         }
     }
@@ -803,7 +801,7 @@ impl Accel {
         match self.settle(sock)? {
             Settled::Data => return Ok(true),
             Settled::Eof => return Ok(false),
-            Settled::Empty { .. } => {}
+            Settled::Empty => {}
         }
         let mut one = [0u8; 1];
         let bits = ffi::MSG_PEEK | if flags.dontwait { ffi::MSG_DONTWAIT } else { 0 };
@@ -826,7 +824,7 @@ impl Accel {
             Next::PlainPhase | Next::Ring => return Ok(true),
             Next::Socket => {}
             Next::Nothing => {
-                if !matches!(self.settle(sock)?, Settled::Empty { .. }) {
+                if !matches!(self.settle(sock)?, Settled::Empty) {
                     return Ok(true);
                 }
             }
@@ -1183,7 +1181,7 @@ impl Accel {
             match self.drain(sock, 0)? {
                 Drained::Eof => break,
                 Drained::Data | Drained::KeptOne => {}
-                Drained::Empty { .. } => {
+                Drained::Empty => {
                     if d.skipped.load(Ordering::SeqCst) < d.nondata.load(Ordering::SeqCst) {
                         // Counted bytes that were never sent: a broken peer.
                         return Err(corrupt(sock));
@@ -1285,7 +1283,7 @@ impl Accel {
                 // Data already (the peer switched and is taking the bytes
                 // back): look again shortly.
                 Drained::Data => std::thread::sleep(left.min(Duration::from_millis(1))),
-                Drained::Empty { .. } | Drained::KeptOne => {
+                Drained::Empty | Drained::KeptOne => {
                     crate::sys::fd::wait_readable(sock, Some(left))?;
                 }
             }
@@ -1484,8 +1482,8 @@ fn advance<'b>(bufs: &'b mut [&mut [u8]], mut n: usize) -> Vec<&'b mut [u8]> {
 /// What [`drain`] left on the socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Drained {
-    /// Nothing is queued now; `consumed`: bytes were taken off.
-    Empty { consumed: bool },
+    /// Nothing counted is queued now.
+    Empty,
     /// What is queued is data (the writer is back on the socket).
     Data,
     /// One byte is left.
@@ -1512,8 +1510,8 @@ enum Next {
 enum Settled {
     /// The ring has bytes.
     Data,
-    /// Empty and armed; `consumed`: non-data bytes were taken off.
-    Empty { consumed: bool },
+    /// Empty and armed.
+    Empty,
     /// Empty, and the peer is gone or shut down writing.
     Eof,
 }
