@@ -590,8 +590,20 @@ fn socat_fork_exec_cat_echoes_byte_exact_and_downgrades_with_nofork() {
 }
 
 fn wait_listening(program: &str, sock: &Path) {
+    // The file appears at `bind`, before `listen`: a connect in between is
+    // refused. So wait until the kernel lists a listening socket (the
+    // `__SO_ACCEPTCON` flag, 0x10000) bound to this path.
+    let listening = || {
+        let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+        table.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 8
+                && Path::new(f[7]) == sock
+                && u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & 0x10000 != 0)
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
+    while !listening() {
         assert!(Instant::now() < deadline, "{program} did not listen");
         std::thread::sleep(Duration::from_millis(5));
     }
