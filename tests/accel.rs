@@ -422,3 +422,42 @@ fn a_server_that_leaves_before_the_client_attaches_refuses_it() {
     (&s).read_exact(&mut b).unwrap();
     assert_eq!(&b, b"late");
 }
+
+#[test]
+fn a_server_that_leaves_gives_back_the_pre_attach_bytes_it_had_not_read() {
+    let (s, c) = UnixStream::pair().unwrap();
+    s.set_nonblocking(true).unwrap();
+    c.set_nonblocking(true).unwrap();
+    use std::io::{Read, Write};
+    // The client wrote before it attached, then through the ring.
+    (&c).write_all(b"pre-attach ").unwrap();
+    let server = Accel::offer(s.as_fd(), RING).unwrap();
+    let client = match accel::try_attach(c.as_fd(), 11, false).unwrap() {
+        Attach::Attached(a) => a,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(client.send(c.as_fd(), &[b"ring bytes"], nb()).unwrap(), 10);
+    let mut b = [0u8; 4];
+    assert_eq!(server.recv(s.as_fd(), &mut [&mut b[..]], nb()).unwrap(), 4);
+    assert_eq!(&b, b"pre-");
+    let (c2, done) = (c.try_clone().unwrap(), std::sync::mpsc::channel::<()>());
+    let t = std::thread::spawn(move || {
+        assert!(wait_readable(c2.as_fd(), Some(Duration::from_secs(10))).unwrap());
+        let _ = read_all(&c2, &client);
+        let _ = done.1.recv_timeout(Duration::from_secs(10));
+        client
+    });
+    server.leave(s.as_fd(), Duration::from_secs(10)).unwrap();
+    done.0.send(()).unwrap();
+    let client = t.join().unwrap();
+    assert!(client.is_plain());
+    // The socket holds the rest of the pre-attach bytes, then the ring's,
+    // and nothing else.
+    s.set_nonblocking(false).unwrap();
+    let mut rest = [0u8; 17];
+    (&s).read_exact(&mut rest).unwrap();
+    assert_eq!(&rest, b"attach ring bytes");
+    s.set_nonblocking(true).unwrap();
+    let mut one = [0u8; 1];
+    assert!((&s).read(&mut one).is_err(), "nothing more");
+}
