@@ -461,3 +461,66 @@ fn a_server_that_leaves_gives_back_the_pre_attach_bytes_it_had_not_read() {
     let mut one = [0u8; 1];
     assert!((&s).read(&mut one).is_err(), "nothing more");
 }
+
+/// A client that wrote `pre` to the socket before attaching to a server
+/// with rings of `ring` bytes.
+fn pair_with_pre_attach(ring: usize, pre: &[u8]) -> (UnixStream, Accel, UnixStream, Accel) {
+    use std::io::Write;
+    let (s, c) = UnixStream::pair().unwrap();
+    s.set_nonblocking(true).unwrap();
+    c.set_nonblocking(true).unwrap();
+    (&c).write_all(pre).unwrap();
+    let server = Accel::offer(s.as_fd(), ring).unwrap();
+    let client = match accel::try_attach(c.as_fd(), pre.len() as u64, false).unwrap() {
+        Attach::Attached(a) => a,
+        other => panic!("{other:?}"),
+    };
+    (s, server, c, client)
+}
+
+#[test]
+fn pre_attach_bytes_that_do_not_fit_beside_the_ring_fail_the_leave() {
+    let pre = vec![1u8; 3000];
+    let (s, server, c, client) = pair_with_pre_attach(RING, &pre);
+    assert_eq!(
+        client.send(c.as_fd(), &[&[2u8; 2000][..]], nb()).unwrap(),
+        2000
+    );
+    let e = server.leave(s.as_fd(), Duration::from_secs(5)).unwrap_err();
+    assert_eq!(e.raw_os_error(), procwire::sys::interpose::ffi::EIO, "{e}");
+}
+
+#[test]
+fn many_pre_attach_bytes_go_back_whole_and_in_order() {
+    let pre: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
+    let (s, server, c, client) = pair_with_pre_attach(16384, &pre);
+    let ring: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(7)).collect();
+    assert_eq!(client.send(c.as_fd(), &[&ring[..]], nb()).unwrap(), 100);
+    let mut b = [0u8; 10];
+    assert_eq!(server.recv(s.as_fd(), &mut [&mut b[..]], nb()).unwrap(), 10);
+    assert_eq!(&b[..], &pre[..10]);
+    let (c2, done) = (c.try_clone().unwrap(), std::sync::mpsc::channel::<()>());
+    let t = std::thread::spawn(move || {
+        assert!(wait_readable(c2.as_fd(), Some(Duration::from_secs(10))).unwrap());
+        let _ = read_all(&c2, &client);
+        let _ = done.1.recv_timeout(Duration::from_secs(10));
+        client
+    });
+    server.leave(s.as_fd(), Duration::from_secs(10)).unwrap();
+    done.0.send(()).unwrap();
+    let client = t.join().unwrap();
+    // Sent in chunks as the socket takes them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !client.is_plain() {
+        assert!(Instant::now() < deadline, "the resend never finished");
+        let _ = client.send(c.as_fd(), &[], nb());
+        let _ = read_all(&c, &client);
+        std::thread::yield_now();
+    }
+    use std::io::Read;
+    s.set_nonblocking(false).unwrap();
+    let mut rest = vec![0u8; 5990 + 100];
+    (&s).read_exact(&mut rest).unwrap();
+    assert_eq!(&rest[..5990], &pre[10..]);
+    assert_eq!(&rest[5990..], &ring[..]);
+}
