@@ -998,13 +998,14 @@ impl Accel {
     }
 
     /// Sends one non-data byte (a doorbell or filler) on the socket for
-    /// this side's direction `d`, counted before it goes; `Ok(false)`:
-    /// the direction is switching to the socket, so nothing was sent.
-    fn ping(&self, d: &Dir, sock: BorrowedFd<'_>, bits: i32) -> Result<bool> {
+    /// this side's direction `d`, counted before it goes. Once the
+    /// direction is switching to the socket nothing is sent (the switch
+    /// wakes the reader with a byte of its own).
+    fn ping(&self, d: &Dir, sock: BorrowedFd<'_>, bits: i32) -> Result<()> {
         d.inflight.fetch_add(1, Ordering::SeqCst);
         if d.switch.load(Ordering::SeqCst) != SWITCH_RING {
             d.inflight.fetch_sub(1, Ordering::SeqCst);
-            return Ok(false);
+            return Ok(());
         }
         d.nondata.fetch_add(1, Ordering::SeqCst);
         let r = interpose::send(sock, &[0], bits);
@@ -1012,7 +1013,7 @@ impl Accel {
             d.nondata.fetch_sub(1, Ordering::SeqCst);
         }
         d.inflight.fetch_sub(1, Ordering::SeqCst);
-        r.map(|n| n == 1)
+        r.map(|_| ())
     }
 
     // ------------------------------------------------------- the downgrade
