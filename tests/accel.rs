@@ -339,6 +339,27 @@ fn a_downgrade_keeps_every_byte_in_order_both_ways() {
     assert_eq!(&b, b"raw");
 }
 
+/// The server leaves while the client answers from another thread, as a
+/// peer process would at its next call: it wakes on the byte the leaving
+/// side sends, and reads what comes. Returns what it read, and the client.
+fn leave_while_the_client_answers(
+    s: &UnixStream,
+    server: &Accel,
+    c: &UnixStream,
+    client: Accel,
+) -> (Vec<u8>, Accel) {
+    let (c2, done) = (c.try_clone().unwrap(), std::sync::mpsc::channel::<()>());
+    let t = std::thread::spawn(move || {
+        assert!(wait_readable(c2.as_fd(), Some(Duration::from_secs(10))).unwrap());
+        let got = read_all(&c2, &client);
+        let _ = done.1.recv_timeout(Duration::from_secs(10));
+        (got, client)
+    });
+    server.leave(s.as_fd(), Duration::from_secs(10)).unwrap();
+    done.0.send(()).unwrap();
+    t.join().unwrap()
+}
+
 #[test]
 fn a_side_that_leaves_finds_the_socket_whole() {
     let (s, server, c, client) = pair();
@@ -350,17 +371,7 @@ fn a_side_that_leaves_finds_the_socket_whole() {
     );
     // The client answers from another thread, as a peer process would at
     // its next call: it wakes on the byte the leaving side sends.
-    let (c2, done) = (c.try_clone().unwrap(), std::sync::mpsc::channel::<()>());
-    let t = std::thread::spawn(move || {
-        let c = c2;
-        assert!(wait_readable(c.as_fd(), Some(Duration::from_secs(10))).unwrap());
-        let got = read_all(&c, &client);
-        let _ = done.1.recv_timeout(Duration::from_secs(10));
-        (got, client)
-    });
-    server.leave(s.as_fd(), Duration::from_secs(10)).unwrap();
-    done.0.send(()).unwrap();
-    let (got, client) = t.join().unwrap();
+    let (got, client) = leave_while_the_client_answers(&s, &server, &c, client);
     assert_eq!(got, b"to the client");
     assert!(
         client.is_plain(),
@@ -440,16 +451,7 @@ fn a_server_that_leaves_gives_back_the_pre_attach_bytes_it_had_not_read() {
     let mut b = [0u8; 4];
     assert_eq!(server.recv(s.as_fd(), &mut [&mut b[..]], nb()).unwrap(), 4);
     assert_eq!(&b, b"pre-");
-    let (c2, done) = (c.try_clone().unwrap(), std::sync::mpsc::channel::<()>());
-    let t = std::thread::spawn(move || {
-        assert!(wait_readable(c2.as_fd(), Some(Duration::from_secs(10))).unwrap());
-        let _ = read_all(&c2, &client);
-        let _ = done.1.recv_timeout(Duration::from_secs(10));
-        client
-    });
-    server.leave(s.as_fd(), Duration::from_secs(10)).unwrap();
-    done.0.send(()).unwrap();
-    let client = t.join().unwrap();
+    let (_, client) = leave_while_the_client_answers(&s, &server, &c, client);
     assert!(client.is_plain());
     // The socket holds the rest of the pre-attach bytes, then the ring's,
     // and nothing else.
@@ -499,16 +501,7 @@ fn many_pre_attach_bytes_go_back_whole_and_in_order() {
     let mut b = [0u8; 10];
     assert_eq!(server.recv(s.as_fd(), &mut [&mut b[..]], nb()).unwrap(), 10);
     assert_eq!(&b[..], &pre[..10]);
-    let (c2, done) = (c.try_clone().unwrap(), std::sync::mpsc::channel::<()>());
-    let t = std::thread::spawn(move || {
-        assert!(wait_readable(c2.as_fd(), Some(Duration::from_secs(10))).unwrap());
-        let _ = read_all(&c2, &client);
-        let _ = done.1.recv_timeout(Duration::from_secs(10));
-        client
-    });
-    server.leave(s.as_fd(), Duration::from_secs(10)).unwrap();
-    done.0.send(()).unwrap();
-    let client = t.join().unwrap();
+    let (_, client) = leave_while_the_client_answers(&s, &server, &c, client);
     // Sent in chunks as the socket takes them.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !client.is_plain() {
