@@ -1063,14 +1063,7 @@ impl Accel {
         fence(Ordering::SeqCst);
         // Non-data sends that started before it: a filler blocked on a
         // full socket ends when the reader drains it.
-        let start = Instant::now();
-        while d.inflight.load(Ordering::SeqCst) != 0 {
-            if start.elapsed() > LOCK_PATIENCE {
-                self.broken.store(1, Ordering::Release);
-                return Err(corrupt(sock));
-            }
-            std::thread::sleep(Duration::from_micros(100));
-        }
+        self.wait_for(sock, || d.inflight.load(Ordering::SeqCst) == 0)?;
         if self.orig_sndbuf > 0 {
             // The kernel reports twice what was set.
             let _ = interpose::set_send_buffer(sock, self.orig_sndbuf / 2);
@@ -1090,8 +1083,15 @@ impl Accel {
     /// Waits for a switch another thread or process of this side began.
     fn wait_switched(&self, sock: BorrowedFd<'_>) -> Result<()> {
         let d = self.dir(self.side.tx());
+        self.wait_for(sock, || d.switch.load(Ordering::Acquire) == SWITCH_DONE)
+    }
+
+    /// Waits (at most [`LOCK_PATIENCE`]) until `done` holds for words that
+    /// another thread or process of this side changes; past it the segment
+    /// can't be trusted, and the connection is broken for good.
+    fn wait_for(&self, sock: BorrowedFd<'_>, done: impl Fn() -> bool) -> Result<()> {
         let start = Instant::now();
-        while d.switch.load(Ordering::Acquire) != SWITCH_DONE {
+        while !done() {
             if start.elapsed() > LOCK_PATIENCE {
                 self.broken.store(1, Ordering::Release);
                 return Err(corrupt(sock));

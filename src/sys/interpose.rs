@@ -26,15 +26,14 @@ use super::error::{Context, Error, Result};
 /// defines them, so that a preload's `extern "C"` signatures match the
 /// functions they stand in for.
 pub mod ffi {
+    pub use libc::loff_t;
     pub use libc::{
         c_char, c_int, c_long, c_uint, c_void, iovec, msghdr, off_t, pid_t, size_t, sockaddr,
         sockaddr_un, socklen_t, ssize_t, AF_UNIX, AT_FDCWD, EAGAIN, EBADF, ECONNRESET, EINTR,
-        EINVAL, EIO, ENOSYS, EPIPE, ETIMEDOUT, FIOASYNC, FIOCLEX, FIONBIO, FIONCLEX, FIONREAD,
-        F_DUPFD, F_DUPFD_CLOEXEC, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_OOB, MSG_PEEK, MSG_TRUNC,
-        MSG_WAITALL, SCM_RIGHTS, SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC, SOCK_NONBLOCK,
-        SOCK_STREAM, SOL_SOCKET,
+        EINVAL, EIO, ENOSYS, EPIPE, ETIMEDOUT, FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, F_DUPFD,
+        F_DUPFD_CLOEXEC, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,
+        SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_STREAM,
     };
-    pub use libc::{cmsghdr, loff_t};
     pub use libc::{fd_set, nfds_t, pollfd, sigset_t, timespec, timeval, POLLIN, POLLRDNORM};
 }
 
@@ -327,7 +326,7 @@ static PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 /// (and by [`forked`] in every child of `fork`).
 pub fn remember_pid() {
     PID.store(
-        rustix::process::getpid().as_raw_nonzero().get(),
+        super::process::getpid(),
         std::sync::atomic::Ordering::Relaxed,
     );
 }
@@ -337,7 +336,7 @@ pub fn remember_pid() {
 /// the one noted, though it shares the parent's memory. One system call.
 pub fn in_vfork_child() -> bool {
     let noted = PID.load(std::sync::atomic::Ordering::Relaxed);
-    noted != 0 && rustix::process::getpid().as_raw_nonzero().get() != noted
+    noted != 0 && super::process::getpid() != noted
 }
 
 /// Registers `child` to run in the child of every `fork` the process makes
