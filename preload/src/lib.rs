@@ -22,6 +22,7 @@
 
 #![cfg(target_os = "linux")]
 
+mod epoll;
 mod real;
 mod table;
 
@@ -88,6 +89,28 @@ extern "C" fn init() {
         .filter(|r| r.is_power_of_two() && (accel::MIN_RING..=accel::MAX_RING).contains(r))
         .unwrap_or(accel::DEFAULT_RING);
     let on = !paths.is_empty();
+    // Fast mode unless told otherwise; a value this library does not know
+    // is said once on stderr, and the safe mode is taken.
+    let fast = match std::env::var_os("PROCWIRE_ACCEL_MODE") {
+        None => true,
+        Some(v) if v == "fast" || v.is_empty() => true,
+        Some(v) if v == "safe" => false,
+        Some(v) => {
+            if on {
+                // Before the table exists, so `write` passes through.
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!(
+                        "procwire-preload: PROCWIRE_ACCEL_MODE={} is neither fast nor safe; using safe\n",
+                        v.to_string_lossy()
+                    )
+                    .as_bytes(),
+                );
+            }
+            false
+        }
+    };
+    epoll::set_fast(fast);
     let _ = CONFIG.set(Config {
         paths,
         report,
@@ -143,8 +166,14 @@ fn write_report() {
     }
 }
 
+/// Whether `PROCWIRE_ACCEL` named a path (and the fd table is there).
+#[inline]
+pub(crate) fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 /// The program's fd, borrowed for one call.
-fn fd_of(fd: c_int) -> BorrowedFd<'static> {
+pub(crate) fn fd_of(fd: c_int) -> BorrowedFd<'static> {
     // SAFETY: the program passed `fd` to the call being wrapped and holds it
     // open for that call; the borrow does not outlive the call.
     unsafe { interpose::borrow(fd) }
@@ -608,6 +637,8 @@ fn really_readable(fd: c_int) -> bool {
 /// Attaches every pending client among `fds` that can attach now.
 fn attach_pending(fds: impl Iterator<Item = c_int>) {
     for fd in fds {
+        // A managed epoll set that is polled answers as the kernel does.
+        epoll::nested(fd);
         if let Some(e) = data_entry(fd) {
             if e.state() == State::Pending {
                 let _ = attached(e, fd, false);
@@ -756,21 +787,88 @@ pub unsafe extern "C" fn select(
         // SAFETY: the program's arguments.
         return unsafe { real::select(nfds, r, w, e, tv) };
     }
+    // SAFETY: a non-null timeout is the program's timeval.
+    let wait = (!tv.is_null()).then(|| unsafe {
+        std::time::Duration::from_micros(
+            ((*tv).tv_sec.max(0) as u64) * 1_000_000 + (*tv).tv_usec.max(0) as u64,
+        )
+    });
+    // SAFETY: the program's sets; each round's timeout is `tv` with the
+    // time left (Linux writes what is left into it anyway).
+    unsafe {
+        select_rounds(nfds, [r, w, e], wait, |left| {
+            if let (Some(d), false) = (left, tv.is_null()) {
+                (*tv).tv_sec = d.as_secs() as _;
+                (*tv).tv_usec = d.subsec_micros() as _;
+            }
+            real::select(nfds, r, w, e, tv)
+        })
+    }
+}
+
+/// The program's `pselect`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `pselect`: the program's pointers are valid for what
+/// the call reads and writes.
+#[no_mangle]
+pub unsafe extern "C" fn pselect(
+    nfds: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    ts: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
+    if !ENABLED.load(Ordering::Relaxed) || !table::live() || r.is_null() || nfds <= 0 {
+        // SAFETY: the program's arguments.
+        return unsafe { real::pselect(nfds, r, w, e, ts, mask) };
+    }
+    // SAFETY: a non-null timeout is the program's timespec.
+    let wait = (!ts.is_null()).then(|| unsafe {
+        std::time::Duration::new(
+            (*ts).tv_sec.max(0) as u64,
+            (*ts).tv_nsec.clamp(0, 999_999_999) as u32,
+        )
+    });
+    // SAFETY: the program's sets and mask, with the time left.
+    unsafe {
+        select_rounds(nfds, [r, w, e], wait, |left| {
+            let t = left.map(|d| timespec {
+                tv_sec: d.as_secs() as _,
+                tv_nsec: d.subsec_nanos() as _,
+            });
+            let tp = t
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const timespec);
+            real::pselect(nfds, r, w, e, tp, mask)
+        })
+    }
+}
+
+/// `select`'s rounds: attaches pending clients in the read set, waits
+/// (`call` with the time left, `None` forever), and takes out fds woken
+/// without data, waiting again with the program's sets if none is left.
+///
+/// # Safety
+///
+/// `sets` are null or the program's `fd_set`s; `nfds > 0`; `sets[0]` is
+/// not null.
+unsafe fn select_rounds(
+    nfds: c_int,
+    sets: [*mut fd_set; 3],
+    wait: Option<std::time::Duration>,
+    mut call: impl FnMut(Option<std::time::Duration>) -> c_int,
+) -> c_int {
+    let r = sets[0];
     let n = (nfds as usize).min(FD_SETSIZE);
     attach_pending((0..n).filter(|&fd| fd_isset(r, fd)).map(|fd| fd as c_int));
     // SAFETY: the program's sets (each FD_SETSIZE bits), copied to wait again.
-    let saved = unsafe { [r, w, e].map(|s| (!s.is_null()).then(|| std::ptr::read(s))) };
-    // SAFETY: a non-null timeout is the program's timeval.
-    let deadline = (!tv.is_null()).then(|| unsafe {
-        std::time::Instant::now()
-            + std::time::Duration::from_micros(
-                ((*tv).tv_sec.max(0) as u64) * 1_000_000 + (*tv).tv_usec.max(0) as u64,
-            )
-    });
+    let saved = unsafe { sets.map(|s| (!s.is_null()).then(|| std::ptr::read(s))) };
+    let deadline = wait.map(|d| std::time::Instant::now() + d);
     loop {
-        // SAFETY: the program's arguments (Linux writes the time left back
-        // into `tv`, which the next round recomputes anyway).
-        let got = unsafe { real::select(nfds, r, w, e, tv) };
+        let got = call(remaining(deadline));
         if got <= 0 {
             return got;
         }
@@ -787,21 +885,15 @@ pub unsafe extern "C" fn select(
         if left > 0 {
             return left;
         }
-        let rest = remaining(deadline);
-        if rest.is_some_and(|d| d.is_zero()) {
+        if remaining(deadline).is_some_and(|d| d.is_zero()) {
             return 0;
         }
-        // SAFETY: restore the program's sets and the time left, then wait
-        // again.
+        // SAFETY: restore the program's sets, then wait again.
         unsafe {
-            for (s, v) in [r, w, e].into_iter().zip(saved.iter()) {
+            for (s, v) in sets.into_iter().zip(saved.iter()) {
                 if let Some(v) = v {
                     std::ptr::write(s, std::ptr::read(v));
                 }
-            }
-            if let (Some(d), false) = (rest, tv.is_null()) {
-                (*tv).tv_sec = d.as_secs() as _;
-                (*tv).tv_usec = d.subsec_micros() as _;
             }
         }
     }
@@ -922,10 +1014,139 @@ pub unsafe extern "C" fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
     fresh_pair(unsafe { real::pipe2(fds, flags) }, fds)
 }
 
+// -------------------------------------------------------------------- epoll
+//
+// Fast mode answers for accelerated members of epoll sets (`epoll.rs`);
+// in safe mode, or on a set with no member, these are pass-throughs.
+
+/// The program's `epoll_create`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `epoll_create`.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
+    // SAFETY: the program's arguments.
+    let r = fresh_fd(unsafe { real::epoll_create(size) });
+    if epoll::fast() {
+        epoll::created(r)
+    } else {
+        r
+    }
+}
+
+/// The program's `epoll_create1`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `epoll_create1`.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
+    // SAFETY: the program's arguments.
+    let r = fresh_fd(unsafe { real::epoll_create1(flags) });
+    if epoll::fast() {
+        epoll::created(r)
+    } else {
+        r
+    }
+}
+
+/// The program's `epoll_ctl`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `epoll_ctl`.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut procwire::sys::interpose::ffi::epoll_event,
+) -> c_int {
+    if !ENABLED.load(Ordering::Relaxed) || !epoll::fast() {
+        // SAFETY: the program's arguments.
+        return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+    }
+    // SAFETY: the program's arguments.
+    unsafe { epoll::ctl(epfd, op, fd, ev) }
+}
+
+/// The program's `epoll_wait`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `epoll_wait`.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_wait(
+    epfd: c_int,
+    ev: *mut procwire::sys::interpose::ffi::epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    if ENABLED.load(Ordering::Relaxed) && epoll::fast() {
+        // SAFETY: the program's arguments.
+        let r =
+            unsafe { epoll::wait(epfd, ev, max, epoll::Timeout::Ms(timeout), std::ptr::null()) };
+        if let Some(r) = r {
+            return r;
+        }
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::epoll_wait(epfd, ev, max, timeout) }
+}
+
+/// The program's `epoll_pwait`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `epoll_pwait`.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    ev: *mut procwire::sys::interpose::ffi::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const sigset_t,
+) -> c_int {
+    if ENABLED.load(Ordering::Relaxed) && epoll::fast() {
+        // SAFETY: the program's arguments.
+        let r = unsafe { epoll::wait(epfd, ev, max, epoll::Timeout::Ms(timeout), mask) };
+        if let Some(r) = r {
+            return r;
+        }
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::epoll_pwait(epfd, ev, max, timeout, mask) }
+}
+
+/// The program's `epoll_pwait2`, looked at by this library first.
+///
+/// # Safety
+///
+/// As for libc's `epoll_pwait2`.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    epfd: c_int,
+    ev: *mut procwire::sys::interpose::ffi::epoll_event,
+    max: c_int,
+    ts: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
+    if ENABLED.load(Ordering::Relaxed) && epoll::fast() {
+        // SAFETY: the program's arguments.
+        let r = unsafe { epoll::wait(epfd, ev, max, epoll::Timeout::Ts(ts), mask) };
+        if let Some(r) = r {
+            return r;
+        }
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::epoll_pwait2(epfd, ev, max, ts, mask) }
+}
+
 // --------------------------------------------------------------------- data
 
 /// What an fd's entry says for a data call.
-enum Conn {
+pub(crate) enum Conn {
     /// Accelerated.
     Accel(&'static Accel),
     /// Plain: the program's own call.
@@ -938,7 +1159,7 @@ enum Conn {
 /// The connection of an fd, attaching first when the client is still
 /// pending. `block`: wait (in the fd's mode) for the server's first bytes,
 /// as a read must before it can tell a hello from data.
-fn attached(e: &'static Entry, fd: c_int, block: bool) -> Conn {
+pub(crate) fn attached(e: &'static Entry, fd: c_int, block: bool) -> Conn {
     if let Some(a) = e.accel() {
         return Conn::Accel(a);
     }

@@ -8,8 +8,8 @@
 use std::sync::atomic::Ordering;
 
 use procwire::sys::interpose::ffi::{
-    c_char, c_int, c_long, c_uint, c_void, fd_set, iovec, loff_t, msghdr, nfds_t, off_t, pollfd,
-    sigset_t, size_t, sockaddr, socklen_t, ssize_t, timespec, timeval, AT_FDCWD,
+    c_char, c_int, c_long, c_uint, c_void, epoll_event, fd_set, iovec, loff_t, msghdr, nfds_t,
+    off_t, pollfd, sigset_t, size_t, sockaddr, socklen_t, ssize_t, timespec, timeval, AT_FDCWD,
 };
 use procwire::sys::interpose::{self, nr};
 
@@ -138,6 +138,20 @@ reals! {
         sys(nr::SYS_ppoll, [fds as usize, n as usize, t as usize, mask as usize, 8, 0]) as c_int;
     select: fn(n: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, t: *mut timeval) -> c_int =
         select_by_pselect(n, r, w, e, t);
+    epoll_create: fn(size: c_int) -> c_int =
+        sys(nr::SYS_epoll_create1, [0, 0, 0, 0, 0, 0]) as c_int;
+    epoll_create1: fn(flags: c_int) -> c_int =
+        sys(nr::SYS_epoll_create1, [flags as usize, 0, 0, 0, 0, 0]) as c_int;
+    epoll_ctl: fn(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c_int =
+        sys(nr::SYS_epoll_ctl, [epfd as usize, op as usize, fd as usize, ev as usize, 0, 0]) as c_int;
+    epoll_wait: fn(epfd: c_int, ev: *mut epoll_event, max: c_int, timeout: c_int) -> c_int =
+        sys(nr::SYS_epoll_pwait, [epfd as usize, ev as usize, max as usize, timeout as usize, 0, 8]) as c_int;
+    epoll_pwait: fn(epfd: c_int, ev: *mut epoll_event, max: c_int, timeout: c_int, mask: *const sigset_t) -> c_int =
+        sys(nr::SYS_epoll_pwait, [epfd as usize, ev as usize, max as usize, timeout as usize, mask as usize, 8]) as c_int;
+    epoll_pwait2: fn(epfd: c_int, ev: *mut epoll_event, max: c_int, t: *const timespec, mask: *const sigset_t) -> c_int =
+        sys(nr::SYS_epoll_pwait2, [epfd as usize, ev as usize, max as usize, t as usize, mask as usize, 8]) as c_int;
+    pselect: fn(n: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, t: *const timespec, mask: *const sigset_t) -> c_int =
+        pselect_raw(n, r, w, e, t, mask);
     close_range: fn(first: u32, last: u32, flags: c_int) -> c_int =
         sys(nr::SYS_close_range, [first as usize, last as usize, flags as usize, 0, 0, 0]) as c_int;
     execve: fn(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int =
@@ -224,6 +238,49 @@ unsafe fn select_by_pselect(
                 e as usize,
                 tp as usize,
                 0,
+            ],
+        ) as c_int
+    }
+}
+
+/// `pselect` as `pselect6` (whose last argument points at the mask and
+/// its size).
+///
+/// # Safety
+///
+/// As for `pselect`.
+unsafe fn pselect_raw(
+    n: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    t: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
+    // The kernel may write the time left into its timespec: a copy.
+    // SAFETY: a non-null `t` is the caller's timespec.
+    let mut ts = (!t.is_null()).then(|| unsafe { *t });
+    let tp = ts
+        .as_mut()
+        .map_or(std::ptr::null_mut(), |t| t as *mut timespec);
+    let data: [usize; 2] = [mask as usize, 8];
+    let dp = if mask.is_null() {
+        0
+    } else {
+        data.as_ptr() as usize
+    };
+    // SAFETY: the caller's sets; `tp` is null or points at `ts`, `dp` at
+    // `data` (or null).
+    unsafe {
+        sys(
+            nr::SYS_pselect6,
+            [
+                n as usize,
+                r as usize,
+                w as usize,
+                e as usize,
+                tp as usize,
+                dp,
             ],
         ) as c_int
     }

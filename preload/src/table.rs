@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, 
 use std::sync::OnceLock;
 
 use procwire::ipc::accel::Accel;
+
+use crate::epoll::EpSet;
 use procwire::sys::interpose;
 use procwire::sys::shm::{Mapping, SharedMemory};
 
@@ -28,31 +30,59 @@ pub(crate) enum State {
     Accel,
     /// A listed connection whose peer does not take part.
     Plain,
+    /// An epoll set whose accelerated members this library answers for
+    /// (fast mode).
+    Epoll,
 }
 
 const LISTENER: u8 = 0;
 const PENDING: u8 = 1;
 const ACCEL: u8 = 2;
 const PLAIN: u8 = 3;
+const EPOLL: u8 = 4;
+
+/// Where entry ids come from.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One connection (or listener) as this process sees it.
 pub(crate) struct Entry {
+    /// Unique for the life of the process: an epoll set's record of a
+    /// member tells its entry from a later one on the same fd number.
+    id: u64,
     refs: AtomicUsize,
     state: AtomicU8,
     lock: AtomicU32,
     plain_written: AtomicU64,
     accel: OnceLock<Accel>,
+    epset: OnceLock<EpSet>,
 }
 
 impl Entry {
     fn with(state: u8) -> Box<Self> {
         Box::new(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             refs: AtomicUsize::new(1),
             state: AtomicU8::new(state),
             lock: AtomicU32::new(0),
             plain_written: AtomicU64::new(0),
             accel: OnceLock::new(),
+            epset: OnceLock::new(),
         })
+    }
+
+    pub(crate) fn epoll() -> Box<Self> {
+        let e = Self::with(EPOLL);
+        let _ = e.epset.set(EpSet::new());
+        e
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The epoll set, for an epoll entry.
+    pub(crate) fn epset(&self) -> Option<&EpSet> {
+        self.epset.get()
     }
 
     pub(crate) fn listener() -> Box<Self> {
@@ -76,6 +106,7 @@ impl Entry {
             LISTENER => State::Listener,
             PENDING => State::Pending,
             ACCEL => State::Accel,
+            EPOLL => State::Epoll,
             _ => State::Plain,
         }
     }
@@ -198,6 +229,9 @@ fn release(p: *mut Entry) {
     if e.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
         if let Some(a) = e.accel() {
             a.closing();
+        }
+        if let Some(set) = e.epset() {
+            set.closed();
         }
         if matches!(e.state(), State::Pending | State::Accel) {
             LIVE.fetch_sub(1, Ordering::AcqRel);

@@ -251,6 +251,12 @@ pub struct Accel {
     /// said the peer is gone (`EPIPE`): later writes get the kernel's
     /// answer.
     shut_wr: AtomicU32,
+    /// Waits of this process that look at the ring before they block (the
+    /// preload's fast-mode epoll sets holding the connection): while there
+    /// are any, a read that empties the ring leaves the doorbell and does
+    /// not arm, and the wait arms before it sleeps ([`Accel::wait_prep`]),
+    /// so a busy peer rings no doorbell.
+    lazy: AtomicU32,
     /// Traffic through the rings.
     pub counters: Counters,
 }
@@ -357,6 +363,7 @@ impl Accel {
             broken: AtomicU32::new(0),
             plain_done: AtomicU32::new(u32::from(side == Side::Client)),
             shut_wr: AtomicU32::new(0),
+            lazy: AtomicU32::new(0),
             counters: Counters::default(),
         }
     }
@@ -532,9 +539,14 @@ impl Accel {
             got += n;
             let done = got == want || (got > 0 && !flags.waitall) || (got > 0 && flags.peek);
             if done || want == 0 {
-                if n > 0 && !flags.peek && !self.rx_has_bytes() {
+                if n > 0
+                    && !flags.peek
+                    && self.lazy.load(Ordering::Relaxed) == 0
+                    && !self.rx_has_bytes()
+                {
                     // Emptied: take the doorbell off now, so that the
-                    // socket stops being readable with the ring.
+                    // socket stops being readable with the ring (a lazy
+                    // reader leaves that to the wait that would sleep).
                     self.settle(sock)?;
                 }
                 return Ok(got);
@@ -1384,6 +1396,142 @@ impl Accel {
             Ok(())
         } else {
             Err(interpose::error("send", sock, ffi::EAGAIN))
+        }
+    }
+
+    // ------------------------------------------------ waits that look first
+    //
+    // A wait that answers the program from the rings (the preload's fast
+    // mode) asks these without a system call, and arms before it sleeps.
+
+    /// One more (`true`) or one fewer (`false`) wait of this process that
+    /// looks at the ring before it blocks; see the `lazy` field.
+    pub fn set_lazy(&self, on: bool) {
+        if on {
+            self.lazy.fetch_add(1, Ordering::AcqRel);
+        } else {
+            let _ = self
+                .lazy
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Whether either side asked for the plain socket: from then on the
+    /// kernel's readiness of the socket is the connection's (as in safe
+    /// mode), and a wait should ask the kernel.
+    pub fn downgrading(&self) -> bool {
+        self.header().downgrade.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether a read would find bytes in the ring now, without a system
+    /// call: `Some` while this side reads the ring (the server's
+    /// pre-attach bytes all read), `None` where only the socket can say.
+    pub fn ring_readable(&self) -> Option<bool> {
+        if self.rx_plain.load(Ordering::Acquire) != 0 || self.downgrading() || !self.plain_over() {
+            return None;
+        }
+        Some(self.rx_has_bytes())
+    }
+
+    /// The count of bytes ever written into the ring this side reads (it
+    /// moves whenever new bytes arrive: edge-triggered waits compare it).
+    pub fn rx_mark(&self) -> u64 {
+        self.dir(1 - self.side.tx()).tail.load(Ordering::Acquire)
+    }
+
+    /// The count of bytes the peer ever read from the ring this side
+    /// writes (it moves whenever space is freed).
+    pub fn tx_mark(&self) -> u64 {
+        self.dir(self.side.tx()).head.load(Ordering::Acquire)
+    }
+
+    /// Whether a write would put bytes into the ring now: `Some` while this
+    /// side writes the ring, `None` once the socket decides (after
+    /// `shutdown(SHUT_WR)`, a closed peer, or a downgrade).
+    pub fn ring_writable(&self) -> Option<bool> {
+        let d = self.dir(self.side.tx());
+        if self.shut_wr.load(Ordering::Acquire) != 0
+            || d.switch.load(Ordering::Acquire) != SWITCH_RING
+            || self.downgrading()
+        {
+            return None;
+        }
+        let head = d.head.load(Ordering::SeqCst);
+        let tail = d.tail.load(Ordering::SeqCst);
+        Some(tail.wrapping_sub(head) < self.size)
+    }
+
+    /// Before a wait blocks for reading: `Ok(true)` if a read would not
+    /// block now (bytes, end-of-file, or the socket has the next bytes);
+    /// otherwise the reader is armed and stale doorbells are off the
+    /// socket, so the socket turns readable as soon as a byte arrives.
+    ///
+    /// # Errors
+    ///
+    /// Those of `recv`; `EIO` for a broken segment.
+    pub fn wait_prep(&self, sock: BorrowedFd<'_>) -> Result<bool> {
+        self.follow(sock)?;
+        if self.rx_plain.load(Ordering::Acquire) != 0 {
+            return self.poll_readable(sock);
+        }
+        if !self.plain_over() {
+            // The socket holds the client's plain bytes (or will): readable
+            // when it has any. A client that attaches rings its first
+            // doorbell (each reader starts armed), so nothing is armed here.
+            let mut one = [0u8; 1];
+            return match interpose::recv(sock, &mut one, ffi::MSG_PEEK | ffi::MSG_DONTWAIT) {
+                Err(e) if e.is_would_block() => Ok(false),
+                // Bytes, end-of-file, or an error the read will report.
+                _ => Ok(true),
+            };
+        }
+        if self.rx_has_bytes() {
+            return Ok(true);
+        }
+        if self.rx_transition(sock)? {
+            return self.poll_readable(sock);
+        }
+        Ok(!matches!(self.settle(sock)?, Settled::Empty))
+    }
+
+    /// Server: whether every pre-attach byte of the client has been read
+    /// (no system call; remembered once true). Always true on the client.
+    fn plain_over(&self) -> bool {
+        if self.plain_done.load(Ordering::Acquire) != 0 {
+            return true;
+        }
+        let h = self.header();
+        if h.attached.load(Ordering::Acquire) != ATTACHED {
+            return false;
+        }
+        if h.plain_read.load(Ordering::Acquire) >= h.plain_before.load(Ordering::Acquire) {
+            self.plain_done.store(1, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// Before a wait blocks for writing: `Ok(true)` if the ring has space
+    /// now; otherwise the socket is made unwritable (filler bytes) and the
+    /// writer marked blocked, so the socket turns writable as soon as the
+    /// reader frees space.
+    ///
+    /// # Errors
+    ///
+    /// Those of `send`; `EIO` for a broken segment.
+    pub fn wait_prep_write(&self, sock: BorrowedFd<'_>) -> Result<bool> {
+        let flags = Flags::from_bits(ffi::MSG_DONTWAIT | ffi::MSG_NOSIGNAL);
+        loop {
+            match self.ring_writable() {
+                Some(false) => {}
+                _ => return Ok(true),
+            }
+            match self.fill(sock, flags) {
+                Ok(()) => {}
+                Err(e) if e.is_would_block() => return Ok(false),
+                Err(e) if e.raw_os_error() == ffi::EPIPE => return Ok(true),
+                Err(e) => return Err(e),
+            }
         }
     }
 

@@ -34,6 +34,11 @@ pub mod ffi {
         F_DUPFD_CLOEXEC, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,
         SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_STREAM,
     };
+    pub use libc::{
+        epoll_event, EEXIST, EFAULT, ENOENT, EPOLLERR, EPOLLET, EPOLLEXCLUSIVE, EPOLLHUP, EPOLLIN,
+        EPOLLONESHOT, EPOLLOUT, EPOLLPRI, EPOLLRDHUP, EPOLLRDNORM, EPOLLWRNORM, EPOLL_CTL_ADD,
+        EPOLL_CTL_DEL, EPOLL_CTL_MOD, POLLERR, POLLHUP, POLLNVAL, POLLOUT, POLLRDHUP, POLLWRNORM,
+    };
     pub use libc::{fd_set, nfds_t, pollfd, sigset_t, timespec, timeval, POLLIN, POLLRDNORM};
 }
 
@@ -87,6 +92,7 @@ pub mod nr {
         SYS_recvmsg, SYS_sendmsg, SYS_sendto, SYS_shutdown, SYS_socket, SYS_socketpair, SYS_write,
         SYS_writev,
     };
+    pub use libc::{SYS_epoll_create1, SYS_epoll_ctl, SYS_epoll_pwait, SYS_epoll_pwait2};
     pub use libc::{SYS_execve, SYS_execveat, SYS_ppoll, SYS_pselect6, SYS_sendfile, SYS_splice};
 }
 

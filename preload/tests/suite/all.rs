@@ -1,11 +1,5 @@
-//! The preload under real programs: a purpose-built C program
-//! (`tests/prog/unixprog.c`) run with and without the library on either
-//! side, compared output for output, and unmodified `socat`, `redis-server`
-//! with `redis-cli`, and `nc`, where they are installed. Every accelerated
-//! run also reads the library's report and fails if nothing was
-//! accelerated where it should have been.
-
-#![cfg(target_os = "linux")]
+// The part-1 suite, run in each mode by `fast.rs` and `safe.rs` (which
+// define `MODE`, the `PROCWIRE_ACCEL_MODE` of every preloaded process).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -28,7 +22,10 @@ fn unixprog() -> Option<&'static Path> {
     static PROG: OnceLock<Option<PathBuf>> = OnceLock::new();
     let prog = PROG.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/prog/unixprog.c");
-        let out = library().with_file_name("unixprog");
+        // One per mode: the two suites run at once.
+        let dir = library().with_file_name(format!("unixprog-{MODE}"));
+        std::fs::create_dir_all(&dir).expect("program dir");
+        let out = dir.join("unixprog");
         match Command::new("cc")
             // FORTIFY: reads into buffers of known size go to `__read_chk`.
             .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-o"])
@@ -49,7 +46,7 @@ fn unixprog() -> Option<&'static Path> {
 
 /// A fresh directory for one test's socket and report.
 fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("procwire-preload-{}-{tag}", std::process::id()));
+    let d = std::env::temp_dir().join(format!("procwire-preload-{MODE}-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("scratch dir");
     d
@@ -70,6 +67,7 @@ fn cmd(program: impl AsRef<std::ffi::OsStr>, preload: bool, sock: &Path, report:
     let mut c = Command::new(program);
     if preload {
         c.env("LD_PRELOAD", library())
+            .env("PROCWIRE_ACCEL_MODE", MODE)
             .env("PROCWIRE_ACCEL", sock)
             .env("PROCWIRE_ACCEL_REPORT", report);
     } else {

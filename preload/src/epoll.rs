@@ -1,0 +1,931 @@
+//! Fast mode's epoll: the library answers the program's epoll sets for
+//! accelerated connections from their rings, so that a program's
+//! `epoll_ctl(EPOLL_CTL_MOD)` of such an fd costs no system call and a
+//! wait that finds a ring ready makes none either.
+//!
+//! The kernel holds one registration per member (an accelerated or
+//! pending connection) with a tagged token ([`TAG`] and the fd) instead of
+//! the program's data: `EPOLLIN|EPOLLRDHUP` for an accelerated one (its
+//! doorbells and end-of-file), the program's own events for a pending
+//! client (whose first readable byte is the server's hello). The program's
+//! events, data, `EPOLLET` and `EPOLLONESHOT` live in the set's record
+//! here. A wait looks at the rings first, asks the kernel without
+//! blocking only where other fds (or pending members) need it, and blocks
+//! only after arming every member it waits for: a reader that is not
+//! sleeping gets no doorbell, so a busy pair exchanges no system call.
+//!
+//! - Level-triggered members are reported while their ring has bytes
+//!   (`EPOLLIN`) or space (`EPOLLOUT`), never from the kernel's view of
+//!   the socket's buffer; end-of-file, `EPOLLRDHUP`, `EPOLLHUP` and
+//!   `EPOLLERR` are the kernel's, remembered once seen.
+//! - `EPOLLET`: reported when the ring advanced since the last report
+//!   (new bytes for `EPOLLIN`, freed space for `EPOLLOUT`).
+//! - `EPOLLONESHOT`: disabled after one report until `EPOLL_CTL_MOD`.
+//! - A set placed inside another epoll set, or given to `poll` or
+//!   `select`, *falls back*: its members are registered as the program
+//!   asked and it behaves as in safe mode (where the kernel's readiness
+//!   mirrors the rings) for good.
+//! - A set shared across `fork`: each process keeps its own record (as of
+//!   the fork, plus its own changes); the kernel's registrations are
+//!   shared, so a member one process adds is not reported to the other.
+//!
+//! Every record's lock is this module's own word lock (no `pthread`
+//! mutex), taken over from a thread that no longer exists, so that a
+//! forked child never finds it held for good.
+
+use std::cell::UnsafeCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use procwire::ipc::accel::Accel;
+use procwire::sys::interpose;
+use procwire::sys::interpose::ffi::{
+    c_int, epoll_event, sigset_t, timespec, EEXIST, EFAULT, EINVAL, ENOENT, EPOLLERR, EPOLLET,
+    EPOLLEXCLUSIVE, EPOLLHUP, EPOLLIN, EPOLLONESHOT, EPOLLOUT, EPOLLPRI, EPOLLRDHUP, EPOLLRDNORM,
+    EPOLLWRNORM, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD,
+};
+
+use crate::table::{self, Entry, State};
+use crate::{attached, fd_of, real, Conn};
+
+/// The high half of the kernel token of a member: the low half is its fd.
+pub(crate) const TAG: u64 = 0x7077_6163_0000_0000;
+const TAG_MASK: u64 = 0xffff_ffff_0000_0000;
+
+const IN: u32 = (EPOLLIN | EPOLLRDNORM) as u32;
+const OUT: u32 = (EPOLLOUT | EPOLLWRNORM) as u32;
+const RDHUP: u32 = EPOLLRDHUP as u32;
+const HUP: u32 = EPOLLHUP as u32;
+const ERR: u32 = EPOLLERR as u32;
+const ET: u32 = EPOLLET as u32;
+const ONESHOT: u32 = EPOLLONESHOT as u32;
+
+/// Whether fast mode is on (`PROCWIRE_ACCEL_MODE`, read by the
+/// constructor).
+static FAST: AtomicBool = AtomicBool::new(false);
+
+/// Turns fast mode on (the constructor does, unless told `safe`).
+pub(crate) fn set_fast(on: bool) {
+    FAST.store(on, Ordering::Release);
+}
+
+/// Whether fast mode is on.
+#[inline]
+pub(crate) fn fast() -> bool {
+    FAST.load(Ordering::Relaxed)
+}
+
+/// The program's record of one member.
+struct Reg {
+    fd: c_int,
+    /// The member's entry (ids are never reused).
+    id: u64,
+    /// The program's events and flags.
+    events: u32,
+    /// The program's data.
+    data: u64,
+    /// The kernel's registration now (`None`: removed).
+    kmask: Option<u32>,
+    /// `EPOLLONESHOT` fired; waits for `EPOLL_CTL_MOD`.
+    disabled: bool,
+    /// `EPOLLET`: the ring's marks at the last report.
+    in_mark: Option<u64>,
+    out_mark: Option<u64>,
+    /// Seen from the kernel (kept: the kernel's level).
+    eof: bool,
+    hup: bool,
+    err: bool,
+    /// `EPOLLET`: end-of-file and hang-up already reported.
+    said_eof: bool,
+    said_hup: bool,
+    /// The writer waits for room: the kernel also watches `EPOLLOUT`
+    /// (filler bytes keep it off until the reader frees space).
+    out_wait: bool,
+    /// This record counts in its connection's lazy readers.
+    lazy: bool,
+    /// The wait round that last reported it.
+    round: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    regs: Vec<Reg>,
+    index: HashMap<c_int, usize>,
+    round: u64,
+    turn: usize,
+}
+
+/// An epoll set's record (fast mode).
+pub(crate) struct EpSet {
+    /// The thread id of the holder of `inner`, or 0.
+    lock: AtomicU32,
+    inner: UnsafeCell<Inner>,
+    /// Registrations of other fds made through the wrapper (or
+    /// `usize::MAX / 2`: not known, the set was made elsewhere).
+    others: AtomicUsize,
+    /// Nested in another set or polled: the program's registrations are
+    /// the kernel's, as in safe mode.
+    fallback: AtomicBool,
+}
+
+// SAFETY: `inner` is only reached through `Held`, which holds `lock`.
+unsafe impl Sync for EpSet {}
+// SAFETY: as above; nothing in it is tied to a thread.
+unsafe impl Send for EpSet {}
+
+/// Holds an [`EpSet`]'s lock.
+struct Held<'a>(&'a EpSet);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.lock.store(0, Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        // SAFETY: this guard holds the lock.
+        unsafe { &*self.0.inner.get() }
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        // SAFETY: this guard holds the lock, and `&mut self` is unique.
+        unsafe { &mut *self.0.inner.get() }
+    }
+}
+
+/// How long a holder is waited for before it is looked at.
+const LOCK_LOOK: Duration = Duration::from_millis(100);
+
+impl EpSet {
+    pub(crate) fn new() -> Self {
+        Self {
+            lock: AtomicU32::new(0),
+            inner: UnsafeCell::new(Inner::default()),
+            others: AtomicUsize::new(0),
+            fallback: AtomicBool::new(false),
+        }
+    }
+
+    /// The record, or `None` when this thread holds it already (a signal
+    /// handler's call: then the program's own call is made).
+    fn hold(&self) -> Option<Held<'_>> {
+        let me = interpose::thread_id() as u32;
+        let mut since: Option<Instant> = None;
+        loop {
+            match self
+                .lock
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(Held(self)),
+                Err(h) if h == me => return None,
+                Err(h) => {
+                    let start = *since.get_or_insert_with(Instant::now);
+                    if start.elapsed() > LOCK_LOOK
+                        && !interpose::thread_alive(h as i32)
+                        && self
+                            .lock
+                            .compare_exchange(h, me, Ordering::Acquire, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        // Its holder is gone (a forked child's copy of a
+                        // lock another thread held).
+                        return Some(Held(self));
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    /// The set's last fd is closed: its members stop being lazy.
+    pub(crate) fn closed(&self) {
+        if let Some(mut g) = self.hold() {
+            for r in g.regs.drain(..) {
+                release_lazy(&r);
+            }
+            g.index.clear();
+        }
+    }
+
+    /// Whether the set fell back to the kernel's answers.
+    fn is_fallback(&self) -> bool {
+        self.fallback.load(Ordering::Acquire)
+    }
+}
+
+/// The member entry of `fd` (pending, or accelerated and not on its way
+/// back to the plain socket), if it is one.
+fn member(fd: c_int) -> Option<&'static Entry> {
+    let e = table::get(fd)?;
+    match e.state() {
+        State::Pending => Some(e),
+        State::Accel => e.accel().filter(|a| !a.downgrading()).map(|_| e),
+        _ => None,
+    }
+}
+
+/// `reg`'s entry, if its fd still holds the same one.
+fn entry_of(reg: &Reg) -> Option<&'static Entry> {
+    table::get(reg.fd).filter(|e| e.id() == reg.id)
+}
+
+fn release_lazy(r: &Reg) {
+    if r.lazy {
+        if let Some(a) = entry_of(r).and_then(|e| e.accel()) {
+            a.set_lazy(false);
+        }
+    }
+}
+
+fn event(events: u32, data: u64) -> epoll_event {
+    epoll_event { events, u64: data }
+}
+
+/// The kernel's `epoll_ctl`, returning the errno on failure.
+fn kctl(epfd: c_int, op: c_int, fd: c_int, events: u32, data: u64) -> Result<(), i32> {
+    let mut ev = event(events, data);
+    // SAFETY: `ev` is a valid epoll_event for the call.
+    let r = unsafe { real::epoll_ctl(epfd, op, fd, &mut ev) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(interpose::errno())
+    }
+}
+
+/// What the kernel should watch for `reg` now.
+fn desired(reg: &Reg, e: &Entry) -> Option<u32> {
+    if reg.disabled {
+        return Some(0);
+    }
+    match e.state() {
+        State::Pending => {
+            Some(reg.events & (IN | OUT | RDHUP | EPOLLPRI as u32) | EPOLLIN as u32 | RDHUP)
+        }
+        _ if reg.hup => None,
+        _ => {
+            let base = if reg.eof { 0 } else { EPOLLIN as u32 | RDHUP };
+            Some(base | if reg.out_wait { EPOLLOUT as u32 } else { 0 })
+        }
+    }
+}
+
+/// Brings the kernel's registration of `reg` to `want`.
+fn apply(epfd: c_int, reg: &mut Reg, want: Option<u32>) {
+    if reg.kmask == want {
+        return;
+    }
+    let tag = TAG | reg.fd as u32 as u64;
+    let r = match (reg.kmask, want) {
+        (Some(_), Some(m)) => kctl(epfd, EPOLL_CTL_MOD, reg.fd, m, tag),
+        (None, Some(m)) => kctl(epfd, EPOLL_CTL_ADD, reg.fd, m, tag),
+        (Some(_), None) => kctl(epfd, EPOLL_CTL_DEL, reg.fd, 0, 0),
+        (None, None) => Ok(()),
+    };
+    // A failure leaves the kernel as it was; the next round tries again.
+    if r.is_ok() || want.is_none() {
+        reg.kmask = want;
+    }
+}
+
+impl Inner {
+    fn remove(&mut self, i: usize) -> Reg {
+        let r = self.regs.swap_remove(i);
+        self.index.remove(&r.fd);
+        if let Some(moved) = self.regs.get(i) {
+            self.index.insert(moved.fd, i);
+        }
+        r
+    }
+
+    fn find(&self, fd: c_int) -> Option<usize> {
+        self.index.get(&fd).copied()
+    }
+
+    /// Hands `regs[i]` back to the kernel as the program asked (the
+    /// connection went plain): it is an ordinary fd of the set from now
+    /// on.
+    fn give_back(&mut self, epfd: c_int, i: usize) {
+        let r = self.remove(i);
+        release_lazy(&r);
+        let events = if r.disabled { 0 } else { r.events };
+        let op = if r.kmask.is_some() {
+            EPOLL_CTL_MOD
+        } else {
+            EPOLL_CTL_ADD
+        };
+        let _ = kctl(epfd, op, r.fd, events, r.data);
+    }
+
+    /// Drops records of closed fds, hands back connections that went
+    /// plain, and brings the kernel's registrations up to date.
+    fn refresh(&mut self, epfd: c_int) {
+        let mut i = 0;
+        while i < self.regs.len() {
+            let Some(e) = entry_of(&self.regs[i]) else {
+                // Closed: the kernel dropped its registration with the
+                // file (or a dup elsewhere keeps it; its tokens are then
+                // unknown here and ignored).
+                self.remove(i);
+                continue;
+            };
+            let plain = match e.state() {
+                State::Pending => false,
+                State::Accel => e.accel().is_none_or(|a| a.downgrading()),
+                _ => true,
+            };
+            if plain {
+                self.give_back(epfd, i);
+                continue;
+            }
+            let r = &mut self.regs[i];
+            if let Some(a) = e.accel() {
+                if !r.lazy {
+                    a.set_lazy(true);
+                    r.lazy = true;
+                }
+                if r.out_wait && a.ring_writable() != Some(false) {
+                    r.out_wait = false;
+                }
+            }
+            let want = desired(r, e);
+            apply(epfd, r, want);
+            i += 1;
+        }
+    }
+}
+
+/// What `reg` (an accelerated member) is ready for, given what the kernel
+/// said of its socket (`kbits`, 0 for none).
+fn ready(reg: &mut Reg, a: &Accel, fd: c_int, kbits: u32) -> u32 {
+    if kbits & (RDHUP | HUP) != 0 {
+        reg.eof = true;
+    }
+    if kbits & HUP != 0 {
+        reg.hup = true;
+    }
+    if kbits & ERR != 0 {
+        reg.err = true;
+    }
+    let want = reg.events;
+    let mut bits = 0;
+    if want & IN != 0 {
+        let readable = match a.ring_readable() {
+            Some(true) => true,
+            // Woken by a stale doorbell (taken off here), or by bytes that
+            // raced in.
+            Some(false) if kbits & IN != 0 && !reg.eof => a.wait_prep(fd_of(fd)).unwrap_or(true),
+            Some(false) => reg.eof,
+            None => reg.eof || a.wait_prep(fd_of(fd)).unwrap_or(true),
+        };
+        if readable {
+            bits |= want & IN;
+        }
+    } else if kbits & IN != 0 && a.ring_readable() == Some(false) {
+        // Not asked for, but a stale doorbell would wake every wait.
+        let _ = a.wait_prep(fd_of(fd));
+    }
+    if want & OUT != 0 {
+        let writable = match a.ring_writable() {
+            Some(w) => w || reg.hup,
+            None => true,
+        };
+        if writable {
+            bits |= want & OUT;
+        }
+    }
+    if want & RDHUP != 0 && reg.eof {
+        bits |= RDHUP;
+    }
+    if reg.hup {
+        bits |= HUP;
+    }
+    if reg.err {
+        bits |= ERR;
+    }
+    if want & ET != 0 {
+        if bits & IN != 0 {
+            let m = a.rx_mark();
+            let new_eof = reg.eof && !reg.said_eof;
+            if reg.in_mark == Some(m) && !new_eof {
+                bits &= !(IN | RDHUP);
+            } else {
+                reg.in_mark = Some(m);
+                reg.said_eof |= reg.eof;
+            }
+        }
+        if bits & OUT != 0 {
+            let m = a.tx_mark();
+            if reg.out_mark == Some(m) {
+                bits &= !OUT;
+            } else {
+                reg.out_mark = Some(m);
+            }
+        }
+        if bits & (HUP | ERR) != 0 {
+            if reg.said_hup {
+                bits &= !(HUP | ERR);
+            } else {
+                reg.said_hup = true;
+            }
+        }
+    }
+    bits
+}
+
+/// Records that `reg` was reported (for `EPOLLONESHOT`).
+fn reported(epfd: c_int, reg: &mut Reg, round: u64) {
+    reg.round = round;
+    if reg.events & ONESHOT != 0 {
+        reg.disabled = true;
+        if reg.kmask.is_some_and(|m| m != 0) {
+            apply(epfd, reg, Some(0));
+        }
+    }
+}
+
+/// Writes `ev` at `out[i]`.
+///
+/// # Safety
+///
+/// `out` is valid for at least `i + 1` events.
+unsafe fn put(out: *mut epoll_event, i: usize, ev: epoll_event) {
+    // SAFETY: the caller's bound; epoll_event may be packed.
+    unsafe { std::ptr::write_unaligned(out.add(i), ev) }
+}
+
+/// Reads `out[i]`.
+///
+/// # Safety
+///
+/// As for [`put`].
+unsafe fn get(out: *const epoll_event, i: usize) -> epoll_event {
+    // SAFETY: the caller's bound.
+    unsafe { std::ptr::read_unaligned(out.add(i)) }
+}
+
+impl Inner {
+    /// Reports members whose ring is ready into `out[n..max]`; the new
+    /// count.
+    ///
+    /// # Safety
+    ///
+    /// `out` is valid for `max` events.
+    unsafe fn scan(
+        &mut self,
+        epfd: c_int,
+        out: *mut epoll_event,
+        mut n: usize,
+        max: usize,
+    ) -> usize {
+        let len = self.regs.len();
+        if len == 0 {
+            return n;
+        }
+        let start = self.turn % len;
+        self.turn = self.turn.wrapping_add(1);
+        let round = self.round;
+        for k in 0..len {
+            if n >= max {
+                break;
+            }
+            let r = &mut self.regs[(start + k) % len];
+            if r.disabled || r.round == round {
+                continue;
+            }
+            let Some(a) = entry_of(r).and_then(|e| e.accel()) else {
+                continue;
+            };
+            let bits = ready(r, a, r.fd, 0);
+            if bits != 0 {
+                // SAFETY: `n < max`.
+                unsafe { put(out, n, event(bits, r.data)) };
+                n += 1;
+                reported(epfd, r, round);
+            }
+        }
+        n
+    }
+
+    /// Turns the kernel's events at `out[n..n + k]` into the program's:
+    /// members' tokens become their answers (or nothing), others stay.
+    /// The new count.
+    ///
+    /// # Safety
+    ///
+    /// `out` is valid for `n + k` events.
+    unsafe fn translate(
+        &mut self,
+        epfd: c_int,
+        out: *mut epoll_event,
+        n: usize,
+        k: usize,
+    ) -> usize {
+        let round = self.round;
+        let mut w = n;
+        for i in n..n + k {
+            // SAFETY: `i < n + k`; `w <= i`.
+            let ev = unsafe { get(out, i) };
+            let (kbits, data) = (ev.events, ev.u64);
+            if data & TAG_MASK != TAG {
+                // SAFETY: `w <= i`.
+                unsafe { put(out, w, ev) };
+                w += 1;
+                continue;
+            }
+            let fd = (data & !TAG_MASK) as u32 as c_int;
+            let Some(idx) = self.find(fd) else { continue };
+            let Some(e) = entry_of(&self.regs[idx]) else {
+                continue;
+            };
+            let r = &mut self.regs[idx];
+            if r.round == round {
+                continue;
+            }
+            if r.disabled {
+                // Only a hang-up reaches a disabled member: remembered.
+                r.hup |= kbits & HUP != 0;
+                continue;
+            }
+            let bits = match attached(e, fd, false) {
+                Conn::Accel(a) => ready(r, a, fd, kbits),
+                // Plain for good (handed back at the next round), or the
+                // hello is not all here yet: the kernel's answer, without
+                // the readability a hello alone gives.
+                Conn::Plain => kbits & (r.events | HUP | ERR),
+                Conn::Wait(_) => kbits & (r.events | HUP | ERR) & !IN,
+            };
+            if bits != 0 {
+                // SAFETY: `w <= i < n + k`.
+                unsafe { put(out, w, event(bits, r.data)) };
+                w += 1;
+                reported(epfd, r, round);
+            }
+        }
+        w
+    }
+
+    /// Before blocking: arms every member the wait is for. `true` if one
+    /// turned out ready meanwhile (then look again instead).
+    fn prep(&mut self, epfd: c_int) -> bool {
+        for r in self.regs.iter_mut() {
+            if r.disabled {
+                continue;
+            }
+            let Some(a) = entry_of(r).and_then(|e| e.accel()) else {
+                continue;
+            };
+            let sock = fd_of(r.fd);
+            if r.events & IN != 0 && !r.eof && a.wait_prep(sock).unwrap_or(true) {
+                return true;
+            }
+            if r.events & OUT != 0 && a.ring_writable() == Some(false) {
+                if a.wait_prep_write(sock).unwrap_or(true) {
+                    return true;
+                }
+                r.out_wait = true;
+                let want = table::get(r.fd).and_then(|e| desired(r, e));
+                apply(epfd, r, want);
+            }
+        }
+        false
+    }
+
+    /// Whether a wait that found rings ready should also ask the kernel.
+    fn kernel_too(&self, others: usize) -> bool {
+        others > 0
+            || self.round % 16 == 0
+            || self
+                .regs
+                .iter()
+                .any(|r| table::get(r.fd).is_some_and(|e| e.state() == State::Pending))
+    }
+}
+
+// ------------------------------------------------------------- the calls
+
+/// After the program's `epoll_create`/`epoll_create1` made `r`: the set
+/// gets its record (fast mode).
+pub(crate) fn created(r: c_int) -> c_int {
+    if r >= 0 && crate::enabled() {
+        table::install(r, Entry::epoll());
+    }
+    r
+}
+
+/// A managed set's record (not fallen back).
+fn set_of(epfd: c_int) -> Option<&'static EpSet> {
+    table::get(epfd)
+        .and_then(|e| e.epset())
+        .filter(|s| !s.is_fallback())
+}
+
+/// `fd` is put inside another set, or polled: if it is a managed epoll
+/// set, it falls back to the kernel's answers for good.
+pub(crate) fn nested(fd: c_int) {
+    let Some(set) = set_of(fd) else { return };
+    let Some(mut g) = set.hold() else { return };
+    if set.fallback.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    while !g.regs.is_empty() {
+        g.give_back(fd, 0);
+    }
+}
+
+/// The program's `epoll_ctl` (fast mode).
+///
+/// # Safety
+///
+/// As for libc's `epoll_ctl`.
+pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c_int {
+    if op == EPOLL_CTL_ADD {
+        nested(fd);
+    }
+    let m = member(fd);
+    let set = match set_of(epfd) {
+        Some(s) => s,
+        // A set made before this library (or by a raw call) that gets a
+        // member: a record now.
+        None if m.is_some() && op == EPOLL_CTL_ADD && table::get(epfd).is_none() && epfd != fd => {
+            match adopt(epfd) {
+                Some(s) => s,
+                // SAFETY: the program's arguments.
+                None => return unsafe { real::epoll_ctl(epfd, op, fd, ev) },
+            }
+        }
+        // SAFETY: the program's arguments.
+        None => return unsafe { real::epoll_ctl(epfd, op, fd, ev) },
+    };
+    let Some(mut g) = set.hold() else {
+        // SAFETY: the program's arguments.
+        return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+    };
+    // A record of an fd closed behind our back is stale.
+    if let Some(i) = g.find(fd) {
+        if entry_of(&g.regs[i]).is_none() {
+            g.remove(i);
+        }
+    }
+    let fail = |errno: i32| {
+        interpose::set_errno(errno);
+        -1
+    };
+    let prog = if ev.is_null() {
+        None
+    } else {
+        // SAFETY: the program's event.
+        Some(unsafe { std::ptr::read_unaligned(ev) })
+    };
+    match (op, g.find(fd), m) {
+        (EPOLL_CTL_ADD, Some(_), _) => fail(EEXIST),
+        (EPOLL_CTL_ADD, None, Some(e)) => {
+            let Some(p) = prog else {
+                // SAFETY: the program's arguments (the kernel says EFAULT).
+                return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+            };
+            let mut r = Reg {
+                fd,
+                id: e.id(),
+                events: p.events,
+                data: p.u64,
+                kmask: None,
+                disabled: false,
+                in_mark: None,
+                out_mark: None,
+                eof: false,
+                hup: false,
+                err: false,
+                said_eof: false,
+                said_hup: false,
+                out_wait: false,
+                lazy: false,
+                round: 0,
+            };
+            let want = desired(&r, e).unwrap_or(0);
+            if let Err(errno) = kctl(epfd, EPOLL_CTL_ADD, fd, want, TAG | fd as u32 as u64) {
+                return fail(errno);
+            }
+            r.kmask = Some(want);
+            if let Some(a) = e.accel() {
+                a.set_lazy(true);
+                r.lazy = true;
+            }
+            let i = g.regs.len();
+            g.regs.push(r);
+            g.index.insert(fd, i);
+            0
+        }
+        (EPOLL_CTL_MOD, Some(i), _) => {
+            let Some(p) = prog else {
+                return fail(EFAULT);
+            };
+            if p.events & EPOLLEXCLUSIVE as u32 != 0 {
+                return fail(EINVAL);
+            }
+            let r = &mut g.regs[i];
+            r.events = p.events;
+            r.data = p.u64;
+            r.disabled = false;
+            // As the kernel's MOD does: the current state is reported anew.
+            r.in_mark = None;
+            r.out_mark = None;
+            r.said_eof = false;
+            r.said_hup = false;
+            r.round = 0;
+            if let Some(e) = entry_of(r) {
+                let want = desired(r, e);
+                apply(epfd, r, want);
+            }
+            0
+        }
+        (EPOLL_CTL_DEL, Some(i), _) => {
+            let r = g.remove(i);
+            release_lazy(&r);
+            if r.kmask.is_some() {
+                if let Err(errno) = kctl(epfd, EPOLL_CTL_DEL, fd, 0, 0) {
+                    if errno != ENOENT {
+                        return fail(errno);
+                    }
+                }
+            }
+            0
+        }
+        _ => {
+            // SAFETY: the program's arguments.
+            let r = unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+            if r == 0 {
+                match op {
+                    EPOLL_CTL_ADD => {
+                        set.others.fetch_add(1, Ordering::Relaxed);
+                    }
+                    EPOLL_CTL_DEL => {
+                        let _ =
+                            set.others
+                                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                    n.checked_sub(1)
+                                });
+                    }
+                    _ => {}
+                }
+            }
+            r
+        }
+    }
+}
+
+/// A record for an epoll set this library did not see made (its other
+/// registrations are not known).
+fn adopt(epfd: c_int) -> Option<&'static EpSet> {
+    // Only an epoll fd takes part: ask the kernel with a call that changes
+    // nothing (EPOLL_CTL_DEL of an fd that can't be in it gives ENOENT on
+    // an epoll fd, EINVAL or EBADF on anything else).
+    match kctl(epfd, EPOLL_CTL_DEL, epfd, 0, 0) {
+        Err(e) if e == ENOENT => {}
+        _ => return None,
+    }
+    table::install(epfd, Entry::epoll());
+    let set = set_of(epfd)?;
+    set.others.store(usize::MAX / 2, Ordering::Relaxed);
+    Some(set)
+}
+
+/// How long a wait may block.
+#[derive(Clone, Copy)]
+pub(crate) enum Timeout {
+    /// `epoll_wait`/`epoll_pwait` milliseconds (negative: forever).
+    Ms(c_int),
+    /// `epoll_pwait2`'s timespec (null: forever).
+    Ts(*const timespec),
+}
+
+/// The real blocking (or polling, `left` zero) call.
+///
+/// # Safety
+///
+/// `out` valid for `max` events; `mask` null or a signal set.
+unsafe fn kwait(
+    epfd: c_int,
+    out: *mut epoll_event,
+    max: c_int,
+    kind: Timeout,
+    left: Option<Duration>,
+    mask: *const sigset_t,
+) -> c_int {
+    match kind {
+        Timeout::Ms(_) => {
+            let ms = left.map_or(-1, |d| {
+                // Rounded up: never wake before the program's deadline.
+                let ms = d.as_nanos().div_ceil(1_000_000);
+                ms.min(c_int::MAX as u128) as c_int
+            });
+            // SAFETY: the caller's contract.
+            unsafe { real::epoll_pwait(epfd, out, max, ms, mask) }
+        }
+        Timeout::Ts(_) => {
+            let ts = left.map(|d| timespec {
+                tv_sec: d.as_secs() as _,
+                tv_nsec: d.subsec_nanos() as _,
+            });
+            let tp = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const timespec);
+            // SAFETY: the caller's contract; `tp` null or `ts`.
+            unsafe { real::epoll_pwait2(epfd, out, max, tp, mask) }
+        }
+    }
+}
+
+/// The program's `epoll_wait`/`epoll_pwait`/`epoll_pwait2` on a set, or
+/// `None` when the set is not one this library answers for.
+///
+/// # Safety
+///
+/// As for libc's `epoll_pwait2`: `out` valid for `max` events, `mask`
+/// null or a signal set, a `Ts` timeout null or a timespec.
+pub(crate) unsafe fn wait(
+    epfd: c_int,
+    out: *mut epoll_event,
+    max: c_int,
+    timeout: Timeout,
+    mask: *const sigset_t,
+) -> Option<c_int> {
+    let set = set_of(epfd)?;
+    if max <= 0 || out.is_null() {
+        return None;
+    }
+    let deadline = match timeout {
+        Timeout::Ms(ms) if ms < 0 => None,
+        Timeout::Ms(ms) => Some(Duration::from_millis(ms as u64)),
+        Timeout::Ts(t) if t.is_null() => None,
+        // SAFETY: the program's timespec.
+        Timeout::Ts(t) => unsafe {
+            if (*t).tv_sec < 0 || !(0..1_000_000_000).contains(&(*t).tv_nsec) {
+                interpose::set_errno(EINVAL);
+                return Some(-1);
+            }
+            Some(Duration::new((*t).tv_sec as u64, (*t).tv_nsec as u32))
+        },
+    }
+    .map(|d| Instant::now() + d);
+    let left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let maxu = max as usize;
+    loop {
+        {
+            let mut g = set.hold()?;
+            g.round = g.round.wrapping_add(1);
+            g.refresh(epfd);
+            // SAFETY: the program's buffer of `max` events.
+            let n = unsafe { g.scan(epfd, out, 0, maxu) };
+            let zero = left().is_some_and(|d| d.is_zero());
+            if n > 0 || zero {
+                let mut n = n;
+                if n < maxu && (zero || g.kernel_too(set.others.load(Ordering::Relaxed))) {
+                    // SAFETY: the rest of the program's buffer; no mask (a
+                    // wait that does not block lets no signal in).
+                    let k = unsafe {
+                        kwait(
+                            epfd,
+                            out.add(n),
+                            (maxu - n) as c_int,
+                            timeout,
+                            Some(Duration::ZERO),
+                            std::ptr::null(),
+                        )
+                    };
+                    if k > 0 {
+                        // SAFETY: `n + k <= max` events written.
+                        n = unsafe { g.translate(epfd, out, n, k as usize) };
+                    }
+                }
+                return Some(n as c_int);
+            }
+            if g.prep(epfd) {
+                continue;
+            }
+        }
+        // SAFETY: the program's buffer, mask and the time left.
+        let k = unsafe { kwait(epfd, out, max, timeout, left(), mask) };
+        if k < 0 {
+            return Some(k);
+        }
+        let errno = interpose::errno();
+        let mut g = set.hold()?;
+        // SAFETY: `k <= max` events written.
+        let n = unsafe { g.translate(epfd, out, 0, k as usize) };
+        drop(g);
+        interpose::set_errno(errno);
+        if n > 0 {
+            return Some(n as c_int);
+        }
+        if left().is_some_and(|d| d.is_zero()) {
+            return Some(0);
+        }
+        // Woken for nothing the program asked for: look again.
+    }
+}
