@@ -517,3 +517,42 @@ fn many_pre_attach_bytes_go_back_whole_and_in_order() {
     assert_eq!(&rest[..5990], &pre[10..]);
     assert_eq!(&rest[5990..], &ring[..]);
 }
+
+#[test]
+fn a_server_that_downgrades_first_gives_back_the_pre_attach_bytes_then_leaves_whole() {
+    // The order of the splice scenario: the server downgrades the way it
+    // writes (sendfile), the client notices at its next calls while the
+    // server has not read its pre-attach bytes, and only then does the
+    // server leave (splice from the socket).
+    let (s, server, c, client) = pair_with_pre_attach(RING, b"pre-attach ");
+    assert_eq!(client.send(c.as_fd(), &[b"ring "], nb()).unwrap(), 5);
+    server.downgrade_tx(s.as_fd()).unwrap();
+    server.flush_tx(s.as_fd(), true).unwrap();
+    // The server put the pre-attach bytes it had not read into the ring
+    // first, so the client, switching at its next call, sends them again
+    // ahead of its ring's bytes.
+    assert_eq!(client.send(c.as_fd(), &[b"more"], nb()).unwrap(), 4);
+    assert!(read_all(&c, &client).is_empty());
+    assert!(client.is_plain());
+    server.leave(s.as_fd(), Duration::from_secs(5)).unwrap();
+    use std::io::Read;
+    s.set_nonblocking(false).unwrap();
+    let mut all = [0u8; 20];
+    (&s).read_exact(&mut all).unwrap();
+    assert_eq!(&all, b"pre-attach ring more");
+    s.set_nonblocking(true).unwrap();
+    let mut one = [0u8; 1];
+    assert!((&s).read(&mut one).is_err(), "nothing more");
+}
+
+#[test]
+fn a_server_leave_after_the_client_resent_on_its_own_is_an_error_not_a_reorder() {
+    let (s, server, c, client) = pair_with_pre_attach(RING, b"pre-attach ");
+    assert_eq!(client.send(c.as_fd(), &[b"ring "], nb()).unwrap(), 5);
+    // The client goes back to the socket first (ancillary data, say): its
+    // ring bytes are resent behind its pre-attach bytes and non-data bytes.
+    client.downgrade_tx(c.as_fd()).unwrap();
+    client.flush_tx(c.as_fd(), true).unwrap();
+    let e = server.leave(s.as_fd(), Duration::from_secs(5)).unwrap_err();
+    assert_eq!(e.raw_os_error(), procwire::sys::interpose::ffi::EIO, "{e}");
+}

@@ -1217,8 +1217,47 @@ impl Accel {
     /// [`LOCK_PATIENCE`] (the connection is then broken for good), or for a
     /// broken segment.
     pub fn downgrade_tx(&self, sock: BorrowedFd<'_>) -> Result<()> {
+        if self.side == Side::Server && !self.refuse(sock)? {
+            // The client's unread pre-attach bytes go into the ring now,
+            // before the client can switch (it switches once it sees the
+            // request): on the socket they would stay ahead of its non-data
+            // bytes, and a later leave of this side could not give them
+            // back. Where they don't fit they stay (the reads here take
+            // them first anyway).
+            let rx = self.dir(1 - self.side.tx());
+            let _r = Lock::take(&rx.rlock, sock)?;
+            if rx.reader_gone.load(Ordering::Acquire) == 0 {
+                match self.plain_back_to_ring(sock) {
+                    Err(e) if e.raw_os_error() == ffi::EIO => {}
+                    r => r?,
+                }
+            }
+        }
         self.header().downgrade.store(1, Ordering::SeqCst);
         self.follow(sock)
+    }
+
+    /// Server: if the client has not attached yet, refuses its attach for
+    /// good (it then finds a plain connection): both directions are the
+    /// socket's from now on, and what this side put in the ring it sends
+    /// again itself (`push_resend`). Whether it refused.
+    fn refuse(&self, sock: BorrowedFd<'_>) -> Result<bool> {
+        let h = self.header();
+        if h.attached
+            .compare_exchange(0, REFUSED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        h.downgrade.store(1, Ordering::SeqCst);
+        let rx = self.dir(1 - self.side.tx());
+        let tx = self.dir(self.side.tx());
+        rx.switch.store(SWITCH_DONE, Ordering::SeqCst);
+        rx.reader_gone.store(1, Ordering::SeqCst);
+        tx.reader_gone.store(1, Ordering::SeqCst);
+        self.follow(sock)?;
+        self.rx_plain.store(1, Ordering::Release);
+        Ok(true)
     }
 
     /// This side leaves the ring for good, in both directions, because its
@@ -1239,22 +1278,11 @@ impl Accel {
             return Err(corrupt(sock));
         }
         let h = self.header();
-        h.downgrade.store(1, Ordering::SeqCst);
         let rxi = 1 - self.side.tx();
         let rx = self.dir(rxi);
-        if self.side == Side::Server
-            && h.attached
-                .compare_exchange(0, REFUSED, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        {
+        if self.side == Side::Server && self.refuse(sock)? {
             // The client has not attached and now never will: its stream
-            // is plain throughout, and what this side put in the ring it
-            // sends again itself.
-            let tx = self.dir(self.side.tx());
-            rx.switch.store(SWITCH_DONE, Ordering::SeqCst);
-            rx.reader_gone.store(1, Ordering::SeqCst);
-            tx.reader_gone.store(1, Ordering::SeqCst);
-            self.follow(sock)?;
+            // is plain throughout.
             let deadline = Instant::now() + patience;
             while !self.push_resend(sock, false)? {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -1275,6 +1303,9 @@ impl Accel {
                 rx.reader_gone.store(1, Ordering::SeqCst);
             }
         }
+        // Only now: a client that switched before its pre-attach bytes
+        // were put back would resend its ring's bytes behind them.
+        h.downgrade.store(1, Ordering::SeqCst);
         self.follow(sock)?;
         let deadline = Instant::now() + patience;
         loop {
@@ -1318,6 +1349,12 @@ impl Accel {
             return Ok(());
         }
         let d = self.dir(1 - self.side.tx());
+        if d.reclaimed.load(Ordering::SeqCst) != 0 {
+            // The client switched on its own (it downgraded first) and
+            // sends its ring's bytes on the socket, behind these and its
+            // non-data bytes: they can't be put ahead of those any more.
+            return Err(corrupt(sock));
+        }
         let _w = Lock::take(&d.wlock, sock)?;
         let head = d.head.load(Ordering::Acquire);
         let tail = d.tail.load(Ordering::Acquire);
