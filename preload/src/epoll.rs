@@ -600,10 +600,13 @@ impl Inner {
     fn kernel_too(&self, others: usize) -> bool {
         others > 0
             || self.round % 16 == 0
-            || self
-                .regs
-                .iter()
-                .any(|r| table::get(r.fd).is_some_and(|e| e.state() == State::Pending))
+            || self.regs.iter().any(|r| {
+                // End-of-file for a program that asks for it, and the
+                // hang-up after it, are the kernel's to tell.
+                (r.events & RDHUP != 0 && !r.eof)
+                    || (r.eof && !r.hup)
+                    || table::get(r.fd).is_some_and(|e| e.state() == State::Pending)
+            })
     }
 }
 
@@ -880,29 +883,32 @@ pub(crate) unsafe fn wait(
             let mut g = set.hold()?;
             g.round = g.round.wrapping_add(1);
             g.refresh(epfd);
-            // SAFETY: the program's buffer of `max` events.
-            let n = unsafe { g.scan(epfd, out, 0, maxu) };
             let zero = left().is_some_and(|d| d.is_zero());
-            if n > 0 || zero {
-                let mut n = n;
-                if n < maxu && (zero || g.kernel_too(set.others.load(Ordering::Relaxed))) {
-                    // SAFETY: the rest of the program's buffer; no mask (a
-                    // wait that does not block lets no signal in).
-                    let k = unsafe {
-                        kwait(
-                            epfd,
-                            out.add(n),
-                            (maxu - n) as c_int,
-                            timeout,
-                            Some(Duration::ZERO),
-                            std::ptr::null(),
-                        )
-                    };
-                    if k > 0 {
-                        // SAFETY: `n + k <= max` events written.
-                        n = unsafe { g.translate(epfd, out, n, k as usize) };
-                    }
+            // The kernel first where it may know something the rings don't
+            // (other fds, pending clients, end-of-file and hang-up), so that
+            // its bits join the rings' in one event per member.
+            let mut n = 0;
+            if zero || g.kernel_too(set.others.load(Ordering::Relaxed)) {
+                // SAFETY: the program's buffer; no mask (a wait that does
+                // not block lets no signal in).
+                let k = unsafe {
+                    kwait(
+                        epfd,
+                        out,
+                        max,
+                        timeout,
+                        Some(Duration::ZERO),
+                        std::ptr::null(),
+                    )
+                };
+                if k > 0 {
+                    // SAFETY: `k <= max` events written.
+                    n = unsafe { g.translate(epfd, out, 0, k as usize) };
                 }
+            }
+            // SAFETY: the program's buffer of `max` events.
+            let n = unsafe { g.scan(epfd, out, n, maxu) };
+            if n > 0 || zero {
                 return Some(n as c_int);
             }
             if g.prep(epfd) {

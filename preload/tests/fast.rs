@@ -10,5 +10,6 @@
 #![cfg(target_os = "linux")]
 
 const MODE: &str = "fast";
+const OTHER: &str = "safe";
 
 include!("suite/all.rs");

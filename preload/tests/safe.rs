@@ -10,5 +10,6 @@
 #![cfg(target_os = "linux")]
 
 const MODE: &str = "safe";
+const OTHER: &str = "fast";
 
 include!("suite/all.rs");

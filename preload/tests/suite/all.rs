@@ -1,5 +1,6 @@
-// The part-1 suite, run in each mode by `fast.rs` and `safe.rs` (which
-// define `MODE`, the `PROCWIRE_ACCEL_MODE` of every preloaded process).
+// The preload's suite, run in each mode by `fast.rs` and `safe.rs`, which
+// define `MODE` (the `PROCWIRE_ACCEL_MODE` of every preloaded process) and
+// `OTHER` (the mode of the partner in the mixed pairs).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,28 +21,39 @@ fn library() -> PathBuf {
 /// C compiler.
 fn unixprog() -> Option<&'static Path> {
     static PROG: OnceLock<Option<PathBuf>> = OnceLock::new();
-    let prog = PROG.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/prog/unixprog.c");
-        // One per mode: the two suites run at once.
-        let dir = library().with_file_name(format!("unixprog-{MODE}"));
-        std::fs::create_dir_all(&dir).expect("program dir");
-        let out = dir.join("unixprog");
-        match Command::new("cc")
-            // FORTIFY: reads into buffers of known size go to `__read_chk`.
-            .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .status()
-        {
-            Ok(s) if s.success() => Some(out),
-            Ok(s) => panic!("cc failed on {}: {s}", src.display()),
-            Err(_) => None,
+    // FORTIFY: reads into buffers of known size go to `__read_chk`.
+    PROG.get_or_init(|| compile("unixprog", &["-D_FORTIFY_SOURCE=2"]))
+        .as_deref()
+}
+
+/// The waits test program, compiled once.
+fn epollprog() -> Option<&'static Path> {
+    static PROG: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PROG.get_or_init(|| compile("epollprog", &[])).as_deref()
+}
+
+/// Compiles `tests/prog/NAME.c` beside the library, in a directory of
+/// this mode's (the suites of both modes run at once).
+fn compile(name: &str, flags: &[&str]) -> Option<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/prog/{name}.c"));
+    let dir = library().with_file_name(format!("progs-{MODE}"));
+    std::fs::create_dir_all(&dir).expect("program dir");
+    let out = dir.join(name);
+    match Command::new("cc")
+        .args(["-O2", "-Wall"])
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+    {
+        Ok(st) if st.success() => Some(out),
+        Ok(st) => panic!("cc failed on {}: {st}", src.display()),
+        Err(_) => {
+            println!("skipped: no C compiler (apt-get install gcc)");
+            None
         }
-    });
-    if prog.is_none() {
-        println!("skipped: no C compiler (apt-get install gcc)");
     }
-    prog.as_deref()
 }
 
 /// A fresh directory for one test's socket and report.
@@ -64,10 +76,21 @@ fn have(program: &str, package: &str) -> bool {
 
 /// A command, preloaded (accelerating `sock`, reporting to `report`) or not.
 fn cmd(program: impl AsRef<std::ffi::OsStr>, preload: bool, sock: &Path, report: &Path) -> Command {
+    cmd_in(MODE, program, preload, sock, report)
+}
+
+/// [`cmd`] in the given mode.
+fn cmd_in(
+    mode: &str,
+    program: impl AsRef<std::ffi::OsStr>,
+    preload: bool,
+    sock: &Path,
+    report: &Path,
+) -> Command {
     let mut c = Command::new(program);
     if preload {
         c.env("LD_PRELOAD", library())
-            .env("PROCWIRE_ACCEL_MODE", MODE)
+            .env("PROCWIRE_ACCEL_MODE", mode)
             .env("PROCWIRE_ACCEL", sock)
             .env("PROCWIRE_ACCEL_REPORT", report);
     } else {
@@ -822,4 +845,122 @@ fn redis_benchmark_with_bgsave_and_kill_9_of_either_side() {
         "the client noticed after {took:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ------------------------------------------------------------------ waits
+
+/// Runs the waits program with the server and the client preloaded in the
+/// given modes (`None`: not preloaded); what the server printed, and the
+/// report's path.
+fn run_waits(server: Option<&str>, client: Option<&str>, dir: &Path) -> Option<(String, PathBuf)> {
+    let prog = epollprog()?;
+    let sock = dir.join("w.sock");
+    let report = dir.join("report");
+    let mut srv = cmd_in(server.unwrap_or(MODE), prog, server.is_some(), &sock, &report)
+        .arg("server")
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let mut out = BufReader::new(srv.stdout.take().expect("stdout"));
+    read_until(&mut out, "listening");
+    let mut cli = cmd_in(client.unwrap_or(MODE), prog, client.is_some(), &sock, &report)
+        .arg("client")
+        .arg(&sock)
+        .spawn()
+        .expect("client");
+    let cs = wait_bounded(&mut cli, Duration::from_secs(60));
+    let ss = wait_bounded(&mut srv, Duration::from_secs(60));
+    let mut text = String::new();
+    out.read_to_string(&mut text).expect("server stdout");
+    assert!(cs.success() && ss.success(), "client {cs}, server {ss}: {text}");
+    assert!(text.ends_with("done\n"), "{text}");
+    Some((text, report))
+}
+
+/// The one answer the safe mode gives differently: an edge-triggered
+/// member whose reader left bytes unread gets no new edge for new bytes
+/// (its reader is not armed, so the writer rings no doorbell). Fast mode
+/// answers from the ring and reports it.
+const SAFE_ET_LINE: &str = "et 10 more: ";
+
+fn without_safe_et(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with(SAFE_ET_LINE))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn epoll_poll_and_select_answer_as_the_kernel_does() {
+    let dir = scratch("waits-plain");
+    let Some((plain, _)) = run_waits(None, None, &dir) else {
+        return;
+    };
+    for (s, c) in [
+        (Some(MODE), Some(MODE)),
+        (Some(MODE), Some(OTHER)),
+        (Some(MODE), None),
+        (None, Some(MODE)),
+    ] {
+        let dir = scratch(&format!("waits-{s:?}-{c:?}"));
+        let (got, report) = run_waits(s, c, &dir).expect("compiled once");
+        if s == Some("safe") {
+            assert_eq!(
+                without_safe_et(&got),
+                without_safe_et(&plain),
+                "server {s:?}, client {c:?}"
+            );
+        } else {
+            assert_eq!(got, plain, "server {s:?}, client {c:?}");
+        }
+        // The server's ten connections (control, data, eight more) are
+        // accelerated when both sides take part, none otherwise.
+        let accelerated = reported(&report, "epollprog", "accelerated");
+        if s.is_some() && c.is_some() {
+            assert!(accelerated >= 10 + 2, "{accelerated}");
+        } else {
+            assert_eq!(accelerated, 0);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn redis_serves_a_client_of_the_other_mode() {
+    if !have("redis-server", "redis-server")
+        || !have("redis-cli", "redis-tools")
+        || !have("redis-benchmark", "redis-tools")
+    {
+        return;
+    }
+    let dir = scratch("redis-mixed");
+    let report = dir.join("report");
+    let r = Redis::start(&dir, true);
+    let out = cmd_in(OTHER, "redis-benchmark", true, &r.sock, &report)
+        .arg("-s")
+        .arg(&r.sock)
+        .args(["-n", "20000", "-c", "10", "-t", "set,get", "-r", "100", "-q"])
+        .output()
+        .expect("redis-benchmark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("requests per second"),
+        "{text}"
+    );
+    assert!(reported(&report, "redis-benchmark", "accelerated") >= 10);
+    assert_eq!(reported(&report, "redis-benchmark", "plain"), 0);
+    let value = vec![b'v'; 100_000];
+    let mut set = cmd_in(OTHER, "redis-cli", true, &r.sock, &report)
+        .arg("-s")
+        .arg(&r.sock)
+        .args(["-x", "set", "big"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-cli");
+    set.stdin.take().expect("stdin").write_all(&value).expect("value");
+    assert!(wait_bounded(&mut set, Duration::from_secs(30)).success());
+    let got = redis_cli(&r, true, &dir, &["strlen", "big"], None);
+    assert_eq!(got, b"100000\n");
 }
