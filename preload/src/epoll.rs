@@ -89,6 +89,11 @@ struct Reg {
     kmask: Option<u32>,
     /// `EPOLLONESHOT` fired; waits for `EPOLL_CTL_MOD`.
     disabled: bool,
+    /// The program removed it (`EPOLL_CTL_DEL`), the kernel's registration
+    /// stays: programs that remove and add an fd around every request
+    /// (redis's event loop does) then cost no system call. Its kernel
+    /// events are the library's own business.
+    ghost: bool,
     /// `EPOLLET`: the ring's marks at the last report.
     in_mark: Option<u64>,
     out_mark: Option<u64>,
@@ -260,6 +265,9 @@ fn kctl(epfd: c_int, op: c_int, fd: c_int, events: u32, data: u64) -> Result<(),
 
 /// What the kernel should watch for `reg` now.
 fn desired(reg: &Reg, e: &Entry) -> Option<u32> {
+    if reg.ghost {
+        return if reg.hup { None } else { reg.kmask };
+    }
     if reg.disabled {
         return Some(0);
     }
@@ -313,6 +321,13 @@ impl Inner {
     fn give_back(&mut self, epfd: c_int, i: usize) {
         let r = self.remove(i);
         release_lazy(&r);
+        if r.ghost {
+            // Not the program's: the kernel forgets it too.
+            if r.kmask.is_some() {
+                let _ = kctl(epfd, EPOLL_CTL_DEL, r.fd, 0, 0);
+            }
+            return;
+        }
         let events = if r.disabled { 0 } else { r.events };
         let op = if r.kmask.is_some() {
             EPOLL_CTL_MOD
@@ -344,7 +359,7 @@ impl Inner {
                 continue;
             }
             let r = &mut self.regs[i];
-            if let Some(a) = e.accel() {
+            if let Some(a) = e.accel().filter(|_| !r.ghost) {
                 if !r.lazy {
                     a.set_lazy(true);
                     r.lazy = true;
@@ -495,7 +510,7 @@ impl Inner {
                 break;
             }
             let r = &mut self.regs[(start + k) % len];
-            if r.disabled || r.round == round {
+            if r.disabled || r.ghost || r.round == round {
                 continue;
             }
             let Some(a) = entry_of(r).and_then(|e| e.accel()) else {
@@ -547,6 +562,21 @@ impl Inner {
             if r.round == round {
                 continue;
             }
+            if r.ghost {
+                r.hup |= kbits & HUP != 0;
+                if kbits & IN != 0 && !r.hup {
+                    match e.accel().map(|a| (a, a.ring_readable())) {
+                        // A stale doorbell: off the socket.
+                        Some((a, Some(false))) => {
+                            let _ = a.wait_prep(fd_of(fd));
+                        }
+                        // Bytes nobody here waits for: the kernel stops
+                        // telling until the program adds it again.
+                        _ => apply(epfd, r, Some(0)),
+                    }
+                }
+                continue;
+            }
             if r.disabled {
                 // Only a hang-up reaches a disabled member: remembered.
                 r.hup |= kbits & HUP != 0;
@@ -574,7 +604,7 @@ impl Inner {
     /// turned out ready meanwhile (then look again instead).
     fn prep(&mut self, epfd: c_int) -> bool {
         for r in self.regs.iter_mut() {
-            if r.disabled {
+            if r.disabled || r.ghost {
                 continue;
             }
             let Some(a) = entry_of(r).and_then(|e| e.accel()) else {
@@ -600,7 +630,7 @@ impl Inner {
     fn kernel_too(&self, others: usize) -> bool {
         others > 0
             || self.round % 16 == 0
-            || self.regs.iter().any(|r| {
+            || self.regs.iter().filter(|r| !r.ghost).any(|r| {
                 // End-of-file for a program that asks for it, and the
                 // hang-up after it, are the kernel's to tell.
                 (r.events & RDHUP != 0 && !r.eof)
@@ -685,7 +715,33 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
         // SAFETY: the program's event.
         Some(unsafe { std::ptr::read_unaligned(ev) })
     };
+    let ghost = g.find(fd).filter(|&i| g.regs[i].ghost);
     match (op, g.find(fd), m) {
+        (EPOLL_CTL_ADD, Some(i), Some(e)) if ghost.is_some() => {
+            let Some(p) = prog else {
+                return fail(EFAULT);
+            };
+            let r = &mut g.regs[i];
+            r.ghost = false;
+            r.events = p.events;
+            r.data = p.u64;
+            r.disabled = false;
+            r.in_mark = None;
+            r.out_mark = None;
+            r.said_eof = false;
+            r.said_hup = false;
+            r.round = 0;
+            if let Some(a) = e.accel() {
+                if !r.lazy {
+                    a.set_lazy(true);
+                    r.lazy = true;
+                }
+            }
+            let want = desired(r, e);
+            apply(epfd, r, want);
+            0
+        }
+        (EPOLL_CTL_MOD | EPOLL_CTL_DEL, Some(_), _) if ghost.is_some() => fail(ENOENT),
         (EPOLL_CTL_ADD, Some(_), _) => fail(EEXIST),
         (EPOLL_CTL_ADD, None, Some(e)) => {
             let Some(p) = prog else {
@@ -699,6 +755,7 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
                 data: p.u64,
                 kmask: None,
                 disabled: false,
+                ghost: false,
                 in_mark: None,
                 out_mark: None,
                 eof: false,
@@ -747,7 +804,15 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
             }
             0
         }
-        (EPOLL_CTL_DEL, Some(i), _) => {
+        (EPOLL_CTL_DEL, Some(i), Some(_)) => {
+            // Kept in the kernel, out of the program's set.
+            let r = &mut g.regs[i];
+            release_lazy(r);
+            r.lazy = false;
+            r.ghost = true;
+            0
+        }
+        (EPOLL_CTL_DEL, Some(i), None) => {
             let r = g.remove(i);
             release_lazy(&r);
             if r.kmask.is_some() {
