@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The preload (safe mode) on unmodified programs, against the same
-# programs without it, in one run with alternating rounds:
+# The preload on unmodified programs, against the same programs without
+# it, in one run with rounds whose order of modes rotates:
 #
-# - socat moving 4 GiB over a Unix socket (/dev/zero to /dev/null), time;
+# - socat moving 4 GiB over a Unix socket (/dev/zero to /dev/null), time,
+#   both sides preloaded in safe mode ("socat_4gib_time") and in fast mode
+#   ("fast_socat_4gib_time");
 # - redis-server with redis-benchmark over its Unix socket, requests/s:
 #   -c 50 -P 1 and -P 16 for get and set, and -c 1 -P 1 get, with both
-#   sides preloaded ("safe_");
+#   sides preloaded in safe mode ("safe_") and in fast mode ("fast_"), and
+#   -c 1 in fast mode with PROCWIRE_SPIN_US=50 ("spin_"); for fast mode
+#   also the CPU seconds of both processes per 100k requests, with and
+#   without, so that a gain is not bought with spinning;
 # - the same -c 50 -P 1 get with the library loaded and PROCWIRE_ACCEL
 #   naming no socket they use ("passthrough_").
 #
@@ -39,12 +44,15 @@ ratio() { # ours-list theirs-list
   paste -d' ' <(printf '%s\n' $1) <(printf '%s\n' $2) | awk '{ print $1/$2 }' | median
 }
 
-# env(1) arguments for a mode: plain, safe (both sides accelerated), or
+# env(1) arguments for a mode: plain, safe or fast (both sides
+# accelerated in that mode), spin (fast, spinning up to 50 us in waits), or
 # passthrough (loaded, naming another socket).
 mode_env() { # mode socket
   case $1 in
     plain) echo "-u LD_PRELOAD" ;;
     safe) echo "LD_PRELOAD=$LIB PROCWIRE_ACCEL=$2 PROCWIRE_ACCEL_MODE=safe" ;;
+    fast) echo "LD_PRELOAD=$LIB PROCWIRE_ACCEL=$2 PROCWIRE_ACCEL_MODE=fast" ;;
+    spin) echo "LD_PRELOAD=$LIB PROCWIRE_ACCEL=$2 PROCWIRE_ACCEL_MODE=fast PROCWIRE_SPIN_US=50" ;;
     passthrough) echo "LD_PRELOAD=$LIB PROCWIRE_ACCEL=$dir/none.sock" ;;
   esac
 }
@@ -65,8 +73,14 @@ socat_time() {
   awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
 }
 
-# requests/s of redis-benchmark in mode $1 with arguments $2, against a
-# redis-server started in the same mode.
+# CPU seconds (user + system) a process has used so far.
+cpu_of() { # pid
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+# "rps cpu" of redis-benchmark in mode $1 with arguments $2, against a
+# redis-server started in the same mode: requests/s, and the CPU seconds
+# of both processes per 100k requests.
 redis_rps() { # mode args
   local s="$dir/redis.sock"; rm -f "$s"
   # shellcheck disable=SC2046
@@ -74,47 +88,83 @@ redis_rps() { # mode args
     --daemonize no --dir "$dir" >/dev/null &
   local server=$!
   for _ in $(seq 200); do [ -S "$s" ] && break; sleep 0.01; done
+  local before rps client after
+  before=$(cpu_of "$server")
   # shellcheck disable=SC2046,SC2086
-  env $(mode_env "$1" "$s") redis-benchmark -s "$s" -n "$N" $2 --csv 2>/dev/null \
-    | awk -F'"' 'NR > 1 { print $4 }' | head -1
+  client=$( { TIMEFORMAT='%U %S'; time env $(mode_env "$1" "$s") redis-benchmark -s "$s" -n "$N" $2 \
+    --csv 2>/dev/null | awk -F'"' 'NR > 1 { print $4 }' | head -1 > "$dir/rps"; } 2>&1 )
+  after=$(cpu_of "$server")
+  rps=$(cat "$dir/rps")
   kill "$server"; wait "$server" 2>/dev/null || true
+  awk -v r="$rps" -v c="$client" -v a="$before" -v b="$after" -v n="$N" \
+    'BEGIN { split(c, t, " "); printf "%s %.3f\n", r, (t[1] + t[2] + b - a) * 100000 / n }'
 }
 
-declare -A ours theirs
-cases=()
+declare -A ours theirs cpu_ours cpu_theirs
 add() { # case value-ours value-theirs
   ours[$1]="${ours[$1]:-} $2"; theirs[$1]="${theirs[$1]:-} $3"
 }
+add_cpu() { # case cpu-ours cpu-theirs
+  cpu_ours[$1]="${cpu_ours[$1]:-} $2"; cpu_theirs[$1]="${cpu_theirs[$1]:-} $3"
+}
+# The modes of round $1 in a rotating order, so that none always goes first.
+order() { # round modes...
+  local r=$1; shift
+  local m=("$@") k=$(( r % $# ))
+  echo "${m[@]:$k}" "${m[@]:0:$k}"
+}
 for r in $(seq "$ROUNDS"); do
-  # Alternate which goes first.
-  if [ $((r % 2)) -eq 1 ]; then a=safe; b=plain; else a=plain; b=safe; fi
   declare -A got
-  for m in $a $b; do got[$m]=$(socat_time $m); done
+  for m in $(order "$r" plain safe fast); do got[$m]=$(socat_time $m); done
   add socat_4gib_time "${got[safe]}" "${got[plain]}"
+  add fast_socat_4gib_time "${got[fast]}" "${got[plain]}"
   for c in "c50_p1_get:-c 50 -P 1 -t get" "c50_p1_set:-c 50 -P 1 -t set" \
            "c50_p16_get:-c 50 -P 16 -t get" "c50_p16_set:-c 50 -P 16 -t set" \
            "c1_p1_get:-c 1 -P 1 -t get"; do
     name=${c%%:*}; args=${c#*:}
-    for m in $a $b; do got[$m]=$(redis_rps $m "$args"); done
-    add "safe_redis_$name" "${got[safe]}" "${got[plain]}"
+    modes="plain safe fast"
+    [ "$name" = c1_p1_get ] && modes="plain safe fast spin"
+    # shellcheck disable=SC2086
+    for m in $(order "$r" $modes); do got[$m]=$(redis_rps $m "$args"); done
+    add "safe_redis_$name" "${got[safe]% *}" "${got[plain]% *}"
+    add "fast_redis_$name" "${got[fast]% *}" "${got[plain]% *}"
+    add_cpu "fast_redis_$name" "${got[fast]#* }" "${got[plain]#* }"
+    if [ "$name" = c1_p1_get ]; then
+      add spin_redis_c1_p1_get "${got[spin]% *}" "${got[plain]% *}"
+      add_cpu spin_redis_c1_p1_get "${got[spin]#* }" "${got[plain]#* }"
+    fi
   done
-  if [ $((r % 2)) -eq 1 ]; then a=passthrough; b=plain; else a=plain; b=passthrough; fi
-  for m in $a $b; do got[$m]=$(redis_rps $m "-c 50 -P 1 -t get"); done
-  add passthrough_redis_c50_p1_get "${got[passthrough]}" "${got[plain]}"
+  for m in $(order "$r" plain passthrough); do got[$m]=$(redis_rps $m "-c 50 -P 1 -t get"); done
+  add passthrough_redis_c50_p1_get "${got[passthrough]% *}" "${got[plain]% *}"
 done
 
 cases=(socat_4gib_time safe_redis_c50_p1_get safe_redis_c50_p1_set safe_redis_c50_p16_get
-  safe_redis_c50_p16_set safe_redis_c1_p1_get passthrough_redis_c50_p1_get)
-printf '%-30s %14s %14s\n' case preloaded plain
+  safe_redis_c50_p16_set safe_redis_c1_p1_get passthrough_redis_c50_p1_get
+  fast_redis_c50_p1_get fast_redis_c50_p1_set fast_redis_c50_p16_get fast_redis_c50_p16_set
+  fast_redis_c1_p1_get fast_socat_4gib_time spin_redis_c1_p1_get)
+printf '%-30s %14s %14s %18s\n' case preloaded plain 'cpu-s/100k p/np'
 for c in "${cases[@]}"; do
-  printf '%-30s %14s %14s\n' "$c" "$(printf '%s\n' ${ours[$c]} | median)" "$(printf '%s\n' ${theirs[$c]} | median)"
+  cpu=""
+  if [ -n "${cpu_ours[$c]:-}" ]; then
+    cpu="$(printf '%s\n' ${cpu_ours[$c]} | median) / $(printf '%s\n' ${cpu_theirs[$c]} | median)"
+  fi
+  printf '%-30s %14s %14s %18s\n' "$c" "$(printf '%s\n' ${ours[$c]} | median)" \
+    "$(printf '%s\n' ${theirs[$c]} | median)" "$cpu"
 done
 for c in "${cases[@]}"; do
   r=$(ratio "${ours[$c]}" "${theirs[$c]}")
   case $c in
-    socat_4gib_time) goal="<= 0.5" ;;
+    socat_4gib_time | fast_socat_4gib_time) goal="<= 0.5" ;;
     passthrough_*) goal=">= 0.98" ;;
+    fast_redis_c50_p1_*) goal=">= 1.5" ;;
+    fast_redis_c50_p16_*) goal=">= 1.15" ;;
+    spin_*) goal="" ;;
     *) goal=">= 0.95" ;;
   esac
+  if [ -z "$goal" ]; then
+    # Opt-in spinning has no goal: its figure and CPU cost are printed.
+    awk -v r="$r" -v c="$c" 'BEGIN { printf "spin: preload/%s = %.2f (cpu above)\n", c, r }'
+    continue
+  fi
   awk -v r="$r" -v c="$c" -v g="$goal" 'BEGIN { printf "RATIO preload/%s = %.2f goal %s\n", c, r, g }'
 done

@@ -65,6 +65,15 @@ const ONESHOT: u32 = EPOLLONESHOT as u32;
 /// constructor).
 static FAST: AtomicBool = AtomicBool::new(false);
 
+/// Microseconds a wait may spin on the rings before it sleeps
+/// (`PROCWIRE_SPIN_US`; 0: never).
+static SPIN_US: AtomicU32 = AtomicU32::new(0);
+
+/// Sets the spin (the constructor does).
+pub(crate) fn set_spin_us(us: u32) {
+    SPIN_US.store(us, Ordering::Release);
+}
+
 /// Turns fast mode on (the constructor does, unless told `safe`).
 pub(crate) fn set_fast(on: bool) {
     FAST.store(on, Ordering::Release);
@@ -626,6 +635,42 @@ impl Inner {
         false
     }
 
+    /// Publishes to every member's peer whether this process runs (on
+    /// `cpu`) or is about to sleep (`None`).
+    fn advertise(&self, cpu: Option<u32>) {
+        for r in self.regs.iter().filter(|r| !r.ghost) {
+            if let Some(a) = entry_of(r).and_then(|e| e.accel()) {
+                a.set_running(cpu);
+            }
+        }
+    }
+
+    /// Whether some member's peer runs on another CPU than `cpu`.
+    fn peer_elsewhere(&self, cpu: u32) -> bool {
+        self.regs
+            .iter()
+            .filter(|r| !r.ghost && !r.disabled)
+            .any(|r| {
+                entry_of(r)
+                    .and_then(|e| e.accel())
+                    .is_some_and(|a| a.peer_runs_elsewhere(cpu))
+            })
+    }
+
+    /// Whether a member's ring is ready for what the program waits for
+    /// (a look without a system call, for spinning).
+    fn ready_quick(&self) -> bool {
+        self.regs
+            .iter()
+            .filter(|r| !r.ghost && !r.disabled)
+            .any(|r| {
+                entry_of(r).and_then(|e| e.accel()).is_some_and(|a| {
+                    (r.events & IN != 0 && a.ring_readable() == Some(true))
+                        || (r.events & OUT != 0 && a.ring_writable() == Some(true))
+                })
+            })
+    }
+
     /// Whether a wait that found rings ready should also ask the kernel.
     fn kernel_too(&self, others: usize) -> bool {
         others > 0
@@ -953,7 +998,9 @@ pub(crate) unsafe fn wait(
             // (other fds, pending clients, end-of-file and hang-up), so that
             // its bits join the rings' in one event per member.
             let mut n = 0;
-            if zero || g.kernel_too(set.others.load(Ordering::Relaxed)) {
+            // A wait that will block anyway lets the blocking call bring the
+            // kernel's events (one system call, not two).
+            if zero || (g.kernel_too(set.others.load(Ordering::Relaxed)) && g.ready_quick()) {
                 // SAFETY: the program's buffer; no mask (a wait that does
                 // not block lets no signal in).
                 let k = unsafe {
@@ -976,8 +1023,32 @@ pub(crate) unsafe fn wait(
             if n > 0 || zero {
                 return Some(n as c_int);
             }
+            let spin = SPIN_US.load(Ordering::Relaxed);
+            if spin > 0 {
+                // Opt-in: spin only while a peer runs on another CPU, where
+                // its next bytes can arrive while we look.
+                let cpu = interpose::current_cpu();
+                g.advertise(Some(cpu));
+                if g.peer_elsewhere(cpu) {
+                    let until = Instant::now() + Duration::from_micros(spin as u64);
+                    let mut found = false;
+                    while Instant::now() < until && !left().is_some_and(|d| d.is_zero()) {
+                        if g.ready_quick() {
+                            found = true;
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
+                    if found {
+                        continue;
+                    }
+                }
+            }
             if g.prep(epfd) {
                 continue;
+            }
+            if spin > 0 {
+                g.advertise(None);
             }
         }
         // SAFETY: the program's buffer, mask and the time left.

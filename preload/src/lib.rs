@@ -111,6 +111,22 @@ extern "C" fn init() {
         }
     };
     epoll::set_fast(fast);
+    if let Some(v) = std::env::var_os("PROCWIRE_SPIN_US").filter(|v| !v.is_empty()) {
+        match v.to_str().and_then(|t| t.parse::<u32>().ok()) {
+            Some(us) => epoll::set_spin_us(us.min(1_000_000)),
+            None if on => {
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!(
+                        "procwire-preload: PROCWIRE_SPIN_US={} is not a number of microseconds; not spinning\n",
+                        v.to_string_lossy()
+                    )
+                    .as_bytes(),
+                );
+            }
+            None => {}
+        }
+    }
     let _ = CONFIG.set(Config {
         paths,
         report,

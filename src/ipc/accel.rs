@@ -146,7 +146,12 @@ struct Header {
     plain_before: AtomicU64,
     /// Of those, bytes the server side took off the socket.
     plain_read: AtomicU64,
-    _p1: [u8; 24],
+    /// Per side (0: client, 1: server): 1 + the CPU its waiting thread
+    /// last ran on while it is not blocked in a wait, 0 otherwise; only
+    /// processes that may spin publish it ([`Accel::set_running`]). A peer
+    /// of an older build leaves it 0, which never lets anyone spin.
+    running: [AtomicU32; 2],
+    _p1: [u8; 16],
     dirs: [Dir; 2],
 }
 
@@ -155,6 +160,7 @@ const_assert_eq!(std::mem::offset_of!(Dir, head), 64);
 const_assert_eq!(std::mem::offset_of!(Dir, reader_armed), 128);
 const_assert_eq!(std::mem::offset_of!(Dir, nondata), 160);
 const_assert_eq!(std::mem::offset_of!(Dir, skipped), 168);
+const_assert_eq!(std::mem::offset_of!(Header, running), 40);
 const_assert_eq!(std::mem::offset_of!(Header, dirs), 64);
 const_assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
 
@@ -1451,6 +1457,23 @@ impl Accel {
                 .lazy
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         }
+    }
+
+    /// Publishes whether this side's waiting thread runs (on `cpu`) or
+    /// sleeps in a wait (`None`), for a peer that would spin.
+    pub fn set_running(&self, cpu: Option<u32>) {
+        let v = cpu.map_or(0, |c| c.saturating_add(1));
+        let w = &self.header().running[self.side.tx()];
+        if w.load(Ordering::Relaxed) != v {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the peer said it runs, on a CPU other than `cpu`: only then
+    /// can spinning here see its bytes sooner than a sleep would.
+    pub fn peer_runs_elsewhere(&self, cpu: u32) -> bool {
+        let v = self.header().running[1 - self.side.tx()].load(Ordering::Relaxed);
+        v != 0 && v != cpu.saturating_add(1)
     }
 
     /// Whether either side asked for the plain socket: from then on the

@@ -288,6 +288,19 @@ pub fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {
     rustix::fs::fcntl_getfl(fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK))
 }
 
+/// The CPU the calling thread runs on now (`sched_getcpu`, a vDSO call
+/// on Linux; 0 where there is none).
+pub fn current_cpu() -> u32 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        rustix::thread::sched_getcpu() as u32
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        0
+    }
+}
+
 /// Bumped in a forked child (see [`forked`]): thread ids cached before it
 /// are the parent's.
 static FORK_GENERATION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
