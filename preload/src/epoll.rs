@@ -118,8 +118,10 @@ struct Reg {
     out_wait: bool,
     /// This record counts in its connection's lazy readers.
     lazy: bool,
-    /// The wait round that last reported it.
+    /// The wait round that last reported it, and where in the program's
+    /// buffer (so that the kernel's bits of the same round join it).
     round: u64,
+    slot: usize,
 }
 
 #[derive(Default)]
@@ -141,6 +143,10 @@ pub(crate) struct EpSet {
     /// Nested in another set or polled: the program's registrations are
     /// the kernel's, as in safe mode.
     fallback: AtomicBool,
+    /// A member was added once: until then every call on the set is the
+    /// program's own (only `others` is counted), so a program whose sets
+    /// never see an accelerated connection pays one lookup per call.
+    active: AtomicBool,
 }
 
 // SAFETY: `inner` is only reached through `Held`, which holds `lock`.
@@ -182,6 +188,7 @@ impl EpSet {
             inner: UnsafeCell::new(Inner::default()),
             others: AtomicUsize::new(0),
             fallback: AtomicBool::new(false),
+            active: AtomicBool::new(false),
         }
     }
 
@@ -529,6 +536,7 @@ impl Inner {
             if bits != 0 {
                 // SAFETY: `n < max`.
                 unsafe { put(out, n, event(bits, r.data)) };
+                r.slot = n;
                 n += 1;
                 reported(epfd, r, round);
             }
@@ -568,7 +576,32 @@ impl Inner {
                 continue;
             };
             let r = &mut self.regs[idx];
-            if r.round == round {
+            if r.round == round && !r.ghost {
+                // Reported from its ring this round: the kernel's
+                // end-of-file, hang-up and error join that event.
+                r.eof |= kbits & (RDHUP | HUP) != 0;
+                r.hup |= kbits & HUP != 0;
+                r.err |= kbits & ERR != 0;
+                let mut add = 0;
+                if r.eof && r.events & RDHUP != 0 {
+                    add |= RDHUP;
+                }
+                if r.eof && r.events & IN != 0 {
+                    add |= r.events & IN;
+                }
+                if r.hup {
+                    add |= HUP;
+                }
+                if r.err {
+                    add |= ERR;
+                }
+                if r.slot < n {
+                    // SAFETY: `slot < n <= i`, written this round.
+                    let mut ev = unsafe { get(out, r.slot) };
+                    ev.events |= add;
+                    // SAFETY: as above.
+                    unsafe { put(out, r.slot, ev) };
+                }
                 continue;
             }
             if r.ghost {
@@ -602,6 +635,7 @@ impl Inner {
             if bits != 0 {
                 // SAFETY: `w <= i < n + k`.
                 unsafe { put(out, w, event(bits, r.data)) };
+                r.slot = w;
                 w += 1;
                 reported(epfd, r, round);
             }
@@ -696,17 +730,37 @@ pub(crate) fn created(r: c_int) -> c_int {
     r
 }
 
-/// A managed set's record (not fallen back).
+/// A managed set's record (with a member once, not fallen back).
 fn set_of(epfd: c_int) -> Option<&'static EpSet> {
     table::get(epfd)
         .and_then(|e| e.epset())
-        .filter(|s| !s.is_fallback())
+        .filter(|s| s.active.load(Ordering::Acquire) && !s.is_fallback())
+}
+
+/// Counts a registration of another fd the kernel took (or dropped).
+fn count_other(set: &EpSet, op: c_int, r: c_int) {
+    if r != 0 {
+        return;
+    }
+    match op {
+        EPOLL_CTL_ADD => {
+            set.others.fetch_add(1, Ordering::Relaxed);
+        }
+        EPOLL_CTL_DEL => {
+            let _ = set
+                .others
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+        _ => {}
+    }
 }
 
 /// `fd` is put inside another set, or polled: if it is a managed epoll
 /// set, it falls back to the kernel's answers for good.
 pub(crate) fn nested(fd: c_int) {
-    let Some(set) = set_of(fd) else { return };
+    let Some(set) = table::get(fd).and_then(|e| e.epset()) else {
+        return;
+    };
     let Some(mut g) = set.hold() else { return };
     if set.fallback.swap(true, Ordering::AcqRel) {
         return;
@@ -726,6 +780,22 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
         nested(fd);
     }
     let m = member(fd);
+    let record = table::get(epfd).and_then(|e| e.epset());
+    if let Some(set) = record {
+        if set.is_fallback() {
+            // SAFETY: the program's arguments.
+            return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+        }
+        if !set.active.load(Ordering::Acquire) {
+            if m.is_none() {
+                // SAFETY: the program's arguments.
+                let r = unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+                count_other(set, op, r);
+                return r;
+            }
+            set.active.store(true, Ordering::Release);
+        }
+    }
     let set = match set_of(epfd) {
         Some(s) => s,
         // A set made before this library (or by a raw call) that gets a
@@ -811,6 +881,7 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
                 out_wait: false,
                 lazy: false,
                 round: 0,
+                slot: 0,
             };
             let want = desired(&r, e).unwrap_or(0);
             if let Err(errno) = kctl(epfd, EPOLL_CTL_ADD, fd, want, TAG | fd as u32 as u64) {
@@ -872,21 +943,7 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
         _ => {
             // SAFETY: the program's arguments.
             let r = unsafe { real::epoll_ctl(epfd, op, fd, ev) };
-            if r == 0 {
-                match op {
-                    EPOLL_CTL_ADD => {
-                        set.others.fetch_add(1, Ordering::Relaxed);
-                    }
-                    EPOLL_CTL_DEL => {
-                        let _ =
-                            set.others
-                                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                                    n.checked_sub(1)
-                                });
-                    }
-                    _ => {}
-                }
-            }
+            count_other(set, op, r);
             r
         }
     }
@@ -895,17 +952,18 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
 /// A record for an epoll set this library did not see made (its other
 /// registrations are not known).
 fn adopt(epfd: c_int) -> Option<&'static EpSet> {
-    // Only an epoll fd takes part: ask the kernel with a call that changes
-    // nothing (EPOLL_CTL_DEL of an fd that can't be in it gives ENOENT on
-    // an epoll fd, EINVAL or EBADF on anything else).
-    match kctl(epfd, EPOLL_CTL_DEL, epfd, 0, 0) {
-        Err(e) if e == ENOENT => {}
-        _ => return None,
+    // Only an epoll fd takes part (the kernel names its files so).
+    let link = std::fs::read_link(format!("/proc/self/fd/{epfd}")).ok()?;
+    if link.as_os_str() != "anon_inode:[eventpoll]" {
+        return None;
     }
-    table::install(epfd, Entry::epoll());
-    let set = set_of(epfd)?;
-    set.others.store(usize::MAX / 2, Ordering::Relaxed);
-    Some(set)
+    let e = Entry::epoll();
+    if let Some(set) = e.epset() {
+        set.others.store(usize::MAX / 2, Ordering::Relaxed);
+        set.active.store(true, Ordering::Release);
+    }
+    table::install(epfd, e);
+    set_of(epfd)
 }
 
 /// How long a wait may block.
@@ -994,32 +1052,30 @@ pub(crate) unsafe fn wait(
             g.round = g.round.wrapping_add(1);
             g.refresh(epfd);
             let zero = left().is_some_and(|d| d.is_zero());
-            // The kernel first where it may know something the rings don't
-            // (other fds, pending clients, end-of-file and hang-up), so that
-            // its bits join the rings' in one event per member.
-            let mut n = 0;
-            // A wait that will block anyway lets the blocking call bring the
-            // kernel's events (one system call, not two).
-            if zero || (g.kernel_too(set.others.load(Ordering::Relaxed)) && g.ready_quick()) {
-                // SAFETY: the program's buffer; no mask (a wait that does
-                // not block lets no signal in).
+            // SAFETY: the program's buffer of `max` events.
+            let mut n = unsafe { g.scan(epfd, out, 0, maxu) };
+            // The kernel too where it may know something the rings don't
+            // (other fds, pending clients, end-of-file and hang-up; its bits
+            // for a member reported above join that event). A wait that
+            // will block lets the blocking call bring them instead.
+            if n < maxu && (zero || (n > 0 && g.kernel_too(set.others.load(Ordering::Relaxed)))) {
+                // SAFETY: the rest of the program's buffer; no mask (a wait
+                // that does not block lets no signal in).
                 let k = unsafe {
                     kwait(
                         epfd,
-                        out,
-                        max,
+                        out.add(n),
+                        (maxu - n) as c_int,
                         timeout,
                         Some(Duration::ZERO),
                         std::ptr::null(),
                     )
                 };
                 if k > 0 {
-                    // SAFETY: `k <= max` events written.
-                    n = unsafe { g.translate(epfd, out, 0, k as usize) };
+                    // SAFETY: `n + k <= max` events written.
+                    n = unsafe { g.translate(epfd, out, n, k as usize) };
                 }
             }
-            // SAFETY: the program's buffer of `max` events.
-            let n = unsafe { g.scan(epfd, out, n, maxu) };
             if n > 0 || zero {
                 return Some(n as c_int);
             }

@@ -951,7 +951,10 @@ impl Accel {
                 sent += n;
                 self.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
                 fence(Ordering::SeqCst);
-                if dir.reader_armed.swap(0, Ordering::SeqCst) != 0
+                // A load first: the swap (a write to the line the reader
+                // arms on) only when the reader is armed.
+                if (dir.reader_armed.load(Ordering::SeqCst) != 0
+                    && dir.reader_armed.swap(0, Ordering::SeqCst) != 0)
                     || dir.reader_closing.load(Ordering::Relaxed) != 0
                 {
                     match self.ping(dir, sock, ffi::MSG_DONTWAIT | ffi::MSG_NOSIGNAL) {
