@@ -124,6 +124,22 @@ struct Reg {
     slot: usize,
 }
 
+impl Reg {
+    /// The program's `MOD` (or `ADD` again) with `p`: its events and data,
+    /// enabled, and, as the kernel's `MOD` does, the current state is
+    /// reported anew.
+    fn renew(&mut self, p: &epoll_event) {
+        self.events = p.events;
+        self.data = p.u64;
+        self.disabled = false;
+        self.in_mark = None;
+        self.out_mark = None;
+        self.said_eof = false;
+        self.said_hup = false;
+        self.round = 0;
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     regs: Vec<Reg>,
@@ -838,14 +854,7 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
             };
             let r = &mut g.regs[i];
             r.ghost = false;
-            r.events = p.events;
-            r.data = p.u64;
-            r.disabled = false;
-            r.in_mark = None;
-            r.out_mark = None;
-            r.said_eof = false;
-            r.said_hup = false;
-            r.round = 0;
+            r.renew(&p);
             if let Some(a) = e.accel() {
                 if !r.lazy {
                     a.set_lazy(true);
@@ -905,15 +914,7 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
                 return fail(EINVAL);
             }
             let r = &mut g.regs[i];
-            r.events = p.events;
-            r.data = p.u64;
-            r.disabled = false;
-            // As the kernel's MOD does: the current state is reported anew.
-            r.in_mark = None;
-            r.out_mark = None;
-            r.said_eof = false;
-            r.said_hup = false;
-            r.round = 0;
+            r.renew(&p);
             if let Some(e) = entry_of(r) {
                 let want = desired(r, e);
                 apply(epfd, r, want);

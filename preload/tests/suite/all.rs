@@ -465,7 +465,6 @@ fn socat_moves_256_mib_byte_exact_preloaded_and_mixed() {
     }
 }
 
-/// Waits (at most 10 s) until `program` made its socket file `sock`.
 #[test]
 fn socat_moves_4_gib_with_a_checksum() {
     if !have("socat", "socat") {
