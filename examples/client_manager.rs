@@ -10,7 +10,13 @@
 //! ```text
 //! client_manager --clients 100 --size 100MB [--control udp|tcp] [--cache CHUNKS] [--chunk-size BYTES]
 //! client_manager --sweep clients=1,10,50,100 --size 10MB
+//! client_manager --hosts 10 [--mtu 1500] [--rate 1gbit] --clients 100 --size 100MB
 //! ```
+//!
+//! `--hosts K` runs the server on one host and the clients spread over K
+//! more: network namespaces on a bridge (see `psp_common/netns.rs`), each
+//! with its own address and MTU and an optional rate limit, all removed
+//! when the run ends (also on Ctrl-C). It needs root.
 //!
 //! Exits non-zero if any client failed or any output differs.
 
@@ -21,6 +27,9 @@ mod cli;
 #[path = "psp_common/proto.rs"]
 mod proto;
 
+#[path = "psp_common/netns.rs"]
+mod netns;
+
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -30,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use procwire::net::port::{Reservation, Transport};
 use procwire::sys::process::kill;
-use procwire::sys::signal::Signal;
+use procwire::sys::signal::{Signal, SignalPipe};
 
 use proto::{Control, Hist};
 
@@ -38,6 +47,7 @@ const USAGE: &str =
     "usage: client_manager [--clients N] [--size SIZE | --file PATH] [--control udp|tcp]
                       [--cache CHUNKS] [--chunk-size BYTES] [--sweep clients=A,B,..|cache=A,B,..]
                       [--csv PATH] [--out-dir DIR] [--keep]
+                      [--hosts K [--mtu BYTES] [--rate RATE]]
 
 Runs psp_server and N psp_client processes (default 100 clients, a 100MB
 file of random bytes), checks every output and prints the figures.
@@ -45,7 +55,12 @@ SIZE takes a suffix: KB, MB, GB (powers of 1000) or KiB, MiB, GiB.
 --cache defaults to 64 MiB worth of chunks.
 --out-dir holds the clients' outputs (default: a new directory in /dev/shm
 where it exists, else the temporary directory); they are deleted after the
-check unless --keep.";
+check unless --keep.
+--hosts K runs the server on its own host and the clients on K more hosts:
+network namespaces joined by a bridge, addresses 10.77.0.0/16, links of
+--mtu bytes (default 1500), each limited to --rate (tc's spelling: 1gbit,
+500mbit) in both directions when given; removed when the run ends. Needs
+root.";
 
 #[derive(Clone)]
 struct Config {
@@ -61,6 +76,9 @@ struct Config {
     keep: bool,
     drop_udp: f64,
     kill_one: bool,
+    hosts: usize,
+    mtu: u32,
+    rate: Option<u64>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -101,6 +119,9 @@ fn parse() -> Result<Config, String> {
         keep: false,
         drop_udp: 0.0,
         kill_one: false,
+        hosts: 0,
+        mtu: 1500,
+        rate: None,
     };
     while let Some(arg) = p.next().map_err(e)? {
         match arg {
@@ -118,6 +139,18 @@ fn parse() -> Result<Config, String> {
             Long("csv") => c.csv = Some(p.value().map_err(e)?.into()),
             Long("out-dir") => c.out_dir = Some(p.value().map_err(e)?.into()),
             Long("keep") => c.keep = true,
+            Long("hosts") => {
+                c.hosts = p.value().map_err(e)?.parse().map_err(e)?;
+                if c.hosts == 0 || c.hosts >= netns::MAX_HOSTS {
+                    return Err(format!("--hosts must be 1 to {}", netns::MAX_HOSTS - 1));
+                }
+            }
+            Long("mtu") => c.mtu = p.value().map_err(e)?.parse().map_err(e)?,
+            Long("rate") => {
+                c.rate = Some(netns::parse_rate(
+                    &p.value().map_err(e)?.string().map_err(e)?,
+                )?)
+            }
             Long("sweep") => {
                 let v = p.value().map_err(e)?.string().map_err(e)?;
                 let (what, list) = v.split_once('=').ok_or_else(|| {
@@ -162,6 +195,12 @@ fn parse() -> Result<Config, String> {
     }
     if c.kill_one && c.clients < 2 {
         return Err("--kill-one needs at least 2 clients".into());
+    }
+    if c.hosts == 0 && (c.rate.is_some() || c.mtu != 1500) {
+        return Err("--mtu and --rate shape the links of --hosts".into());
+    }
+    if !(68..=65_535).contains(&c.mtu) {
+        return Err(format!("--mtu must be 68 to 65535, not {}", c.mtu));
     }
     Ok(c)
 }
@@ -245,37 +284,97 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
 }
 
-fn run_once(cfg: &Config, file: &Path, out_dir: &Path, tag: &str) -> std::io::Result<Outcome> {
+/// Where the programs of a run live: loopback, or the hosts of a network
+/// (the server on host 0, the clients on the others).
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    Loopback,
+    Hosts(&'a netns::Network),
+}
+
+impl Place<'_> {
+    /// A command for `program` where client `client` (or, for `None`, the
+    /// server) runs.
+    fn command(&self, program: &Path, client: Option<u32>) -> Command {
+        match self {
+            Place::Loopback => Command::new(program),
+            Place::Hosts(net) => {
+                let host = client.map_or(0, |c| 1 + c as usize % (net.len() - 1));
+                net.command(host, program)
+            }
+        }
+    }
+
+    fn server_ip(&self) -> Ipv4Addr {
+        match self {
+            Place::Loopback => Ipv4Addr::LOCALHOST,
+            Place::Hosts(_) => netns::host_addr(0),
+        }
+    }
+}
+
+/// Set by [`interrupted`] once SIGINT or SIGTERM came.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the run should stop (Ctrl-C or SIGTERM), looking at `sig`.
+fn interrupted(sig: &SignalPipe) -> bool {
+    if let Ok(v) = sig.drain() {
+        if !v.is_empty() {
+            STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    STOP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn run_once(
+    cfg: &Config,
+    file: &Path,
+    out_dir: &Path,
+    tag: &str,
+    place: Place<'_>,
+    sig: &SignalPipe,
+) -> std::io::Result<Outcome> {
     let server_exe = exe("psp_server")?;
     let client_exe = exe("psp_client")?;
-    let res = Reservation::builder(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .transport(Transport::TcpAndUdp)
-        .reserve()?;
-    let port = res.port();
-    let mut server = Command::new(&server_exe);
+    // On loopback the port is reserved here and joined by the server; a
+    // host of its own has every port free, and the server picks one.
+    let res = match place {
+        Place::Loopback => Some(
+            Reservation::builder(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                .transport(Transport::TcpAndUdp)
+                .reserve()?,
+        ),
+        Place::Hosts(_) => None,
+    };
+    let mut server = place.command(&server_exe, None);
     server
         .arg(file)
         .args(["--clients", &cfg.clients.to_string()])
         .args(["--cache", &cfg.cache.to_string()])
         .args(["--chunk-size", &cfg.chunk_size.to_string()])
         .args(["--control", &cfg.control.to_string()])
-        .args(["--port", &port.to_string()])
+        .args(["--bind", &place.server_ip().to_string()])
         .stdout(Stdio::piped());
+    if let Some(r) = &res {
+        server.args(["--port", &r.port().to_string()]);
+    }
     if cfg.drop_udp > 0.0 {
         server.args(["--drop-udp", &cfg.drop_udp.to_string()]);
     }
     let mut server = server.spawn()?;
     let mut lines = BufReader::new(server.stdout.take().expect("piped stdout")).lines();
-    match lines.next() {
-        Some(Ok(l)) if l.starts_with("ready") => {}
-        other => {
-            let _ = server.kill();
-            let _ = server.wait();
-            return Err(std::io::Error::other(format!(
-                "psp_server did not start: {other:?}"
-            )));
-        }
-    }
+    let port = match lines.next() {
+        Some(Ok(l)) if l.starts_with("ready") => l
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u16>().ok()),
+        _ => None,
+    };
+    let Some(port) = port else {
+        let _ = server.kill();
+        let _ = server.wait();
+        return Err(std::io::Error::other("psp_server did not start"));
+    };
     // The server listens on the port now: the reservation can go.
     drop(res);
     let progress = Arc::new(Mutex::new(Progress::default()));
@@ -304,8 +403,8 @@ fn run_once(cfg: &Config, file: &Path, out_dir: &Path, tag: &str) -> std::io::Re
     let mut clients: Vec<(PathBuf, Child)> = Vec::new();
     for i in 0..cfg.clients {
         let out = out_dir.join(format!("{tag}-client-{i}"));
-        let mut c = Command::new(&client_exe);
-        c.arg(format!("127.0.0.1:{port}"))
+        let mut c = place.command(&client_exe, Some(i));
+        c.arg(format!("{}:{port}", place.server_ip()))
             .arg("-o")
             .arg(&out)
             .args(["--control", &cfg.control.to_string()])
@@ -353,6 +452,20 @@ fn run_once(cfg: &Config, file: &Path, out_dir: &Path, tag: &str) -> std::io::Re
     let mut last_draw = Instant::now();
     let mut aborted = None;
     while results.iter().any(Option::is_none) {
+        if interrupted(sig) {
+            for (j, (_, ch)) in clients.iter_mut().enumerate() {
+                if results[j].is_none() {
+                    let _ = ch.kill();
+                    let _ = ch.wait();
+                }
+            }
+            let _ = server.kill();
+            let _ = server.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "interrupted; everything it started is stopped",
+            ));
+        }
         for (i, (_, ch)) in clients.iter_mut().enumerate() {
             if results[i].is_none() {
                 results[i] = ch.try_wait()?;
@@ -479,6 +592,10 @@ fn main() -> ExitCode {
     match run(&cfg) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+            eprintln!("client_manager: {e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("client_manager: {e}");
             ExitCode::FAILURE
@@ -493,15 +610,41 @@ fn run(cfg: &Config) -> std::io::Result<bool> {
         None => std::env::temp_dir(),
     };
     let dir = base.join(format!("psp-run-{}", std::process::id()));
+    // Ctrl-C and SIGTERM stop the run in order: children first, then the
+    // network, then the outputs.
+    let sig = SignalPipe::install(&[Signal::INT, Signal::TERM])?;
+    let net = if cfg.hosts > 0 {
+        // The server's host and one per --hosts.
+        Some(
+            netns::Network::create(cfg.hosts + 1, cfg.mtu, cfg.rate)
+                .map_err(std::io::Error::other)?,
+        )
+    } else {
+        None
+    };
+    let place = net.as_ref().map_or(Place::Loopback, Place::Hosts);
+    if let Some(n) = &net {
+        outln!(
+            "network: server on {} ({}), clients on {} hosts, MTU {}{}",
+            netns::host_addr(0),
+            n.name(0),
+            cfg.hosts,
+            n.mtu(),
+            cfg.rate.map_or(String::new(), |r| format!(
+                ", {} Mbit/s per link",
+                r / 1_000_000
+            ))
+        );
+    }
     std::fs::create_dir_all(&dir)?;
-    let result = run_in(cfg, &dir);
+    let result = run_in(cfg, &dir, place, &sig);
     if !cfg.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
 }
 
-fn run_in(cfg: &Config, dir: &Path) -> std::io::Result<bool> {
+fn run_in(cfg: &Config, dir: &Path, place: Place<'_>, sig: &SignalPipe) -> std::io::Result<bool> {
     let file = match &cfg.file {
         Some(f) => f.clone(),
         None => {
@@ -552,7 +695,7 @@ fn run_in(cfg: &Config, dir: &Path) -> std::io::Result<bool> {
     let mut rows = Vec::new();
     let mut all_ok = true;
     for (i, c) in runs.iter().enumerate() {
-        let o = run_once(c, &file, dir, &format!("run{i}"))?;
+        let o = run_once(c, &file, dir, &format!("run{i}"), place, sig)?;
         outln!(
             "{:>8} {:>8} {:>10.3} {:>12} {:>14.0} {:>14.0} {:>9.3}",
             o.clients,

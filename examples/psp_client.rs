@@ -25,7 +25,7 @@ mod proto;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -658,17 +658,30 @@ impl Drop for OutFile {
     }
 }
 
-/// A UDP and a TCP socket bound to the same loopback port: the kernel
-/// picks a free UDP port, and the TCP bind of that number is tried; when
-/// TCP has the number in use, another pair is tried.
-fn same_port_pair() -> std::io::Result<(Socket, Socket, u16)> {
+/// The local address the kernel routes `server` from (a UDP `connect`
+/// sends nothing): loopback for a server on loopback, this host's address
+/// on its network otherwise.
+fn local_ip_for(server: SocketAddr) -> std::io::Result<IpAddr> {
+    let probe = Socket::new(Domain::IPV4, Type::DGRAM)?;
+    probe.connect(server)?;
+    probe
+        .local_addr()?
+        .as_inet()
+        .map(|a| a.ip())
+        .ok_or_else(|| std::io::Error::other("the route to the server has no IPv4 source"))
+}
+
+/// A UDP and a TCP socket bound to the same port of `ip`: the kernel picks
+/// a free UDP port, and the TCP bind of that number is tried; when TCP has
+/// the number in use, another pair is tried.
+fn same_port_pair(ip: IpAddr) -> std::io::Result<(Socket, Socket, u16)> {
     let mut last = None;
     for _ in 0..100 {
         let udp = Socket::new(Domain::IPV4, Type::DGRAM)?;
-        udp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        udp.bind(SocketAddr::from((ip, 0)))?;
         let port = udp.local_addr()?.port().unwrap_or(0);
         let tcp = Socket::new(Domain::IPV4, Type::STREAM)?;
-        match tcp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
+        match tcp.bind(SocketAddr::from((ip, port))) {
             Ok(()) => return Ok((udp, tcp, port)),
             Err(e) if e.raw_os_error() == errno::EADDRINUSE => last = Some(e),
             Err(e) => return Err(e.into()),
@@ -698,7 +711,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> std::io::Result<u8> {
     // One port number for both sockets: UDP first (any free port), then
     // TCP bound to the same number before it connects.
-    let (udp, tcp, port) = same_port_pair()?;
+    let (udp, tcp, port) = same_port_pair(local_ip_for(args.server)?)?;
     let _ = udp.set_recv_buffer_size(4 << 20);
     udp.connect(args.server)?;
     udp.set_nonblocking(true)?;

@@ -303,3 +303,141 @@ fn wait_bounded(c: &mut Child, limit: Duration) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Network namespaces whose name says this `client_manager` made them.
+fn namespaces_of(pid: u32) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter(|l| l.starts_with(&format!("pwnet-{pid}-")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether this machine lets the tests make network namespaces (root with
+/// iproute2); prints the skip line otherwise.
+fn can_make_namespaces() -> bool {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("pwnet-probe-{}-{n}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &name])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+    } else {
+        println!(
+            "skipped: making network namespaces needs root and iproute2 (apt-get install iproute2)"
+        );
+    }
+    ok
+}
+
+#[test]
+fn a_network_of_hosts_delivers_every_byte_in_both_modes_and_leaves_nothing() {
+    if !can_make_namespaces() {
+        return;
+    }
+    for mode in ["udp", "tcp"] {
+        let _one = one_at_a_time();
+        let dir = temp_dir(&format!("hosts-{mode}"));
+        let child = Command::new(example("client_manager"))
+            .args(["--hosts", "3", "--mtu", "1500", "--rate", "1gbit"])
+            .args(["--clients", "6", "--size", "3MB", "--control", mode])
+            .arg("--out-dir")
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(out.status.success(), "{mode}\nstdout:\n{so}\nstderr:\n{se}");
+        assert!(so.contains("network: server on 10.77.0.1"), "{so}");
+        assert!(so.contains("MTU 1500, 1000 Mbit/s per link"), "{so}");
+        assert!(so.contains("ok: every output matches the file"), "{so}");
+        assert_eq!(namespaces_of(pid), Vec::<String>::new(), "{mode}");
+    }
+}
+
+#[test]
+fn ctrl_c_during_a_network_run_removes_every_namespace() {
+    if !can_make_namespaces() {
+        return;
+    }
+    let _one = one_at_a_time();
+    let dir = temp_dir("hosts-int");
+    // Slow enough (a 2 Mbit/s link for 20 MB) that it is still running
+    // when the signal comes.
+    let mut child = Command::new(example("client_manager"))
+        .args([
+            "--hosts",
+            "2",
+            "--rate",
+            "2mbit",
+            "--clients",
+            "4",
+            "--size",
+            "20MB",
+        ])
+        .arg("--out-dir")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The table's header comes after the network is made.
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.trim_start().starts_with("clients") {
+            break;
+        }
+    }
+    assert!(seen.contains("network:"), "{seen}");
+    assert!(
+        !namespaces_of(pid).is_empty(),
+        "the network should exist now"
+    );
+    procwire::sys::process::kill(pid as i32, procwire::sys::signal::Signal::INT).unwrap();
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert_eq!(namespaces_of(pid), Vec::<String>::new());
+}
+
+#[test]
+fn without_the_privileges_for_namespaces_it_says_so_in_one_line() {
+    if !can_make_namespaces() {
+        return;
+    }
+    // A user namespace of its own with no mapping: root there can't make
+    // network namespaces that the machine sees.
+    let out = Command::new("unshare")
+        .args(["--user", "--"])
+        .arg(example("client_manager"))
+        .args(["--hosts", "2", "--clients", "2", "--size", "10KB"])
+        .output();
+    let Ok(out) = out else {
+        println!("skipped: unshare not found (apt-get install util-linux)");
+        return;
+    };
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{se}");
+    assert_eq!(se.trim().lines().count(), 1, "{se}");
+    assert!(se.contains("needs root"), "{se}");
+}

@@ -60,7 +60,8 @@ Serves FILE to N psp_client processes through the peer-server-peer network.
 --control udp|tcp  the layer for control messages; chunks take the other
                    (default udp)
 --port PORT        join a reservation of PORT (TCP and UDP, SO_REUSEPORT)
-                   made by a parent; default: a free port, printed";
+                   made by a parent; default: a free port, printed
+--bind IP          the IPv4 address to serve on (default 127.0.0.1)";
 
 /// The most chunks one request or ask may name.
 const MAX_RANGE: u32 = 4096;
@@ -84,6 +85,7 @@ struct Args {
     chunk_size: usize,
     control: Control,
     port: Option<u16>,
+    bind: Ipv4Addr,
     drop_udp: f64,
 }
 
@@ -98,6 +100,7 @@ fn parse() -> Result<Args, String> {
         chunk_size: proto::DEFAULT_CHUNK,
         control: Control::Udp,
         port: None,
+        bind: Ipv4Addr::LOCALHOST,
         drop_udp: 0.0,
     };
     let e = |e: lexopt::Error| e.to_string();
@@ -113,6 +116,12 @@ fn parse() -> Result<Args, String> {
             Long("chunk-size") => a.chunk_size = p.value().map_err(e)?.parse().map_err(e)?,
             Long("control") => a.control = p.value().map_err(e)?.parse().map_err(e)?,
             Long("port") => a.port = Some(p.value().map_err(e)?.parse().map_err(e)?),
+            Long("bind") => {
+                let v = p.value().map_err(e)?.string().map_err(e)?;
+                a.bind = v
+                    .parse()
+                    .map_err(|_| format!("--bind takes an IPv4 address, not {v:?}"))?;
+            }
             // Test only: drop this fraction of outgoing datagrams.
             Long("drop-udp") => a.drop_udp = p.value().map_err(e)?.parse().map_err(e)?,
             Short('h') | Long("help") => {
@@ -181,7 +190,7 @@ fn run(args: Args) -> std::io::Result<()> {
         Some(p) => p,
         None => procwire::net::port::select_random(None, &[])?,
     };
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let addr = SocketAddr::from((args.bind, port));
     let bind = ReservedBind::new(addr).backlog(1024);
     let listener = bind.listen()?;
     let udp = bind.udp()?;

@@ -28,5 +28,6 @@ pub mod sockopt;
     target_os = "netbsd"
 ))]
 pub mod sysctl;
+pub mod udp;
 
 pub use error::{errno, Error, Result};

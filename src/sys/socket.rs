@@ -478,6 +478,16 @@ impl Socket {
             .ctx_fd_len("recvfrom", self.fd.as_fd(), len)
     }
 
+    /// Receives a datagram and its sender's address without waiting
+    /// (`recvfrom(2)` with `MSG_DONTWAIT`): `EAGAIN` when none is queued.
+    #[doc(alias = "recvfrom")]
+    pub fn recv_from_nonblocking(&self, buf: &mut [u8]) -> Result<(usize, SockAddr)> {
+        let len = buf.len();
+        rnet::recvfrom(&self.fd, buf, rnet::RecvFlags::DONTWAIT)
+            .map(|(n, _, a)| (n, a.map_or(SockAddr::Unnamed, SockAddr::from_rustix)))
+            .ctx_fd_len("recvfrom", self.fd.as_fd(), len)
+    }
+
     /// A second handle to the same socket (`fcntl(F_DUPFD_CLOEXEC)`).
     #[doc(alias = "dup")]
     pub fn try_clone(&self) -> Result<Socket> {
