@@ -36,10 +36,11 @@ use procwire::net::buffer::WriteQueue;
 use procwire::net::event::{EventLoop, Interest};
 use procwire::net::frame::parse_record;
 use procwire::sys::errno;
-use procwire::sys::socket::{Domain, SockAddr, Socket, Type};
+use procwire::sys::socket::{Domain, Socket, Type};
+use procwire::sys::udp::{self, PathMtu, RecvBatch};
 
 use cli::Rng;
-use proto::{Bad, Control, Hist, Info, Msg, Rto, CONTROL_SIZE};
+use proto::{Bad, Control, Hist, Info, Layout, Msg, Reassembly, Rto, CONTROL_SIZE};
 
 const USAGE: &str = "usage: psp_client ADDR [-o OUT] [--control udp|tcp]
 
@@ -147,6 +148,15 @@ struct Client {
     /// When `Reg` (before the Info) or `Done` (over UDP, before the Bye)
     /// was last sent: both are repeated until the server answers.
     last_repeat: Instant,
+    /// The most bytes of one datagram to the server (the path MTU less the
+    /// headers), and how chunk records travel in such datagrams (from the
+    /// Info on).
+    payload: usize,
+    layout: Option<Layout>,
+    /// Chunk records arriving in pieces (chunks over UDP).
+    reasm: Option<Reassembly>,
+    /// UDP GSO works here (until a send says otherwise).
+    gso: bool,
 }
 
 impl Client {
@@ -191,11 +201,50 @@ impl Client {
         }
     }
 
-    /// Sends chunk records on the chunk layer (one datagram over UDP).
+    /// Sends chunk records on the chunk layer: over UDP in datagrams that
+    /// fit the path (whole records packed, or pieces).
     fn send_records(&mut self, recs: &[u8]) {
         match self.control {
             Control::Udp => self.send_tcp(recs),
-            Control::Tcp => self.send_udp(recs),
+            Control::Tcp => {
+                let Some(layout) = self.layout else { return };
+                let mut grams = Vec::new();
+                let mut sizes = Vec::new();
+                let (drop, rng) = (self.drop_udp, &mut self.rng);
+                layout.datagrams(recs, None, |d| {
+                    if drop > 0.0 && rng.unit() < drop {
+                        return;
+                    }
+                    sizes.push(d.len());
+                    grams.extend_from_slice(d);
+                });
+                let mut at = 0;
+                for g in proto::gso_groups(&sizes) {
+                    let len: usize = sizes[g.clone()].iter().sum();
+                    let bytes = &grams[at..at + len];
+                    at += len;
+                    if g.len() > 1
+                        && self.gso
+                        && self
+                            .udp
+                            .send_segments(bytes, sizes[g.start] as u16, self.server)
+                            .map_err(|e| {
+                                // Not a full buffer: no GSO here after all.
+                                if !e.is_would_block() {
+                                    self.gso = false;
+                                }
+                            })
+                            .is_ok()
+                    {
+                        continue;
+                    }
+                    let mut off = 0;
+                    for &n in &sizes[g] {
+                        let _ = self.udp.send_to(&bytes[off..off + n], self.server);
+                        off += n;
+                    }
+                }
+            }
         }
     }
 
@@ -205,10 +254,8 @@ impl Client {
             Msg::Ask { start, count } => {
                 let Some(info) = self.info else { return };
                 let end = start.saturating_add(count).min(info.n_chunks);
-                let room = match self.control {
-                    Control::Udp => 256 * 1024,
-                    Control::Tcp => proto::MAX_DATAGRAM,
-                };
+                // Cut into datagrams by `send_records` over UDP.
+                let room = 256 * 1024;
                 let size = proto::chunk_record(info.chunk_size as usize);
                 let mut batch = std::mem::take(&mut self.scratch);
                 batch.clear();
@@ -250,6 +297,20 @@ impl Client {
             return;
         }
         let cs = i.chunk_size as usize;
+        let rec = proto::chunk_record(cs);
+        self.layout = Layout::new(rec, self.payload);
+        if self.layout.is_none() && self.control == Control::Tcp {
+            eprintln!(
+                "psp_client: chunks of {cs} bytes need more than {} pieces of {} bytes; the path is too small",
+                proto::MAX_PIECES,
+                self.payload
+            );
+            self.exit = Some(1);
+            return;
+        }
+        if self.control == Control::Tcp {
+            self.reasm = Some(Reassembly::new(rec, i.n_chunks, 1024));
+        }
         let Ok(size) = usize::try_from(i.file_size) else {
             eprintln!(
                 "psp_client: a file of {} bytes doesn't fit in memory",
@@ -350,6 +411,9 @@ impl Client {
                 return;
             }
         };
+        if let Some(r) = self.reasm.as_mut() {
+            r.forget(id);
+        }
         if let Some((sent, tries)) = self.flight.remove(&id) {
             let rtt = now.duration_since(sent);
             self.hist.add(rtt.as_secs_f64() * 1e6);
@@ -497,6 +561,14 @@ impl Client {
                 Ok(m) => self.on_msg(m, now),
                 Err(Bad(why)) => eprintln!("psp_client: dropped a datagram: {why}"),
             },
+            Control::Tcp if d.first() == Some(&proto::T_PIECE) => {
+                let Some(r) = self.reasm.as_mut() else { return };
+                match r.add(d) {
+                    Ok(Some(rec)) => self.on_chunk(&rec, now),
+                    Ok(None) => {}
+                    Err(Bad(why)) => eprintln!("psp_client: dropped a piece: {why}"),
+                }
+            }
             Control::Tcp => {
                 let Some(info) = self.info else { return };
                 let size = proto::chunk_record(info.chunk_size as usize);
@@ -545,6 +617,21 @@ impl Client {
             .map(|(&id, _)| id)
             .collect();
         due.sort_unstable();
+        // A chunk of which some pieces came: only the rest, asked by name.
+        if let Some(r) = self.reasm.as_ref() {
+            let partial: Vec<(u32, [u8; 32])> = due
+                .iter()
+                .filter_map(|&id| r.missing(id).map(|w| (id, w)))
+                .collect();
+            for (id, want) in partial {
+                if let Some(f) = self.flight.get_mut(&id) {
+                    f.0 = now;
+                    f.1 += 1;
+                }
+                self.send_msg(Msg::Pieces { id, want });
+                due.retain(|&x| x != id);
+            }
+        }
         let mut i = 0;
         while i < due.len() {
             let start = due[i];
@@ -712,9 +799,20 @@ fn run(args: Args) -> std::io::Result<u8> {
     // One port number for both sockets: UDP first (any free port), then
     // TCP bound to the same number before it connects.
     let (udp, tcp, port) = same_port_pair(local_ip_for(args.server)?)?;
-    let _ = udp.set_recv_buffer_size(4 << 20);
+    // Room for bursts of chunks: past the system's cap where this process
+    // may, else as large as it allows.
+    if udp.set_recv_buffer_size_force(4 << 20).is_err() {
+        let _ = udp.set_recv_buffer_size(4 << 20);
+    }
     udp.connect(args.server)?;
     udp.set_nonblocking(true)?;
+    // Never fragment: what goes over UDP is cut to fit the path, whose MTU
+    // the connected socket knows.
+    let _ = udp.set_path_mtu_discovery(PathMtu::Do);
+    let payload = udp
+        .path_mtu()
+        .map_or(udp::ipv4_payload(1500), udp::ipv4_payload)
+        .max(udp::ipv4_payload(576));
     tcp.connect(args.server)?;
     tcp.set_nonblocking(true)?;
     let _ = tcp.set_nodelay(true);
@@ -752,6 +850,10 @@ fn run(args: Args) -> std::io::Result<u8> {
         last_progress: now,
         stalled: false,
         last_repeat: now,
+        payload,
+        layout: None,
+        reasm: None,
+        gso: udp::udp_gso_supported(),
     }));
     client.borrow_mut().send_msg(Msg::Reg {
         pid: std::process::id(),
@@ -797,22 +899,25 @@ fn run(args: Args) -> std::io::Result<u8> {
     .detach();
 
     let c = Rc::clone(&client);
-    let mut dbuf = vec![0u8; 65536];
-    let server = SockAddr::from(args.server);
+    // Datagrams are read a batch per call.
+    let mut batch = RecvBatch::new(64, 65_536);
+    let server = args.server;
     lp.register(udp, Interest::READABLE, move |cx, u: &Rc<Socket>, _| {
         let mut cl = c.borrow_mut();
         for _ in 0..cx.budget() {
-            match u.recv_from(&mut dbuf) {
-                Ok((n, from)) => {
-                    // A connected UDP socket only receives from the server;
-                    // checked again anyway.
-                    if from == server {
-                        let now = cx.now();
-                        cl.on_datagram(&dbuf[..n], now);
-                    }
-                    if cl.exit.is_some() {
-                        cx.stop();
-                        return Ok(());
+            match u.recv_batch(&mut batch) {
+                Ok(_) => {
+                    let now = cx.now();
+                    for d in batch.iter() {
+                        // A connected UDP socket only receives from the
+                        // server; checked again anyway.
+                        if d.from == Some(server) && !d.truncated {
+                            cl.on_datagram(d.data, now);
+                        }
+                        if cl.exit.is_some() {
+                            cx.stop();
+                            return Ok(());
+                        }
                     }
                 }
                 Err(e) if e.is_would_block() => return Ok(()),

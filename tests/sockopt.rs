@@ -100,6 +100,31 @@ fn buffer_sizes_round_trip_as_the_kernel_reports_them() {
     assert!(w == 32 * 1024 || w == 64 * 1024, "SO_SNDBUF read back {w}");
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn forced_buffer_sizes_pass_the_system_cap_or_say_eperm() {
+    let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(212_992);
+    let want = cap * 4;
+    let s = tcp4();
+    // The ordinary call is capped.
+    s.set_recv_buffer_size(want).unwrap();
+    assert!(s.recv_buffer_size().unwrap() <= 2 * cap);
+    match s.set_recv_buffer_size_force(want) {
+        Ok(()) => assert!(s.recv_buffer_size().unwrap() >= want, "SO_RCVBUFFORCE"),
+        Err(e) => {
+            assert_eq!(e.raw_os_error(), procwire::sys::errno::EPERM, "{e}");
+            assert!(e.to_string().contains("SO_RCVBUFFORCE"), "{e}");
+        }
+    }
+    match s.set_send_buffer_size_force(want) {
+        Ok(()) => assert!(s.send_buffer_size().unwrap() >= want, "SO_SNDBUFFORCE"),
+        Err(e) => assert_eq!(e.raw_os_error(), procwire::sys::errno::EPERM, "{e}"),
+    }
+}
+
 #[test]
 fn reuse_port_lets_two_sockets_share_a_port_but_not_a_plain_one() {
     let a = tcp4();

@@ -6,7 +6,10 @@ use std::rc::Rc;
 
 use procwire::net::buffer::WriteQueue;
 use procwire::net::frame::Decoder;
-use procwire::sys::socket::Socket;
+use procwire::sys::socket::{Domain, Socket, Type};
+use procwire::sys::udp;
+
+use super::proto::Reassembly;
 
 /// A connected client.
 pub(crate) struct Client {
@@ -26,6 +29,23 @@ pub(crate) struct Client {
     /// Its own block and the replica block it also holds.
     pub(crate) block: (u32, u32),
     pub(crate) replica: (u32, u32),
+    /// The most bytes of one datagram to it (its path MTU less the IP and
+    /// UDP headers).
+    pub(crate) payload: usize,
+    /// Chunk records it sends in pieces, being put back together.
+    pub(crate) reasm: Option<Reassembly>,
+}
+
+/// The most bytes of one UDP datagram to `to` without fragments: the path
+/// MTU the kernel knows (a connected socket that sends nothing), less the
+/// IPv4 and UDP headers; the Internet's 1500-byte MTU when it can't tell.
+pub(crate) fn path_payload(to: SocketAddr) -> usize {
+    let probe = || -> procwire::sys::Result<u32> {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM)?;
+        s.connect(to)?;
+        s.path_mtu()
+    };
+    udp::ipv4_payload(probe().unwrap_or(1500)).max(udp::ipv4_payload(576))
 }
 
 pub(crate) fn set_bit(bits: &mut [u64], i: u32) {

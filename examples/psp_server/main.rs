@@ -46,7 +46,8 @@ use procwire::net::event::{EventLoop, Interest};
 use procwire::net::port::ReservedBind;
 use procwire::net::server::listen;
 use procwire::sys::errno;
-use procwire::sys::socket::Socket;
+use procwire::sys::socket::{SockAddr, Socket};
+use procwire::sys::udp::{PathMtu, RecvBatch};
 
 use cli::Rng;
 use proto::{Control, Rto};
@@ -71,6 +72,11 @@ const PREFETCH: u32 = 32;
 const LOG_LIMIT: u64 = 100;
 /// Most bytes of chunk records sent in one TCP send.
 const BATCH: usize = 256 * 1024;
+/// Datagrams (and bytes) queued before they are sent in one `sendmmsg`.
+const OUT_BATCH: usize = 256;
+const OUT_BYTES: usize = 1 << 20;
+/// Chunk records one client may have under way in pieces.
+const PIECES_PER_CLIENT: usize = 64;
 /// Period of the retry and status timers.
 const TICK: Duration = Duration::from_millis(5);
 const STATUS_EVERY: Duration = Duration::from_millis(100);
@@ -195,9 +201,18 @@ fn run(args: Args) -> std::io::Result<()> {
     let listener = bind.listen()?;
     let udp = bind.udp()?;
     udp.set_nonblocking(true)?;
-    // Large buffers ride out bursts of requests; the kernel caps them.
-    let _ = udp.set_recv_buffer_size(4 << 20);
-    let _ = udp.set_send_buffer_size(4 << 20);
+    // Never fragment: every datagram is cut to fit its client's path, and
+    // one the path no longer takes fails (EMSGSIZE) instead of going out
+    // as fragments that all must arrive.
+    let _ = udp.set_path_mtu_discovery(PathMtu::Do);
+    // Large buffers ride out bursts of requests and answers: past the
+    // system's cap where this process may, else as large as it allows.
+    if udp.set_recv_buffer_size_force(16 << 20).is_err() {
+        let _ = udp.set_recv_buffer_size(16 << 20);
+    }
+    if udp.set_send_buffer_size_force(4 << 20).is_err() {
+        let _ = udp.set_send_buffer_size(4 << 20);
+    }
     let udp = Rc::new(udp);
 
     let lp = EventLoop::new()?;
@@ -232,6 +247,10 @@ fn run(args: Args) -> std::io::Result<()> {
         batch: Vec::new(),
         batched: Vec::new(),
         logged: 0,
+        out: Vec::new(),
+        out_msgs: Vec::new(),
+        grams: Vec::new(),
+        gso: procwire::sys::udp::udp_gso_supported(),
     }));
 
     let s = Rc::clone(&server);
@@ -244,19 +263,30 @@ fn run(args: Args) -> std::io::Result<()> {
     .detach();
 
     let s = Rc::clone(&server);
+    // Datagrams are read (and answered) a batch per call.
+    let mut batch = RecvBatch::new(64, 65_536);
     lp.register(
         Rc::clone(&udp),
         Interest::READABLE,
         move |cx, u: &Rc<Socket>, _| {
-            let mut buf = vec![0u8; 65536];
             for _ in 0..cx.budget() {
-                match u.recv_from(&mut buf) {
-                    Ok((n, from)) => on_datagram(&s, &buf[..n], &from),
-                    Err(e) if e.is_would_block() => return Ok(()),
+                match u.recv_batch(&mut batch) {
+                    Ok(_) => {
+                        for d in batch.iter() {
+                            if let Some(from) = d.from {
+                                on_datagram(&s, d.data, &SockAddr::from(from));
+                            }
+                        }
+                    }
+                    Err(e) if e.is_would_block() => {
+                        s.borrow_mut().flush_udp();
+                        return Ok(());
+                    }
                     Err(e) if e.raw_os_error() == errno::EINTR => {}
                     // ICMP errors from a client that left: nothing to do.
                     Err(_) => {}
                 }
+                s.borrow_mut().flush_udp();
             }
             cx.reschedule();
             Ok(())
@@ -268,6 +298,7 @@ fn run(args: Args) -> std::io::Result<()> {
     lp.every(TICK, move |cx| {
         let mut sv = s.borrow_mut();
         sv.on_tick(cx.now());
+        sv.flush_udp();
         if sv.finished && sv.clients.iter().all(|c| c.gone || c.out.is_empty()) {
             cx.stop();
         }

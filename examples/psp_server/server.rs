@@ -13,10 +13,12 @@ use procwire::net::frame::{Decoder, Framing};
 use procwire::sys::errno;
 use procwire::sys::socket::{SockAddr, Socket};
 
-use super::client::{flush, get_bit, set_bit, Client};
+use super::client::{flush, get_bit, path_payload, set_bit, Client};
 use super::lru::Lru;
-use super::proto::{self, Bad, Control, Info, Msg, Rto, CONTROL_SIZE};
-use super::{cli, BATCH, LOG_LIMIT, MAX_QUEUE, MAX_RANGE, PREFETCH};
+use super::proto::{self, Bad, Control, Info, Layout, Msg, Reassembly, Rto, CONTROL_SIZE};
+use super::{
+    cli, BATCH, LOG_LIMIT, MAX_QUEUE, MAX_RANGE, OUT_BATCH, OUT_BYTES, PIECES_PER_CLIENT, PREFETCH,
+};
 use cli::Rng;
 
 /// An ask in flight for one chunk.
@@ -45,6 +47,11 @@ pub(crate) struct Stats {
     pub(crate) repeats: u64,
     pub(crate) malformed: u64,
     pub(crate) lost: u64,
+    /// Datagrams sent, and the calls that sent them.
+    pub(crate) datagrams: u64,
+    pub(crate) send_calls: u64,
+    /// Requests for some pieces of a chunk, answered.
+    pub(crate) pieces_again: u64,
 }
 
 /// The file being shared, as the server describes it to clients.
@@ -92,6 +99,14 @@ pub(crate) struct Server {
     pub(crate) batched: Vec<u32>,
     /// Lines logged by `note`.
     pub(crate) logged: u64,
+    /// Datagrams queued for [`Server::flush_udp`]: their bytes, and (to,
+    /// offset, length) of each.
+    pub(crate) out: Vec<u8>,
+    pub(crate) out_msgs: Vec<(SocketAddr, usize, usize)>,
+    /// Scratch for the datagrams of one send.
+    pub(crate) grams: Vec<u8>,
+    /// UDP GSO works here (until a send says otherwise).
+    pub(crate) gso: bool,
 }
 
 impl Server {
@@ -120,13 +135,123 @@ impl Server {
             .is_some_and(|c| c.registered && !c.gone)
     }
 
+    /// Queues one datagram; [`Server::flush_udp`] sends the queue in as
+    /// few calls as it can.
     pub(crate) fn send_udp(&mut self, to: SocketAddr, data: &[u8]) {
         if self.drop_udp > 0.0 && self.rng.unit() < self.drop_udp {
             return;
         }
-        // A full buffer drops the datagram, as the network would; the
-        // receiver asks again.
-        let _ = self.udp.send_to(data, to);
+        self.queue_udp(to, data);
+    }
+
+    /// Queues one datagram (no test drop: the caller decided).
+    pub(crate) fn queue_udp(&mut self, to: SocketAddr, data: &[u8]) {
+        let at = self.out.len();
+        self.out.extend_from_slice(data);
+        self.out_msgs.push((to, at, data.len()));
+        if self.out_msgs.len() >= OUT_BATCH || self.out.len() >= OUT_BYTES {
+            self.flush_udp();
+        }
+    }
+
+    /// Sends the queued datagrams (`sendmmsg`: a batch per call). A full
+    /// buffer drops the rest, as the network would; the receivers ask
+    /// again. A datagram the path no longer takes (`EMSGSIZE`, its MTU
+    /// shrank) is dropped and its client's payload looked up again.
+    pub(crate) fn flush_udp(&mut self) {
+        let mut from = 0;
+        while from < self.out_msgs.len() {
+            let msgs: Vec<(&[u8], SocketAddr)> = self.out_msgs[from..]
+                .iter()
+                .map(|&(to, at, len)| (&self.out[at..at + len], to))
+                .collect();
+            match self.udp.send_batch(&msgs) {
+                Ok(n) => {
+                    self.stats.datagrams += n as u64;
+                    self.stats.send_calls += 1;
+                    from += n.max(1);
+                }
+                Err(e) if e.raw_os_error() == errno::EMSGSIZE => {
+                    let to = self.out_msgs[from].0;
+                    if let Some(&c) = self.by_addr.get(&to) {
+                        self.clients[c as usize].payload = path_payload(to);
+                    }
+                    from += 1;
+                }
+                Err(e) if e.raw_os_error() == errno::EINTR => {}
+                // Full, or a client that left (ICMP): the rest is dropped.
+                Err(_) => break,
+            }
+        }
+        self.out.clear();
+        self.out_msgs.clear();
+    }
+
+    /// How chunk records travel to client `c` over UDP.
+    pub(crate) fn layout(&self, c: u32) -> Option<Layout> {
+        Layout::new(
+            proto::chunk_record(self.file.chunk_size),
+            self.clients[c as usize].payload,
+        )
+    }
+
+    /// Queues chunk records (`records`, back to back) for client `c` over
+    /// UDP, in datagrams that fit its path: packed whole, or in pieces (of
+    /// a record in pieces only those set in `want`, all when `None`).
+    pub(crate) fn send_records_udp(&mut self, c: u32, records: &[u8], want: Option<&[u8; 32]>) {
+        let to = self.clients[c as usize].addr;
+        let Some(layout) = self.layout(c) else {
+            self.note(|| format!("client {c}'s path is too small for the chunk size; dropped"));
+            return;
+        };
+        let mut grams = std::mem::take(&mut self.grams);
+        grams.clear();
+        let mut sizes = Vec::new();
+        let drop = self.drop_udp;
+        layout.datagrams(records, want, |d| {
+            // The test's drops, one datagram at a time, before any is sent.
+            if drop > 0.0 && self.rng.unit() < drop {
+                return;
+            }
+            sizes.push(d.len());
+            grams.extend_from_slice(d);
+        });
+        let mut at = 0;
+        for g in proto::gso_groups(&sizes) {
+            let len: usize = sizes[g.clone()].iter().sum();
+            let bytes = &grams[at..at + len];
+            if g.len() > 1 && self.gso {
+                // One call for the group: the kernel (or the device) cuts
+                // it into its datagrams.
+                match self.udp.send_segments(bytes, sizes[g.start] as u16, to) {
+                    Ok(_) => {
+                        self.stats.datagrams += g.len() as u64;
+                        self.stats.send_calls += 1;
+                        at += len;
+                        continue;
+                    }
+                    // Full: dropped, as the network would.
+                    Err(e) if e.is_would_block() => {
+                        at += len;
+                        continue;
+                    }
+                    Err(e) if e.raw_os_error() == errno::EMSGSIZE => {
+                        self.clients[c as usize].payload = path_payload(to);
+                        at += len;
+                        continue;
+                    }
+                    // No GSO after all: one datagram at a time from now on.
+                    Err(_) => self.gso = false,
+                }
+            }
+            let mut off = at;
+            for &n in &sizes[g.clone()] {
+                self.queue_udp(to, &grams[off..off + n]);
+                off += n;
+            }
+            at += len;
+        }
+        self.grams = grams;
     }
 
     /// Sends or queues `data` on client `c`'s connection; `false` when it
@@ -180,10 +305,7 @@ impl Server {
                     }
                 }
             }
-            Control::Tcp => {
-                let to = self.clients[c as usize].addr;
-                self.send_udp(to, batch);
-            }
+            Control::Tcp => self.send_records_udp(c, batch, None),
         }
         batch.clear();
         ids.clear();
@@ -201,10 +323,7 @@ impl Server {
                     set_bit(&mut self.clients[c as usize].sent, id);
                 }
             }
-            Control::Tcp => {
-                let to = self.clients[c as usize].addr;
-                self.send_udp(to, rec);
-            }
+            Control::Tcp => self.send_records_udp(c, rec, None),
         }
     }
 
@@ -228,6 +347,7 @@ impl Server {
                 self.check_finished();
             }
             Msg::Have => self.on_have(c),
+            Msg::Pieces { id, want } => self.on_pieces(c, id, &want, now),
             other => {
                 self.stats.malformed += 1;
                 self.note(|| format!("dropped {other:?} from client {c}: not a client message"));
@@ -322,6 +442,39 @@ impl Server {
         (cl.block.0..cl.block.1).contains(&id) || (cl.replica.0..cl.replica.1).contains(&id)
     }
 
+    /// Client `c` has some pieces of chunk `id` and wants the rest (`want`):
+    /// those pieces again if the chunk is at hand, else the whole chunk as
+    /// a request would get it.
+    pub(crate) fn on_pieces(&mut self, c: u32, id: u32, want: &[u8; 32], now: Instant) {
+        if !self.started || !self.clients[c as usize].registered || self.control != Control::Tcp {
+            return;
+        }
+        if id >= self.file.n_chunks {
+            self.stats.malformed += 1;
+            let n = self.file.n_chunks;
+            self.note(|| format!("client {c} asked for pieces of chunk {id} of {n}; dropped"));
+            return;
+        }
+        let from_file = self.file.bytes.is_some() && self.holds_initially(c, id);
+        let data = if from_file {
+            let at = id as usize * self.file.chunk_size;
+            let len = proto::chunk_len(id, self.file.chunk_size, self.file.size);
+            self.file.bytes.as_deref().map(|f| f[at..at + len].to_vec())
+        } else {
+            self.cache.get(id).map(<[u8]>::to_vec)
+        };
+        let Some(data) = data else {
+            self.on_req(c, id, 1, now);
+            return;
+        };
+        let mut rec = std::mem::take(&mut self.scratch);
+        rec.clear();
+        proto::encode_chunk(id, &data, self.file.chunk_size, &mut rec);
+        self.stats.pieces_again += 1;
+        self.send_records_udp(c, &rec, Some(want));
+        self.scratch = rec;
+    }
+
     pub(crate) fn on_req(&mut self, c: u32, start: u32, count: u32, now: Instant) {
         if !self.started || !self.clients[c as usize].registered {
             return;
@@ -361,7 +514,8 @@ impl Server {
                 // over TCP, packed into as few datagrams as they fit over
                 // UDP.
                 let room = match self.control {
-                    Control::Tcp => proto::MAX_DATAGRAM,
+                    // Cut into datagrams by the client's path.
+                    Control::Tcp => OUT_BYTES / 2,
                     Control::Udp => BATCH,
                 };
                 if batch.len() + proto::chunk_record(self.file.chunk_size) > room {
@@ -697,6 +851,8 @@ pub(crate) fn accept_client(
             sent: Vec::new(),
             block: (0, 0),
             replica: (0, 0),
+            payload: path_payload(addr),
+            reasm: None,
         });
         sv.by_addr.insert(addr, c);
         c
@@ -715,6 +871,7 @@ pub(crate) fn accept_client(
                 match t.recv(&mut buf) {
                     Ok(0) => {
                         sv.on_gone(c, "closed its connection");
+                        sv.flush_udp();
                         cx.deregister_current();
                         return Ok(());
                     }
@@ -746,7 +903,11 @@ pub(crate) fn accept_client(
                             }
                         }
                     }
-                    Err(e) if e.is_would_block() => return Ok(()),
+                    Err(e) if e.is_would_block() => {
+                        // What the requests read here queued goes out.
+                        sv.flush_udp();
+                        return Ok(());
+                    }
                     Err(e) if e.raw_os_error() == errno::EINTR => {}
                     Err(e) => {
                         sv.on_gone(c, &e.to_string());
@@ -780,6 +941,22 @@ pub(crate) fn on_datagram(server: &Rc<RefCell<Server>>, d: &[u8], from: &SockAdd
                 sv.note(|| format!("dropped a datagram from client {c}: {why}"));
             }
         },
+        Control::Tcp if d.first() == Some(&proto::T_PIECE) => {
+            let rec = proto::chunk_record(sv.file.chunk_size);
+            let n = sv.file.n_chunks;
+            let got = sv.clients[c as usize]
+                .reasm
+                .get_or_insert_with(|| Reassembly::new(rec, n, PIECES_PER_CLIENT))
+                .add(d);
+            match got {
+                Ok(Some(whole)) => sv.on_chunk(c, &whole, now),
+                Ok(None) => {}
+                Err(Bad(why)) => {
+                    sv.stats.malformed += 1;
+                    sv.note(|| format!("dropped a piece from client {c}: {why}"));
+                }
+            }
+        }
         Control::Tcp => {
             let size = proto::chunk_record(sv.file.chunk_size);
             if d.is_empty() || d.len() % size != 0 {

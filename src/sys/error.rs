@@ -370,6 +370,11 @@ pub mod errno {
     pub const ESRCH: i32 = libc::ESRCH;
     /// Connection timed out.
     pub const ETIMEDOUT: i32 = libc::ETIMEDOUT;
+    /// Message too long (a datagram larger than the protocol or the path
+    /// takes).
+    pub const EMSGSIZE: i32 = libc::EMSGSIZE;
+    /// Socket not connected.
+    pub const ENOTCONN: i32 = libc::ENOTCONN;
 }
 
 #[cfg(test)]

@@ -157,6 +157,33 @@ impl Socket {
             .ctx("setsockopt", || set_args(self, "SO_RCVBUF", bytes))
     }
 
+    /// Sets `SO_RCVBUF` above the system's cap (`SO_RCVBUFFORCE`, Linux;
+    /// needs `CAP_NET_ADMIN`). A caller without the privilege gets `EPERM`
+    /// and can fall back to [`Socket::set_recv_buffer_size`].
+    ///
+    /// # References
+    ///
+    /// - [socket(7)](https://man7.org/linux/man-pages/man7/socket.7.html), `SO_RCVBUFFORCE`
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[doc(alias = "SO_RCVBUFFORCE")]
+    pub fn set_recv_buffer_size_force(&self, bytes: usize) -> Result<()> {
+        so::set_socket_recv_buffer_size_force(self, bytes)
+            .ctx("setsockopt", || set_args(self, "SO_RCVBUFFORCE", bytes))
+    }
+
+    /// Sets `SO_SNDBUF` above the system's cap (`SO_SNDBUFFORCE`, Linux;
+    /// needs `CAP_NET_ADMIN`).
+    ///
+    /// # References
+    ///
+    /// - [socket(7)](https://man7.org/linux/man-pages/man7/socket.7.html), `SO_SNDBUFFORCE`
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[doc(alias = "SO_SNDBUFFORCE")]
+    pub fn set_send_buffer_size_force(&self, bytes: usize) -> Result<()> {
+        so::set_socket_send_buffer_size_force(self, bytes)
+            .ctx("setsockopt", || set_args(self, "SO_SNDBUFFORCE", bytes))
+    }
+
     /// Reads `SO_RCVBUF`.
     pub fn recv_buffer_size(&self) -> Result<usize> {
         so::socket_recv_buffer_size(self).ctx("getsockopt", || opt_args(self, "SO_RCVBUF"))
