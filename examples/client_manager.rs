@@ -79,6 +79,7 @@ struct Config {
     hosts: usize,
     mtu: u32,
     rate: Option<u64>,
+    junk: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -122,6 +123,7 @@ fn parse() -> Result<Config, String> {
         hosts: 0,
         mtu: 1500,
         rate: None,
+        junk: false,
     };
     while let Some(arg) = p.next().map_err(e)? {
         match arg {
@@ -177,6 +179,9 @@ fn parse() -> Result<Config, String> {
             // Test only: client 0 stalls halfway and is killed with SIGKILL;
             // the others must finish.
             Long("kill-one") => c.kill_one = true,
+            // Test only: a hostile peer (psp_client --junk) on a host of
+            // its own sends junk to the server during the run.
+            Long("junk") => c.junk = true,
             Short('h') | Long("help") => {
                 outln!("{USAGE}");
                 std::process::exit(0);
@@ -289,17 +294,30 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 #[derive(Clone, Copy)]
 enum Place<'a> {
     Loopback,
-    Hosts(&'a netns::Network),
+    /// The server on host 0, clients on hosts `1..=clients`, the junk
+    /// peer (if any) on the host after them.
+    Hosts(&'a netns::Network, usize),
+}
+
+/// Who runs a program.
+#[derive(Clone, Copy)]
+enum Role {
+    Server,
+    Client(u32),
+    Junk,
 }
 
 impl Place<'_> {
-    /// A command for `program` where client `client` (or, for `None`, the
-    /// server) runs.
-    fn command(&self, program: &Path, client: Option<u32>) -> Command {
-        match self {
+    /// A command for `program` where `role` runs.
+    fn command(&self, program: &Path, role: Role) -> Command {
+        match *self {
             Place::Loopback => Command::new(program),
-            Place::Hosts(net) => {
-                let host = client.map_or(0, |c| 1 + c as usize % (net.len() - 1));
+            Place::Hosts(net, clients) => {
+                let host = match role {
+                    Role::Server => 0,
+                    Role::Client(c) => 1 + c as usize % clients,
+                    Role::Junk => (clients + 1).min(net.len() - 1),
+                };
                 net.command(host, program)
             }
         }
@@ -308,7 +326,7 @@ impl Place<'_> {
     fn server_ip(&self) -> Ipv4Addr {
         match self {
             Place::Loopback => Ipv4Addr::LOCALHOST,
-            Place::Hosts(_) => netns::host_addr(0),
+            Place::Hosts(..) => netns::host_addr(0),
         }
     }
 }
@@ -344,9 +362,9 @@ fn run_once(
                 .transport(Transport::TcpAndUdp)
                 .reserve()?,
         ),
-        Place::Hosts(_) => None,
+        Place::Hosts(..) => None,
     };
-    let mut server = place.command(&server_exe, None);
+    let mut server = place.command(&server_exe, Role::Server);
     server
         .arg(file)
         .args(["--clients", &cfg.clients.to_string()])
@@ -403,7 +421,7 @@ fn run_once(
     let mut clients: Vec<(PathBuf, Child)> = Vec::new();
     for i in 0..cfg.clients {
         let out = out_dir.join(format!("{tag}-client-{i}"));
-        let mut c = place.command(&client_exe, Some(i));
+        let mut c = place.command(&client_exe, Role::Client(i));
         c.arg(format!("{}:{port}", place.server_ip()))
             .arg("-o")
             .arg(&out)
@@ -428,6 +446,16 @@ fn run_once(
             }
         }
     }
+    // --junk: the hostile peer, while the clients run.
+    let mut junk = if cfg.junk {
+        let mut j = place.command(&client_exe, Role::Junk);
+        j.arg(format!("{}:{port}", place.server_ip()))
+            .args(["--junk", "300"])
+            .stdout(Stdio::null());
+        Some(j.spawn()?)
+    } else {
+        None
+    };
     // Client 0 in --kill-one: killed as soon as it says it stalled.
     let victim = if cfg.kill_one {
         let out = clients[0].1.stdout.take().expect("piped stdout");
@@ -562,10 +590,18 @@ fn run_once(
             let _ = std::fs::remove_file(&out);
         }
     }
+    if let Some(j) = junk.as_mut() {
+        match j.wait() {
+            Ok(s) if s.success() => {}
+            other => failed.push(format!("the junk peer ended with {other:?}")),
+        }
+    }
     let g = progress.lock().unwrap_or_else(|e| e.into_inner());
     let summary = g.summary.clone().unwrap_or_default();
     if summary.is_empty() {
         failed.push("psp_server printed no summary".into());
+    } else if cfg.junk {
+        outln!("server {summary}");
     }
     Ok(Outcome {
         clients: cfg.clients,
@@ -614,15 +650,15 @@ fn run(cfg: &Config) -> std::io::Result<bool> {
     // network, then the outputs.
     let sig = SignalPipe::install(&[Signal::INT, Signal::TERM])?;
     let net = if cfg.hosts > 0 {
-        // The server's host and one per --hosts.
-        Some(
-            netns::Network::create(cfg.hosts + 1, cfg.mtu, cfg.rate)
-                .map_err(std::io::Error::other)?,
-        )
+        // The server's host, one per --hosts, and the junk peer's.
+        let n = cfg.hosts + 1 + usize::from(cfg.junk);
+        Some(netns::Network::create(n, cfg.mtu, cfg.rate).map_err(std::io::Error::other)?)
     } else {
         None
     };
-    let place = net.as_ref().map_or(Place::Loopback, Place::Hosts);
+    let place = net
+        .as_ref()
+        .map_or(Place::Loopback, |n| Place::Hosts(n, cfg.hosts));
     if let Some(n) = &net {
         outln!(
             "network: server on {} ({}), clients on {} hosts, MTU {}{}",

@@ -61,6 +61,7 @@ struct Args {
     control: Control,
     drop_udp: f64,
     stall_after: Option<u64>,
+    junk: Option<u32>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -69,7 +70,7 @@ fn parse() -> Result<Args, String> {
     let e = |e: lexopt::Error| e.to_string();
     let (mut server, mut out) = (None, None);
     let mut control = Control::Udp;
-    let (mut drop_udp, mut stall_after) = (0.0, None);
+    let (mut drop_udp, mut stall_after, mut junk) = (0.0, None, None);
     while let Some(arg) = p.next().map_err(e)? {
         match arg {
             Short('o') | Long("out") => out = Some(PathBuf::from(p.value().map_err(e)?)),
@@ -79,6 +80,9 @@ fn parse() -> Result<Args, String> {
             // Test only: stop asking for chunks after this many arrived
             // (and print `stalled`), still answering the server.
             Long("stall-after") => stall_after = Some(p.value().map_err(e)?.parse().map_err(e)?),
+            // Test only: no client, a hostile peer that sends N junk
+            // datagrams and N junk records to the server, then leaves.
+            Long("junk") => junk = Some(p.value().map_err(e)?.parse().map_err(e)?),
             Short('h') | Long("help") => {
                 outln!("{USAGE}");
                 std::process::exit(0);
@@ -103,6 +107,7 @@ fn parse() -> Result<Args, String> {
         control,
         drop_udp,
         stall_after,
+        junk,
     })
 }
 
@@ -795,7 +800,52 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--junk N`: a peer that is no client. It connects (so the server
+/// listens to its address) and sends `n` datagrams and `n` TCP records of
+/// junk, some of them well-formed pieces and records of chunks nobody
+/// asked for, some malformed; then it leaves. The server must drop all of
+/// it and the clients must not notice.
+fn junk(server: SocketAddr, n: u32) -> std::io::Result<u8> {
+    let (udp, tcp, port) = same_port_pair(local_ip_for(server)?)?;
+    udp.connect(server)?;
+    tcp.connect(server)?;
+    let mut rng = Rng::new(u64::from(std::process::id()) << 16 | u64::from(port));
+    let mut byte = || (rng.unit() * 256.0) as u8;
+    for i in 0..n {
+        let len = 1 + (i as usize * 97) % 1400;
+        let mut d: Vec<u8> = (0..len).map(|_| byte()).collect();
+        match i % 4 {
+            // A piece header with its lengths right, of a chunk never asked.
+            0 if len > proto::PIECE_HEADER => {
+                d[0] = proto::T_PIECE;
+                d[1..5].copy_from_slice(&(i % 8).to_be_bytes());
+                d[5] = 0;
+                d[6] = 2;
+                let n = (len - proto::PIECE_HEADER) as u16;
+                d[7..9].copy_from_slice(&n.to_be_bytes());
+            }
+            1 => d[0] = proto::T_CHUNK,
+            _ => {}
+        }
+        let _ = udp.send(&d);
+        let mut rec: Vec<u8> = (0..CONTROL_SIZE).map(|_| byte()).collect();
+        // Every type but `Reg`: a peer that registers takes a client's
+        // place, which no server can tell from a client joining.
+        rec[0] = match (i % 12) as u8 {
+            1 => 0,
+            t => t,
+        };
+        let _ = tcp.send(&rec);
+    }
+    // A record cut in the middle, then gone.
+    let _ = tcp.send(&[3u8; CONTROL_SIZE / 2]);
+    Ok(0)
+}
+
 fn run(args: Args) -> std::io::Result<u8> {
+    if let Some(n) = args.junk {
+        return junk(args.server, n);
+    }
     // One port number for both sockets: UDP first (any free port), then
     // TCP bound to the same number before it connects.
     let (udp, tcp, port) = same_port_pair(local_ip_for(args.server)?)?;

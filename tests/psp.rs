@@ -344,29 +344,25 @@ fn a_network_of_hosts_delivers_every_byte_in_both_modes_and_leaves_nothing() {
         return;
     }
     for mode in ["udp", "tcp"] {
-        let _one = one_at_a_time();
-        let dir = temp_dir(&format!("hosts-{mode}"));
-        let child = Command::new(example("client_manager"))
-            .args(["--hosts", "3", "--mtu", "1500", "--rate", "1gbit"])
-            .args(["--clients", "6", "--size", "3MB", "--control", mode])
-            .arg("--out-dir")
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let out = child.wait_with_output().unwrap();
-        let (so, se) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
+        let so = hosts_run(
+            &format!("hosts-{mode}"),
+            &[
+                "--hosts",
+                "3",
+                "--mtu",
+                "1500",
+                "--rate",
+                "1gbit",
+                "--clients",
+                "6",
+                "--size",
+                "3MB",
+                "--control",
+                mode,
+            ],
         );
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(out.status.success(), "{mode}\nstdout:\n{so}\nstderr:\n{se}");
         assert!(so.contains("network: server on 10.77.0.1"), "{so}");
         assert!(so.contains("MTU 1500, 1000 Mbit/s per link"), "{so}");
-        assert!(so.contains("ok: every output matches the file"), "{so}");
-        assert_eq!(namespaces_of(pid), Vec::<String>::new(), "{mode}");
     }
 }
 
@@ -440,4 +436,91 @@ fn without_the_privileges_for_namespaces_it_says_so_in_one_line() {
     assert!(!out.status.success(), "{se}");
     assert_eq!(se.trim().lines().count(), 1, "{se}");
     assert!(se.contains("needs root"), "{se}");
+}
+
+/// A namespace run of `client_manager` with `args`; its stdout, after
+/// asserting that it succeeded and left no namespace.
+fn hosts_run(tag: &str, args: &[&str]) -> String {
+    let _one = one_at_a_time();
+    let dir = temp_dir(tag);
+    let child = Command::new(example("client_manager"))
+        .args(args)
+        .arg("--out-dir")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{args:?}\nstdout:\n{so}\nstderr:\n{se}"
+    );
+    assert!(so.contains("ok: every output matches the file"), "{so}");
+    assert_eq!(namespaces_of(pid), Vec::<String>::new(), "{args:?}");
+    so
+}
+
+#[test]
+fn a_hundred_clients_on_ten_rate_limited_hosts_with_drops_a_kill_and_junk() {
+    if !can_make_namespaces() {
+        return;
+    }
+    for mode in ["udp", "tcp"] {
+        // 1% of datagrams dropped by the programs, a hostile peer on a
+        // host of its own; 64,000-byte chunks travel in pieces (MTU 1500).
+        for chunk in ["1024", "64000"] {
+            let so = hosts_run(
+                &format!("stress-{mode}-{chunk}"),
+                &[
+                    "--hosts",
+                    "10",
+                    "--rate",
+                    "1gbit",
+                    "--clients",
+                    "100",
+                    "--size",
+                    "1MB",
+                    "--control",
+                    mode,
+                    "--chunk-size",
+                    chunk,
+                    "--drop-udp",
+                    "0.01",
+                    "--junk",
+                ],
+            );
+            let malformed = so
+                .lines()
+                .find(|l| l.starts_with("server summary"))
+                .map(|l| field(l, "malformed"))
+                .unwrap_or(0);
+            assert!(malformed > 0, "the junk was not seen: {so}");
+        }
+        // A client SIGKILLed midway: the others finish.
+        hosts_run(
+            &format!("kill-{mode}"),
+            &[
+                "--hosts",
+                "10",
+                "--rate",
+                "1gbit",
+                "--clients",
+                "20",
+                "--size",
+                "2MB",
+                "--control",
+                mode,
+                "--chunk-size",
+                "64000",
+                "--kill-one",
+            ],
+        );
+    }
 }
