@@ -2,7 +2,8 @@
 //! either fails with a reason or decodes to a message that encodes back to
 //! the same record (up to the padding); a chunk record either fails or
 //! yields an id in range with exactly that chunk's length, inside the
-//! record. Never a panic.
+//! record. A piece either fails or, with the others of its record, makes
+//! a record of exactly the record size. Never a panic.
 #![no_main]
 
 #[path = "../../examples/psp_common/proto.rs"]
@@ -35,5 +36,25 @@ fuzz_target!(|data: &[u8]| {
         proto::encode_chunk(id, bytes, chunk_size, &mut out);
         assert_eq!(out.len(), rec.len());
         assert_eq!(&out[..proto::CHUNK_HEADER + bytes.len()], &rec[..proto::CHUNK_HEADER + bytes.len()]);
+    }
+    // The same bytes as pieces of that file's records, cut at every
+    // 37th byte: whatever the Reassembly gives back has the record's size.
+    let rec_size = proto::chunk_record(chunk_size);
+    let mut r = proto::Reassembly::new(rec_size, n_chunks.max(1), 4);
+    for p in rec.chunks(37).chain(std::iter::once(rec)) {
+        if let Ok(Some(whole)) = r.add(p) {
+            assert_eq!(whole.len(), rec_size);
+        }
+        assert!(r.len() <= 4);
+    }
+    if let Some(l) = proto::Layout::new(rec_size, 64 + rec.len() % 2000) {
+        let mut total = 0;
+        if rec.len() >= rec_size {
+            l.datagrams(&rec[..rec_size], None, |d| {
+                assert!(d.len() <= l.payload);
+                total += d.len();
+            });
+            assert!(total >= rec_size);
+        }
     }
 });
