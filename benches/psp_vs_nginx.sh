@@ -2,18 +2,24 @@
 # The peer-server-peer network against nginx moving the same bytes.
 #
 # nginx (one worker, sendfile) serves a file of SIZE to CLIENTS concurrent
-# downloads from one curl process (--parallel, output discarded): the floor
-# for moving those bytes to that many clients on this machine. Then
-# `client_manager` runs the PSP network on a file of the same size, in both
-# control modes, with the seed's 1 KiB chunks and with 64,000-byte chunks
-# (the largest round size that fits one UDP datagram with its header; the
-# issue's "64 KiB"). Every PSP client writes and checks its whole output;
-# the manager compares each with the file byte for byte after the clock
-# stops.
+# downloads from curl (--parallel, output discarded): the floor for moving
+# those bytes to that many clients. Then `client_manager` runs the PSP
+# network on a file of the same size, in both control modes, with the
+# seed's 1 KiB chunks and with 64,000-byte chunks. Every PSP client writes
+# and checks its whole output; the manager compares each with the file byte
+# for byte after the clock stops. Beside each wall time: the server's CPU
+# seconds (nginx's worker, or psp_server).
+#
+# On loopback by default. With HOSTS=K both run on a network of K+1 hosts
+# in network namespaces (`client_manager --hosts`, MTU 1500 unless MTU is
+# set, each link limited to RATE when set): nginx and psp_server on host 0,
+# curl and the PSP clients spread over the other K, so both move the same
+# bytes over the same links. Needs root.
 #
 # Medians of RUNS runs each; one RATIO line per case, ours over nginx.
 #
-#   bash benches/psp_vs_nginx.sh              # 100 clients, 100MB, 3 runs
+#   bash benches/psp_vs_nginx.sh                         # loopback, 100 clients, 100MB
+#   HOSTS=10 RATE=1gbit bash benches/psp_vs_nginx.sh     # the namespace network
 #   CLIENTS=20 SIZE=20MB RUNS=1 bash benches/psp_vs_nginx.sh
 #
 # Not run in CI (it takes minutes and about 11 GB of /dev/shm).
@@ -23,20 +29,113 @@ cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-100}
 SIZE=${SIZE:-100MB}
 RUNS=${RUNS:-3}
+HOSTS=${HOSTS:-0}
+RATE=${RATE:-}
+MTU=${MTU:-1500}
 
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-    echo "installing nginx (Debian package)" >&2
-    if [ "$(id -u)" = 0 ]; then
-        (apt-get install -y nginx >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y nginx >/dev/null; })
-    else
-        (sudo apt-get install -y nginx >/dev/null 2>&1 || { sudo apt-get update >/dev/null && sudo apt-get install -y nginx >/dev/null; })
-    fi
-fi
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# CPU seconds (user + system) of process $1 so far.
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# nginx.conf for a server root $1 listening on $2, logs and pid under $3.
+nginx_conf() {
+    cat <<CONF
+worker_processes 1;
+daemon off;
+pid $3/nginx.pid;
+error_log $3/error.log;
+events { worker_connections 4096; }
+http {
+    sendfile on;
+    tcp_nopush on;
+    access_log off;
+    client_body_temp_path $3/tmp-body;
+    proxy_temp_path $3/tmp-proxy;
+    fastcgi_temp_path $3/tmp-fastcgi;
+    uwsgi_temp_path $3/tmp-uwsgi;
+    scgi_temp_path $3/tmp-scgi;
+    server {
+        listen $2;
+        root $1;
+    }
+}
+CONF
+}
+
+# Times RUNS downloads by CLIENTS clients of http://$1/file.bin, the curl
+# processes started by "$2" (a prefix: empty, or `ip netns exec NS` per
+# host), nginx's worker being pid $3. Prints "median_wall median_cpu".
+time_nginx() { # addr launchers-array-name worker-pid
+    local addr=$1 worker=$3
+    local -n launch=$2
+    local n=${#launch[@]} walls=() cpus=()
+    for _ in $(seq 1 "$RUNS"); do
+        local c0 t0 t1 c1 pids=()
+        c0=$(cpu_of "$worker")
+        t0=$(date +%s.%N)
+        for h in $(seq 0 $((n - 1))); do
+            # Client i downloads on host i mod n.
+            local k=$(( CLIENTS / n + (h < CLIENTS % n ? 1 : 0) ))
+            [ "$k" -gt 0 ] || continue
+            local urls=()
+            for _ in $(seq 1 "$k"); do urls+=(-o /dev/null "http://$addr/file.bin"); done
+            # shellcheck disable=SC2086
+            ${launch[$h]} curl -sS --no-progress-meter --fail --parallel --parallel-immediate \
+                --parallel-max "$k" "${urls[@]}" &
+            pids+=($!)
+        done
+        for p in "${pids[@]}"; do wait "$p"; done
+        t1=$(date +%s.%N)
+        c1=$(cpu_of "$worker")
+        walls+=("$(echo "$t1 - $t0" | bc -l)")
+        cpus+=("$(echo "$c1 - $c0" | bc -l)")
+    done
+    echo "$(printf '%s\n' "${walls[@]}" | median) $(printf '%s\n' "${cpus[@]}" | median)"
+}
+
+# Starts nginx (prefix $1) with the config $2; waits until it answers at
+# $3 (through prefix $4); sets nginx_pid and worker.
+start_nginx() {
+    # shellcheck disable=SC2086
+    $1 "$NGINX" -c "$2" -p "$(dirname "$2")" &
+    nginx_pid=$!
+    for _ in $(seq 1 200); do
+        # shellcheck disable=SC2086
+        $4 curl -s -o /dev/null "http://$3/file.bin" --max-time 5 -r 0-0 && break
+        sleep 0.05
+    done
+    worker=$(pgrep -P "$nginx_pid" | head -1)
+    [ -n "$worker" ] || { echo "nginx has no worker" >&2; exit 1; }
+}
+
+# Inside `client_manager --net-shell`: nginx on the first host, curl on
+# the others; prints "median_wall median_cpu" last.
+if [ "${1:-}" = "--nginx-in-net" ]; then
+    work=$2
+    read -r -a hosts <<<"$PSP_NET_HOSTS"
+    read -r -a addrs <<<"$PSP_NET_ADDRS"
+    nginx_conf "$work/www" "${addrs[0]}:8080" "$work/net-logs" >"$work/net-logs/nginx.conf"
+    nginx_pid=
+    trap '[ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null; wait 2>/dev/null || true' EXIT
+    launchers=()
+    for h in "${hosts[@]:1}"; do launchers+=("ip netns exec $h"); done
+    start_nginx "ip netns exec ${hosts[0]}" "$work/net-logs/nginx.conf" "${addrs[0]}:8080" "${launchers[0]}"
+    time_nginx "${addrs[0]}:8080" launchers "$worker"
+    exit 0
+fi
+
+if [ ! -x "$NGINX" ]; then
+    echo "installing nginx (Debian package)" >&2
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    ($SUDO apt-get install -y nginx >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y nginx >/dev/null; })
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+fi
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 
 cargo build --release --examples >/dev/null 2>&1 || cargo build --release --examples
-EX=target/release/examples
+EX=$PWD/target/release/examples
 
 base=/dev/shm
 [ -d "$base" ] || base=${TMPDIR:-/tmp}
@@ -53,75 +152,60 @@ import re,sys
 m=re.fullmatch(r'(\d+)([a-zA-Z]*)','$SIZE')
 n,u=int(m.group(1)),m.group(2).lower()
 print(n*{'':1,'b':1,'kb':10**3,'mb':10**6,'gb':10**9,'kib':2**10,'mib':2**20,'gib':2**30}[u])")
-mkdir -p "$work/www" "$work/logs"
+mkdir -p "$work/www" "$work/logs" "$work/net-logs"
 head -c "$bytes" /dev/urandom >"$work/www/file.bin"
 # nginx's worker may run as another user (www-data when started as root).
 chmod 755 "$work" "$work/www"
 chmod 644 "$work/www/file.bin"
 
-port=$("$EX/port-for" --select)
-cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/logs/error.log;
-events { worker_connections 4096; }
-http {
-    sendfile on;
-    tcp_nopush on;
-    access_log off;
-    client_body_temp_path $work/tmp-body;
-    proxy_temp_path $work/tmp-proxy;
-    fastcgi_temp_path $work/tmp-fastcgi;
-    uwsgi_temp_path $work/tmp-uwsgi;
-    scgi_temp_path $work/tmp-scgi;
-    server {
-        listen 127.0.0.1:$port;
-        root $work/www;
-    }
-}
-EOF
-"$NGINX" -c "$work/nginx.conf" -p "$work" &
-nginx_pid=$!
-for _ in $(seq 1 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/file.bin" --max-time 5 -r 0-0 && break
-    sleep 0.05
-done
+net_args=()
+if [ "$HOSTS" -gt 0 ]; then
+    net_args=(--hosts "$HOSTS" --mtu "$MTU")
+    [ -n "$RATE" ] && net_args+=(--rate "$RATE")
+    # Same network, same links, for nginx: made by client_manager.
+    nginx_line=$("$EX/client_manager" "${net_args[@]}" \
+        --net-shell "bash $PWD/benches/psp_vs_nginx.sh --nginx-in-net $work" | tail -1)
+    read -r nginx_t nginx_cpu <<<"$nginx_line"
+    r=${RATE:-none}; r=${r%bit}
+    prefix="hosts${HOSTS}_rate${r}_"
+    where="$((HOSTS + 1)) hosts, MTU $MTU${RATE:+, $RATE per link}"
+else
+    port=$("$EX/port-for" --select)
+    nginx_conf "$work/www" "127.0.0.1:$port" "$work/logs" >"$work/nginx.conf"
+    start_nginx "" "$work/nginx.conf" "127.0.0.1:$port" ""
+    launchers=("")
+    read -r nginx_t nginx_cpu <<<"$(time_nginx "127.0.0.1:$port" launchers "$worker")"
+    kill "$nginx_pid" 2>/dev/null || true
+    wait "$nginx_pid" 2>/dev/null || true
+    nginx_pid=
+    prefix="control_"
+    where="loopback"
+fi
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
-urls=()
-for _ in $(seq 1 "$CLIENTS"); do urls+=(-o /dev/null "http://127.0.0.1:$port/file.bin"); done
-nginx_times=()
-for _ in $(seq 1 "$RUNS"); do
-    t0=$(date +%s.%N)
-    curl -sS --no-progress-meter --fail --parallel --parallel-immediate --parallel-max "$CLIENTS" "${urls[@]}"
-    t1=$(date +%s.%N)
-    nginx_times+=("$(echo "$t1 - $t0" | bc -l)")
-done
-nginx_t=$(printf '%s\n' "${nginx_times[@]}" | median)
-kill "$nginx_pid" 2>/dev/null || true
-wait "$nginx_pid" 2>/dev/null || true
-nginx_pid=
-
-printf '%-28s %10s\n' "case" "wall_s"
-printf '%-28s %10.3f\n' "nginx sendfile, curl x$CLIENTS" "$nginx_t"
-declare -A goal=([1024]=20 [64000]=3)
+echo "$CLIENTS clients, $SIZE, $where; medians of $RUNS"
+printf '%-36s %10s %14s\n' "case" "wall_s" "server_cpu_s"
+printf '%-36s %10.3f %14.2f\n' "nginx sendfile, curl x$CLIENTS" "$nginx_t" "$nginx_cpu"
+if [ "$HOSTS" -gt 0 ]; then
+    declare -A goal=([udp_1024]=1.2 [tcp_1024]=1.2 [udp_64000]=1.2 [tcp_64000]=1.2)
+else
+    declare -A goal=([udp_1024]=5 [tcp_1024]=5 [udp_64000]=1.5 [tcp_64000]=2.0)
+fi
 ratios=()
 for chunk in 64000 1024; do
     for mode in udp tcp; do
-        times=()
+        times=() cpus=()
         for _ in $(seq 1 "$RUNS"); do
-            out=$("$EX/client_manager" --clients "$CLIENTS" --file "$work/www/file.bin" \
-                --control "$mode" --chunk-size "$chunk" --out-dir "$work")
-            row=$(echo "$out" | awk '$1 ~ /^[0-9]+$/ {print $3}' | tail -1)
+            out=$("$EX/client_manager" "${net_args[@]}" --clients "$CLIENTS" \
+                --file "$work/www/file.bin" --control "$mode" --chunk-size "$chunk" --out-dir "$work")
             echo "$out" | grep -q "ok: every output matches the file" || { echo "$out" >&2; exit 1; }
-            times+=("$row")
+            times+=("$(echo "$out" | awk '$1 ~ /^[0-9]+$/ {print $3}' | tail -1)")
+            cpus+=("$(echo "$out" | awk '$1 ~ /^[0-9]+$/ {print $4}' | tail -1)")
         done
         t=$(printf '%s\n' "${times[@]}" | median)
-        name="control_${mode}_chunk_${chunk}"
-        printf '%-28s %10.3f\n' "psp $name" "$t"
-        ratios+=("RATIO psp_vs_nginx/$name = $(echo "$t / $nginx_t" | bc -l | xargs printf '%.2f') goal <= ${goal[$chunk]}")
+        c=$(printf '%s\n' "${cpus[@]}" | median)
+        name="${prefix}${mode}_chunk_${chunk}"
+        printf '%-36s %10.3f %14s\n' "psp $name" "$t" "$c"
+        ratios+=("RATIO psp_vs_nginx/$name = $(echo "$t / $nginx_t" | bc -l | xargs printf '%.2f') goal <= ${goal[${mode}_${chunk}]}")
     done
 done
 printf '%s\n' "${ratios[@]}"

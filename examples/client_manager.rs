@@ -47,7 +47,7 @@ const USAGE: &str =
     "usage: client_manager [--clients N] [--size SIZE | --file PATH] [--control udp|tcp]
                       [--cache CHUNKS] [--chunk-size BYTES] [--sweep clients=A,B,..|cache=A,B,..]
                       [--csv PATH] [--out-dir DIR] [--keep]
-                      [--hosts K [--mtu BYTES] [--rate RATE]]
+                      [--hosts K [--mtu BYTES] [--rate RATE] [--net-shell CMD]]
 
 Runs psp_server and N psp_client processes (default 100 clients, a 100MB
 file of random bytes), checks every output and prints the figures.
@@ -60,7 +60,10 @@ check unless --keep.
 network namespaces joined by a bridge, addresses 10.77.0.0/16, links of
 --mtu bytes (default 1500), each limited to --rate (tc's spelling: 1gbit,
 500mbit) in both directions when given; removed when the run ends. Needs
-root.";
+root. --net-shell CMD makes that network and runs CMD (sh -c) instead of
+the PSP programs, with PSP_NET_HOSTS (the namespaces, the server's host
+first) and PSP_NET_ADDRS (their addresses) in its environment; it exits
+with CMD's status once the network is gone again.";
 
 #[derive(Clone)]
 struct Config {
@@ -80,6 +83,7 @@ struct Config {
     mtu: u32,
     rate: Option<u64>,
     junk: bool,
+    net_shell: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -124,6 +128,7 @@ fn parse() -> Result<Config, String> {
         mtu: 1500,
         rate: None,
         junk: false,
+        net_shell: None,
     };
     while let Some(arg) = p.next().map_err(e)? {
         match arg {
@@ -148,6 +153,7 @@ fn parse() -> Result<Config, String> {
                 }
             }
             Long("mtu") => c.mtu = p.value().map_err(e)?.parse().map_err(e)?,
+            Long("net-shell") => c.net_shell = Some(p.value().map_err(e)?.string().map_err(e)?),
             Long("rate") => {
                 c.rate = Some(netns::parse_rate(
                     &p.value().map_err(e)?.string().map_err(e)?,
@@ -200,6 +206,9 @@ fn parse() -> Result<Config, String> {
     }
     if c.kill_one && c.clients < 2 {
         return Err("--kill-one needs at least 2 clients".into());
+    }
+    if c.net_shell.is_some() && c.hosts == 0 {
+        return Err("--net-shell runs in the network of --hosts".into());
     }
     if c.hosts == 0 && (c.rate.is_some() || c.mtu != 1500) {
         return Err("--mtu and --rate shape the links of --hosts".into());
@@ -672,12 +681,44 @@ fn run(cfg: &Config) -> std::io::Result<bool> {
             ))
         );
     }
+    if let (Some(cmd), Some(n)) = (&cfg.net_shell, &net) {
+        return net_shell(cmd, n, &sig);
+    }
     std::fs::create_dir_all(&dir)?;
     let result = run_in(cfg, &dir, place, &sig);
     if !cfg.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
+}
+
+/// `--net-shell`: runs `cmd` with the network's names and addresses in
+/// its environment; stopped (and the network removed by the caller) on
+/// Ctrl-C.
+fn net_shell(cmd: &str, net: &netns::Network, sig: &SignalPipe) -> std::io::Result<bool> {
+    let names: Vec<&str> = (0..net.len()).map(|i| net.name(i)).collect();
+    let addrs: Vec<String> = (0..net.len())
+        .map(|i| netns::host_addr(i).to_string())
+        .collect();
+    let mut child = Command::new("sh")
+        .args(["-c", cmd])
+        .env("PSP_NET_HOSTS", names.join(" "))
+        .env("PSP_NET_ADDRS", addrs.join(" "))
+        .spawn()?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.success());
+        }
+        if interrupted(sig) {
+            let _ = kill(child.id() as i32, Signal::TERM);
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "interrupted; the command is stopped",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn run_in(cfg: &Config, dir: &Path, place: Place<'_>, sig: &SignalPipe) -> std::io::Result<bool> {

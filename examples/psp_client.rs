@@ -135,7 +135,13 @@ struct Client {
     next: usize,
     /// Requests in flight: chunk -> (sent, tries).
     flight: HashMap<u32, (Instant, u32)>,
+    /// The most requests in flight the receive buffer allows.
     window: usize,
+    /// Chunks over UDP: the congestion window (additive increase per
+    /// chunk that came, halved at most once a round trip on a loss), so
+    /// that clients sharing a link fill it without overrunning its queue.
+    cwnd: f64,
+    last_cut: Instant,
     rto: Rto,
     hist: Hist,
     have_sent: bool,
@@ -376,19 +382,39 @@ impl Client {
         self.fill(now);
     }
 
+    /// Requests in flight now: the buffer's window, and over UDP the
+    /// congestion window.
+    fn limit(&self) -> usize {
+        match self.control {
+            Control::Udp => self.window,
+            Control::Tcp => (self.cwnd as usize).clamp(1, self.window),
+        }
+    }
+
+    /// A loss (a request timed out): the congestion window halves, once a
+    /// round trip.
+    fn on_loss(&mut self, now: Instant) {
+        let rtt = Duration::from_secs_f64(self.rto.timeout());
+        if now.duration_since(self.last_cut) >= rtt {
+            self.cwnd = (self.cwnd / 2.0).max(2.0);
+            self.last_cut = now;
+        }
+    }
+
     /// Sends requests until the window is full, contiguous chunks as one
     /// range.
     fn fill(&mut self, now: Instant) {
         if self.info.is_none() || self.stalled {
             return;
         }
-        while self.flight.len() < self.window && self.next < self.order.len() {
+        let limit = self.limit();
+        while self.flight.len() < limit && self.next < self.order.len() {
             let start = self.order[self.next];
             if self.have[start as usize] || self.flight.contains_key(&start) {
                 self.next += 1;
                 continue;
             }
-            let room = self.window - self.flight.len();
+            let room = limit - self.flight.len();
             let mut count = 0;
             while count < room
                 && self.next < self.order.len()
@@ -426,6 +452,8 @@ impl Client {
             if tries == 0 {
                 self.rto.sample(rtt.as_secs_f64());
             }
+            // Additive increase: one more per window's worth that came.
+            self.cwnd = (self.cwnd + 1.0 / self.cwnd.max(1.0)).min(self.window as f64);
         }
         if !self.have[id as usize] {
             let at = id as usize * cs;
@@ -622,6 +650,9 @@ impl Client {
             .map(|(&id, _)| id)
             .collect();
         due.sort_unstable();
+        if !due.is_empty() {
+            self.on_loss(now);
+        }
         // A chunk of which some pieces came: only the rest, asked by name.
         if let Some(r) = self.reasm.as_ref() {
             let partial: Vec<(u32, [u8; 32])> = due
@@ -885,6 +916,8 @@ fn run(args: Args) -> std::io::Result<u8> {
         order: Vec::new(),
         next: 0,
         flight: HashMap::new(),
+        cwnd: 4.0,
+        last_cut: now,
         window: 8,
         rto: Rto::default(),
         hist: Hist::default(),
