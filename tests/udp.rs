@@ -172,9 +172,27 @@ fn segments_arrive_as_separate_datagrams_or_gso_is_reported_missing() {
         22
     );
     if !udp::udp_gso_supported() {
+        // Linux has had UDP GSO since 4.18: a kernel that new must have it.
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut v = release
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|x| x.parse::<u32>().ok());
+        let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+        assert!(
+            (major, minor) < (4, 18),
+            "Linux {release} has UDP GSO, but the probe said no"
+        );
         println!("skipped: this kernel has no UDP GSO (UDP_SEGMENT)");
         return;
     }
+    // Exactly the most segments one call takes.
+    let most = vec![9u8; MAX_SEGMENTS * 10];
+    assert_eq!(
+        tx.send_segments(&most, 10, rx_addr).expect("64 segments"),
+        most.len()
+    );
+    // More than a UDP datagram holds in all: the kernel refuses it.
+    assert!(tx.send_segments(&vec![0; 66_000], 1100, rx_addr).is_err());
     let buf: Vec<u8> = (0..10_500u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(
         tx.send_segments(&buf, 1000, rx_addr).expect("UDP_SEGMENT"),
@@ -182,12 +200,13 @@ fn segments_arrive_as_separate_datagrams_or_gso_is_reported_missing() {
     );
     let mut batch = RecvBatch::new(32, 2000);
     let mut got: Vec<Vec<u8>> = Vec::new();
-    while got.len() < 11 {
+    while got.len() < MAX_SEGMENTS + 11 {
         rx.recv_batch(&mut batch).expect("recvmmsg");
         got.extend(batch.iter().map(|d| d.data.to_vec()));
     }
-    assert_eq!(got.len(), 11);
-    for (i, d) in got.iter().enumerate() {
+    assert_eq!(got.len(), MAX_SEGMENTS + 11);
+    assert!(got[..MAX_SEGMENTS].iter().all(|d| d == &[9u8; 10]));
+    for (i, d) in got[MAX_SEGMENTS..].iter().enumerate() {
         let want = &buf[i * 1000..((i + 1) * 1000).min(buf.len())];
         assert_eq!(d.as_slice(), want, "segment {i}");
     }
