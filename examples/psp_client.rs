@@ -890,6 +890,9 @@ fn run(args: Args) -> std::io::Result<u8> {
     // Never fragment: what goes over UDP is cut to fit the path, whose MTU
     // the connected socket knows.
     let _ = udp.set_path_mtu_discovery(PathMtu::Do);
+    // A burst from the server arrives as few receives (where the kernel
+    // can; each datagram is taken apart again).
+    let _ = udp.set_udp_gro(true);
     let payload = udp
         .path_mtu()
         .map_or(udp::ipv4_payload(1500), udp::ipv4_payload)
@@ -995,7 +998,10 @@ fn run(args: Args) -> std::io::Result<u8> {
                         // A connected UDP socket only receives from the
                         // server; checked again anyway.
                         if d.from == Some(server) && !d.truncated {
-                            cl.on_datagram(d.data, now);
+                            // Several, when the kernel joined them (GRO).
+                            for g in d.segments() {
+                                cl.on_datagram(g, now);
+                            }
                         }
                         if cl.exit.is_some() {
                             cx.stop();

@@ -260,3 +260,36 @@ fn a_batch_carries_ipv6_senders_too() {
     assert_eq!(got[0], (b"one".to_vec(), tx_addr));
     assert_eq!(got[1], (b"two".to_vec(), tx_addr));
 }
+
+#[test]
+fn with_gro_joined_datagrams_come_apart_again_in_order() {
+    let (tx, _) = bound();
+    let (rx, rx_addr) = bound();
+    if rx.set_udp_gro(true).is_err() || !udp::udp_gso_supported() {
+        println!("skipped: this kernel has no UDP GRO or GSO");
+        return;
+    }
+    let buf: Vec<u8> = (0..10_500u32).map(|i| (i % 253) as u8).collect();
+    tx.send_segments(&buf, 1000, rx_addr).expect("UDP_SEGMENT");
+    tx.send_to(b"single", rx_addr).expect("sendto");
+    let mut batch = RecvBatch::new(8, 65_536);
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let mut joined = false;
+    while got.len() < 12 {
+        rx.recv_batch(&mut batch).expect("recvmmsg");
+        for d in batch.iter() {
+            joined |= d.segment.is_some() && d.data.len() > 1000;
+            got.extend(d.segments().map(<[u8]>::to_vec));
+        }
+    }
+    assert!(joined, "loopback hands a GSO send to a GRO socket whole");
+    assert_eq!(got.len(), 12);
+    for (i, d) in got[..11].iter().enumerate() {
+        assert_eq!(
+            d.as_slice(),
+            &buf[i * 1000..((i + 1) * 1000).min(buf.len())]
+        );
+    }
+    assert_eq!(got[11], b"single");
+    rx.set_udp_gro(false).expect("off again");
+}

@@ -159,6 +159,12 @@ impl Network {
         let sw = net.switch.clone();
         run("ip", &["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
         run("ip", &["-n", &sw, "link", "set", "br0", "up"])?;
+        // A switch forwards frames; it does not run the firewall on them
+        // (with br_netfilter loaded the kernel would, in this namespace).
+        for key in ["iptables", "ip6tables", "arptables"] {
+            let k = format!("net.bridge.bridge-nf-call-{key}=0");
+            let _ = run("ip", &["netns", "exec", &sw, "sysctl", "-qw", &k]);
+        }
         let mtu_s = mtu.to_string();
         for i in 0..hosts {
             let ns = format!("{PREFIX}{pid}-h{i}");

@@ -205,6 +205,8 @@ fn run(args: Args) -> std::io::Result<()> {
     // one the path no longer takes fails (EMSGSIZE) instead of going out
     // as fragments that all must arrive.
     let _ = udp.set_path_mtu_discovery(PathMtu::Do);
+    // Bursts of pieces from one holder arrive as few receives.
+    let _ = udp.set_udp_gro(true);
     // Large buffers ride out bursts of requests and answers: past the
     // system's cap where this process may, else as large as it allows.
     if udp.set_recv_buffer_size_force(16 << 20).is_err() {
@@ -273,8 +275,13 @@ fn run(args: Args) -> std::io::Result<()> {
                 match u.recv_batch(&mut batch) {
                     Ok(_) => {
                         for d in batch.iter() {
-                            if let Some(from) = d.from {
-                                on_datagram(&s, d.data, &SockAddr::from(from));
+                            let Some(from) = d.from.filter(|_| !d.truncated) else {
+                                continue;
+                            };
+                            let from = SockAddr::from(from);
+                            // Several, when the kernel joined them (GRO).
+                            for g in d.segments() {
+                                on_datagram(&s, g, &from);
                             }
                         }
                     }

@@ -154,28 +154,68 @@ impl Server {
         }
     }
 
-    /// Sends the queued datagrams (`sendmmsg`: a batch per call). A full
-    /// buffer drops the rest, as the network would; the receivers ask
-    /// again. A datagram the path no longer takes (`EMSGSIZE`, its MTU
-    /// shrank) is dropped and its client's payload looked up again.
+    /// Sends the queued datagrams: per client, in the order queued, runs of
+    /// equal-sized ones as one UDP GSO send each (the kernel cuts them),
+    /// the rest in `sendmmsg` batches. A full buffer drops what is left of
+    /// a batch, as the network would; the receivers ask again. A datagram
+    /// the path no longer takes (`EMSGSIZE`, its MTU shrank) is dropped and
+    /// its client's payload looked up again.
     pub(crate) fn flush_udp(&mut self) {
+        if self.out_msgs.is_empty() {
+            return;
+        }
+        let mut msgs = std::mem::take(&mut self.out_msgs);
+        // Stable: each client's datagrams stay in order.
+        msgs.sort_by_key(|m| m.0);
+        let mut singles: Vec<(SocketAddr, usize, usize)> = Vec::new();
+        let mut k = 0;
+        while k < msgs.len() {
+            let to = msgs[k].0;
+            let end = k + msgs[k..].iter().take_while(|m| m.0 == to).count();
+            let sizes: Vec<usize> = msgs[k..end].iter().map(|m| m.2).collect();
+            for g in proto::gso_groups(&sizes) {
+                let group = &msgs[k + g.start..k + g.end];
+                if group.len() > 1 && self.gso {
+                    let mut buf = std::mem::take(&mut self.grams);
+                    buf.clear();
+                    for &(_, at, len) in group {
+                        buf.extend_from_slice(&self.out[at..at + len]);
+                    }
+                    let r = self.udp.send_segments(&buf, group[0].2 as u16, to);
+                    self.grams = buf;
+                    match r {
+                        Ok(_) => {
+                            self.stats.datagrams += group.len() as u64;
+                            self.stats.send_calls += 1;
+                            continue;
+                        }
+                        Err(e) if e.is_would_block() => continue,
+                        Err(e) if e.raw_os_error() == errno::EMSGSIZE => {
+                            self.refresh_payload(to);
+                            continue;
+                        }
+                        // No GSO after all: one datagram at a time from now.
+                        Err(_) => self.gso = false,
+                    }
+                }
+                singles.extend_from_slice(group);
+            }
+            k = end;
+        }
         let mut from = 0;
-        while from < self.out_msgs.len() {
-            let msgs: Vec<(&[u8], SocketAddr)> = self.out_msgs[from..]
+        while from < singles.len() {
+            let batch: Vec<(&[u8], SocketAddr)> = singles[from..]
                 .iter()
                 .map(|&(to, at, len)| (&self.out[at..at + len], to))
                 .collect();
-            match self.udp.send_batch(&msgs) {
+            match self.udp.send_batch(&batch) {
                 Ok(n) => {
                     self.stats.datagrams += n as u64;
                     self.stats.send_calls += 1;
                     from += n.max(1);
                 }
                 Err(e) if e.raw_os_error() == errno::EMSGSIZE => {
-                    let to = self.out_msgs[from].0;
-                    if let Some(&c) = self.by_addr.get(&to) {
-                        self.clients[c as usize].payload = path_payload(to);
-                    }
+                    self.refresh_payload(singles[from].0);
                     from += 1;
                 }
                 Err(e) if e.raw_os_error() == errno::EINTR => {}
@@ -184,7 +224,15 @@ impl Server {
             }
         }
         self.out.clear();
-        self.out_msgs.clear();
+        msgs.clear();
+        self.out_msgs = msgs;
+    }
+
+    /// The path to `to` no longer takes our datagrams: ask the kernel again.
+    fn refresh_payload(&mut self, to: SocketAddr) {
+        if let Some(&c) = self.by_addr.get(&to) {
+            self.clients[c as usize].payload = path_payload(to);
+        }
     }
 
     /// How chunk records travel to client `c` over UDP.
@@ -216,40 +264,11 @@ impl Server {
             sizes.push(d.len());
             grams.extend_from_slice(d);
         });
+        // Queued: `flush_udp` joins them into GSO sends.
         let mut at = 0;
-        for g in proto::gso_groups(&sizes) {
-            let len: usize = sizes[g.clone()].iter().sum();
-            let bytes = &grams[at..at + len];
-            if g.len() > 1 && self.gso {
-                // One call for the group: the kernel (or the device) cuts
-                // it into its datagrams.
-                match self.udp.send_segments(bytes, sizes[g.start] as u16, to) {
-                    Ok(_) => {
-                        self.stats.datagrams += g.len() as u64;
-                        self.stats.send_calls += 1;
-                        at += len;
-                        continue;
-                    }
-                    // Full: dropped, as the network would.
-                    Err(e) if e.is_would_block() => {
-                        at += len;
-                        continue;
-                    }
-                    Err(e) if e.raw_os_error() == errno::EMSGSIZE => {
-                        self.clients[c as usize].payload = path_payload(to);
-                        at += len;
-                        continue;
-                    }
-                    // No GSO after all: one datagram at a time from now on.
-                    Err(_) => self.gso = false,
-                }
-            }
-            let mut off = at;
-            for &n in &sizes[g.clone()] {
-                self.queue_udp(to, &grams[off..off + n]);
-                off += n;
-            }
-            at += len;
+        for n in sizes {
+            self.queue_udp(to, &grams[at..at + n]);
+            at += n;
         }
         self.grams = grams;
     }

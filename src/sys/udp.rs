@@ -46,6 +46,12 @@ pub const UDP_IPV6_OVERHEAD: usize = 48;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const UDP_SEGMENT: libc::c_int = 103;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const UDP_GRO: libc::c_int = 104;
+/// Control bytes per received message: room for one `int` message (the
+/// GRO segment size), in `u64`s so that it is aligned for `cmsghdr`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const CONTROL_WORDS: usize = 4;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 /// A socket address in the C layout, and its length.
@@ -151,6 +157,9 @@ pub struct RecvBatch {
     lens: Vec<usize>,
     truncated: Vec<bool>,
     from: Vec<Option<SocketAddr>>,
+    segment: Vec<Option<usize>>,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    control: Vec<u64>,
     received: usize,
 }
 
@@ -173,6 +182,22 @@ pub struct Datagram<'a> {
     pub from: Option<SocketAddr>,
     /// It was longer than the batch's `size`, and cut (`MSG_TRUNC`).
     pub truncated: bool,
+    /// With [`Socket::set_udp_gro`]: the kernel joined datagrams of this
+    /// size (the last may be shorter) from one sender into `data`;
+    /// [`Datagram::segments`] gives them back one by one.
+    pub segment: Option<usize>,
+}
+
+impl<'a> Datagram<'a> {
+    /// The datagrams the sender sent: `data` cut at `segment` bytes when
+    /// the kernel joined several, else `data` whole.
+    pub fn segments(&self) -> std::slice::Chunks<'a, u8> {
+        let size = self
+            .segment
+            .filter(|&s| s > 0)
+            .unwrap_or(self.data.len().max(1));
+        self.data.chunks(size)
+    }
 }
 
 impl RecvBatch {
@@ -187,6 +212,9 @@ impl RecvBatch {
             lens: vec![0; count],
             truncated: vec![false; count],
             from: vec![None; count],
+            segment: vec![None; count],
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            control: vec![0; count * CONTROL_WORDS],
             received: 0,
         }
     }
@@ -216,6 +244,7 @@ impl RecvBatch {
             data: &self.data[at..at + self.lens[i].min(self.size)],
             from: self.from[i],
             truncated: self.truncated[i],
+            segment: self.segment[i],
         })
     }
 
@@ -354,12 +383,15 @@ impl Socket {
             let mut hdrs: Vec<libc::mmsghdr> = addrs
                 .iter_mut()
                 .zip(iovs.iter_mut())
-                .map(|(a, iov)| {
+                .zip(batch.control.chunks_mut(CONTROL_WORDS))
+                .map(|((a, iov), ctl)| {
                     let mut h = empty_msghdr();
                     h.msg_name = (&mut a.storage as *mut libc::sockaddr_storage).cast();
                     h.msg_namelen = a.len;
                     h.msg_iov = iov;
                     h.msg_iovlen = 1;
+                    h.msg_control = ctl.as_mut_ptr().cast();
+                    h.msg_controllen = std::mem::size_of_val(ctl) as _;
                     libc::mmsghdr {
                         msg_hdr: h,
                         msg_len: 0,
@@ -367,10 +399,11 @@ impl Socket {
                 })
                 .collect();
             let n = loop {
-                // SAFETY: `hdrs` holds `count` headers whose name and iovec
-                // pointers point into `addrs`, `iovs` and `batch.data`
-                // (`count` buffers of `size` bytes), all alive and unmoved
-                // for the call; the kernel writes at most those lengths.
+                // SAFETY: `hdrs` holds `count` headers whose name, iovec and
+                // control pointers point into `addrs`, `iovs`, `batch.data`
+                // (`count` buffers of `size` bytes) and `batch.control`
+                // (`CONTROL_WORDS` words each), all alive and unmoved for
+                // the call; the kernel writes at most those lengths.
                 let n = unsafe {
                     libc::recvmmsg(
                         self.as_raw_fd(),
@@ -399,6 +432,7 @@ impl Socket {
                 batch.lens[i] = (h.msg_len as usize).min(size);
                 batch.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
                 batch.from[i] = addrs[i].to_std();
+                batch.segment[i] = gro_segment(&h.msg_hdr);
             }
             batch.received = n;
             Ok(n)
@@ -418,6 +452,7 @@ impl Socket {
                         batch.lens[n] = len.min(size);
                         batch.truncated[n] = false;
                         batch.from[n] = from.as_inet();
+                        batch.segment[n] = None;
                         n += 1;
                     }
                     Err(e) if n == 0 => return Err(e),
@@ -567,6 +602,82 @@ impl Socket {
                 format!("{}, IP_MTU", fd_arg(self.as_fd())),
                 libc::EOPNOTSUPP,
             ))
+        }
+    }
+}
+
+/// The segment size of a UDP GRO message in `h`'s control data, if the
+/// kernel put one there (checked: a message of another kind, or one too
+/// short for its `int`, is not read).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn gro_segment(h: &libc::msghdr) -> Option<usize> {
+    // `msg_controllen` is a `size_t` in glibc and a `socklen_t` in musl.
+    #[allow(clippy::unnecessary_cast)]
+    let len = h.msg_controllen as usize;
+    if h.msg_control.is_null() || len < std::mem::size_of::<libc::cmsghdr>() {
+        return None;
+    }
+    // SAFETY: `h` is a header the kernel filled: `msg_control` points at
+    // our buffer of `msg_controllen` bytes (at most its size), which
+    // CMSG_FIRSTHDR/CMSG_NXTHDR walk within; each message's data is read
+    // only when its length holds an `int`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            let want = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
+            if (*c).cmsg_level == libc::SOL_UDP
+                && (*c).cmsg_type == UDP_GRO
+                && (*c).cmsg_len as usize >= want
+            {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(v).ok().filter(|&v| v > 0);
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
+}
+
+impl Socket {
+    /// Lets the kernel join datagrams from one sender into one receive
+    /// (UDP GRO, `UDP_GRO`, Linux 5.0+): a [`Socket::recv_batch`] slot then
+    /// holds several, with their size in [`Datagram::segment`]. The slots
+    /// must be large enough (64 KiB) for what is joined.
+    ///
+    /// # Errors
+    ///
+    /// `ENOPROTOOPT` on a kernel without it or a socket that is not UDP;
+    /// `EOPNOTSUPP` off Linux.
+    ///
+    /// # References
+    ///
+    /// - [udp(7)](https://man7.org/linux/man-pages/man7/udp.7.html), `UDP_GRO`
+    #[doc(alias = "UDP_GRO")]
+    pub fn set_udp_gro(&self, on: bool) -> Result<()> {
+        let args = || format!("{}, UDP_GRO, {on}", fd_arg(self.as_fd()));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let v: libc::c_int = on.into();
+            // SAFETY: `v` is a live `c_int` and the length passed is its
+            // size; the fd is `self`'s, open for the call.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.as_raw_fd(),
+                    libc::SOL_UDP,
+                    UDP_GRO,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(Error::new("setsockopt", args(), last_errno()))
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            Err(Error::new("setsockopt", args(), libc::EOPNOTSUPP))
         }
     }
 }
