@@ -892,7 +892,9 @@ fn run(args: Args) -> std::io::Result<u8> {
     let _ = udp.set_path_mtu_discovery(PathMtu::Do);
     // A burst from the server arrives as few receives (where the kernel
     // can; each datagram is taken apart again).
-    let _ = udp.set_udp_gro(true);
+    if std::env::var_os("PSP_NO_GRO").is_none() {
+        let _ = udp.set_udp_gro(true);
+    }
     let payload = udp
         .path_mtu()
         .map_or(udp::ipv4_payload(1500), udp::ipv4_payload)
@@ -939,7 +941,8 @@ fn run(args: Args) -> std::io::Result<u8> {
         payload,
         layout: None,
         reasm: None,
-        gso: udp::udp_gso_supported(),
+        // PSP_NO_GSO (tests, comparisons): one datagram per send.
+        gso: udp::udp_gso_supported() && std::env::var_os("PSP_NO_GSO").is_none(),
     }));
     client.borrow_mut().send_msg(Msg::Reg {
         pid: std::process::id(),

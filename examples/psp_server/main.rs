@@ -206,7 +206,9 @@ fn run(args: Args) -> std::io::Result<()> {
     // as fragments that all must arrive.
     let _ = udp.set_path_mtu_discovery(PathMtu::Do);
     // Bursts of pieces from one holder arrive as few receives.
-    let _ = udp.set_udp_gro(true);
+    if std::env::var_os("PSP_NO_GRO").is_none() {
+        let _ = udp.set_udp_gro(true);
+    }
     // Large buffers ride out bursts of requests and answers: past the
     // system's cap where this process may, else as large as it allows.
     if udp.set_recv_buffer_size_force(16 << 20).is_err() {
@@ -252,7 +254,8 @@ fn run(args: Args) -> std::io::Result<()> {
         out: Vec::new(),
         out_msgs: Vec::new(),
         grams: Vec::new(),
-        gso: procwire::sys::udp::udp_gso_supported(),
+        // PSP_NO_GSO (tests, comparisons): one datagram per send.
+        gso: procwire::sys::udp::udp_gso_supported() && std::env::var_os("PSP_NO_GSO").is_none(),
     }));
 
     let s = Rc::clone(&server);
