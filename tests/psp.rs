@@ -441,9 +441,15 @@ fn without_the_privileges_for_namespaces_it_says_so_in_one_line() {
 /// A namespace run of `client_manager` with `args`; its stdout, after
 /// asserting that it succeeded and left no namespace.
 fn hosts_run(tag: &str, args: &[&str]) -> String {
+    hosts_run_env(tag, args, &[])
+}
+
+/// [`hosts_run`] with variables set for every program of the run.
+fn hosts_run_env(tag: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let _one = one_at_a_time();
     let dir = temp_dir(tag);
     let child = Command::new(example("client_manager"))
+        .envs(env.iter().copied())
         .args(args)
         .arg("--out-dir")
         .arg(&dir)
@@ -523,4 +529,32 @@ fn a_hundred_clients_on_ten_rate_limited_hosts_with_drops_a_kill_and_junk() {
             ],
         );
     }
+}
+
+#[test]
+fn without_gso_and_gro_pieces_go_one_datagram_at_a_time() {
+    if !can_make_namespaces() {
+        return;
+    }
+    // The path a kernel without the offloads takes, on the same network.
+    hosts_run_env(
+        "no-offload",
+        &[
+            "--hosts",
+            "3",
+            "--rate",
+            "1gbit",
+            "--clients",
+            "6",
+            "--size",
+            "3MB",
+            "--control",
+            "tcp",
+            "--chunk-size",
+            "64000",
+            "--drop-udp",
+            "0.01",
+        ],
+        &[("PSP_NO_GSO", "1"), ("PSP_NO_GRO", "1")],
+    );
 }
