@@ -38,16 +38,26 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// Runs `client_manager` with `args`; returns its stdout after asserting
 /// that it succeeded.
 fn manager(tag: &str, args: &[&str]) -> String {
+    run_manager(tag, args, &[]).1
+}
+
+/// Runs `client_manager` with `args` and `env`, one network at a time;
+/// its pid and stdout, after asserting that it succeeded and that every
+/// output matched.
+fn run_manager(tag: &str, args: &[&str], env: &[(&str, &str)]) -> (u32, String) {
     let _one = one_at_a_time();
     let dir = temp_dir(tag);
-    let out = Command::new(example("client_manager"))
+    let child = Command::new(example("client_manager"))
+        .envs(env.iter().copied())
         .args(args)
         .arg("--out-dir")
         .arg(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
     let (so, se) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -58,7 +68,7 @@ fn manager(tag: &str, args: &[&str]) -> String {
         "client_manager {args:?} failed\nstdout:\n{so}\nstderr:\n{se}"
     );
     assert!(so.contains("ok: every output matches the file"), "{so}");
-    so
+    (pid, so)
 }
 
 const SMALL: &[&str] = &["--clients", "8", "--size", "4MB", "--cache", "64"];
@@ -446,29 +456,7 @@ fn hosts_run(tag: &str, args: &[&str]) -> String {
 
 /// [`hosts_run`] with variables set for every program of the run.
 fn hosts_run_env(tag: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-    let _one = one_at_a_time();
-    let dir = temp_dir(tag);
-    let child = Command::new(example("client_manager"))
-        .envs(env.iter().copied())
-        .args(args)
-        .arg("--out-dir")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        out.status.success(),
-        "{args:?}\nstdout:\n{so}\nstderr:\n{se}"
-    );
-    assert!(so.contains("ok: every output matches the file"), "{so}");
+    let (pid, so) = run_manager(tag, args, env);
     assert_eq!(namespaces_of(pid), Vec::<String>::new(), "{args:?}");
     so
 }
