@@ -866,6 +866,10 @@ mod tests {
         assert!(Layout::new(100, PIECE_HEADER).is_none());
         assert!(Layout::new(0, 1472).is_none());
         assert!(Layout::new(rec, rec).is_some_and(|l| l.count == 1));
+        // Exactly the most pieces, and one more.
+        let room = 100 - PIECE_HEADER;
+        assert!(Layout::new(room * MAX_PIECES, 100).is_some_and(|l| l.count == MAX_PIECES));
+        assert!(Layout::new(room * MAX_PIECES + 1, 100).is_none());
         assert!(Layout::new(rec, rec - 1).is_some_and(|l| l.count == 2));
     }
 
@@ -925,6 +929,13 @@ mod tests {
             ("type", bad(&|p| p[0] = T_CHUNK)),
             ("id", bad(&|p| p[1..5].copy_from_slice(&3u32.to_be_bytes()))),
             ("index", bad(&|p| p[5] = p[6])),
+            // One past the last, empty: it would count as a piece.
+            ("empty index past the end", {
+                let mut p = good[..PIECE_HEADER].to_vec();
+                p[5] = p[6];
+                p[7..9].copy_from_slice(&0u16.to_be_bytes());
+                p
+            }),
             ("count 1", bad(&|p| p[6] = 1)),
             ("count 0", bad(&|p| p[6] = 0)),
             ("empty last piece", bad(&|p| p[6] = 255)),
