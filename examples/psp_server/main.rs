@@ -329,7 +329,7 @@ fn run(args: Args) -> std::io::Result<()> {
     let s = &sv.stats;
     let lookups = s.hits + s.misses;
     outln!(
-        "summary wall_s={:.3} cpu_s={} hit_rate={:.3} served={} bad={} unasked={} malformed={} lost={}",
+        "summary wall_s={:.3} cpu_s={} hit_rate={:.3} served={} bad={} unasked={} malformed={} lost={} datagrams={} send_calls={} pieces_again={}",
         sv.start.elapsed().as_secs_f64(),
         cpu_seconds().map_or("n/a".to_string(), |c| format!("{c:.2}")),
         if lookups == 0 { 0.0 } else { s.hits as f64 / lookups as f64 },
@@ -337,7 +337,10 @@ fn run(args: Args) -> std::io::Result<()> {
         s.bad_chunks,
         s.unasked,
         s.malformed,
-        s.lost
+        s.lost,
+        s.datagrams,
+        s.send_calls,
+        s.pieces_again
     );
     Ok(())
 }

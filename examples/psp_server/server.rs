@@ -252,25 +252,9 @@ impl Server {
             self.note(|| format!("client {c}'s path is too small for the chunk size; dropped"));
             return;
         };
-        let mut grams = std::mem::take(&mut self.grams);
-        grams.clear();
-        let mut sizes = Vec::new();
-        let drop = self.drop_udp;
-        layout.datagrams(records, want, |d| {
-            // The test's drops, one datagram at a time, before any is sent.
-            if drop > 0.0 && self.rng.unit() < drop {
-                return;
-            }
-            sizes.push(d.len());
-            grams.extend_from_slice(d);
-        });
-        // Queued: `flush_udp` joins them into GSO sends.
-        let mut at = 0;
-        for n in sizes {
-            self.queue_udp(to, &grams[at..at + n]);
-            at += n;
-        }
-        self.grams = grams;
+        // Queued (with the test's drops, one datagram at a time):
+        // `flush_udp` joins them into GSO sends.
+        layout.datagrams(records, want, |d| self.send_udp(to, d));
     }
 
     /// Sends or queues `data` on client `c`'s connection; `false` when it
