@@ -135,6 +135,9 @@ struct Client {
     next: usize,
     /// Requests in flight: chunk -> (sent, tries).
     flight: HashMap<u32, (Instant, u32)>,
+    /// No request in flight times out before this (`None`: none in
+    /// flight was timed yet), so a tick scans `flight` only when one may.
+    due_at: Option<Instant>,
     /// The most requests in flight the receive buffer allows.
     window: usize,
     /// Chunks over UDP: the congestion window (additive increase per
@@ -422,6 +425,8 @@ impl Client {
                 && !self.have[self.order[self.next] as usize]
             {
                 self.flight.insert(start + count as u32, (now, 0));
+                let t = now + retry_wait(self.rto.timeout(), 0);
+                self.due_at = Some(self.due_at.map_or(t, |d| d.min(t)));
                 count += 1;
                 self.next += 1;
             }
@@ -486,7 +491,6 @@ impl Client {
                 }
             }
         }
-        self.fill(now);
     }
 
     fn holds_blocks(&self, i: &Info) -> bool {
@@ -583,6 +587,8 @@ impl Client {
                 },
             }
         }
+        // One request for the room this read made, not one per chunk.
+        self.fill(now);
         self.inbuf = buf;
         self.inbuf.copy_within(off..self.inlen, 0);
         self.inlen -= off;
@@ -639,14 +645,14 @@ impl Client {
         if self.stalled {
             return;
         }
+        if self.due_at.is_some_and(|t| now < t) {
+            return;
+        }
         let base = self.rto.timeout();
         let mut due: Vec<u32> = self
             .flight
             .iter()
-            .filter(|(_, &(sent, tries))| {
-                let wait = (base * f64::from(1u32 << tries.min(6))).min(Rto::MAX);
-                now.duration_since(sent).as_secs_f64() > wait
-            })
+            .filter(|(_, &(sent, tries))| now.duration_since(sent) > retry_wait(base, tries))
             .map(|(&id, _)| id)
             .collect();
         due.sort_unstable();
@@ -687,7 +693,20 @@ impl Client {
             });
             i += count;
         }
+        // The next time one may be due (the timeout may shrink meanwhile:
+        // then a retry is late by as much, never early).
+        self.due_at = self
+            .flight
+            .values()
+            .map(|&(sent, tries)| sent + retry_wait(base, tries))
+            .min();
     }
+}
+
+/// How long a request sent `tries` times before waits for its answer: the
+/// timeout, doubled per retry (up to 64 times), at most `Rto::MAX`.
+fn retry_wait(base: f64, tries: u32) -> Duration {
+    Duration::from_secs_f64((base * f64::from(1u32 << tries.min(6))).min(Rto::MAX))
 }
 
 /// The output while it is assembled: a temporary file in the output's
@@ -921,6 +940,7 @@ fn run(args: Args) -> std::io::Result<u8> {
         order: Vec::new(),
         next: 0,
         flight: HashMap::new(),
+        due_at: None,
         cwnd: 4.0,
         last_cut: now,
         window: 8,
@@ -1011,6 +1031,8 @@ fn run(args: Args) -> std::io::Result<u8> {
                             return Ok(());
                         }
                     }
+                    // One request for the room this batch made.
+                    cl.fill(now);
                 }
                 Err(e) if e.is_would_block() => return Ok(()),
                 Err(e) if e.raw_os_error() == errno::EINTR => {}

@@ -34,6 +34,9 @@ pub(crate) struct Client {
     pub(crate) payload: usize,
     /// Chunk records it sends in pieces, being put back together.
     pub(crate) reasm: Option<Reassembly>,
+    /// Its TCP output waits in `out` for the end of the turn (it is in
+    /// `Server::corked`).
+    pub(crate) corked: bool,
 }
 
 /// The most bytes of one UDP datagram to `to` without fragments: the path

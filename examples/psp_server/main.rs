@@ -80,6 +80,9 @@ const PIECES_PER_CLIENT: usize = 64;
 /// Period of the retry and status timers.
 const TICK: Duration = Duration::from_millis(5);
 const STATUS_EVERY: Duration = Duration::from_millis(100);
+/// TCP writes at least this large go out at once (when nothing is
+/// queued); smaller ones wait for the end of the turn.
+const DIRECT_BYTES: usize = 64 * 1024;
 /// Most bytes queued for one client's TCP connection before new chunks
 /// for it are dropped (it will ask again).
 const MAX_QUEUE: usize = 8 << 20;
@@ -254,6 +257,7 @@ fn run(args: Args) -> std::io::Result<()> {
         out: Vec::new(),
         out_msgs: Vec::new(),
         grams: Vec::new(),
+        corked: Vec::new(),
         // PSP_NO_GSO (tests, comparisons): one datagram per send.
         gso: procwire::sys::udp::udp_gso_supported() && std::env::var_os("PSP_NO_GSO").is_none(),
     }));
@@ -289,14 +293,14 @@ fn run(args: Args) -> std::io::Result<()> {
                         }
                     }
                     Err(e) if e.is_would_block() => {
-                        s.borrow_mut().flush_udp();
+                        s.borrow_mut().flush_out();
                         return Ok(());
                     }
                     Err(e) if e.raw_os_error() == errno::EINTR => {}
                     // ICMP errors from a client that left: nothing to do.
                     Err(_) => {}
                 }
-                s.borrow_mut().flush_udp();
+                s.borrow_mut().flush_out();
             }
             cx.reschedule();
             Ok(())
@@ -308,7 +312,7 @@ fn run(args: Args) -> std::io::Result<()> {
     lp.every(TICK, move |cx| {
         let mut sv = s.borrow_mut();
         sv.on_tick(cx.now());
-        sv.flush_udp();
+        sv.flush_out();
         if sv.finished && sv.clients.iter().all(|c| c.gone || c.out.is_empty()) {
             cx.stop();
         }

@@ -17,7 +17,8 @@ use super::client::{flush, get_bit, path_payload, set_bit, Client};
 use super::lru::Lru;
 use super::proto::{self, Bad, Control, Info, Layout, Msg, Reassembly, Rto, CONTROL_SIZE};
 use super::{
-    cli, BATCH, LOG_LIMIT, MAX_QUEUE, MAX_RANGE, OUT_BATCH, OUT_BYTES, PIECES_PER_CLIENT, PREFETCH,
+    cli, BATCH, DIRECT_BYTES, LOG_LIMIT, MAX_QUEUE, MAX_RANGE, OUT_BATCH, OUT_BYTES,
+    PIECES_PER_CLIENT, PREFETCH,
 };
 use cli::Rng;
 
@@ -99,7 +100,7 @@ pub(crate) struct Server {
     pub(crate) batched: Vec<u32>,
     /// Lines logged by `note`.
     pub(crate) logged: u64,
-    /// Datagrams queued for [`Server::flush_udp`]: their bytes, and (to,
+    /// Datagrams queued for [`Server::flush_out`]: their bytes, and (to,
     /// offset, length) of each.
     pub(crate) out: Vec<u8>,
     pub(crate) out_msgs: Vec<(SocketAddr, usize, usize)>,
@@ -107,6 +108,9 @@ pub(crate) struct Server {
     pub(crate) grams: Vec<u8>,
     /// UDP GSO works here (until a send says otherwise).
     pub(crate) gso: bool,
+    /// Clients with TCP output queued this turn, sent by
+    /// [`Server::flush_out`].
+    pub(crate) corked: Vec<u32>,
 }
 
 impl Server {
@@ -135,7 +139,7 @@ impl Server {
             .is_some_and(|c| c.registered && !c.gone)
     }
 
-    /// Queues one datagram; [`Server::flush_udp`] sends the queue in as
+    /// Queues one datagram; [`Server::flush_out`] sends the queue in as
     /// few calls as it can.
     pub(crate) fn send_udp(&mut self, to: SocketAddr, data: &[u8]) {
         if self.drop_udp > 0.0 && self.rng.unit() < self.drop_udp {
@@ -152,6 +156,17 @@ impl Server {
         if self.out_msgs.len() >= OUT_BATCH || self.out.len() >= OUT_BYTES {
             self.flush_udp();
         }
+    }
+
+    /// Sends what this turn queued: each corked client's TCP output in one
+    /// send, then the datagrams.
+    pub(crate) fn flush_out(&mut self) {
+        for c in std::mem::take(&mut self.corked) {
+            let cl = &mut self.clients[c as usize];
+            cl.corked = false;
+            flush(cl);
+        }
+        self.flush_udp();
     }
 
     /// Sends the queued datagrams: per client, in the order queued, runs of
@@ -259,16 +274,28 @@ impl Server {
 
     /// Sends or queues `data` on client `c`'s connection; `false` when it
     /// was dropped (the client is gone or its queue is full).
+    ///
+    /// Small writes are corked until the end of the turn
+    /// ([`Server::flush_out`]): the chunks one turn forwards to a client
+    /// go out in one send and wake it once, not once per chunk.
     pub(crate) fn send_tcp(&mut self, c: u32, data: &[u8]) -> bool {
         let cl = &mut self.clients[c as usize];
         if cl.gone || cl.out.len() > MAX_QUEUE {
             return false;
         }
-        // Straight to the socket while nothing waits in the queue: one
-        // copy less. A failed send means the client is gone; its end is
-        // noticed on the connection.
-        if cl.out.write_to(&cl.tcp, data).is_err() {
-            cl.out.clear();
+        if data.len() >= DIRECT_BYTES && cl.out.is_empty() {
+            // Straight to the socket while nothing waits in the queue: one
+            // copy less. A failed send means the client is gone; its end
+            // is noticed on the connection.
+            if cl.out.write_to(&cl.tcp, data).is_err() {
+                cl.out.clear();
+            }
+            return true;
+        }
+        cl.out.push(data);
+        if !cl.corked {
+            cl.corked = true;
+            self.corked.push(c);
         }
         true
     }
@@ -856,6 +883,7 @@ pub(crate) fn accept_client(
             replica: (0, 0),
             payload: path_payload(addr),
             reasm: None,
+            corked: false,
         });
         sv.by_addr.insert(addr, c);
         c
@@ -874,7 +902,7 @@ pub(crate) fn accept_client(
                 match t.recv(&mut buf) {
                     Ok(0) => {
                         sv.on_gone(c, "closed its connection");
-                        sv.flush_udp();
+                        sv.flush_out();
                         cx.deregister_current();
                         return Ok(());
                     }
@@ -908,7 +936,7 @@ pub(crate) fn accept_client(
                     }
                     Err(e) if e.is_would_block() => {
                         // What the requests read here queued goes out.
-                        sv.flush_udp();
+                        sv.flush_out();
                         return Ok(());
                     }
                     Err(e) if e.raw_os_error() == errno::EINTR => {}
@@ -919,6 +947,7 @@ pub(crate) fn accept_client(
                     }
                 }
             }
+            sv.flush_out();
             cx.reschedule();
             Ok(())
         },
