@@ -2,8 +2,15 @@
 # The peer-server-peer network against nginx moving the same bytes.
 #
 # nginx (one worker, sendfile) serves a file of SIZE to CLIENTS concurrent
-# downloads from curl (--parallel, output discarded): the floor for moving
-# those bytes to that many clients. Then `client_manager` runs the PSP
+# downloads, one curl process each, twice: once discarding what they
+# receive (the floor for moving those bytes to that many clients) and once
+# saving each download to a file in the directory the PSP clients write to.
+# The second is the same job as the PSP network's (every PSP client saves
+# its output) and is the baseline of the RATIO lines: saving 100 files of
+# 100MB to /dev/shm takes longer than the whole transfer on the hosts
+# measured so far, so against the floor a PSP run would be charged for
+# work the baseline skipped. The ratio to the floor is printed as well,
+# unformatted. Then `client_manager` runs the PSP
 # network on a file of the same size, in both control modes, with the
 # seed's 1 KiB chunks and with 64,000-byte chunks. Every PSP client writes
 # and checks its whole output; the manager compares each with the file byte
@@ -64,11 +71,15 @@ http {
 CONF
 }
 
-# Times RUNS downloads by CLIENTS clients of http://$1/file.bin, the curl
-# processes started by "$2" (a prefix: empty, or `ip netns exec NS` per
-# host), nginx's worker being pid $3. Prints "median_wall median_cpu".
-time_nginx() { # addr launchers-array-name worker-pid
-    local addr=$1 worker=$3
+# Times RUNS downloads by CLIENTS clients of http://$1/file.bin, one curl
+# process per client as there is one psp_client per client, started by
+# "$2" (a prefix per host: empty, or `ip netns exec NS`), nginx's worker
+# being pid $3. With $4 a directory, each download is saved to a file
+# there (removed after each run, off the clock), the same work a PSP
+# client does; without, curl discards what it receives.
+# Prints "median_wall median_cpu".
+time_nginx() { # addr launchers-array-name worker-pid [save-dir]
+    local addr=$1 worker=$3 save=${4:-}
     local -n launch=$2
     local n=${#launch[@]} walls=() cpus=()
     for _ in $(seq 1 "$RUNS"); do
@@ -79,16 +90,20 @@ time_nginx() { # addr launchers-array-name worker-pid
             # Client i downloads on host i mod n.
             local k=$(( CLIENTS / n + (h < CLIENTS % n ? 1 : 0) ))
             [ "$k" -gt 0 ] || continue
-            local urls=()
-            for _ in $(seq 1 "$k"); do urls+=(-o /dev/null "http://$addr/file.bin"); done
-            # shellcheck disable=SC2086
-            ${launch[$h]} curl -sS --no-progress-meter --fail --parallel --parallel-immediate \
-                --parallel-max "$k" "${urls[@]}" &
+            # shellcheck disable=SC2086,SC2016
+            ${launch[$h]} bash -c '
+                pids=()
+                for i in $(seq 1 "$2"); do
+                    o=/dev/null; [ -n "$3" ] && o=$3/curl-$1-$i
+                    curl -sS --fail -o "$o" "http://$4/file.bin" & pids+=($!)
+                done
+                for p in "${pids[@]}"; do wait "$p" || exit 1; done' _ "$h" "$k" "$save" "$addr" &
             pids+=($!)
         done
-        for p in "${pids[@]}"; do wait "$p"; done
+        for p in "${pids[@]}"; do wait "$p" || { echo "a curl download failed" >&2; exit 1; }; done
         t1=$(date +%s.%N)
         c1=$(cpu_of "$worker")
+        [ -n "$save" ] && rm -f "$save"/curl-*
         walls+=("$(echo "$t1 - $t0" | bc -l)")
         cpus+=("$(echo "$c1 - $c0" | bc -l)")
     done
@@ -123,6 +138,8 @@ if [ "${1:-}" = "--nginx-in-net" ]; then
     for h in "${hosts[@]:1}"; do launchers+=("ip netns exec $h"); done
     start_nginx "ip netns exec ${hosts[0]}" "$work/net-logs/nginx.conf" "${addrs[0]}:8080" "${launchers[0]}"
     time_nginx "${addrs[0]}:8080" launchers "$worker"
+    mkdir -p "$work/dl"
+    time_nginx "${addrs[0]}:8080" launchers "$worker" "$work/dl"
     exit 0
 fi
 
@@ -163,9 +180,10 @@ if [ "$HOSTS" -gt 0 ]; then
     net_args=(--hosts "$HOSTS" --mtu "$MTU")
     [ -n "$RATE" ] && net_args+=(--rate "$RATE")
     # Same network, same links, for nginx: made by client_manager.
-    nginx_line=$("$EX/client_manager" "${net_args[@]}" \
-        --net-shell "bash $PWD/benches/psp_vs_nginx.sh --nginx-in-net $work" | tail -1)
-    read -r nginx_t nginx_cpu <<<"$nginx_line"
+    nginx_lines=$("$EX/client_manager" "${net_args[@]}" \
+        --net-shell "bash $PWD/benches/psp_vs_nginx.sh --nginx-in-net $work" | tail -2)
+    read -r floor_t floor_cpu <<<"$(echo "$nginx_lines" | head -1)"
+    read -r nginx_t nginx_cpu <<<"$(echo "$nginx_lines" | tail -1)"
     r=${RATE:-none}; r=${r%bit}
     prefix="hosts${HOSTS}_rate${r}_"
     where="$((HOSTS + 1)) hosts, MTU $MTU${RATE:+, $RATE per link}"
@@ -174,7 +192,9 @@ else
     nginx_conf "$work/www" "127.0.0.1:$port" "$work/logs" >"$work/nginx.conf"
     start_nginx "" "$work/nginx.conf" "127.0.0.1:$port" ""
     launchers=("")
-    read -r nginx_t nginx_cpu <<<"$(time_nginx "127.0.0.1:$port" launchers "$worker")"
+    read -r floor_t floor_cpu <<<"$(time_nginx "127.0.0.1:$port" launchers "$worker")"
+    mkdir -p "$work/dl"
+    read -r nginx_t nginx_cpu <<<"$(time_nginx "127.0.0.1:$port" launchers "$worker" "$work/dl")"
     kill "$nginx_pid" 2>/dev/null || true
     wait "$nginx_pid" 2>/dev/null || true
     nginx_pid=
@@ -184,13 +204,14 @@ fi
 
 echo "$CLIENTS clients, $SIZE, $where; medians of $RUNS"
 printf '%-36s %10s %14s\n' "case" "wall_s" "server_cpu_s"
-printf '%-36s %10.3f %14.2f\n' "nginx sendfile, curl x$CLIENTS" "$nginx_t" "$nginx_cpu"
+printf '%-36s %10.3f %14.2f\n' "nginx sendfile, curl x$CLIENTS -o /dev/null" "$floor_t" "$floor_cpu"
+printf '%-36s %10.3f %14.2f\n' "nginx sendfile, curl x$CLIENTS -o file" "$nginx_t" "$nginx_cpu"
 if [ "$HOSTS" -gt 0 ]; then
     declare -A goal=([udp_1024]=1.2 [tcp_1024]=1.2 [udp_64000]=1.2 [tcp_64000]=1.2)
 else
     declare -A goal=([udp_1024]=5 [tcp_1024]=5 [udp_64000]=1.5 [tcp_64000]=2.0)
 fi
-ratios=()
+ratios=() floors=()
 for chunk in 64000 1024; do
     for mode in udp tcp; do
         times=() cpus=()
@@ -206,6 +227,8 @@ for chunk in 64000 1024; do
         name="${prefix}${mode}_chunk_${chunk}"
         printf '%-36s %10.3f %14s\n' "psp $name" "$t" "$c"
         ratios+=("RATIO psp_vs_nginx/$name = $(echo "$t / $nginx_t" | bc -l | xargs printf '%.2f') goal <= ${goal[${mode}_${chunk}]}")
+        floors+=("psp_vs_nginx/$name over the floor (curl discarding): $(echo "$t / $floor_t" | bc -l | xargs printf '%.2f')")
     done
 done
+printf '%s\n' "${floors[@]}"
 printf '%s\n' "${ratios[@]}"
