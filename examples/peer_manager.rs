@@ -205,10 +205,7 @@ fn manage(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 .fd(w, 1),
         );
     }
-    let opts = SupervisorOptions {
-        duration: a.duration,
-        ..SupervisorOptions::default()
-    };
+    let opts = SupervisorOptions::default().duration(a.duration);
     let mut sup = Supervisor::start(specs, opts)?;
     for c in sup.children() {
         outln!(
@@ -248,6 +245,7 @@ fn manage(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             StopReason::Duration => "duration reached".to_string(),
             StopReason::Signal(s) => format!("got {s}"),
             StopReason::ChildFailed(i) => format!("{} failed", outcome.children[*i].name),
+            other => format!("{other:?}"),
         }
     );
     for (i, c) in outcome.children.iter().enumerate() {

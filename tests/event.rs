@@ -251,3 +251,53 @@ fn a_timer_fires_once_in_a_selector_and_can_be_disarmed_or_reset() {
         .unwrap();
     assert_eq!(events.len(), 1, "reset to the nearer time");
 }
+
+/// The fd-holding types give their raw fd to APIs that take one: mio's
+/// `SourceFd` watches our `Timer` and `Selector`, and `OwnedFd::from` hands
+/// the fd over without closing it.
+#[test]
+fn raw_fds_work_with_mio_and_owned_fds_move_out() {
+    use mio::unix::SourceFd;
+    use procwire::sys::event::Timer;
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+
+    let mut poll = mio::Poll::new().unwrap();
+    let mut events = mio::Events::with_capacity(4);
+    let timer = Timer::new().unwrap();
+    poll.registry()
+        .register(
+            &mut SourceFd(&timer.as_raw_fd()),
+            mio::Token(7),
+            mio::Interest::READABLE,
+        )
+        .unwrap();
+    timer.set(Some(Duration::from_millis(1))).unwrap();
+    poll.poll(&mut events, Some(Duration::from_secs(10)))
+        .unwrap();
+    let got: Vec<_> = events
+        .iter()
+        .map(|e| (e.token(), e.is_readable()))
+        .collect();
+    assert_eq!(got, vec![(mio::Token(7), true)]);
+
+    // A selector with a ready registration is itself readable to mio.
+    let (sel, a, _b, _) = setup(Mode::Level);
+    (&a).write_all(b"x").unwrap();
+    poll.registry()
+        .register(
+            &mut SourceFd(&sel.as_raw_fd()),
+            mio::Token(8),
+            mio::Interest::READABLE,
+        )
+        .unwrap();
+    poll.poll(&mut events, Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(events.iter().any(|e| e.token() == mio::Token(8)));
+
+    let raw = timer.as_raw_fd();
+    let owned = OwnedFd::from(timer);
+    assert_eq!(owned.as_raw_fd(), raw);
+    // Still open: fcntl on it works.
+    assert!(rustix::io::fcntl_getfd(&owned).is_ok());
+}

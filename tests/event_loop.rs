@@ -490,10 +490,7 @@ fn echo_server(
 
 #[test]
 fn a_client_that_never_reads_stays_bounded_and_others_are_served() {
-    let (lp, _srv, addr, peak) = echo_server(ServerOptions {
-        max_output: 64 * 1024,
-        ..ServerOptions::default()
-    });
+    let (lp, _srv, addr, peak) = echo_server(ServerOptions::default().max_output(64 * 1024));
 
     // The hog writes up to 64 MiB and never reads. Its own buffers are
     // small; what the kernel buffers on the server side is bounded by the
@@ -546,10 +543,7 @@ fn a_client_that_never_reads_stays_bounded_and_others_are_served() {
 #[test]
 fn batched_and_unbatched_replies_arrive_whole_and_in_order() {
     for batch_writes in [true, false] {
-        let (lp, _srv, addr, _) = echo_server(ServerOptions {
-            batch_writes,
-            ..ServerOptions::default()
-        });
+        let (lp, _srv, addr, _) = echo_server(ServerOptions::default().batch_writes(batch_writes));
         // 4 MiB in uneven pieces, read back while sending: replies larger
         // than the batch limit, a full socket, and small tail pieces.
         let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
@@ -803,11 +797,11 @@ fn a_paused_connection_resumes_once_its_peer_reads_again() {
     // server stops reading, and must start again by itself once the queue
     // drains (nothing new arrives to wake it), in both write modes.
     for batch_writes in [true, false] {
-        let (lp, _srv, addr, _) = echo_server(ServerOptions {
-            max_output: 64 * 1024,
-            batch_writes,
-            ..ServerOptions::default()
-        });
+        let (lp, _srv, addr, _) = echo_server(
+            ServerOptions::default()
+                .max_output(64 * 1024)
+                .batch_writes(batch_writes),
+        );
         let data: Vec<u8> = (0..2u32 << 20).map(|i| (i % 251) as u8).collect();
         let mut c = std::net::TcpStream::connect(addr).unwrap();
         c.set_nonblocking(true).unwrap();
@@ -903,10 +897,7 @@ fn work_cut_in_slices_lets_other_connections_run_between_them() {
         let log = Rc::new(RefCell::new(Vec::new()));
         let turn = Rc::new(Cell::new(0));
         let (lg, tn, ids) = (log.clone(), turn.clone(), Cell::new(0));
-        let opts = ServerOptions {
-            batch_writes,
-            ..ServerOptions::default()
-        };
+        let opts = ServerOptions::default().batch_writes(batch_writes);
         let _srv = serve(&lp, l, opts, move |_| {
             ids.set(ids.get() + 1);
             Sliced {

@@ -124,7 +124,7 @@ fn both_loopback_families_are_held() {
         );
     }
     // The child can join on both.
-    ReservedBind::new(SocketAddr::from((Ipv6Addr::LOCALHOST, p)))
+    let _joined = ReservedBind::new(SocketAddr::from((Ipv6Addr::LOCALHOST, p)))
         .listen()
         .unwrap();
 }
@@ -350,4 +350,209 @@ fn spawn_reports_exec_failure_and_sets_the_pid_variable() {
     let e = Spawn::new(&dir).spawn().unwrap_err();
     assert_eq!(e.call(), "execve");
     assert_eq!(e.raw_os_error(), libc::EACCES);
+}
+
+/// The fds are checked and typed: family, type, listening; each `into_*`
+/// takes only its kind, and says what the fd is otherwise.
+#[test]
+fn activation_types_each_fd_and_refuses_the_wrong_conversion() {
+    if role().as_deref() == Some("typed") {
+        let fds = listen_fds().unwrap();
+        let kinds: Vec<_> = fds
+            .iter()
+            .map(|f| (f.fd, f.name.as_str(), f.domain, f.ty, f.listening))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (3, "web", Domain::IPV4, Type::STREAM, true),
+                (4, "dns", Domain::IPV4, Type::DGRAM, false),
+                (5, "unknown", Domain::UNIX, Type::STREAM, true),
+            ]
+        );
+        let mut it = fds.into_iter();
+        let web = it.next().unwrap();
+        let udp = it.next().unwrap();
+        let unix = it.next().unwrap();
+        let e = udp.into_tcp_listener().unwrap_err();
+        assert_eq!(e.raw_os_error(), libc::EINVAL);
+        assert!(
+            e.to_string()
+                .contains("fd 4 \"dns\" is a IPv4 datagram socket, not a listening TCP socket"),
+            "{e}"
+        );
+        let e = web.into_unix_listener().unwrap_err();
+        assert!(
+            e.to_string().contains("listening IPv4 stream socket"),
+            "{e}"
+        );
+        let l = unix.into_unix_listener().unwrap();
+        let (mut c, _) = l.accept().unwrap();
+        c.write_all(b"typed").unwrap();
+        std::process::exit(0);
+    }
+    let r = Reservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
+    r.listen(8).unwrap();
+    let (_, l) = r.tcp_sockets().next().unwrap();
+    let u = Socket::new(Domain::IPV4, Type::DGRAM).unwrap();
+    u.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+    let dir = std::env::temp_dir().join(format!("procwire-typed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s");
+    let ul = Socket::new(Domain::UNIX, Type::STREAM).unwrap();
+    ul.bind(path.as_path()).unwrap();
+    ul.listen(4).unwrap();
+    let mut spawn = helper(
+        "activation_types_each_fd_and_refuses_the_wrong_conversion",
+        "typed",
+    );
+    pass_listeners(
+        &mut spawn,
+        &[("web", l.as_fd()), ("dns", u.as_fd()), ("", ul.as_fd())],
+    )
+    .unwrap();
+    let mut child = spawn.spawn().unwrap();
+    // Only the child holds the sockets now: if it dies, the connect or the
+    // read fails instead of waiting.
+    drop((r, u, ul));
+    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut got = String::new();
+    c.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "typed");
+    assert!(child.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A promised fd that is not a socket is refused by number; a missing
+/// `LISTEN_PID` takes nothing unless allowed; the variables stay when
+/// asked to.
+#[test]
+fn activation_refuses_non_sockets_and_follows_its_choices() {
+    use procwire::net::port::Activation;
+    match role().as_deref() {
+        Some("pipe") => {
+            let e = listen_fds().unwrap_err();
+            assert_eq!(e.raw_os_error(), libc::ENOTSOCK, "{e}");
+            assert!(e.to_string().contains("fd 3 (of LISTEN_FDS=1)"), "{e}");
+            std::process::exit(0);
+        }
+        Some("no-pid") => {
+            let keep = Activation::new().remove_variables(false);
+            assert!(keep.take().unwrap().is_empty(), "no LISTEN_PID: not ours");
+            assert_eq!(std::env::var("LISTEN_FDS").as_deref(), Ok("1"));
+            let fds = keep.allow_missing_pid(true).take().unwrap();
+            assert_eq!(fds.len(), 1);
+            assert_eq!(std::env::var("LISTEN_FDS").as_deref(), Ok("1"), "kept");
+            assert!(fds.into_iter().next().unwrap().into_tcp_listener().is_ok());
+            std::process::exit(0);
+        }
+        _ => {}
+    }
+    let test = "activation_refuses_non_sockets_and_follows_its_choices";
+    let (rd, _wr) = procwire::sys::fd::pipe().unwrap();
+    let mut spawn = helper(test, "pipe");
+    spawn
+        .fd(rd.as_fd(), 3)
+        .env("LISTEN_FDS", "1")
+        .env_pid("LISTEN_PID");
+    assert!(spawn.spawn().unwrap().wait().unwrap().success());
+
+    let r = Reservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
+    r.listen(8).unwrap();
+    let (_, l) = r.tcp_sockets().next().unwrap();
+    let mut spawn = helper(test, "no-pid");
+    spawn.fd(l.as_fd(), 3).env("LISTEN_FDS", "1");
+    assert!(spawn.spawn().unwrap().wait().unwrap().success());
+}
+
+/// Our hand-off, taken by the `listenfd` crate in the child.
+#[test]
+fn a_child_using_the_listenfd_crate_accepts_our_hand_off() {
+    if role().as_deref() == Some("listenfd") {
+        let mut fds = listenfd::ListenFd::from_env();
+        assert_eq!(fds.len(), 1);
+        let l = fds.take_tcp_listener(0).unwrap().expect("a TCP listener");
+        let (mut c, _) = l.accept().unwrap();
+        c.write_all(b"listenfd").unwrap();
+        std::process::exit(0);
+    }
+    let r = Reservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
+    r.listen(8).unwrap();
+    let (_, l) = r.tcp_sockets().next().unwrap();
+    let mut spawn = helper(
+        "a_child_using_the_listenfd_crate_accepts_our_hand_off",
+        "listenfd",
+    );
+    pass_listeners(&mut spawn, &[("web", l.as_fd())]).unwrap();
+    let mut child = spawn.spawn().unwrap();
+    let c = Socket::new(Domain::IPV4, Type::STREAM).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    c.connect(r.addr()).unwrap();
+    let mut got = String::new();
+    (&c).read_to_string(&mut got).unwrap();
+    assert_eq!(got, "listenfd");
+    assert!(child.wait().unwrap().success());
+}
+
+/// Our hand-off, taken by libsystemd's own `sd_listen_fds` and
+/// `sd_is_socket` in a small C program.
+#[test]
+fn a_c_child_using_sd_listen_fds_accepts_our_hand_off() {
+    const SRC: &str = r#"
+#include <systemd/sd-daemon.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <string.h>
+int main(void) {
+    char **names = NULL;
+    int n = sd_listen_fds_with_names(1, &names);
+    if (n != 1 || strcmp(names[0], "web") != 0) return 2;
+    if (sd_is_socket(SD_LISTEN_FDS_START, AF_INET, SOCK_STREAM, 1) <= 0) return 3;
+    int c = accept(SD_LISTEN_FDS_START, NULL, NULL);
+    if (c < 0) return 4;
+    if (write(c, "sd_listen_fds", 13) != 13) return 5;
+    return 0;
+}
+"#;
+    let dir = std::env::temp_dir().join(format!("procwire-sd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, exe) = (dir.join("sd.c"), dir.join("sd"));
+    std::fs::write(&src, SRC).unwrap();
+    let built = std::process::Command::new("cc")
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .arg("-lsystemd")
+        .output();
+    match built {
+        Ok(o) if o.status.success() => {}
+        _ => {
+            std::fs::remove_dir_all(&dir).unwrap();
+            println!(
+                "skipped: no C compiler with libsystemd here (apt-get install gcc libsystemd-dev)"
+            );
+            return;
+        }
+    }
+    let r = Reservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
+    r.listen(8).unwrap();
+    let (_, l) = r.tcp_sockets().next().unwrap();
+    let mut spawn = Spawn::new(&exe);
+    pass_listeners(&mut spawn, &[("web", l.as_fd())]).unwrap();
+    let mut child = spawn.spawn().unwrap();
+    let c = Socket::new(Domain::IPV4, Type::STREAM).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    c.connect(r.addr()).unwrap();
+    let mut got = String::new();
+    (&c).read_to_string(&mut got).unwrap();
+    let status = child.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(got, "sd_listen_fds");
+    assert!(status.success(), "{status}");
 }

@@ -64,10 +64,7 @@ fn the_server_survives_running_out_of_descriptors() {
         l.listen(1024).unwrap();
         println!("ADDR {}", l.local_addr().unwrap());
         std::io::stdout().flush().unwrap();
-        let opts = ServerOptions {
-            accept_retry: Duration::from_millis(50),
-            ..ServerOptions::default()
-        };
+        let opts = ServerOptions::default().accept_retry(Duration::from_millis(50));
         let _srv = serve(&lp, l, opts, |_| Echo).unwrap();
         lp.run().unwrap();
         return;

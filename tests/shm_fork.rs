@@ -78,13 +78,7 @@ fn main() {
 
 fn round_trips_across_fork() {
     let ring = 4096;
-    let (mut c, mut s) = pair(
-        "fork",
-        ShmOptions {
-            ring_size: ring,
-            ..ShmOptions::default()
-        },
-    );
+    let (mut c, mut s) = pair("fork", ShmOptions::default().ring_size(ring));
     assert_eq!(threads(), 1, "nothing else runs at the fork");
     // SAFETY: the child only reads and writes the existing stream (no
     // allocation on these paths), then `_exit`s.
@@ -116,13 +110,7 @@ fn round_trips_across_fork() {
 }
 
 fn a_peer_scribbling_over_the_header_gets_errors_not_a_crash() {
-    let (c, s) = pair(
-        "scribble",
-        ShmOptions {
-            ring_size: 4096,
-            ..ShmOptions::default()
-        },
-    );
+    let (c, s) = pair("scribble", ShmOptions::default().ring_size(4096));
     let (base, len) = s.raw_segment();
     let base = base as usize;
     assert_eq!(threads(), 1, "nothing else runs at the fork");

@@ -374,13 +374,7 @@ fn past_the_bound_the_oldest_pending_handshake_is_dropped() {
 #[test]
 fn a_ring_larger_than_allowed_is_refused() {
     let server = Server::start(Kind::Threads, "bigring", |l| l.set_max_ring_size(1 << 20));
-    let big = ShmStream::connect_with(
-        &server.path,
-        ShmOptions {
-            ring_size: 2 << 20,
-            ..ShmOptions::default()
-        },
-    );
+    let big = ShmStream::connect_with(&server.path, ShmOptions::default().ring_size(2 << 20));
     assert_eq!(big.unwrap_err().kind(), ErrorKind::ConnectionRefused);
     let why = server.listener.last_refusal().unwrap();
     assert!(why.contains("takes up to 1048576"), "{why}");

@@ -56,15 +56,9 @@ fn round_trips_with_a_spawned_process_for_every_kind() {
             &path,
         );
         let ring = 4096;
-        let mut c = ShmStream::connect_with(
-            &path,
-            ShmOptions {
-                kind,
-                ring_size: ring,
-                ..ShmOptions::default()
-            },
-        )
-        .unwrap();
+        let mut c =
+            ShmStream::connect_with(&path, ShmOptions::default().kind(kind).ring_size(ring))
+                .unwrap();
         echo_round_trips(&mut c, ring);
         drop(c);
         assert!(child.wait().unwrap().success(), "{kind:?}");
@@ -95,14 +89,7 @@ fn spawn_idle_peer(tag: &str, test: &str) -> (std::process::Child, ShmStream) {
     let path = sock_path(tag);
     let _ = std::fs::remove_file(&path);
     let child = spawn_peer(test, "idle-peer", &path);
-    let c = ShmStream::connect_with(
-        &path,
-        ShmOptions {
-            ring_size: 4096,
-            ..ShmOptions::default()
-        },
-    )
-    .unwrap();
+    let c = ShmStream::connect_with(&path, ShmOptions::default().ring_size(4096)).unwrap();
     let _ = std::fs::remove_file(&path);
     (child, c)
 }
@@ -264,15 +251,9 @@ fn a_thousand_connect_close_cycles_leak_nothing() {
     });
     for i in 0..1000 {
         let kind = [SegmentKind::Memfd, SegmentKind::Posix, SegmentKind::SysV][i % 3];
-        let mut c = ShmStream::connect_with(
-            &path,
-            ShmOptions {
-                kind,
-                ring_size: 4096,
-                ..ShmOptions::default()
-            },
-        )
-        .unwrap();
+        let mut c =
+            ShmStream::connect_with(&path, ShmOptions::default().kind(kind).ring_size(4096))
+                .unwrap();
         c.write_all(b"ping").unwrap();
     }
     let l = acceptor.join().unwrap();
@@ -379,11 +360,10 @@ fn both_sides_map_every_page_before_the_first_byte() {
     // when it is made and when it is accepted, on both sides.
     for kind in [SegmentKind::Memfd, SegmentKind::Posix, SegmentKind::SysV] {
         for prefault in [true, false] {
-            let opts = ShmOptions {
-                kind,
-                ring_size: 1 << 20,
-                prefault,
-            };
+            let opts = ShmOptions::default()
+                .kind(kind)
+                .ring_size(1 << 20)
+                .prefault(prefault);
             let (c, s) = pair(&format!("populate-{kind:?}-{prefault}"), opts);
             for side in [&c, &s] {
                 let (ptr, len) = side.raw_segment();
@@ -692,10 +672,7 @@ fn a_listener_refuses_posix_segments_unless_told_otherwise() {
     ] {
         let p = path.clone();
         let client = std::thread::spawn(move || {
-            let opts = ShmOptions {
-                kind,
-                ..ShmOptions::default()
-            };
+            let opts = ShmOptions::default().kind(kind);
             ShmStream::connect_with(&p, opts).map(|_| ())
         });
         let accepted = accept_or_refusal(&l);
@@ -706,10 +683,7 @@ fn a_listener_refuses_posix_segments_unless_told_otherwise() {
     l.set_sealed_only(false);
     let p = path.clone();
     let client = std::thread::spawn(move || {
-        let opts = ShmOptions {
-            kind: SegmentKind::Posix,
-            ..ShmOptions::default()
-        };
+        let opts = ShmOptions::default().kind(SegmentKind::Posix);
         ShmStream::connect_with(&p, opts).map(|_| ())
     });
     assert!(accept_or_refusal(&l).is_ok(), "POSIX once allowed");

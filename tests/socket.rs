@@ -183,11 +183,20 @@ fn bind_taken_port_names_call_and_address() {
         e.to_string(),
         format!("bind({addr}): Address already in use (os error 98)")
     );
-    // Into io::Error: the kind and the message survive, the errno is reachable.
+    assert_eq!(e.errno(), procwire::sys::Errno::EADDRINUSE);
+    // Into io::Error, as `?` does: the errno and the kind survive, as std's
+    // own bind would give them.
     let io: std::io::Error = e.into();
     assert_eq!(io.kind(), ErrorKind::AddrInUse);
-    assert!(io.to_string().starts_with(&format!("bind({addr})")));
+    assert_eq!(io.raw_os_error(), Some(libc::EADDRINUSE));
     assert_eq!(Error::errno_of(&io), Some(libc::EADDRINUSE));
+    // Through `?` in a function that speaks io::Result.
+    fn bind_io(s: &Socket, addr: SockAddr) -> std::io::Result<()> {
+        s.bind(addr)?;
+        Ok(())
+    }
+    let io = bind_io(&b, addr).unwrap_err();
+    assert_eq!(io.raw_os_error(), Some(libc::EADDRINUSE));
 }
 
 #[test]
@@ -297,4 +306,95 @@ fn socket_with_unsupported_family_fails() {
         .unwrap_err();
     assert_eq!(e.call(), "setsockopt");
     assert!(e.args().contains("TCP_NODELAY"), "{e}");
+}
+
+#[test]
+fn std_socket_types_convert_both_ways_and_keep_the_fd() {
+    // TCP: our listener becomes std's, std's accepted stream becomes ours.
+    let (l, addr) = listener_v4();
+    let fd = l.as_raw_fd();
+    let std_l = std::net::TcpListener::from(l);
+    assert_eq!(std_l.as_raw_fd(), fd);
+    let port = std_l.local_addr().unwrap().port();
+    assert_eq!(Some(port), addr.port());
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (accepted, _) = std_l.accept().unwrap();
+    let ours = Socket::from(accepted);
+    client.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    (&ours).read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+    let back = std::net::TcpStream::from(ours);
+    (&back).write_all(b"pong").unwrap();
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"pong");
+    let _ = Socket::from(std_l);
+
+    // UDP.
+    let u = Socket::new(Domain::IPV4, Type::DGRAM).unwrap();
+    u.bind(loopback_v4()).unwrap();
+    let std_u = std::net::UdpSocket::from(u);
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.send_to(b"dgram", std_u.local_addr().unwrap()).unwrap();
+    let ours = Socket::from(std_u);
+    let mut d = [0u8; 16];
+    let n = ours.recv(&mut d).unwrap();
+    assert_eq!(&d[..n], b"dgram");
+
+    // Unix: listener, stream and datagram.
+    let dir = temp_dir("std-conv");
+    let path = dir.join("s");
+    let ul = Socket::new(Domain::UNIX, Type::STREAM).unwrap();
+    ul.bind(path.as_path()).unwrap();
+    ul.listen(4).unwrap();
+    let std_ul = std::os::unix::net::UnixListener::from(ul);
+    let mut uc = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let (us, _) = std_ul.accept().unwrap();
+    let ours = Socket::from(us);
+    uc.write_all(b"unix").unwrap();
+    (&ours).read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"unix");
+    let mut back = std::os::unix::net::UnixStream::from(ours);
+    back.write_all(b"back").unwrap();
+    uc.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"back");
+    let _ = Socket::from(std_ul);
+    let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    let a = Socket::from(a);
+    a.send(b"dg").unwrap();
+    let b = std::os::unix::net::UnixDatagram::from(Socket::from(b));
+    let n = b.recv(&mut d).unwrap();
+    assert_eq!(&d[..n], b"dg");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn vectored_reads_and_writes_move_every_slice_in_order() {
+    use std::io::{IoSlice, IoSliceMut};
+    let (mut a, mut b) = socketpair(Domain::UNIX, Type::STREAM).unwrap();
+    let n = a
+        .write_vectored(&[
+            IoSlice::new(b"one "),
+            IoSlice::new(b""),
+            IoSlice::new(b"two "),
+            IoSlice::new(b"three"),
+        ])
+        .unwrap();
+    assert_eq!(n, 13);
+    let (mut x, mut y) = ([0u8; 6], [0u8; 16]);
+    let n = b
+        .read_vectored(&mut [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)])
+        .unwrap();
+    assert_eq!(n, 13);
+    assert_eq!(&x, b"one tw");
+    assert_eq!(&y[..7], b"o three");
+    // A closed peer: writing fails with EPIPE (no SIGPIPE), and the
+    // error keeps the call.
+    drop(b);
+    let e = a.send_vectored(&[IoSlice::new(b"x")]).unwrap_err();
+    assert_eq!(e.call(), "sendmsg");
+    assert_eq!(e.raw_os_error(), libc::EPIPE);
+    let (c, d) = socketpair(Domain::UNIX, Type::STREAM).unwrap();
+    drop(d);
+    assert_eq!(c.recv_vectored(&mut [IoSliceMut::new(&mut x)]).unwrap(), 0);
 }

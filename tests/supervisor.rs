@@ -10,10 +10,7 @@ use procwire::sys::process::{process_exists, ExitStatus};
 use procwire::sys::signal::Signal;
 
 fn opts() -> SupervisorOptions {
-    SupervisorOptions {
-        grace: Duration::from_millis(500),
-        ..SupervisorOptions::default()
-    }
+    SupervisorOptions::default().grace(Duration::from_millis(500))
 }
 
 fn sh(name: &str, script: &str) -> ChildSpec {
@@ -126,10 +123,7 @@ fn a_failing_child_stops_the_others_and_is_named() {
 
 #[test]
 fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
-    let o = SupervisorOptions {
-        duration: Some(Duration::from_millis(200)),
-        ..opts()
-    };
+    let o = opts().duration(Some(Duration::from_millis(200)));
     let mut sup =
         Supervisor::start(vec![sh("stubborn", "trap '' TERM; exec sleep 30")], o).unwrap();
     let pid = sup.children()[0].pid;

@@ -261,11 +261,8 @@ fn run(c: Config) -> Result<(), Box<dyn std::error::Error>> {
         connections: 0,
         started: Instant::now(),
     }));
-    let opts = ServerOptions {
-        // A request may carry one bulk string of up to --max-bulk, plus room.
-        max_input: max_bulk.saturating_add(64 * 1024),
-        ..ServerOptions::default()
-    };
+    let opts = ServerOptions::default().// A request may carry one bulk string of up to --max-bulk(// A request may carry one bulk string of up to --max-bulk).plus room.
+        max_input(max_bulk.saturating_add(64 * 1024));
     let mut listeners = Vec::new();
     if tcp {
         let addr = SocketAddr::new(host, port);

@@ -37,6 +37,7 @@ pub struct Hello {
 
 /// Why bytes are not a hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum HelloError {
     /// It doesn't start with `"PWSHM"`: not a procwire shared-memory peer.
     Magic,

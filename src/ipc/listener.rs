@@ -84,6 +84,7 @@ pub struct HandshakeStats {
 /// `accept` takes `&self` and may be called from several threads; they
 /// take turns.
 #[derive(Debug)]
+#[must_use = "dropping an ShmListener closes its socket at once"]
 pub struct ShmListener {
     /// First: dropped (closing the epoll set) before what it watches.
     selector: Selector,
@@ -586,3 +587,5 @@ fn check_sysv_creator(sock: &Socket, id: i32) -> io::Result<()> {
     }
     Ok(())
 }
+
+crate::sys::fd::as_raw_fd_from_as_fd!(ShmListener);

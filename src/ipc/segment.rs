@@ -163,6 +163,7 @@ pub(crate) fn valid_ring(ring: u64) -> bool {
 
 /// How the segment is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum SegmentKind {
     /// An anonymous memfd, sealed against resizing: it has no name, so it
     /// can't leak, and the peer can't shrink it under us (Linux, FreeBSD).

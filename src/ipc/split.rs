@@ -15,6 +15,7 @@ pub struct ShmReadHalf(pub(crate) ShmStream);
 /// dropping it shuts down writing, in the process that split the stream
 /// (a copy that a forked child drops only releases the child's hold).
 #[derive(Debug)]
+#[must_use = "dropping the write half shuts the connection down for writing"]
 pub struct ShmWriteHalf {
     s: ShmStream,
     /// The pid that split the stream.

@@ -26,8 +26,10 @@ use crate::sys::fdpass::send_with_fds;
 use crate::sys::process::getpid;
 use crate::sys::socket::{Domain, Shutdown, SockAddr, Socket, Type};
 
-/// Options of [`ShmStream::connect_with`].
+/// Options of [`ShmStream::connect_with`]: start from `Default` and change
+/// what you need, by the setters or by assigning the fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ShmOptions {
     /// How the segment is made.
     pub kind: SegmentKind,
@@ -41,6 +43,15 @@ pub struct ShmOptions {
     /// for many connections that carry little.
     pub prefault: bool,
 }
+
+option_setters!(ShmOptions {
+    /// Sets [`kind`](Self#structfield.kind).
+    kind: SegmentKind,
+    /// Sets [`ring_size`](Self#structfield.ring_size).
+    ring_size: usize,
+    /// Sets [`prefault`](Self#structfield.prefault).
+    prefault: bool,
+});
 
 impl Default for ShmOptions {
     fn default() -> Self {
@@ -104,6 +115,7 @@ impl Claims {
 /// thread at a time uses it, and each direction has one reader and one
 /// writer. To read in one process and write in another, [`fork`](super::fork)
 /// and let each keep one direction.
+#[must_use = "dropping an ShmStream closes the connection at once"]
 pub struct ShmStream {
     pub(crate) sock: Socket,
     pub(crate) shared: Arc<Shared>,
@@ -374,7 +386,7 @@ impl ShmStream {
                     format!("process {p} already {what} this direction; one reader and one writer per direction"),
                     errno::EBUSY,
                 )
-                .into());
+                .into_io_explained());
             }
         }
         let mut c = self.claimed.get();
@@ -648,6 +660,7 @@ impl Offer {
 ///
 /// `try_finish` takes `&self`, so the event loop can own the value as the
 /// source it watches; the stream it returns has its own fd.
+#[must_use = "dropping an ShmConnecting abandons the connection"]
 pub struct ShmConnecting {
     sock: Socket,
     shared: Cell<Option<Arc<Shared>>>,
@@ -809,3 +822,5 @@ impl AsFd for ShmStream {
         self.sock.as_fd()
     }
 }
+
+crate::sys::fd::as_raw_fd_from_as_fd!(ShmStream, ShmConnecting);

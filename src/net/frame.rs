@@ -19,6 +19,7 @@ pub const HEADER_LEN: usize = 4;
 
 /// What is wrong with a stream of frames.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FrameError {
     /// A length prefix announced more than the maximum.
     TooLarge {
@@ -102,6 +103,7 @@ pub fn parse_record(input: &[u8], size: usize) -> Option<&[u8]> {
 
 /// How a [`Decoder`] cuts its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Framing {
     /// A big-endian `u32` length, then the payload, at most this long.
     LengthPrefixed {

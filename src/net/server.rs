@@ -11,8 +11,11 @@ use crate::sys::errno;
 use crate::sys::socket::{SockAddr, Socket, Type};
 use crate::sys::Result;
 
-/// Limits and knobs of [`serve`].
+/// Limits and knobs of [`serve`]: start from `Default` and change what you
+/// need, by the setters (`ServerOptions::default().max_input(1 << 16)`) or
+/// by assigning the fields.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ServerOptions {
     /// Bytes asked for per `recv` (default 64 KiB).
     pub read_chunk: usize,
@@ -39,6 +42,21 @@ pub struct ServerOptions {
 /// The most bytes a connection holds back when [`ServerOptions::batch_writes`]
 /// is on.
 pub const BATCH_LIMIT: usize = 64 * 1024;
+
+option_setters!(ServerOptions {
+    /// Sets [`read_chunk`](Self#structfield.read_chunk).
+    read_chunk: usize,
+    /// Sets [`max_input`](Self#structfield.max_input).
+    max_input: usize,
+    /// Sets [`max_output`](Self#structfield.max_output).
+    max_output: usize,
+    /// Sets [`accept_retry`](Self#structfield.accept_retry).
+    accept_retry: Duration,
+    /// Sets [`nodelay`](Self#structfield.nodelay).
+    nodelay: bool,
+    /// Sets [`batch_writes`](Self#structfield.batch_writes).
+    batch_writes: bool,
+});
 
 impl Default for ServerOptions {
     fn default() -> Self {

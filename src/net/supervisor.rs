@@ -19,6 +19,7 @@ use crate::sys::{errno, Error, Result};
 
 /// How a child learns its port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Handoff {
     /// By number: `{port}` in its command and `PORT` in its environment; it
     /// binds with `SO_REUSEPORT` (hand-off 1).
@@ -80,8 +81,10 @@ impl ChildSpec {
     }
 }
 
-/// How the supervisor runs and stops its children.
+/// How the supervisor runs and stops its children: start from `Default`
+/// and change what you need, by the setters or by assigning the fields.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SupervisorOptions {
     /// How ports are reserved (default: TCP on 127.0.0.1 and ::1).
     pub reservation: ReservationBuilder,
@@ -94,6 +97,19 @@ pub struct SupervisorOptions {
     /// Catch SIGINT and SIGTERM and stop the children on them (default true).
     pub handle_signals: bool,
 }
+
+option_setters!(SupervisorOptions {
+    /// Sets [`reservation`](Self#structfield.reservation).
+    reservation: ReservationBuilder,
+    /// Sets [`grace`](Self#structfield.grace).
+    grace: Duration,
+    /// Sets [`stop_on_failure`](Self#structfield.stop_on_failure).
+    stop_on_failure: bool,
+    /// Sets [`duration`](Self#structfield.duration).
+    duration: Option<Duration>,
+    /// Sets [`handle_signals`](Self#structfield.handle_signals).
+    handle_signals: bool,
+});
 
 impl Default for SupervisorOptions {
     fn default() -> Self {
@@ -154,6 +170,7 @@ impl fmt::Display for ChildReport {
 
 /// Why [`Supervisor::run`] stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StopReason {
     /// Every child exited by itself.
     AllExited,

@@ -10,15 +10,145 @@ use std::io;
 
 /// A failed system call: its name, the arguments that matter, and the errno.
 ///
-/// `Display` reads like `bind(127.0.0.1:49475): Address already in use (os error 98)`.
-/// It converts into [`std::io::Error`] keeping the errno, so
-/// [`io::Error::kind`] and [`io::Error::raw_os_error`] come out right and `?`
-/// works in code that speaks `io::Result`.
+/// `Display` reads like `bind(127.0.0.1:49475): Address already in use (os error 98)`;
+/// [`errno`](Self::errno) gives the typed [`Errno`], which is also the
+/// error's [`source`](std::error::Error::source).
+///
+/// It converts into [`std::io::Error`] as the errno itself, the `io::Error`
+/// std would have returned from the same call: [`io::Error::raw_os_error`]
+/// and [`io::Error::kind`] come out right, so code that matches errnos keeps
+/// working across `?`. std's `io::Error` can't carry both an OS error and a
+/// message, and of the two the errno is what a program acts on; the call
+/// and its arguments stay in this type, which every wrapper returns, so
+/// keep it (or render it) where the context matters.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Error {
     call: &'static str,
     args: Args,
-    errno: i32,
+    errno: Errno,
+}
+
+/// An errno value: the reason a system call gave for failing.
+///
+/// The constants are named as in C (`Errno::EADDRINUSE`); `Display` is the
+/// system's message with the number, as std prints it
+/// (`Address already in use (os error 98)`), and `Debug` shows the number
+/// and the message. Converts into [`io::Error`] as an OS error.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(i32);
+
+impl Errno {
+    /// The errno with this raw value.
+    pub const fn from_raw(raw: i32) -> Self {
+        Self(raw)
+    }
+
+    /// The raw value, as `errno` holds it.
+    pub const fn raw(self) -> i32 {
+        self.0
+    }
+
+    /// The [`io::ErrorKind`] std maps this errno to.
+    pub fn kind(self) -> io::ErrorKind {
+        io::Error::from_raw_os_error(self.0).kind()
+    }
+
+    /// Permission denied.
+    pub const EACCES: Self = Self(libc::EACCES);
+    /// Operation not permitted.
+    pub const EPERM: Self = Self(libc::EPERM);
+    /// Read-only file system.
+    pub const EROFS: Self = Self(libc::EROFS);
+    /// Address already in use.
+    pub const EADDRINUSE: Self = Self(libc::EADDRINUSE);
+    /// Cannot assign requested address (no such local address).
+    pub const EADDRNOTAVAIL: Self = Self(libc::EADDRNOTAVAIL);
+    /// Address family not supported.
+    pub const EAFNOSUPPORT: Self = Self(libc::EAFNOSUPPORT);
+    /// Protocol not supported.
+    pub const EPROTONOSUPPORT: Self = Self(libc::EPROTONOSUPPORT);
+    /// Resource temporarily unavailable (would block); the same value as
+    /// `EWOULDBLOCK` on every supported platform.
+    pub const EAGAIN: Self = Self(libc::EAGAIN);
+    /// Bad file descriptor.
+    pub const EBADF: Self = Self(libc::EBADF);
+    /// Device or resource busy.
+    pub const EBUSY: Self = Self(libc::EBUSY);
+    /// No child processes.
+    pub const ECHILD: Self = Self(libc::ECHILD);
+    /// Connection aborted.
+    pub const ECONNABORTED: Self = Self(libc::ECONNABORTED);
+    /// Connection refused.
+    pub const ECONNREFUSED: Self = Self(libc::ECONNREFUSED);
+    /// Connection reset by peer.
+    pub const ECONNRESET: Self = Self(libc::ECONNRESET);
+    /// Operation now in progress (a non-blocking connect).
+    pub const EINPROGRESS: Self = Self(libc::EINPROGRESS);
+    /// Interrupted system call.
+    pub const EINTR: Self = Self(libc::EINTR);
+    /// Invalid argument.
+    pub const EINVAL: Self = Self(libc::EINVAL);
+    /// Input/output error.
+    pub const EIO: Self = Self(libc::EIO);
+    /// Too many open files in this process.
+    pub const EMFILE: Self = Self(libc::EMFILE);
+    /// Message too long.
+    pub const EMSGSIZE: Self = Self(libc::EMSGSIZE);
+    /// Too many open files in the system.
+    pub const ENFILE: Self = Self(libc::ENFILE);
+    /// No such file or directory.
+    pub const ENOENT: Self = Self(libc::ENOENT);
+    /// Out of memory.
+    pub const ENOMEM: Self = Self(libc::ENOMEM);
+    /// No space left on device.
+    pub const ENOSPC: Self = Self(libc::ENOSPC);
+    /// Function not implemented.
+    pub const ENOSYS: Self = Self(libc::ENOSYS);
+    /// Socket not connected.
+    pub const ENOTCONN: Self = Self(libc::ENOTCONN);
+    /// Not a socket.
+    pub const ENOTSOCK: Self = Self(libc::ENOTSOCK);
+    /// Operation not supported.
+    pub const EOPNOTSUPP: Self = Self(libc::EOPNOTSUPP);
+    /// Broken pipe.
+    pub const EPIPE: Self = Self(libc::EPIPE);
+    /// Protocol error.
+    pub const EPROTO: Self = Self(libc::EPROTO);
+    /// No such process.
+    pub const ESRCH: Self = Self(libc::ESRCH);
+    /// Connection timed out.
+    pub const ETIMEDOUT: Self = Self(libc::ETIMEDOUT);
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&io::Error::from_raw_os_error(self.0), f)
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Errno({}: {})",
+            self.0,
+            io::Error::from_raw_os_error(self.0)
+        )
+    }
+}
+
+impl std::error::Error for Errno {}
+
+impl From<Errno> for io::Error {
+    fn from(e: Errno) -> Self {
+        io::Error::from_raw_os_error(e.0)
+    }
+}
+
+impl From<Errno> for i32 {
+    fn from(e: Errno) -> Self {
+        e.0
+    }
 }
 
 /// The arguments of a failed call, kept unrendered where that is cheap, so
@@ -56,7 +186,7 @@ impl Error {
         Self {
             call,
             args: Args::Text(args.to_string().into_boxed_str()),
-            errno,
+            errno: Errno(errno),
         }
     }
 
@@ -65,7 +195,7 @@ impl Error {
         Self {
             call,
             args: Args::Fd(fd),
-            errno,
+            errno: Errno(errno),
         }
     }
 
@@ -75,7 +205,7 @@ impl Error {
         Self {
             call,
             args: Args::FdLen(fd, len),
-            errno,
+            errno: Errno(errno),
         }
     }
 
@@ -85,7 +215,7 @@ impl Error {
         Self {
             call,
             args: Args::Inet(addr),
-            errno,
+            errno: Errno(errno),
         }
     }
 
@@ -110,12 +240,17 @@ impl Error {
 
     /// The raw errno value.
     pub fn raw_os_error(&self) -> i32 {
+        self.errno.0
+    }
+
+    /// The errno, typed: compare it with the constants of [`Errno`].
+    pub fn errno(&self) -> Errno {
         self.errno
     }
 
     /// The [`io::ErrorKind`] the errno maps to.
     pub fn kind(&self) -> io::ErrorKind {
-        io::Error::from_raw_os_error(self.errno).kind()
+        self.errno.kind()
     }
 
     /// Whether the call would have blocked (`EAGAIN` / `EWOULDBLOCK`).
@@ -126,13 +261,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}({}): {}",
-            self.call,
-            self.args,
-            io::Error::from_raw_os_error(self.errno)
-        )
+        write!(f, "{}({}): {}", self.call, self.args, self.errno)
     }
 }
 
@@ -142,33 +271,43 @@ impl fmt::Debug for Error {
             .field("call", &self.call)
             .field("args", &self.args())
             .field("errno", &self.errno)
-            .field(
-                "message",
-                &io::Error::from_raw_os_error(self.errno).to_string(),
-            )
             .finish()
     }
 }
 
-impl std::error::Error for Error {}
+/// The source is the [`Errno`]. `Display` includes its message too, since
+/// most programs print an error with `{}` alone; a reporter that walks the
+/// chain shows the errno's text a second time.
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.errno)
+    }
+}
 
-/// Converts into an `io::Error` whose [`kind`](io::Error::kind) comes from the
-/// errno and whose `Display` keeps the call and its arguments.
-///
-/// std can't hold both a context message and a raw OS error in one
-/// `io::Error`, so `raw_os_error()` of the result is `None`; the errno stays
-/// reachable through [`Error::errno_of`].
+/// Converts into the OS error std would have returned: `raw_os_error()` is
+/// the errno and `kind()` follows from it; the call and its arguments are
+/// not kept (see [`Error`]).
 impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
-        io::Error::new(e.kind(), e)
+        io::Error::from(e.errno)
     }
 }
 
 impl Error {
-    /// An [`Error`] back from an `io::Error`: the one it was converted from
-    /// (call, arguments and errno intact), else one named `call` with the
-    /// `io::Error`'s message as its arguments and its errno (`EIO` if it
-    /// has none).
+    /// Into an `io::Error` that keeps this error as its payload, message and
+    /// all, for conditions the library detected itself rather than a failed
+    /// system call (a second writer on a shared-memory direction, say),
+    /// where the errno alone would explain nothing. Its `raw_os_error()`
+    /// is `None`, as std's own errors of that kind; [`Error::errno_of`]
+    /// finds the errno.
+    pub(crate) fn into_io_explained(self) -> io::Error {
+        io::Error::new(self.kind(), self)
+    }
+
+    /// An [`Error`] from an `io::Error`: one that carries an [`Error`] (made
+    /// with `io::Error::new(kind, error)`) gives it back intact, anything
+    /// else becomes one named `call` with the `io::Error`'s message as its
+    /// arguments and its errno (`EIO` if it has none).
     pub fn from_io(call: &'static str, e: io::Error) -> Self {
         let errno = Self::errno_of(&e).unwrap_or(libc::EIO);
         let text = e.to_string();
@@ -178,8 +317,8 @@ impl Error {
         }
     }
 
-    /// The errno behind an `io::Error`: its own `raw_os_error`, or that of the
-    /// [`Error`] it was converted from.
+    /// The errno behind an `io::Error`: its own `raw_os_error`, or that of an
+    /// [`Error`] it carries.
     pub fn errno_of(e: &io::Error) -> Option<i32> {
         e.raw_os_error().or_else(|| {
             e.get_ref()
@@ -375,6 +514,8 @@ pub mod errno {
     pub const EMSGSIZE: i32 = libc::EMSGSIZE;
     /// Socket not connected.
     pub const ENOTCONN: i32 = libc::ENOTCONN;
+    /// Not a socket.
+    pub const ENOTSOCK: i32 = libc::ENOTSOCK;
 }
 
 #[cfg(test)]
@@ -382,9 +523,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_errno_survives_into_io_error_and_is_the_source() {
+        let e = Error::new("connect", "127.0.0.1:1", libc::ECONNREFUSED);
+        assert_eq!(e.errno(), Errno::ECONNREFUSED);
+        assert_eq!(e.errno().raw(), libc::ECONNREFUSED);
+        assert_eq!(Errno::from_raw(libc::EINTR), Errno::EINTR);
+        assert_eq!(i32::from(Errno::EPIPE), libc::EPIPE);
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(source.downcast_ref::<Errno>(), Some(&Errno::ECONNREFUSED));
+        assert_eq!(
+            source.to_string(),
+            io::Error::from_raw_os_error(libc::ECONNREFUSED).to_string()
+        );
+        let io = io::Error::from(e.clone());
+        assert_eq!(io.raw_os_error(), Some(libc::ECONNREFUSED));
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+        fn through_question_mark(e: Error) -> io::Result<()> {
+            Err(e)?
+        }
+        let io = through_question_mark(e).unwrap_err();
+        assert_eq!(io.raw_os_error(), Some(libc::ECONNREFUSED));
+        assert_eq!(Errno::EAGAIN.kind(), io::ErrorKind::WouldBlock);
+        assert!(format!("{:?}", Errno::EPIPE).contains(&libc::EPIPE.to_string()));
+        assert_eq!(
+            io::Error::from(Errno::ENOENT).raw_os_error(),
+            Some(libc::ENOENT)
+        );
+    }
+
+    #[test]
     fn from_io_gives_back_the_error_an_io_error_was_made_from() {
         let sys = Error::new("bind", "127.0.0.1:1", libc::EADDRINUSE);
-        let back = Error::from_io("other", io::Error::from(sys));
+        let back = Error::from_io("other", io::Error::new(sys.kind(), sys));
         assert_eq!(back.call(), "bind");
         assert_eq!(back.raw_os_error(), libc::EADDRINUSE);
         assert!(

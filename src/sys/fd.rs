@@ -7,6 +7,38 @@ use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use super::error::{Context, Error, Result};
 use super::socket::fd_arg;
 
+/// Implements `AsRawFd` for types that implement `AsFd`, so that APIs that
+/// still take a raw fd (mio's `SourceFd`, tokio's `AsyncFd`) accept them.
+macro_rules! as_raw_fd_from_as_fd {
+    ($($t:ty),* $(,)?) => {$(
+        impl std::os::fd::AsRawFd for $t {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(self))
+            }
+        }
+    )*};
+}
+pub(crate) use as_raw_fd_from_as_fd;
+
+/// Implements `IntoRawFd` and `From<T> for OwnedFd` for a type that is one
+/// owned fd (field `$f`) and nothing else to release.
+macro_rules! into_fd_from_field {
+    ($t:ty, $f:ident) => {
+        impl std::os::fd::IntoRawFd for $t {
+            fn into_raw_fd(self) -> std::os::fd::RawFd {
+                std::os::fd::IntoRawFd::into_raw_fd(self.$f)
+            }
+        }
+
+        impl From<$t> for std::os::fd::OwnedFd {
+            fn from(v: $t) -> Self {
+                v.$f
+            }
+        }
+    };
+}
+pub(crate) use into_fd_from_field;
+
 /// Creates a pipe (`pipe2(O_CLOEXEC)`, or `pipe` plus `fcntl` where there is
 /// no `pipe2`), returning `(read end, write end)`, both close-on-exec.
 #[doc(alias = "pipe2")]
@@ -23,6 +55,18 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
         set_cloexec(w.as_fd(), true)?;
         Ok((r, w))
     }
+}
+
+/// Whether `fd` is a socket (`fstat(2)`: `S_IFSOCK`), as `sd_is_socket`
+/// checks before anything else.
+#[doc(alias = "fstat")]
+#[doc(alias = "S_IFSOCK")]
+pub fn is_socket(fd: BorrowedFd<'_>) -> Result<bool> {
+    rustix::fs::fstat(fd)
+        .map(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode as _) == rustix::fs::FileType::Socket
+        })
+        .ctx("fstat", || fd_arg(fd))
 }
 
 /// Sets or clears close-on-exec (`fcntl(F_SETFD)`).

@@ -30,4 +30,4 @@ pub mod sockopt;
 pub mod sysctl;
 pub mod udp;
 
-pub use error::{errno, Error, Result};
+pub use error::{errno, Errno, Error, Result};

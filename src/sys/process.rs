@@ -61,6 +61,7 @@ pub enum Fork {
 /// Dropping a `Child` neither kills nor reaps it: an exited child stays a
 /// zombie until someone waits for it, as with `std::process::Child`.
 #[derive(Debug)]
+#[must_use = "a Child that is never waited for stays a zombie once it exits"]
 pub struct Child {
     pid: Pid,
     status: Option<ExitStatus>,
@@ -282,6 +283,7 @@ fn place_fds(
 /// An `exec` failure comes back as an error naming the program, and the
 /// failed child is reaped.
 #[derive(Debug)]
+#[must_use = "a Spawn starts nothing until .spawn()"]
 pub struct Spawn<'a> {
     program: std::ffi::OsString,
     args: Vec<std::ffi::OsString>,

@@ -386,6 +386,7 @@ fn check_range(call: &'static str, offset: usize, len: usize, size: usize) -> Re
 }
 
 /// An owned `MAP_SHARED` memory mapping, unmapped on drop.
+#[must_use = "dropping a Mapping unmaps its memory at once"]
 pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
@@ -649,6 +650,7 @@ pub fn shm_segment_size(id: i32) -> Result<usize> {
 
 /// A SysV segment attached to this process (`shmat(2)`), detached on drop
 /// (`shmdt(2)`).
+#[must_use = "dropping a SysvMapping detaches the segment at once"]
 pub struct SysvMapping {
     ptr: NonNull<u8>,
     len: usize,

@@ -155,6 +155,7 @@ extern "C" fn on_signal(signo: libc::c_int) {
 /// each caught signal is written to every pipe that asked for it. Dropping
 /// one stops its deliveries and, once no pipe wants a signal, restores the
 /// disposition that signal had before the first `install`.
+#[must_use = "dropping a SignalPipe stops its deliveries and may restore the signal's old disposition"]
 pub struct SignalPipe {
     read: OwnedFd,
     slot: usize,
@@ -314,6 +315,8 @@ impl AsFd for SignalPipe {
         self.read.as_fd()
     }
 }
+
+crate::sys::fd::as_raw_fd_from_as_fd!(SignalPipe);
 
 impl fmt::Debug for SignalPipe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

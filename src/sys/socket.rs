@@ -98,6 +98,7 @@ pub enum Shutdown {
 
 /// A socket address: an IP address and port, or a Unix-domain address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SockAddr {
     /// An IPv4 or IPv6 address with a port.
     Inet(SocketAddr),
@@ -241,6 +242,7 @@ impl From<PathBuf> for SockAddr {
 /// [`socketpair`] or [`Socket::try_clone`]) is close-on-exec; handing one to a
 /// child process is explicit (see [`crate::sys::process`]). Writes never raise
 /// `SIGPIPE`: a write to a closed peer is an `EPIPE` error.
+#[must_use = "dropping a Socket closes it at once (a listener stops listening, a reserved port is freed)"]
 pub struct Socket {
     fd: OwnedFd,
 }
@@ -442,6 +444,39 @@ impl Socket {
             .ctx_fd_len("recv", self.fd.as_fd(), len)
     }
 
+    /// Sends the buffers in order as one call (`sendmsg(2)` with no
+    /// ancillary data, `MSG_NOSIGNAL` where the platform has it, as
+    /// [`send`](Self::send)); returns how many bytes went, which may be
+    /// fewer than their total.
+    #[doc(alias = "sendmsg")]
+    #[doc(alias = "writev")]
+    pub fn send_vectored(&self, bufs: &[io::IoSlice<'_>]) -> Result<usize> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        rnet::sendmsg(
+            &self.fd,
+            bufs,
+            &mut rnet::SendAncillaryBuffer::default(),
+            send_flags(),
+        )
+        .ctx_fd_len("sendmsg", self.fd.as_fd(), len)
+    }
+
+    /// Receives into the buffers in order as one call (`recvmsg(2)` with no
+    /// ancillary data); `Ok(0)` is end-of-file on a stream socket.
+    #[doc(alias = "recvmsg")]
+    #[doc(alias = "readv")]
+    pub fn recv_vectored(&self, bufs: &mut [io::IoSliceMut<'_>]) -> Result<usize> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        rnet::recvmsg(
+            &self.fd,
+            bufs,
+            &mut rnet::RecvAncillaryBuffer::default(),
+            rnet::RecvFlags::empty(),
+        )
+        .map(|m| m.bytes)
+        .ctx_fd_len("recvmsg", self.fd.as_fd(), len)
+    }
+
     /// Sends without blocking even on a blocking socket (`MSG_DONTWAIT`).
     pub fn send_nonblocking(&self, buf: &[u8]) -> Result<usize> {
         rnet::send(&self.fd, buf, send_flags() | rnet::SendFlags::DONTWAIT).ctx_fd_len(
@@ -535,17 +570,29 @@ impl io::Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         Ok(self.recv(buf)?)
     }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        Ok(self.recv_vectored(bufs)?)
+    }
 }
 
 impl io::Read for &Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         Ok(self.recv(buf)?)
     }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        Ok(self.recv_vectored(bufs)?)
+    }
 }
 
 impl io::Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         Ok(self.send(buf)?)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        Ok(self.send_vectored(bufs)?)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -558,10 +605,43 @@ impl io::Write for &Socket {
         Ok(self.send(buf)?)
     }
 
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        Ok(self.send_vectored(bufs)?)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// Conversions to and from std's socket types, by handing the fd over
+/// (no call is made, and nothing checks that the socket is of the kind
+/// the target type expects: as with `socket2`, converting a UDP socket
+/// into a `TcpStream` gives a `TcpStream` whose calls fail).
+macro_rules! std_socket_conversions {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<Socket> for $t {
+            fn from(s: Socket) -> Self {
+                <$t>::from(s.fd)
+            }
+        }
+
+        impl From<$t> for Socket {
+            fn from(s: $t) -> Self {
+                Self { fd: OwnedFd::from(s) }
+            }
+        }
+    )*};
+}
+
+std_socket_conversions!(
+    std::net::TcpListener,
+    std::net::TcpStream,
+    std::net::UdpSocket,
+    std::os::unix::net::UnixListener,
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixDatagram,
+);
 
 impl AsFd for Socket {
     fn as_fd(&self) -> BorrowedFd<'_> {

@@ -138,6 +138,12 @@ impl Socket {
             .ctx("getsockopt", || opt_args(self, "SO_TYPE"))
     }
 
+    /// Reads `SO_ACCEPTCONN`: whether the socket is listening.
+    #[doc(alias = "SO_ACCEPTCONN")]
+    pub fn is_listening(&self) -> Result<bool> {
+        getsockopt_int(self, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, "SO_ACCEPTCONN").map(|v| v != 0)
+    }
+
     /// Sets `TCP_NODELAY`: send small segments at once instead of coalescing.
     #[doc(alias = "TCP_NODELAY")]
     pub fn set_nodelay(&self, on: bool) -> Result<()> {

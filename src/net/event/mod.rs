@@ -67,6 +67,7 @@ pub const DEFAULT_BUDGET: usize = 32;
 
 /// What the error hook decides for a handler that returned an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum OnError {
     /// Keep the registration and go on.
     Continue,

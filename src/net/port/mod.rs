@@ -27,7 +27,7 @@ mod registry;
 mod reservation;
 mod unassigned;
 
-pub use activation::{listen_fds, pass_listeners, ListenFd, LISTEN_FDS_START};
+pub use activation::{listen_fds, pass_listeners, Activation, ListenFd, LISTEN_FDS_START};
 pub use good::{
     available_good_ports, ephemeral_ranges, get_port, is_available, is_good, select_random,
     unassigned_ranges, PortItem, PortSpec, PortSpecError, DEFAULT_EPHEMERAL_RANGE, PROBE_WAIT,

@@ -29,6 +29,7 @@ pub const PATH_VARIABLE: &str = "PORT_FOR_CONF";
 
 /// What went wrong with the registry.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// A system call failed (the error names the call and the path).
     Sys(Error),

@@ -9,6 +9,7 @@ use crate::sys::{errno, Error, Result};
 
 /// Which transport a reservation holds the port for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Transport {
     /// TCP only.
     #[default]
@@ -35,6 +36,7 @@ const ATTEMPTS: usize = 64;
 
 /// Options for a [`Reservation`]; see [`Reservation::builder`].
 #[derive(Clone, Debug)]
+#[must_use = "a ReservationBuilder reserves nothing until .reserve() or .reserve_many()"]
 pub struct ReservationBuilder {
     ip: IpAddr,
     port: u16,
@@ -222,6 +224,7 @@ struct Held {
 /// [`ReservedBind`]) and listens; anyone else's bind fails with
 /// `EADDRINUSE`. Drop the reservation only after the child has exited: until
 /// the child has bound, dropping it reopens the race it exists to close.
+#[must_use = "dropping a Reservation frees its port at once, reopening the race it closes; keep it until the child has bound"]
 pub struct Reservation {
     held: Vec<Held>,
     primary: SocketAddr,
@@ -323,6 +326,7 @@ pub fn reserve_many(n: usize) -> Result<Vec<Reservation>> {
 /// reservation (`SO_REUSEPORT`, and `SO_REUSEADDR` if asked), binds and, for
 /// TCP, listens.
 #[derive(Clone, Debug)]
+#[must_use = "a ReservedBind binds nothing until .listen() or .udp()"]
 pub struct ReservedBind {
     addr: SocketAddr,
     reuse_address: bool,

@@ -273,6 +273,7 @@ impl fmt::Debug for Notifier {
 /// A one-shot timer that is a file descriptor (a `timerfd` on the monotonic
 /// clock): readable from the moment it fires until [`Timer::clear`], so it
 /// can be registered in a [`Selector`] beside sockets.
+#[must_use = "dropping a Timer cancels it"]
 pub struct Timer {
     fd: OwnedFd,
 }
@@ -350,3 +351,7 @@ impl fmt::Debug for Timer {
             .finish()
     }
 }
+
+crate::sys::fd::as_raw_fd_from_as_fd!(Selector, Timer);
+crate::sys::fd::into_fd_from_field!(Selector, ep);
+crate::sys::fd::into_fd_from_field!(Timer, fd);

@@ -418,6 +418,7 @@ impl fmt::Debug for Notifier {
 /// one `EVFILT_TIMER` event, readable (as a kqueue is when an event is
 /// pending) from the moment it fires until [`Timer::clear`], so it can be
 /// registered in a [`Selector`] beside sockets.
+#[must_use = "dropping a Timer cancels it"]
 pub struct Timer {
     kq: OwnedFd,
 }
@@ -491,3 +492,7 @@ impl fmt::Debug for Timer {
             .finish()
     }
 }
+
+crate::sys::fd::as_raw_fd_from_as_fd!(Selector, Timer);
+crate::sys::fd::into_fd_from_field!(Selector, kq);
+crate::sys::fd::into_fd_from_field!(Timer, kq);

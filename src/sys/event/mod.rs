@@ -68,6 +68,7 @@ bitflags::bitflags! {
 
 /// How a registration reports readiness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Mode {
     /// Reported on every wait while the fd is ready.
     Level,
@@ -207,6 +208,7 @@ fn retry_interrupted(
 
 /// Signals delivered through a [`Selector`]: a [`SignalPipe`] whose read end
 /// is registered under a token, the same on every backend.
+#[must_use = "dropping a SignalSource stops its deliveries and may restore the signal's old disposition"]
 pub struct SignalSource {
     pipe: SignalPipe,
 }
@@ -241,6 +243,15 @@ impl SignalSource {
         self.pipe.drain_into(f)
     }
 }
+
+/// The pipe's read end, readable while caught signals wait to be read.
+impl std::os::fd::AsFd for SignalSource {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.pipe)
+    }
+}
+
+crate::sys::fd::as_raw_fd_from_as_fd!(SignalSource);
 
 impl fmt::Debug for SignalSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
