@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::reservation::Transport;
 use super::unassigned::UNASSIGNED_RANGES;
 use crate::sys::socket::{Domain, Socket, Type};
 use crate::sys::{errno, Error, Result};
@@ -30,16 +31,69 @@ const BORDER: u16 = 3;
 const TRIES: usize = 100;
 
 /// This host's ephemeral (autobind) port ranges: Linux
-/// `/proc/sys/net/ipv4/ip_local_port_range`; `net.inet.ip.portrange.first`
-/// / `.last` (and `hifirst`/`hilast`) by sysctl on macOS and the BSDs;
+/// `/proc/sys/net/ipv4/ip_local_port_range` minus
+/// `/proc/sys/net/ipv4/ip_local_reserved_ports` (ports the kernel never
+/// autobinds); `net.inet.ip.portrange.first` / `.last` (and
+/// `hifirst`/`hilast`) by sysctl on macOS and the BSDs;
 /// [`DEFAULT_EPHEMERAL_RANGE`] where neither can be read.
 pub fn ephemeral_ranges() -> Vec<(u16, u16)> {
     let r = read_ephemeral();
     if r.is_empty() {
-        vec![DEFAULT_EPHEMERAL_RANGE]
-    } else {
-        r
+        return vec![DEFAULT_EPHEMERAL_RANGE];
     }
+    let reserved = read_reserved();
+    if reserved.is_empty() {
+        r
+    } else {
+        subtract(&r, &reserved)
+    }
+}
+
+/// Parses a Linux port list as `ip_local_reserved_ports` holds it: ports
+/// and inclusive ranges separated by commas (`8080,9000-9100`), in any
+/// order; returns sorted, merged ranges, or `None` for anything malformed
+/// (a bad number, a range backwards, a port above 65535).
+pub fn parse_port_list(text: &str) -> Option<Vec<(u16, u16)>> {
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for item in text.trim().split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let (lo, hi) = match item.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?),
+            None => {
+                let p = item.parse::<u16>().ok()?;
+                (p, p)
+            }
+        };
+        if lo > hi {
+            return None;
+        }
+        out.push((lo, hi));
+    }
+    out.sort_unstable();
+    let mut merged: Vec<(u16, u16)> = Vec::with_capacity(out.len());
+    for (lo, hi) in out {
+        match merged.last_mut() {
+            Some(last) if u32::from(last.1) + 1 >= u32::from(lo) => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    Some(merged)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn read_reserved() -> Vec<(u16, u16)> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports")
+        .ok()
+        .and_then(|t| parse_port_list(&t))
+        .unwrap_or_default()
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn read_reserved() -> Vec<(u16, u16)> {
+    Vec::new()
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -205,6 +259,35 @@ pub fn is_good(port: u16) -> bool {
 /// silence the port counts as taken.
 pub fn is_available(port: u16) -> bool {
     port != 0 && probe(port).unwrap_or(false)
+}
+
+/// Whether `port` is free for `transport`: TCP as [`is_available`]
+/// checks it, UDP by a bind of the wildcard address (dual-stack where
+/// IPv6 is on), both for [`Transport::TcpAndUdp`] (as Python's
+/// `portpicker.is_port_free` checks both).
+pub fn is_available_for(port: u16, transport: Transport) -> bool {
+    let tcp = || is_available(port);
+    let udp = || port != 0 && udp_free(port).unwrap_or(false);
+    match transport {
+        Transport::Tcp => tcp(),
+        Transport::Udp => udp(),
+        _ => tcp() && udp(),
+    }
+}
+
+fn udp_free(port: u16) -> Result<bool> {
+    match Socket::new(Domain::IPV6, Type::DGRAM) {
+        Ok(s) => {
+            s.set_only_v6(false)?;
+            Ok(s.bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
+                .is_ok())
+        }
+        Err(_) => {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM)?;
+            Ok(s.bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+                .is_ok())
+        }
+    }
 }
 
 /// How long [`is_available`] waits for an answer to its connect. On
@@ -523,6 +606,58 @@ pub fn get_port(spec: &PortSpec, exclude: &[u16]) -> Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_lists_parse_merge_and_refuse_junk() {
+        assert_eq!(parse_port_list(""), Some(vec![]));
+        assert_eq!(parse_port_list("\n"), Some(vec![]));
+        assert_eq!(parse_port_list("8080\n"), Some(vec![(8080, 8080)]));
+        assert_eq!(
+            parse_port_list("9000-9100,8080, 9050-9200,9201,1"),
+            Some(vec![(1, 1), (8080, 8080), (9000, 9201)])
+        );
+        assert_eq!(parse_port_list("0-65535"), Some(vec![(0, 65535)]));
+        assert_eq!(parse_port_list("5-5"), Some(vec![(5, 5)]));
+        // Adjacent but not touching stays apart.
+        assert_eq!(parse_port_list("1-2,4"), Some(vec![(1, 2), (4, 4)]));
+        assert_eq!(parse_port_list("1-2,3"), Some(vec![(1, 3)]));
+        for bad in ["x", "10-5", "65536", "1-65536", "-5", "5-", "1,,x"] {
+            assert_eq!(parse_port_list(bad), None, "{bad:?}");
+        }
+        // Reserved ports come out of the ephemeral range.
+        let r = parse_port_list("40000-40009,60999").unwrap();
+        assert_eq!(
+            subtract(&[(32768, 60999)], &r),
+            vec![(32768, 39999), (40010, 60998)]
+        );
+    }
+
+    #[test]
+    fn udp_and_tcp_availability_are_told_apart() {
+        // A UDP socket on a port: free for TCP, not for UDP or both.
+        let u = Socket::new(Domain::IPV4, Type::DGRAM).unwrap();
+        u.bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+            .unwrap();
+        let p = u.local_addr().unwrap().port().unwrap();
+        assert!(!is_available_for(p, Transport::Udp));
+        assert!(!is_available_for(p, Transport::TcpAndUdp));
+        // (TCP may be taken by a stranger meanwhile; only check it's not
+        // refused for the UDP socket's sake when it is free.)
+        let t = Socket::new(Domain::IPV4, Type::STREAM).unwrap();
+        if t.bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, p))).is_ok() {
+            drop(t);
+            assert!(is_available_for(p, Transport::Tcp));
+        }
+        drop(u);
+        // A TCP listener: taken for TCP and for both.
+        let l = Socket::new(Domain::IPV4, Type::STREAM).unwrap();
+        l.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        l.listen(1).unwrap();
+        let q = l.local_addr().unwrap().port().unwrap();
+        assert!(!is_available_for(q, Transport::Tcp));
+        assert!(!is_available_for(q, Transport::TcpAndUdp));
+        assert!(!is_available_for(0, Transport::Udp));
+    }
 
     #[test]
     fn subtract_cuts_ranges() {

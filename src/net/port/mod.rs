@@ -19,23 +19,28 @@
 //! - for ports that must stay the same across restarts, [`select_random`] /
 //!   [`get_port`] pick good ports (unassigned, outside the ephemeral range,
 //!   free) and [`Registry`] remembers name -> port associations in
-//!   port-for's file format, crash-safe and safe for concurrent writers.
+//!   port-for's file format, crash-safe and safe for concurrent writers;
+//! - [`pick_unused_port`] is portpicker's call, returning the port held,
+//!   and [`portserver`] speaks portpicker's portserver protocol, both
+//!   sides.
 
 mod activation;
 mod good;
+pub mod portserver;
 mod registry;
 mod reservation;
 mod unassigned;
 
 pub use activation::{listen_fds, pass_listeners, Activation, ListenFd, LISTEN_FDS_START};
 pub use good::{
-    available_good_ports, ephemeral_ranges, get_port, is_available, is_good, select_random,
-    unassigned_ranges, PortItem, PortSpec, PortSpecError, DEFAULT_EPHEMERAL_RANGE, PROBE_WAIT,
+    available_good_ports, ephemeral_ranges, get_port, is_available, is_available_for, is_good,
+    parse_port_list, select_random, unassigned_ranges, PortItem, PortSpec, PortSpecError,
+    DEFAULT_EPHEMERAL_RANGE, PROBE_WAIT,
 };
 pub use registry::{check_name, parse_port, Registry, RegistryError, PATH_VARIABLE, SYSTEM_PATH};
 #[cfg(feature = "testing")]
 pub use registry::{parse_text, rewrite_text};
 pub use reservation::{
-    bind_reserved, reserve_many, reserve_time_wait, Reservation, ReservationBuilder, ReservedBind,
-    Transport,
+    bind_reserved, pick_unused_port, reserve_many, reserve_time_wait, Reservation,
+    ReservationBuilder, ReservedBind, Transport,
 };

@@ -34,6 +34,32 @@ impl Transport {
 /// on the first address is taken on another (another family or protocol).
 const ATTEMPTS: usize = 64;
 
+/// A free port, held: portpicker's `pick_unused_port()`, except that it
+/// returns the port still held, not a bare number. The same number is held
+/// for TCP and UDP on 127.0.0.1 and ::1 (where IPv6 is on), so nothing
+/// else can take it, by either transport or family, until the reservation
+/// is dropped; the child joins it with [`ReservedBind`] / [`bind_reserved`]
+/// (or, for a socket of the child's own that sets no option, drop the
+/// reservation right before the child binds: then it is as good as
+/// portpicker's).
+///
+/// ```
+/// let r = procwire::net::port::pick_unused_port()?;
+/// let port = r.port();
+/// assert_ne!(port, 0);
+/// # Ok::<(), procwire::sys::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// Those of [`ReservationBuilder::reserve`].
+pub fn pick_unused_port() -> Result<Reservation> {
+    Reservation::builder(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .transport(Transport::TcpAndUdp)
+        .both_loopback_families(true)
+        .reserve()
+}
+
 /// Options for a [`Reservation`]; see [`Reservation::builder`].
 #[derive(Clone, Debug)]
 #[must_use = "a ReservationBuilder reserves nothing until .reserve() or .reserve_many()"]
