@@ -301,3 +301,40 @@ fn raw_fds_work_with_mio_and_owned_fds_move_out() {
     // Still open: fcntl on it works.
     assert!(rustix::io::fcntl_getfd(&owned).is_ok());
 }
+
+/// TCP urgent data is reported as priority to a registration that asks for
+/// it, and not to one that doesn't.
+#[cfg(target_os = "linux")]
+#[test]
+fn priority_interest_reports_urgent_data() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    let b2 = b.try_clone().unwrap();
+    let sel = Selector::new().unwrap();
+    let mut ev = Events::with_capacity(8);
+    watch(
+        &sel,
+        b.as_fd(),
+        Token(1),
+        Interest::READABLE | Interest::PRIORITY,
+        Mode::Level,
+    )
+    .unwrap();
+    // The same file again under another fd, without PRIORITY.
+    watch(&sel, b2.as_fd(), Token(2), Interest::READABLE, Mode::Level).unwrap();
+    sel.wait(&mut ev, Some(SHORT)).unwrap();
+    assert!(ev.iter().next().is_none(), "nothing yet: {ev:?}");
+    socket2::SockRef::from(&a).send_out_of_band(b"!").unwrap();
+    let deadline = Instant::now() + LONG;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        sel.wait(&mut ev, Some(LONG)).unwrap();
+        seen = ev.iter().map(|e| (e.token().0, e.is_priority())).collect();
+        if seen.contains(&(1, true)) {
+            break;
+        }
+    }
+    assert!(seen.contains(&(1, true)), "{seen:?}");
+    assert!(!seen.contains(&(2, true)), "{seen:?}");
+}

@@ -980,3 +980,56 @@ fn work_cut_in_slices_lets_other_connections_run_between_them() {
         assert_eq!(reader.join().unwrap().unwrap(), b"");
     }
 }
+
+#[test]
+fn into_source_gives_the_source_back_and_the_handler_is_not_called_again() {
+    use std::os::fd::AsRawFd;
+    let lp = EventLoop::new().unwrap();
+    let (a, b) = pair();
+    let raw = b.as_raw_fd();
+    let calls = counter();
+    let c = calls.clone();
+    let reg = lp
+        .register_with(b, Interest::READABLE, Mode::Level, move |_, s, _| {
+            let mut buf = [0u8; 16];
+            let _ = s.recv(&mut buf);
+            c.set(c.get() + 1);
+            Ok(())
+        })
+        .unwrap();
+    a.send(b"1").unwrap();
+    run_until(&lp, || calls.get() == 1);
+    let b: Socket = reg.into_source().unwrap();
+    assert_eq!(b.as_raw_fd(), raw, "the same socket");
+    a.send(b"2").unwrap();
+    lp.run_once(Some(Duration::from_millis(50))).unwrap();
+    assert_eq!(calls.get(), 1, "deregistered");
+    let mut buf = [0u8; 4];
+    assert_eq!(b.recv(&mut buf).unwrap(), 1, "and still open, with its byte");
+
+    // The wrong type: EINVAL.
+    let reg = lp
+        .register(b, Interest::READABLE, |_, _, _| Ok(()))
+        .unwrap();
+    let e = reg.into_source::<std::fs::File>().unwrap_err();
+    assert_eq!(e.raw_os_error(), libc::EINVAL, "{e}");
+
+    // From inside its own handler: EBUSY, and the source goes with the call.
+    let (a, b) = pair();
+    let slot: Rc<RefCell<Option<procwire::net::event::Registration>>> = Rc::default();
+    let got = Rc::new(Cell::new(0));
+    let (s2, g2) = (slot.clone(), got.clone());
+    let reg = lp
+        .register(b, Interest::READABLE, move |_, _, _| {
+            if let Some(r) = s2.borrow_mut().take() {
+                let e = r.into_source::<Socket>().unwrap_err();
+                g2.set(e.raw_os_error());
+            }
+            Ok(())
+        })
+        .unwrap();
+    *slot.borrow_mut() = Some(reg);
+    a.send(b"x").unwrap();
+    run_until(&lp, || got.get() != 0);
+    assert_eq!(got.get(), libc::EBUSY);
+}

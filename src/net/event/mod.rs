@@ -261,6 +261,19 @@ impl EventLoop {
         self.drop_entry(entry)
     }
 
+    /// Deregisters `key` and returns its source, if its entry is at home;
+    /// `Ok(None)` when it is out being called or gone (nothing changes).
+    fn take_source(&self, key: Key) -> Result<Option<Box<dyn std::any::Any>>> {
+        let entry = self.inner.state.borrow_mut().slab.remove_idle(key);
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        if let Some(fd) = entry.fd() {
+            self.inner.selector.deregister(fd)?;
+        }
+        Ok(entry.into_source())
+    }
+
     /// Takes a removed entry's fd out of the selector while its source still
     /// lives (so the fd is open), then drops it.
     fn drop_entry(&self, entry: Option<Box<dyn Entry>>) -> Result<()> {

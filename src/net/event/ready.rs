@@ -43,6 +43,13 @@ impl Ready {
         self.ev.is_writable()
     }
 
+    /// Priority data is there (see [`Interest::PRIORITY`]).
+    ///
+    /// [`Interest::PRIORITY`]: crate::sys::event::Interest
+    pub fn is_priority(&self) -> bool {
+        self.ev.is_priority()
+    }
+
     /// The fd has a pending error.
     pub fn is_error(&self) -> bool {
         self.ev.is_error()

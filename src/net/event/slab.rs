@@ -14,7 +14,7 @@ use std::rc::Weak;
 
 use super::{Context, EventLoop, Inner, Interest, Mode, Ready};
 use crate::sys::event::Token;
-use crate::sys::Result;
+use crate::sys::{errno, Error, Result};
 
 /// Identifies a registration: a slab index and the slot's generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,6 +58,11 @@ pub(super) trait Entry {
     /// waker or signal source registers its own fds).
     fn fd(&self) -> Option<BorrowedFd<'_>>;
     fn call(&mut self, cx: &mut Context<'_>, ready: Ready) -> io::Result<()>;
+    /// The source, for [`Registration::into_source`]; `None` for entries
+    /// the loop made itself.
+    fn into_source(self: Box<Self>) -> Option<Box<dyn std::any::Any>> {
+        None
+    }
 }
 
 /// A source the loop owns and the handler it is called with.
@@ -68,7 +73,7 @@ pub(super) struct Registered<S, H> {
 
 impl<S, H> Entry for Registered<S, H>
 where
-    S: AsFd,
+    S: AsFd + 'static,
     H: FnMut(&mut Context<'_>, &S, Ready) -> io::Result<()>,
 {
     fn fd(&self) -> Option<BorrowedFd<'_>> {
@@ -77,6 +82,10 @@ where
 
     fn call(&mut self, cx: &mut Context<'_>, ready: Ready) -> io::Result<()> {
         (self.handler)(cx, &self.source, ready)
+    }
+
+    fn into_source(self: Box<Self>) -> Option<Box<dyn std::any::Any>> {
+        Some(Box::new(self.source))
     }
 }
 
@@ -207,6 +216,16 @@ impl Slab {
         }
     }
 
+    /// Deregisters `key` only if its entry is at home (not out being
+    /// called), returning the entry; otherwise changes nothing.
+    pub(super) fn remove_idle(&mut self, key: Key) -> Option<Box<dyn Entry>> {
+        let live = self.live(key)?;
+        if !matches!(live.call, Call::Idle(_)) {
+            return None;
+        }
+        self.remove(key)
+    }
+
     /// Takes the entry of `key` out for a call, if the slot still holds that
     /// generation and the entry is at home (a handler is never re-entered).
     pub(super) fn begin_call(&mut self, key: Key) -> Option<Box<dyn Entry>> {
@@ -293,6 +312,55 @@ impl Registration {
         let r = self.with_loop(|lp| lp.remove(self.key));
         std::mem::forget(self);
         r
+    }
+
+    /// Deregisters the source and gives it back, with its handler dropped.
+    ///
+    /// `S` is the type the source was registered as.
+    ///
+    /// # Errors
+    ///
+    /// `EBUSY` during the registration's own handler call (the source is
+    /// in use; it is deregistered and dropped once the call returns, as
+    /// when a `Registration` drops), `ENOENT` when the loop is gone or the
+    /// registration was removed already, `EINVAL` when the source is not
+    /// an `S` (it is dropped), and a failure of `EPOLL_CTL_DEL`.
+    pub fn into_source<S: 'static>(self) -> Result<S> {
+        let key = self.key;
+        let Some(inner) = self.lp.upgrade() else {
+            std::mem::forget(self);
+            return Err(Error::new(
+                "Registration::into_source",
+                "the loop is gone",
+                errno::ENOENT,
+            ));
+        };
+        let lp = EventLoop { inner };
+        let taken = lp.take_source(key);
+        match taken {
+            Err(e) => {
+                std::mem::forget(self);
+                Err(e)
+            }
+            Ok(None) => Err(Error::new(
+                "Registration::into_source",
+                format!("{key:?}: its handler is running, or it was removed"),
+                errno::EBUSY,
+            )),
+            Ok(Some(any)) => {
+                std::mem::forget(self);
+                any.downcast::<S>().map(|b| *b).map_err(|_| {
+                    Error::new(
+                        "Registration::into_source",
+                        format!(
+                            "{key:?}: the source is not a {}",
+                            std::any::type_name::<S>()
+                        ),
+                        errno::EINVAL,
+                    )
+                })
+            }
+        }
     }
 
     /// Leaves the registration to the loop: it lives until its handler

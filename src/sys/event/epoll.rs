@@ -64,9 +64,11 @@ impl Events {
         self.list.iter().map(|e| {
             let f = e.flags;
             let mut flags = Flags::empty();
-            if f.intersects(EventFlags::IN | EventFlags::PRI | EventFlags::RDHUP | EventFlags::HUP)
-            {
+            if f.intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP) {
                 flags |= Flags::READABLE;
+            }
+            if f.contains(EventFlags::PRI) {
+                flags |= Flags::PRIORITY;
             }
             if f.contains(EventFlags::OUT) {
                 flags |= Flags::WRITABLE;
@@ -101,6 +103,9 @@ fn flags_for(interest: Interest, mode: Mode) -> EventFlags {
     }
     if interest.contains(Interest::WRITABLE) {
         f |= EventFlags::OUT;
+    }
+    if interest.contains(Interest::PRIORITY) {
+        f |= EventFlags::PRI;
     }
     match mode {
         Mode::Level => {}

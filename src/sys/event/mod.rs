@@ -63,6 +63,11 @@ bitflags::bitflags! {
         const READABLE = 0b01;
         /// Room to write, or a non-blocking connect finished.
         const WRITABLE = 0b10;
+        /// Priority data: TCP urgent (out-of-band) data, a `/proc` or
+        /// sysfs file that changed (`EPOLLPRI`). Linux only, as in mio:
+        /// kqueue's `EVFILT_EXCEPT` is not on every BSD.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        const PRIORITY = 0b100;
     }
 }
 
@@ -97,6 +102,7 @@ bitflags::bitflags! {
         const ERROR = 1 << 2;
         const READ_CLOSED = 1 << 3;
         const WRITE_CLOSED = 1 << 4;
+        const PRIORITY = 1 << 5;
     }
 }
 
@@ -107,6 +113,8 @@ impl Event {
         let mut flags = Flags::empty();
         flags.set(Flags::READABLE, interest.contains(Interest::READABLE));
         flags.set(Flags::WRITABLE, interest.contains(Interest::WRITABLE));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        flags.set(Flags::PRIORITY, interest.contains(Interest::PRIORITY));
         Event { token, flags }
     }
 
@@ -123,6 +131,12 @@ impl Event {
     /// Writing will make progress.
     pub fn is_writable(&self) -> bool {
         self.flags.contains(Flags::WRITABLE)
+    }
+
+    /// Priority data is there (`EPOLLPRI`: TCP urgent data, say); only
+    /// reported for a registration with [`Interest::PRIORITY`].
+    pub fn is_priority(&self) -> bool {
+        self.flags.contains(Flags::PRIORITY)
     }
 
     /// The fd has a pending error (read it with `SO_ERROR`).
@@ -155,6 +169,7 @@ impl fmt::Debug for Event {
             .field("token", &self.token)
             .field("readable", &self.is_readable())
             .field("writable", &self.is_writable())
+            .field("priority", &self.is_priority())
             .field("error", &self.is_error())
             .field("read_closed", &self.is_read_closed())
             .field("write_closed", &self.is_write_closed())
