@@ -4,9 +4,12 @@
 //!
 //! ```text
 //! cargo run --example port-for -- NAME
-//! cargo install --path . --example port-for
+//! cargo install --path .          # installs port-for (and the other programs)
 //! ```
 
+// The binary in src/bin has its own copy at the crate root, which the
+// macros and `crate::cli` paths name.
+#[allow(clippy::duplicate_mod, unused_imports)]
 #[macro_use]
 #[path = "cli/mod.rs"]
 mod cli;
@@ -96,7 +99,8 @@ fn parse() -> Result<(Action, Option<String>), lexopt::Error> {
     Ok((action, conf))
 }
 
-fn main() -> ExitCode {
+/// The program (also run by the installable binary of the same name).
+pub fn main() -> ExitCode {
     let (action, conf) = match parse() {
         Ok(a) => a,
         Err(e) => {

@@ -10,6 +10,9 @@
 //! Same flags as portpicker's `portserver.py`. Serves until Ctrl-C or
 //! SIGTERM, then prints how many requests got a port.
 
+// The binary in src/bin has its own copy at the crate root, which the
+// macros and `crate::cli` paths name.
+#[allow(clippy::duplicate_mod, unused_imports)]
 #[macro_use]
 #[path = "cli/mod.rs"]
 mod cli;
@@ -161,8 +164,9 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    cli::keep_running_without_stdout();
+/// The program (also run by the installable binary of the same name).
+pub fn main() -> ExitCode {
+    crate::cli::keep_running_without_stdout();
     let a = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -1005,7 +1005,11 @@ fn into_source_gives_the_source_back_and_the_handler_is_not_called_again() {
     lp.run_once(Some(Duration::from_millis(50))).unwrap();
     assert_eq!(calls.get(), 1, "deregistered");
     let mut buf = [0u8; 4];
-    assert_eq!(b.recv(&mut buf).unwrap(), 1, "and still open, with its byte");
+    assert_eq!(
+        b.recv(&mut buf).unwrap(),
+        1,
+        "and still open, with its byte"
+    );
 
     // The wrong type: EINVAL.
     let reg = lp

@@ -438,3 +438,20 @@ fn a_server_whose_stdout_closes_goes_on_serving() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The installable binaries are the same programs as the examples.
+#[test]
+fn the_installed_binaries_are_the_example_programs() {
+    for (bin, ex) in [
+        (env!("CARGO_BIN_EXE_port-for"), "port-for"),
+        (env!("CARGO_BIN_EXE_portserver"), "portserver"),
+        (env!("CARGO_BIN_EXE_cache_server"), "cache_server"),
+    ] {
+        let a = Command::new(bin).arg("--help").output().unwrap();
+        let b = Command::new(example(ex)).arg("--help").output().unwrap();
+        assert!(a.status.success(), "{bin}");
+        assert_eq!(a.stdout, b.stdout, "{bin}");
+        let bad = Command::new(bin).arg("--no-such-flag").output().unwrap();
+        assert_eq!(bad.status.code(), Some(2), "{bin}");
+    }
+}

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procwire::net::resp::{self, Version};
 
-use crate::glob;
-use crate::store::Store;
+use super::glob;
+use super::store::Store;
 
 /// The Redis version this server answers as (HELLO, INFO): the release
 /// whose commands and replies it follows.

@@ -27,6 +27,7 @@
 
 #[macro_use]
 #[path = "../cli/mod.rs"]
+#[allow(clippy::duplicate_mod, unused_imports)]
 mod cli;
 
 mod commands;
@@ -220,12 +221,13 @@ fn parse() -> Result<Option<Config>, Box<dyn std::error::Error>> {
     Ok(Some(c))
 }
 
-fn main() -> ExitCode {
-    cli::keep_running_without_stdout();
+/// The program (also run by the installable binary of the same name).
+pub fn main() -> ExitCode {
+    crate::cli::keep_running_without_stdout();
     let config = match parse() {
         Ok(Some(c)) => c,
-        Ok(None) => return cli::help(USAGE),
-        Err(e) => return cli::usage_error("cache_server", USAGE, e),
+        Ok(None) => return crate::cli::help(USAGE),
+        Err(e) => return crate::cli::usage_error("cache_server", USAGE, e),
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -309,7 +311,7 @@ fn run(c: Config) -> Result<(), Box<dyn std::error::Error>> {
             }
         })?);
     }
-    cli::flush();
+    crate::cli::flush();
     let sv = Rc::clone(&server);
     lp.every(Duration::from_millis(100), move |_| {
         sv.borrow_mut().store.expire_due(Instant::now())
