@@ -20,6 +20,14 @@ pub fn cpu_tag() -> u32 {
 
 /// The CPU the calling thread runs on now (`sched_getcpu(3)`; a vDSO or rseq
 /// read, no system call on current kernels). It may change at any moment.
+///
+/// # References
+///
+/// ```c
+/// int sched_getcpu(void);
+/// ```
+///
+/// - `sched_getcpu(3)`: [Linux](https://man7.org/linux/man-pages/man3/sched_getcpu.3.html)
 #[doc(alias = "sched_getcpu")]
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn current_cpu() -> usize {
@@ -32,6 +40,14 @@ pub fn current_cpu() -> usize {
 /// # Errors
 ///
 /// `EINVAL` when no CPU of the set is online.
+///
+/// # References
+///
+/// ```c
+/// int sched_setaffinity(pid_t pid, size_t cpusetsize, const cpu_set_t *mask);
+/// ```
+///
+/// - `sched_setaffinity(2)`: [Linux](https://man7.org/linux/man-pages/man2/sched_setaffinity.2.html)
 #[doc(alias = "sched_setaffinity")]
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn pin_to(cpus: &[usize]) -> Result<()> {

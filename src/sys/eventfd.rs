@@ -16,6 +16,14 @@ pub struct EventFd {
 
 impl EventFd {
     /// Creates a counter with value `initval` (`eventfd(2)`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int eventfd(unsigned int initval, int flags);
+    /// ```
+    ///
+    /// - `eventfd(2)`: [Linux](https://man7.org/linux/man-pages/man2/eventfd.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=eventfd&sektion=2)
     #[doc(alias = "eventfd")]
     pub fn new(initval: u32, nonblocking: bool) -> Result<Self> {
         let mut flags = EventfdFlags::CLOEXEC;
@@ -41,6 +49,14 @@ impl EventFd {
     ///
     /// `EAGAIN` on a non-blocking counter that would overflow; `EINVAL` for
     /// `u64::MAX`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t write(int fd, const void *buf, size_t count);
+    /// ```
+    ///
+    /// - `write(2)`: [Linux](https://man7.org/linux/man-pages/man2/write.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=write&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/write.2.html)
     pub fn write(&self, n: u64) -> Result<()> {
         rustix::io::write(&self.fd, &n.to_ne_bytes())
             .map(drop)
@@ -51,6 +67,14 @@ impl EventFd {
 
     /// Reads the counter and resets it to 0 (`read(2)`). Blocks while it is 0
     /// unless non-blocking (then `EAGAIN`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t read(int fd, void *buf, size_t count);
+    /// ```
+    ///
+    /// - `read(2)`: [Linux](https://man7.org/linux/man-pages/man2/read.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=read&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/read.2.html)
     pub fn read(&self) -> Result<u64> {
         let mut b = [0u8; 8];
         rustix::io::read(&self.fd, &mut b)

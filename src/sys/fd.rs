@@ -41,6 +41,14 @@ pub(crate) use into_fd_from_field;
 
 /// Creates a pipe (`pipe2(O_CLOEXEC)`, or `pipe` plus `fcntl` where there is
 /// no `pipe2`), returning `(read end, write end)`, both close-on-exec.
+///
+/// # References
+///
+/// ```c
+/// int pipe2(int pipefd[2], int flags);
+/// ```
+///
+/// - `pipe2(2)`: [Linux](https://man7.org/linux/man-pages/man2/pipe2.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=pipe2&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/pipe2.2.html)
 #[doc(alias = "pipe2")]
 pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     #[cfg(not(target_vendor = "apple"))]
@@ -59,6 +67,14 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Whether `fd` is a socket (`fstat(2)`: `S_IFSOCK`), as `sd_is_socket`
 /// checks before anything else.
+///
+/// # References
+///
+/// ```c
+/// int fstat(int fd, struct stat *statbuf);
+/// ```
+///
+/// - `fstat(2)`: [Linux](https://man7.org/linux/man-pages/man2/fstat.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fstat&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fstat.2.html)
 #[doc(alias = "fstat")]
 #[doc(alias = "S_IFSOCK")]
 pub fn is_socket(fd: BorrowedFd<'_>) -> Result<bool> {
@@ -95,6 +111,14 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 /// has an error or hang-up pending (`poll(2)`); `false` on a timeout.
 /// Interrupted waits resume with the time left. Any pollable fd: a pipe, a
 /// selector, a listener.
+///
+/// # References
+///
+/// ```c
+/// int poll(struct pollfd *fds, nfds_t nfds, int timeout);
+/// ```
+///
+/// - `poll(2)`: [Linux](https://man7.org/linux/man-pages/man2/poll.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=poll&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/poll.2.html)
 #[doc(alias = "poll")]
 pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -> Result<bool> {
     poll_one(fd, rustix::event::PollFlags::IN, timeout)
@@ -102,6 +126,14 @@ pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -
 
 /// Waits up to `timeout` (`None`: no limit) until `fd` is writable, or has
 /// an error or hang-up pending (`poll(2)`); `false` on a timeout.
+///
+/// # References
+///
+/// ```c
+/// int poll(struct pollfd *fds, nfds_t nfds, int timeout);
+/// ```
+///
+/// - `poll(2)`: [Linux](https://man7.org/linux/man-pages/man2/poll.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=poll&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/poll.2.html)
 #[doc(alias = "poll")]
 pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -> Result<bool> {
     poll_one(fd, rustix::event::PollFlags::OUT, timeout)
@@ -130,12 +162,28 @@ pub(crate) fn poll_one(
 }
 
 /// Reads into `buf` (`read(2)`); `Ok(0)` is end-of-file.
+///
+/// # References
+///
+/// ```c
+/// ssize_t read(int fd, void *buf, size_t count);
+/// ```
+///
+/// - `read(2)`: [Linux](https://man7.org/linux/man-pages/man2/read.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=read&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/read.2.html)
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
     let len = buf.len();
     rustix::io::read(fd, buf).ctx_fd_len("read", fd, len)
 }
 
 /// Writes from `buf` (`write(2)`), returning how many bytes went.
+///
+/// # References
+///
+/// ```c
+/// ssize_t write(int fd, const void *buf, size_t count);
+/// ```
+///
+/// - `write(2)`: [Linux](https://man7.org/linux/man-pages/man2/write.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=write&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/write.2.html)
 pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize> {
     rustix::io::write(fd, buf).ctx_fd_len("write", fd, buf.len())
 }
@@ -189,6 +237,14 @@ pub fn unlock(fd: BorrowedFd<'_>) -> Result<()> {
 
 /// Flushes a file's data and metadata to stable storage (`fsync(2)`); on a
 /// directory fd this makes a rename inside it durable.
+///
+/// # References
+///
+/// ```c
+/// int fsync(int fd);
+/// ```
+///
+/// - `fsync(2)`: [Linux](https://man7.org/linux/man-pages/man2/fsync.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fsync&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fsync.2.html)
 pub fn fsync(fd: BorrowedFd<'_>) -> Result<()> {
     rustix::fs::fsync(fd).ctx_fd("fsync", fd)
 }

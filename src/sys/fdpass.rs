@@ -38,6 +38,14 @@ pub struct Received {
 /// `EINVAL` when fds are given with no data (a stream socket would send
 /// nothing), `EPIPE` when the peer is gone, `ETOOMANYREFS`/`EINVAL` when the
 /// kernel's per-message limit (253 on Linux) is passed.
+///
+/// # References
+///
+/// ```c
+/// ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags);
+/// ```
+///
+/// - `sendmsg(2)`: [Linux](https://man7.org/linux/man-pages/man2/sendmsg.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=sendmsg&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/sendmsg.2.html)
 #[doc(alias = "sendmsg")]
 #[doc(alias = "SCM_RIGHTS")]
 pub fn send_with_fds(sock: impl AsFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<usize> {
@@ -66,6 +74,14 @@ pub fn send_with_fds(sock: impl AsFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> Re
 /// `EAGAIN` on a non-blocking socket with nothing queued; `EMFILE` when the
 /// receiver is out of descriptors (Linux then drops the fds and sets
 /// `MSG_CTRUNC`).
+///
+/// # References
+///
+/// ```c
+/// ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);
+/// ```
+///
+/// - `recvmsg(2)`: [Linux](https://man7.org/linux/man-pages/man2/recvmsg.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=recvmsg&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/recvmsg.2.html)
 #[doc(alias = "recvmsg")]
 pub fn recv_with_fds(
     sock: impl AsFd,

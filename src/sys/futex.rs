@@ -34,6 +34,14 @@ pub enum FutexWait {
 /// Sleeps while `word` holds `expected` (`futex(FUTEX_WAIT)`), for at most
 /// `timeout` (`None`: until woken). `EINTR` is retried here with the time that
 /// is left.
+///
+/// # References
+///
+/// ```c
+/// long syscall(SYS_futex, uint32_t *uaddr, int futex_op, uint32_t val, const struct timespec *timeout, uint32_t *uaddr2, uint32_t val3);
+/// ```
+///
+/// - `futex(2)`: [Linux](https://man7.org/linux/man-pages/man2/futex.2.html)
 #[doc(alias = "futex")]
 #[doc(alias = "FUTEX_WAIT")]
 #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -87,6 +87,14 @@ impl Child {
     ///
     /// `ECHILD` when the pid is not a child of this process (or someone else
     /// reaped it).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// pid_t waitpid(pid_t pid, int *wstatus, int options);
+    /// ```
+    ///
+    /// - `waitpid(2)`: [Linux](https://man7.org/linux/man-pages/man2/waitpid.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=waitpid&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/waitpid.2.html)
     #[doc(alias = "waitpid")]
     pub fn wait(&mut self) -> Result<ExitStatus> {
         loop {
@@ -154,6 +162,14 @@ impl Child {
 /// # Errors
 ///
 /// `EAGAIN` when the process limit is reached, `ENOMEM`.
+///
+/// # References
+///
+/// ```c
+/// pid_t fork(void);
+/// ```
+///
+/// - `fork(2)`: [Linux](https://man7.org/linux/man-pages/man2/fork.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fork&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fork.2.html)
 pub unsafe fn fork() -> Result<Fork> {
     // SAFETY: the caller upholds the contract above for the child side.
     let pid = unsafe { libc::fork() };
@@ -169,6 +185,14 @@ pub unsafe fn fork() -> Result<Fork> {
 /// Ends this process at once with `code` (`_exit(2)`): no destructors, no
 /// atexit handlers, no stdio flush. Async-signal-safe, so it is how a forked
 /// child ends.
+///
+/// # References
+///
+/// ```c
+/// void _exit(int status);
+/// ```
+///
+/// - `_exit(2)`: [Linux](https://man7.org/linux/man-pages/man2/_exit.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=_exit&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/_exit.2.html)
 #[doc(alias = "_exit")]
 pub fn exit_immediately(code: i32) -> ! {
     // SAFETY: `_exit` has no preconditions; it never returns.
@@ -180,6 +204,14 @@ pub fn exit_immediately(code: i32) -> ! {
 /// # Errors
 ///
 /// `ESRCH` when no such process exists, `EPERM` when it isn't ours.
+///
+/// # References
+///
+/// ```c
+/// int kill(pid_t pid, int sig);
+/// ```
+///
+/// - `kill(2)`: [Linux](https://man7.org/linux/man-pages/man2/kill.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kill&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kill.2.html)
 pub fn kill(pid: i32, sig: Signal) -> Result<()> {
     let args = || format!("pid {pid}, {sig}");
     let p = positive_pid(pid).ok_or_else(|| Error::invalid_input("kill", args()))?;
@@ -212,6 +244,14 @@ fn positive_pid(pid: i32) -> Option<Pid> {
 }
 
 /// This process's id (`getpid(2)`).
+///
+/// # References
+///
+/// ```c
+/// pid_t getpid(void);
+/// ```
+///
+/// - `getpid(2)`: [Linux](https://man7.org/linux/man-pages/man2/getpid.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getpid&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getpid.2.html)
 pub fn getpid() -> i32 {
     rustix::process::getpid().as_raw_nonzero().get()
 }

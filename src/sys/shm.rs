@@ -41,6 +41,14 @@ bitflags::bitflags! {
 ///
 /// `ENOENT` when it does not exist and `CREATE` was not given, `EEXIST` with
 /// `CREATE | EXCLUSIVE` when it does, `EINVAL` for a malformed name.
+///
+/// # References
+///
+/// ```c
+/// int shm_open(const char *name, int oflag, mode_t mode);
+/// ```
+///
+/// - `shm_open(3)`: [Linux](https://man7.org/linux/man-pages/man3/shm_open.3.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=shm_open&sektion=3), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man3/shm_open.3.html)
 pub fn shm_open(name: &str, flags: ShmOpenFlags, mode: u32) -> Result<OwnedFd> {
     use rustix::shm::OFlags;
     let mut o = if flags.contains(ShmOpenFlags::READ_ONLY) {
@@ -83,6 +91,14 @@ fn open_flags_c(flags: ShmOpenFlags) -> String {
 
 /// Removes a POSIX shared-memory object's name (`shm_unlink(3)`); mappings
 /// stay valid until unmapped.
+///
+/// # References
+///
+/// ```c
+/// int shm_unlink(const char *name);
+/// ```
+///
+/// - `shm_unlink(3)`: [Linux](https://man7.org/linux/man-pages/man3/shm_unlink.3.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=shm_unlink&sektion=3), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man3/shm_unlink.3.html)
 pub fn shm_unlink(name: &str) -> Result<()> {
     rustix::shm::unlink(name).ctx("shm_unlink", || name.to_string())
 }
@@ -159,6 +175,14 @@ pub fn is_sealed_against_shrinking(fd: BorrowedFd<'_>) -> bool {
 /// Creates an anonymous memory file (`memfd_create(2)`), close-on-exec, that
 /// accepts seals. It has no name in any file system, so nothing can leak by
 /// name: it is gone when the last fd and mapping are.
+///
+/// # References
+///
+/// ```c
+/// int memfd_create(const char *name, unsigned int flags);
+/// ```
+///
+/// - `memfd_create(2)`: [Linux](https://man7.org/linux/man-pages/man2/memfd_create.2.html)
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 pub fn memfd_create(name: &str) -> Result<OwnedFd> {
     use rustix::fs::MemfdFlags;
@@ -211,11 +235,27 @@ pub fn seals(fd: BorrowedFd<'_>) -> Result<Seals> {
 }
 
 /// Sets the size of a file or shared-memory object (`ftruncate(2)`).
+///
+/// # References
+///
+/// ```c
+/// int ftruncate(int fd, off_t length);
+/// ```
+///
+/// - `ftruncate(2)`: [Linux](https://man7.org/linux/man-pages/man2/ftruncate.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=ftruncate&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/ftruncate.2.html)
 pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> Result<()> {
     rustix::fs::ftruncate(fd, len).ctx("ftruncate", || format!("{}, {len}", fd_arg(fd)))
 }
 
 /// The size of a file or shared-memory object (`fstat(2)`).
+///
+/// # References
+///
+/// ```c
+/// int fstat(int fd, struct stat *statbuf);
+/// ```
+///
+/// - `fstat(2)`: [Linux](https://man7.org/linux/man-pages/man2/fstat.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fstat&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fstat.2.html)
 #[doc(alias = "fstat")]
 pub fn file_size(fd: BorrowedFd<'_>) -> Result<u64> {
     rustix::fs::fstat(fd)
@@ -410,6 +450,14 @@ impl Mapping {
     /// read-only. Mapping past the end of the file succeeds, but touching
     /// those pages raises `SIGBUS`: size the file first ([`ftruncate`]) and
     /// check it ([`file_size`]) when it came from elsewhere.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset);
+    /// ```
+    ///
+    /// - `mmap(2)`: [Linux](https://man7.org/linux/man-pages/man2/mmap.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=mmap&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/mmap.2.html)
     #[doc(alias = "mmap")]
     pub fn map(fd: BorrowedFd<'_>, len: usize, access: Access) -> Result<Self> {
         use rustix::mm::MapFlags;
@@ -564,6 +612,14 @@ pub enum SysvOpen {
 ///
 /// `EEXIST` when creating a key that exists, `ENOENT` when opening one that
 /// doesn't, `EINVAL` for a size outside the system's limits.
+///
+/// # References
+///
+/// ```c
+/// int shmget(key_t key, size_t size, int shmflg);
+/// ```
+///
+/// - `shmget(2)`: [Linux](https://man7.org/linux/man-pages/man2/shmget.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=shmget&sektion=2)
 pub fn shmget(key: SysvKey, size: usize, open: SysvOpen, mode: u32) -> Result<i32> {
     let k = match key {
         SysvKey::Private => libc::IPC_PRIVATE as libc::key_t,
@@ -588,6 +644,14 @@ pub fn shmget(key: SysvKey, size: usize, open: SysvOpen, mode: u32) -> Result<i3
 
 /// Marks a SysV segment for removal (`shmctl(IPC_RMID)`): it goes once the
 /// last process detaches.
+///
+/// # References
+///
+/// ```c
+/// int shmctl(int shmid, int cmd, struct shmid_ds *buf);
+/// ```
+///
+/// - `shmctl(2)`: [Linux](https://man7.org/linux/man-pages/man2/shmctl.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=shmctl&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/shmctl.2.html)
 #[doc(alias = "shmctl")]
 pub fn shm_remove(id: i32) -> Result<()> {
     // SAFETY: IPC_RMID reads no buffer; a null pointer is allowed.
@@ -622,6 +686,14 @@ pub struct ShmStat {
 ///
 /// `EINVAL` for an id that doesn't exist, `EACCES` when its mode forbids
 /// reading it.
+///
+/// # References
+///
+/// ```c
+/// int shmctl(int shmid, int cmd, struct shmid_ds *buf);
+/// ```
+///
+/// - `shmctl(2)`: [Linux](https://man7.org/linux/man-pages/man2/shmctl.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=shmctl&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/shmctl.2.html)
 #[doc(alias = "shmctl")]
 pub fn shm_stat(id: i32) -> Result<ShmStat> {
     // SAFETY: `shmid_ds` is plain old data; all-zero is a valid value.
@@ -671,6 +743,14 @@ impl SysvMapping {
     ///
     /// `EINVAL` for an id that doesn't exist (or was removed and detached),
     /// `EACCES` when its mode forbids the access.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// void *shmat(int shmid, const void *shmaddr, int shmflg);
+    /// ```
+    ///
+    /// - `shmat(2)`: [Linux](https://man7.org/linux/man-pages/man2/shmat.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=shmat&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/shmat.2.html)
     #[doc(alias = "shmat")]
     pub fn attach(id: i32, access: Access) -> Result<Self> {
         let len = shm_segment_size(id)?;

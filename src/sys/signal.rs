@@ -171,6 +171,14 @@ impl SignalPipe {
     /// `EBUSY` when [`MAX_PIPES`] pipes live already; `EINVAL` for a
     /// signal number from 64 up (the pipes' signal sets hold 0 to 63), and
     /// from `sigaction` for `SIGKILL`/`SIGSTOP` or a bad number.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int sigaction(int signum, const struct sigaction *act, struct sigaction *oldact);
+    /// ```
+    ///
+    /// - `sigaction(2)`: [Linux](https://man7.org/linux/man-pages/man2/sigaction.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=sigaction&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/sigaction.2.html)
     #[doc(alias = "sigaction")]
     pub fn install(signals: &[Signal]) -> Result<Self> {
         if let Some(&s) = signals.iter().find(|&&s| bit(s) == 0) {

@@ -272,6 +272,14 @@ impl Socket {
     ///
     /// `socket` fails with `EAFNOSUPPORT` where the family is off (IPv6
     /// disabled), `EMFILE`/`ENFILE` when out of descriptors.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int socket(int domain, int type, int protocol);
+    /// ```
+    ///
+    /// - `socket(2)`: [Linux](https://man7.org/linux/man-pages/man2/socket.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=socket&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/socket.2.html)
     #[doc(alias = "socket")]
     pub fn new(domain: Domain, ty: Type) -> Result<Self> {
         let args = || format!("{domain:?}, {ty:?}");
@@ -311,6 +319,14 @@ impl Socket {
     /// Waits up to `timeout` until the socket is writable (a non-blocking
     /// connect finished, either way) or has an error pending (`poll(2)`);
     /// `false` on a timeout. Interrupted waits resume with the time left.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int poll(struct pollfd *fds, nfds_t nfds, int timeout);
+    /// ```
+    ///
+    /// - `poll(2)`: [Linux](https://man7.org/linux/man-pages/man2/poll.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=poll&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/poll.2.html)
     #[doc(alias = "poll")]
     pub fn wait_writable(&self, timeout: Duration) -> Result<bool> {
         self.wait_for(rustix::event::PollFlags::OUT, Some(timeout))
@@ -319,6 +335,14 @@ impl Socket {
     /// Waits until the socket is readable, its peer hung up, or an error is
     /// pending (`poll(2)`), at most `timeout` (`None`: no limit); `false` on
     /// a timeout. Interrupted waits resume with the time left.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int poll(struct pollfd *fds, nfds_t nfds, int timeout);
+    /// ```
+    ///
+    /// - `poll(2)`: [Linux](https://man7.org/linux/man-pages/man2/poll.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=poll&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/poll.2.html)
     #[doc(alias = "poll")]
     pub fn wait_readable(&self, timeout: Option<Duration>) -> Result<bool> {
         self.wait_for(rustix::event::PollFlags::IN, timeout)
@@ -338,6 +362,14 @@ impl Socket {
     /// # Errors
     ///
     /// `EADDRINUSE` when the address is taken, `EACCES` for a privileged port.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen);
+    /// ```
+    ///
+    /// - `bind(2)`: [Linux](https://man7.org/linux/man-pages/man2/bind.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=bind&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/bind.2.html)
     pub fn bind(&self, addr: impl Into<SockAddr>) -> Result<()> {
         let addr = addr.into();
         let raw = addr.to_rustix("bind")?;
@@ -345,6 +377,14 @@ impl Socket {
     }
 
     /// Marks the socket as accepting connections (`listen(2)`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int listen(int sockfd, int backlog);
+    /// ```
+    ///
+    /// - `listen(2)`: [Linux](https://man7.org/linux/man-pages/man2/listen.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=listen&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/listen.2.html)
     pub fn listen(&self, backlog: i32) -> Result<()> {
         rnet::listen(&self.fd, backlog).ctx("listen", || {
             format!("{}, backlog {backlog}", fd_arg(self.fd.as_fd()))
@@ -359,6 +399,14 @@ impl Socket {
     /// `EINVAL` on a socket that is not listening, `EAGAIN` on a non-blocking
     /// socket with nothing pending, `EMFILE` when out of descriptors. `EINTR` is
     /// surfaced, not retried.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+    /// ```
+    ///
+    /// - `accept4(2)`: [Linux](https://man7.org/linux/man-pages/man2/accept4.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=accept4&sektion=2)
     #[doc(alias = "accept4")]
     pub fn accept(&self) -> Result<(Socket, SockAddr)> {
         #[cfg(not(target_vendor = "apple"))]
@@ -381,6 +429,14 @@ impl Socket {
     /// `ECONNREFUSED` when nothing listens there; `EINPROGRESS` on a
     /// non-blocking socket (wait for writability, then read
     /// [`Socket::take_error`]).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int connect(int sockfd, const struct sockaddr *addr, socklen_t addrlen);
+    /// ```
+    ///
+    /// - `connect(2)`: [Linux](https://man7.org/linux/man-pages/man2/connect.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=connect&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/connect.2.html)
     pub fn connect(&self, addr: impl Into<SockAddr>) -> Result<()> {
         let addr = addr.into();
         let raw = addr.to_rustix("connect")?;
@@ -388,6 +444,14 @@ impl Socket {
     }
 
     /// The address the socket is bound to (`getsockname(2)`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockname(int sockfd, struct sockaddr *addr, socklen_t *addrlen);
+    /// ```
+    ///
+    /// - `getsockname(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockname.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockname&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockname.2.html)
     #[doc(alias = "getsockname")]
     pub fn local_addr(&self) -> Result<SockAddr> {
         rnet::getsockname(&self.fd)
@@ -400,6 +464,14 @@ impl Socket {
     /// # Errors
     ///
     /// `ENOTCONN` when the socket is not connected.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getpeername(int sockfd, struct sockaddr *addr, socklen_t *addrlen);
+    /// ```
+    ///
+    /// - `getpeername(2)`: [Linux](https://man7.org/linux/man-pages/man2/getpeername.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getpeername&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getpeername.2.html)
     #[doc(alias = "getpeername")]
     pub fn peer_addr(&self) -> Result<SockAddr> {
         rnet::getpeername(&self.fd)
@@ -415,6 +487,14 @@ impl Socket {
     }
 
     /// Shuts down one or both directions (`shutdown(2)`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int shutdown(int sockfd, int how);
+    /// ```
+    ///
+    /// - `shutdown(2)`: [Linux](https://man7.org/linux/man-pages/man2/shutdown.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=shutdown&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/shutdown.2.html)
     pub fn shutdown(&self, how: Shutdown) -> Result<()> {
         let h = match how {
             Shutdown::Read => rnet::Shutdown::Read,
@@ -432,11 +512,27 @@ impl Socket {
     ///
     /// `EPIPE` when the peer has closed, `EAGAIN` when a non-blocking socket's
     /// buffer is full. `EINTR` is surfaced.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t send(int sockfd, const void *buf, size_t len, int flags);
+    /// ```
+    ///
+    /// - `send(2)`: [Linux](https://man7.org/linux/man-pages/man2/send.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=send&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/send.2.html)
     pub fn send(&self, buf: &[u8]) -> Result<usize> {
         rnet::send(&self.fd, buf, send_flags()).ctx_fd_len("send", self.fd.as_fd(), buf.len())
     }
 
     /// Receives bytes (`recv(2)`); `Ok(0)` is end-of-file on a stream socket.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t recv(int sockfd, void *buf, size_t len, int flags);
+    /// ```
+    ///
+    /// - `recv(2)`: [Linux](https://man7.org/linux/man-pages/man2/recv.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=recv&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/recv.2.html)
     pub fn recv(&self, buf: &mut [u8]) -> Result<usize> {
         let len = buf.len();
         rnet::recv(&self.fd, buf, rnet::RecvFlags::empty())
@@ -448,6 +544,14 @@ impl Socket {
     /// ancillary data, `MSG_NOSIGNAL` where the platform has it, as
     /// [`send`](Self::send)); returns how many bytes went, which may be
     /// fewer than their total.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags);
+    /// ```
+    ///
+    /// - `sendmsg(2)`: [Linux](https://man7.org/linux/man-pages/man2/sendmsg.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=sendmsg&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/sendmsg.2.html)
     #[doc(alias = "sendmsg")]
     #[doc(alias = "writev")]
     pub fn send_vectored(&self, bufs: &[io::IoSlice<'_>]) -> Result<usize> {
@@ -463,6 +567,14 @@ impl Socket {
 
     /// Receives into the buffers in order as one call (`recvmsg(2)` with no
     /// ancillary data); `Ok(0)` is end-of-file on a stream socket.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);
+    /// ```
+    ///
+    /// - `recvmsg(2)`: [Linux](https://man7.org/linux/man-pages/man2/recvmsg.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=recvmsg&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/recvmsg.2.html)
     #[doc(alias = "recvmsg")]
     #[doc(alias = "readv")]
     pub fn recv_vectored(&self, bufs: &mut [io::IoSliceMut<'_>]) -> Result<usize> {
@@ -495,6 +607,14 @@ impl Socket {
     }
 
     /// Sends a datagram to `addr` (`sendto(2)`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t sendto(int sockfd, const void *buf, size_t len, int flags, const struct sockaddr *dest_addr, socklen_t addrlen);
+    /// ```
+    ///
+    /// - `sendto(2)`: [Linux](https://man7.org/linux/man-pages/man2/sendto.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=sendto&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/sendto.2.html)
     #[doc(alias = "sendto")]
     pub fn send_to(&self, buf: &[u8], addr: impl Into<SockAddr>) -> Result<usize> {
         let addr = addr.into();
@@ -505,6 +625,14 @@ impl Socket {
 
     /// Receives a datagram and its sender's address (`recvfrom(2)`). A
     /// datagram longer than `buf` is truncated to it.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t recvfrom(int sockfd, void *buf, size_t len, int flags, struct sockaddr *src_addr, socklen_t *addrlen);
+    /// ```
+    ///
+    /// - `recvfrom(2)`: [Linux](https://man7.org/linux/man-pages/man2/recvfrom.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=recvfrom&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/recvfrom.2.html)
     #[doc(alias = "recvfrom")]
     pub fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SockAddr)> {
         let len = buf.len();
@@ -515,6 +643,14 @@ impl Socket {
 
     /// Receives a datagram and its sender's address without waiting
     /// (`recvfrom(2)` with `MSG_DONTWAIT`): `EAGAIN` when none is queued.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t recvfrom(int sockfd, void *buf, size_t len, int flags, struct sockaddr *src_addr, socklen_t *addrlen);
+    /// ```
+    ///
+    /// - `recvfrom(2)`: [Linux](https://man7.org/linux/man-pages/man2/recvfrom.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=recvfrom&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/recvfrom.2.html)
     #[doc(alias = "recvfrom")]
     pub fn recv_from_nonblocking(&self, buf: &mut [u8]) -> Result<(usize, SockAddr)> {
         let len = buf.len();
@@ -524,6 +660,14 @@ impl Socket {
     }
 
     /// A second handle to the same socket (`fcntl(F_DUPFD_CLOEXEC)`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int dup(int oldfd);
+    /// ```
+    ///
+    /// - `dup(2)`: [Linux](https://man7.org/linux/man-pages/man2/dup.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=dup&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/dup.2.html)
     #[doc(alias = "dup")]
     pub fn try_clone(&self) -> Result<Socket> {
         rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
@@ -546,6 +690,14 @@ fn send_flags() -> rnet::SendFlags {
 }
 
 /// Creates a pair of connected sockets (`socketpair(2)`), both close-on-exec.
+///
+/// # References
+///
+/// ```c
+/// int socketpair(int domain, int type, int protocol, int sv[2]);
+/// ```
+///
+/// - `socketpair(2)`: [Linux](https://man7.org/linux/man-pages/man2/socketpair.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=socketpair&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/socketpair.2.html)
 pub fn socketpair(domain: Domain, ty: Type) -> Result<(Socket, Socket)> {
     let args = || format!("{domain:?}, {ty:?}");
     #[cfg(not(target_vendor = "apple"))]

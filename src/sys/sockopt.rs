@@ -90,24 +90,64 @@ fn getsockopt_int(s: &Socket, level: i32, opt: i32, name: &'static str) -> Resul
 impl Socket {
     /// Sets `SO_REUSEADDR`: bind an address whose old connections linger in
     /// TIME_WAIT.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen);
+    /// ```
+    ///
+    /// - `setsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/setsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=setsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/setsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[doc(alias = "SO_REUSEADDR")]
+    #[doc(alias = "setsockopt")]
     pub fn set_reuse_address(&self, on: bool) -> Result<()> {
         so::set_socket_reuseaddr(self, on).ctx("setsockopt", || set_args(self, "SO_REUSEADDR", on))
     }
 
     /// Reads `SO_REUSEADDR`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
+    #[doc(alias = "getsockopt")]
     pub fn reuse_address(&self) -> Result<bool> {
         so::socket_reuseaddr(self).ctx("getsockopt", || opt_args(self, "SO_REUSEADDR"))
     }
 
     /// Sets `SO_REUSEPORT`: sockets of the same user that all set it may bind
     /// the same address and port.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen);
+    /// ```
+    ///
+    /// - `setsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/setsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=setsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/setsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[doc(alias = "SO_REUSEPORT")]
+    #[doc(alias = "setsockopt")]
     pub fn set_reuse_port(&self, on: bool) -> Result<()> {
         so::set_socket_reuseport(self, on).ctx("setsockopt", || set_args(self, "SO_REUSEPORT", on))
     }
 
     /// Reads `SO_REUSEPORT`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
+    #[doc(alias = "getsockopt")]
     pub fn reuse_port(&self) -> Result<bool> {
         so::socket_reuseport(self).ctx("getsockopt", || opt_args(self, "SO_REUSEPORT"))
     }
@@ -115,7 +155,17 @@ impl Socket {
     /// Sets `SO_RCVLOWAT`, the number of bytes that must be buffered before the
     /// socket reports readable. It saves wake-ups only: a non-blocking `recv`
     /// can still return fewer bytes, so decoders must reassemble anyway.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen);
+    /// ```
+    ///
+    /// - `setsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/setsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=setsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/setsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[doc(alias = "SO_RCVLOWAT")]
+    #[doc(alias = "setsockopt")]
     pub fn set_recv_low_water(&self, bytes: usize) -> Result<()> {
         let v = i32::try_from(bytes).map_err(|_| {
             Error::invalid_input("setsockopt", set_args(self, "SO_RCVLOWAT", bytes))
@@ -124,6 +174,16 @@ impl Socket {
     }
 
     /// Reads `SO_RCVLOWAT`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
+    #[doc(alias = "getsockopt")]
     pub fn recv_low_water(&self) -> Result<usize> {
         getsockopt_int(self, libc::SOL_SOCKET, libc::SO_RCVLOWAT, "SO_RCVLOWAT")
             .map(|v| v.max(0) as usize)
@@ -131,7 +191,17 @@ impl Socket {
 
     /// Reads `SO_TYPE`: whether this is a stream or a datagram socket (or
     /// another type, shown as `SOCK_?`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[doc(alias = "SO_TYPE")]
+    #[doc(alias = "getsockopt")]
     pub fn socket_type(&self) -> Result<Type> {
         so::socket_type(self)
             .map(Type::from_rustix)
@@ -139,25 +209,65 @@ impl Socket {
     }
 
     /// Reads `SO_ACCEPTCONN`: whether the socket is listening.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[doc(alias = "SO_ACCEPTCONN")]
+    #[doc(alias = "getsockopt")]
     pub fn is_listening(&self) -> Result<bool> {
         getsockopt_int(self, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, "SO_ACCEPTCONN").map(|v| v != 0)
     }
 
     /// Sets `TCP_NODELAY`: send small segments at once instead of coalescing.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen);
+    /// ```
+    ///
+    /// - `setsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/setsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=setsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/setsockopt.2.html)
+    /// - `tcp(7)`: [Linux](https://man7.org/linux/man-pages/man7/tcp.7.html)
     #[doc(alias = "TCP_NODELAY")]
+    #[doc(alias = "setsockopt")]
     pub fn set_nodelay(&self, on: bool) -> Result<()> {
         so::set_tcp_nodelay(self, on).ctx("setsockopt", || set_args(self, "TCP_NODELAY", on))
     }
 
     /// Reads `TCP_NODELAY`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `tcp(7)`: [Linux](https://man7.org/linux/man-pages/man7/tcp.7.html)
+    #[doc(alias = "getsockopt")]
     pub fn nodelay(&self) -> Result<bool> {
         so::tcp_nodelay(self).ctx("getsockopt", || opt_args(self, "TCP_NODELAY"))
     }
 
     /// Sets `SO_RCVBUF`. The kernel may round or double the value (Linux
     /// doubles it for bookkeeping); read it back with [`Socket::recv_buffer_size`].
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen);
+    /// ```
+    ///
+    /// - `setsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/setsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=setsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/setsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[doc(alias = "SO_RCVBUF")]
+    #[doc(alias = "setsockopt")]
     pub fn set_recv_buffer_size(&self, bytes: usize) -> Result<()> {
         so::set_socket_recv_buffer_size(self, bytes)
             .ctx("setsockopt", || set_args(self, "SO_RCVBUF", bytes))
@@ -191,67 +301,177 @@ impl Socket {
     }
 
     /// Reads `SO_RCVBUF`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
+    #[doc(alias = "getsockopt")]
     pub fn recv_buffer_size(&self) -> Result<usize> {
         so::socket_recv_buffer_size(self).ctx("getsockopt", || opt_args(self, "SO_RCVBUF"))
     }
 
     /// Sets `SO_SNDBUF` (rounded or doubled by the kernel like `SO_RCVBUF`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen);
+    /// ```
+    ///
+    /// - `setsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/setsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=setsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/setsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[doc(alias = "SO_SNDBUF")]
+    #[doc(alias = "setsockopt")]
     pub fn set_send_buffer_size(&self, bytes: usize) -> Result<()> {
         so::set_socket_send_buffer_size(self, bytes)
             .ctx("setsockopt", || set_args(self, "SO_SNDBUF", bytes))
     }
 
     /// Reads `SO_SNDBUF`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
+    #[doc(alias = "getsockopt")]
     pub fn send_buffer_size(&self) -> Result<usize> {
         so::socket_send_buffer_size(self).ctx("getsockopt", || opt_args(self, "SO_SNDBUF"))
     }
 
     /// Sets `SO_LINGER`: `Some(d)` makes `close` wait up to `d` for unsent
     /// data (`Some(ZERO)` resets the connection); `None` turns it off.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen);
+    /// ```
+    ///
+    /// - `setsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/setsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=setsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/setsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[doc(alias = "SO_LINGER")]
+    #[doc(alias = "setsockopt")]
     pub fn set_linger(&self, linger: Option<Duration>) -> Result<()> {
         so::set_socket_linger(self, linger)
             .ctx("setsockopt", || set_args(self, "SO_LINGER", linger))
     }
 
     /// Reads `SO_LINGER`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
+    #[doc(alias = "getsockopt")]
     pub fn linger(&self) -> Result<Option<Duration>> {
         so::socket_linger(self).ctx("getsockopt", || opt_args(self, "SO_LINGER"))
     }
 
     /// Sets `SO_KEEPALIVE`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen);
+    /// ```
+    ///
+    /// - `setsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/setsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=setsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/setsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[doc(alias = "SO_KEEPALIVE")]
+    #[doc(alias = "setsockopt")]
     pub fn set_keepalive(&self, on: bool) -> Result<()> {
         so::set_socket_keepalive(self, on).ctx("setsockopt", || set_args(self, "SO_KEEPALIVE", on))
     }
 
     /// Reads `SO_KEEPALIVE`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
+    #[doc(alias = "getsockopt")]
     pub fn keepalive(&self) -> Result<bool> {
         so::socket_keepalive(self).ctx("getsockopt", || opt_args(self, "SO_KEEPALIVE"))
     }
 
     /// Sets `IPV6_V6ONLY` on an IPv6 socket: `true` keeps it from also taking
     /// IPv4-mapped traffic.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen);
+    /// ```
+    ///
+    /// - `setsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/setsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=setsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/setsockopt.2.html)
+    /// - `ipv6(7)`: [Linux](https://man7.org/linux/man-pages/man7/ipv6.7.html)
     #[doc(alias = "IPV6_V6ONLY")]
+    #[doc(alias = "setsockopt")]
     pub fn set_only_v6(&self, on: bool) -> Result<()> {
         so::set_ipv6_v6only(self, on).ctx("setsockopt", || set_args(self, "IPV6_V6ONLY", on))
     }
 
     /// Reads `IPV6_V6ONLY`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `ipv6(7)`: [Linux](https://man7.org/linux/man-pages/man7/ipv6.7.html)
+    #[doc(alias = "getsockopt")]
     pub fn only_v6(&self) -> Result<bool> {
         so::ipv6_v6only(self).ctx("getsockopt", || opt_args(self, "IPV6_V6ONLY"))
     }
 
     /// Sets `SO_RCVTIMEO`: a blocking receive (or accept) fails with
     /// `EAGAIN` after this long; `None` waits forever.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen);
+    /// ```
+    ///
+    /// - `setsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/setsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=setsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/setsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[doc(alias = "SO_RCVTIMEO")]
+    #[doc(alias = "setsockopt")]
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         so::set_socket_timeout(self, so::Timeout::Recv, timeout)
             .ctx("setsockopt", || set_args(self, "SO_RCVTIMEO", timeout))
     }
 
     /// Reads `SO_RCVTIMEO`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
+    #[doc(alias = "getsockopt")]
     pub fn read_timeout(&self) -> Result<Option<Duration>> {
         so::socket_timeout(self, so::Timeout::Recv)
             .ctx("getsockopt", || opt_args(self, "SO_RCVTIMEO"))
@@ -259,13 +479,33 @@ impl Socket {
 
     /// Sets `SO_SNDTIMEO`: a blocking send fails with `EAGAIN` after this
     /// long; `None` waits forever.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen);
+    /// ```
+    ///
+    /// - `setsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/setsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=setsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/setsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[doc(alias = "SO_SNDTIMEO")]
+    #[doc(alias = "setsockopt")]
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         so::set_socket_timeout(self, so::Timeout::Send, timeout)
             .ctx("setsockopt", || set_args(self, "SO_SNDTIMEO", timeout))
     }
 
     /// Reads `SO_SNDTIMEO`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
+    #[doc(alias = "getsockopt")]
     pub fn write_timeout(&self) -> Result<Option<Duration>> {
         so::socket_timeout(self, so::Timeout::Send)
             .ctx("getsockopt", || opt_args(self, "SO_SNDTIMEO"))
@@ -273,7 +513,17 @@ impl Socket {
 
     /// Reads and clears the pending socket error (`SO_ERROR`): how a
     /// non-blocking `connect` ended, for one.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[doc(alias = "SO_ERROR")]
+    #[doc(alias = "getsockopt")]
     pub fn take_error(&self) -> Result<Option<io::Error>> {
         so::socket_error(self)
             .map(|r| {
@@ -285,6 +535,16 @@ impl Socket {
 
     /// The pid of the connected peer of a Unix socket, where the platform
     /// tells it (`SO_PEERCRED` on Linux and Android); `None` elsewhere.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
+    #[doc(alias = "getsockopt")]
     pub fn peer_pid(&self) -> Result<Option<i32>> {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
@@ -297,8 +557,18 @@ impl Socket {
     }
 
     /// The credentials of the connected peer of a Unix socket (`SO_PEERCRED`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen);
+    /// ```
+    ///
+    /// - `getsockopt(2)`: [Linux](https://man7.org/linux/man-pages/man2/getsockopt.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getsockopt&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getsockopt.2.html)
+    /// - `socket(7)`: [Linux](https://man7.org/linux/man-pages/man7/socket.7.html)
     #[cfg(any(target_os = "linux", target_os = "android"))]
     #[doc(alias = "SO_PEERCRED")]
+    #[doc(alias = "getsockopt")]
     pub fn peer_cred(&self) -> Result<PeerCred> {
         so::socket_peercred(self)
             .map(|c| PeerCred {

@@ -11,6 +11,15 @@ use super::error::{last_errno, Error, Result};
 ///
 /// `ENOENT` for a name the kernel doesn't know, `EINVAL` for a name with a
 /// NUL byte.
+///
+/// # References
+///
+/// ```c
+/// int sysctlbyname(const char *name, void *oldp, size_t *oldlenp, const void *newp, size_t newlen);
+/// ```
+///
+/// - `sysctlbyname(3)`: [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=sysctlbyname&sektion=3), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man3/sysctlbyname.3.html)
+#[doc(alias = "sysctlbyname")]
 pub fn sysctl_int(name: &str) -> Result<i64> {
     let c = CString::new(name).map_err(|_| Error::invalid_input("sysctlbyname", name))?;
     let mut buf = [0u8; 8];

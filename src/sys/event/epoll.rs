@@ -117,6 +117,14 @@ fn flags_for(interest: Interest, mode: Mode) -> EventFlags {
 
 impl Selector {
     /// Creates an epoll instance (`epoll_create1(EPOLL_CLOEXEC)`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int epoll_create1(int flags);
+    /// ```
+    ///
+    /// - `epoll_create1(2)`: [Linux](https://man7.org/linux/man-pages/man2/epoll_create1.2.html)
     #[doc(alias = "epoll_create1")]
     pub fn new() -> Result<Self> {
         epoll::create(epoll::CreateFlags::CLOEXEC)
@@ -141,6 +149,14 @@ impl Selector {
     /// source the caller believes gone, and a new fd that reuses the number
     /// can't be registered (`EEXIST`) or is confused with the old one. The
     /// event loop meets this by owning every source it registers.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event);
+    /// ```
+    ///
+    /// - `epoll_ctl(2)`: [Linux](https://man7.org/linux/man-pages/man2/epoll_ctl.2.html)
     #[doc(alias = "epoll_ctl")]
     pub unsafe fn register(
         &self,
@@ -189,6 +205,14 @@ impl Selector {
 
     /// Waits for readiness (`epoll_pwait2`, else `epoll_wait`), filling
     /// `events`; see the module docs for the contract.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout);
+    /// ```
+    ///
+    /// - `epoll_wait(2)`: [Linux](https://man7.org/linux/man-pages/man2/epoll_wait.2.html)
     #[doc(alias = "epoll_wait")]
     #[doc(alias = "epoll_pwait2")]
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> Result<()> {
@@ -258,6 +282,15 @@ impl Notifier {
 
     /// Makes the selector report the notifier's token. Async-signal-safe:
     /// one `write(2)` of 8 bytes from the stack, no allocation on success.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t write(int fd, const void *buf, size_t count);
+    /// ```
+    ///
+    /// - `write(2)`: [Linux](https://man7.org/linux/man-pages/man2/write.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=write&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/write.2.html)
+    #[doc(alias = "write")]
     pub fn notify(&self) -> Result<()> {
         match rustix::io::write(&self.fd, &1u64.to_ne_bytes()) {
             // A full counter already wakes the selector.
@@ -286,6 +319,14 @@ pub struct Timer {
 impl Timer {
     /// Creates a disarmed timer (`timerfd_create(CLOCK_MONOTONIC,
     /// TFD_CLOEXEC | TFD_NONBLOCK)`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int timerfd_create(int clockid, int flags);
+    /// ```
+    ///
+    /// - `timerfd_create(2)`: [Linux](https://man7.org/linux/man-pages/man2/timerfd_create.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=timerfd_create&sektion=2)
     #[doc(alias = "timerfd_create")]
     pub fn new() -> Result<Self> {
         use rustix::time::{timerfd_create, TimerfdClockId, TimerfdFlags};
@@ -302,6 +343,14 @@ impl Timer {
     /// Fires once `after` from now (a zero duration fires at once), or
     /// disarms with `None`; replaces any earlier setting. A firing that was
     /// not cleared yet stays until [`Timer::clear`].
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int timerfd_settime(int fd, int flags, const struct itimerspec *new_value, struct itimerspec *old_value);
+    /// ```
+    ///
+    /// - `timerfd_settime(2)`: [Linux](https://man7.org/linux/man-pages/man2/timerfd_settime.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=timerfd_settime&sektion=2)
     #[doc(alias = "timerfd_settime")]
     pub fn set(&self, after: Option<Duration>) -> Result<()> {
         use rustix::time::{timerfd_settime, Itimerspec, TimerfdTimerFlags, Timespec};
@@ -333,6 +382,15 @@ impl Timer {
 
     /// Takes a firing off the fd (`read(2)` of its count): `true` if the
     /// timer had fired since the last clear.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t read(int fd, void *buf, size_t count);
+    /// ```
+    ///
+    /// - `read(2)`: [Linux](https://man7.org/linux/man-pages/man2/read.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=read&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/read.2.html)
+    #[doc(alias = "read")]
     pub fn clear(&self) -> Result<bool> {
         let mut count = [0u8; 8];
         match rustix::io::read(&self.fd, &mut count) {

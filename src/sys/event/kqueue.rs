@@ -143,6 +143,14 @@ fn new_kqueue() -> Result<OwnedFd> {
 
 impl Selector {
     /// Creates a kqueue (`kqueue(2)`), close-on-exec.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int kqueue(void);
+    /// ```
+    ///
+    /// - `kqueue(2)`: [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kqueue&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kqueue.2.html)
     #[doc(alias = "kqueue")]
     pub fn new() -> Result<Self> {
         new_kqueue().map(|kq| Self { kq })
@@ -278,6 +286,14 @@ impl Selector {
 
     /// Waits for readiness (`kevent(2)` with no changes), filling `events`;
     /// see the module docs for the contract.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int kevent(int kq, const struct kevent *changelist, int nchanges, struct kevent *eventlist, int nevents, const struct timespec *timeout);
+    /// ```
+    ///
+    /// - `kevent(2)`: [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kevent&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kevent.2.html)
     #[doc(alias = "kevent")]
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> Result<()> {
         retry_interrupted(timeout, |left| {
@@ -380,6 +396,15 @@ impl Notifier {
 
     /// Makes the selector report the notifier's token (`NOTE_TRIGGER`). One
     /// `kevent(2)` call with a stack buffer, no allocation.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int kevent(int kq, const struct kevent *changelist, int nchanges, struct kevent *eventlist, int nevents, const struct timespec *timeout);
+    /// ```
+    ///
+    /// - `kevent(2)`: [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kevent&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kevent.2.html)
+    #[doc(alias = "kevent")]
     pub fn notify(&self) -> Result<()> {
         use rustix::event::kqueue::{UserDefinedFlags, UserFlags};
         let filter = EventFilter::User {
@@ -425,6 +450,15 @@ pub struct Timer {
 
 impl Timer {
     /// Creates a disarmed timer (`kqueue(2)`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int kqueue(void);
+    /// ```
+    ///
+    /// - `kqueue(2)`: [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kqueue&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kqueue.2.html)
+    #[doc(alias = "kqueue")]
     pub fn new() -> Result<Self> {
         new_kqueue().map(|kq| Self { kq })
     }
@@ -463,6 +497,15 @@ impl Timer {
 
     /// Takes a firing off the queue (`kevent(2)` with a zero timeout):
     /// `true` if the timer had fired since the last clear.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int kevent(int kq, const struct kevent *changelist, int nchanges, struct kevent *eventlist, int nevents, const struct timespec *timeout);
+    /// ```
+    ///
+    /// - `kevent(2)`: [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kevent&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kevent.2.html)
+    #[doc(alias = "kevent")]
     pub fn clear(&self) -> Result<bool> {
         let mut out: Vec<kqueue::Event> = Vec::with_capacity(1);
         // SAFETY: no changes; the one returned event's udata is unused.
