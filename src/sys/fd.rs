@@ -86,6 +86,15 @@ pub fn is_socket(fd: BorrowedFd<'_>) -> Result<bool> {
 }
 
 /// Sets or clears close-on-exec (`fcntl(F_SETFD)`).
+///
+/// # References
+///
+/// ```c
+/// int fcntl(int fd, int cmd, ... /* arg */ );
+/// ```
+///
+/// - `fcntl(2)`: [Linux](https://man7.org/linux/man-pages/man2/fcntl.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fcntl&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fcntl.2.html)
+#[doc(alias = "fcntl")]
 pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
     let flags = if on {
         rustix::io::FdFlags::CLOEXEC
@@ -96,6 +105,15 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 }
 
 /// Whether close-on-exec is set (`fcntl(F_GETFD)`).
+///
+/// # References
+///
+/// ```c
+/// int fcntl(int fd, int cmd, ... /* arg */ );
+/// ```
+///
+/// - `fcntl(2)`: [Linux](https://man7.org/linux/man-pages/man2/fcntl.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fcntl&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fcntl.2.html)
+#[doc(alias = "fcntl")]
 pub fn is_cloexec(fd: BorrowedFd<'_>) -> Result<bool> {
     rustix::io::fcntl_getfd(fd)
         .map(|f| f.contains(rustix::io::FdFlags::CLOEXEC))
@@ -103,6 +121,15 @@ pub fn is_cloexec(fd: BorrowedFd<'_>) -> Result<bool> {
 }
 
 /// Switches `O_NONBLOCK` on or off (`ioctl(FIONBIO)`), for any fd.
+///
+/// # References
+///
+/// ```c
+/// int fcntl(int fd, int cmd, ... /* arg */ );
+/// ```
+///
+/// - `fcntl(2)`: [Linux](https://man7.org/linux/man-pages/man2/fcntl.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fcntl&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fcntl.2.html)
+#[doc(alias = "fcntl")]
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
     rustix::io::ioctl_fionbio(fd, on).ctx("ioctl", || format!("{}, FIONBIO {on}", fd_arg(fd)))
 }
@@ -199,6 +226,15 @@ pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize> {
 /// # Errors
 ///
 /// `EBADF` when `raw` is not an open descriptor.
+///
+/// # References
+///
+/// ```c
+/// int fcntl(int fd, int cmd, ... /* arg */ );
+/// ```
+///
+/// - `fcntl(2)`: [Linux](https://man7.org/linux/man-pages/man2/fcntl.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fcntl&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fcntl.2.html)
+#[doc(alias = "fcntl")]
 pub unsafe fn take_inherited(raw: RawFd) -> Result<OwnedFd> {
     if raw < 0 {
         return Err(Error::new(
@@ -219,6 +255,14 @@ pub unsafe fn take_inherited(raw: RawFd) -> Result<OwnedFd> {
 /// waiting for other holders; `EINTR` is retried here. The lock goes with
 /// the open file description: closing the fd (or the process dying)
 /// releases it.
+///
+/// # References
+///
+/// ```c
+/// int flock(int fd, int operation);
+/// ```
+///
+/// - `flock(2)`: [Linux](https://man7.org/linux/man-pages/man2/flock.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=flock&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/flock.2.html)
 #[doc(alias = "flock")]
 pub fn lock_exclusive(fd: BorrowedFd<'_>) -> Result<()> {
     loop {
@@ -230,6 +274,15 @@ pub fn lock_exclusive(fd: BorrowedFd<'_>) -> Result<()> {
 }
 
 /// Releases a lock taken with [`lock_exclusive`] (`flock(LOCK_UN)`).
+///
+/// # References
+///
+/// ```c
+/// int flock(int fd, int operation);
+/// ```
+///
+/// - `flock(2)`: [Linux](https://man7.org/linux/man-pages/man2/flock.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=flock&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/flock.2.html)
+#[doc(alias = "flock")]
 pub fn unlock(fd: BorrowedFd<'_>) -> Result<()> {
     rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock)
         .ctx("flock", || format!("{}, LOCK_UN", fd_arg(fd)))

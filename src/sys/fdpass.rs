@@ -94,6 +94,15 @@ pub fn recv_with_fds(
 
 /// [`recv_with_fds`] that never blocks, whatever the socket's mode
 /// (`MSG_DONTWAIT`): `EAGAIN` when nothing is queued.
+///
+/// # References
+///
+/// ```c
+/// ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);
+/// ```
+///
+/// - `recvmsg(2)`: [Linux](https://man7.org/linux/man-pages/man2/recvmsg.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=recvmsg&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/recvmsg.2.html)
+#[doc(alias = "recvmsg")]
 pub fn recv_with_fds_nonblocking(
     sock: impl AsFd,
     buf: &mut [u8],

@@ -73,15 +73,33 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) ->
 
 /// Wakes up to `count` sleepers on `word` (`futex(FUTEX_WAKE)`), returning
 /// how many woke.
+///
+/// # References
+///
+/// ```c
+/// long syscall(SYS_futex, uint32_t *uaddr, int futex_op, uint32_t val, const struct timespec *timeout, uint32_t *uaddr2, uint32_t val3);
+/// ```
+///
+/// - `futex(2)`: [Linux](https://man7.org/linux/man-pages/man2/futex.2.html)
 #[doc(alias = "FUTEX_WAKE")]
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[doc(alias = "futex")]
 pub fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize> {
     futex::wake(word, futex::Flags::empty(), count)
         .ctx("futex", || format!("{:p}, FUTEX_WAKE, {count}", word))
 }
 
 /// Without futexes: fails with `ENOSYS` (see [`SUPPORTED`]).
+///
+/// # References
+///
+/// ```c
+/// long syscall(SYS_futex, uint32_t *uaddr, int futex_op, uint32_t val, const struct timespec *timeout, uint32_t *uaddr2, uint32_t val3);
+/// ```
+///
+/// - `futex(2)`: [Linux](https://man7.org/linux/man-pages/man2/futex.2.html)
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[doc(alias = "futex")]
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Result<FutexWait> {
     let _ = timeout;
     Err(super::Error::new(
@@ -92,7 +110,16 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) ->
 }
 
 /// Without futexes: no one can sleep on a word, so no one is woken.
+///
+/// # References
+///
+/// ```c
+/// long syscall(SYS_futex, uint32_t *uaddr, int futex_op, uint32_t val, const struct timespec *timeout, uint32_t *uaddr2, uint32_t val3);
+/// ```
+///
+/// - `futex(2)`: [Linux](https://man7.org/linux/man-pages/man2/futex.2.html)
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[doc(alias = "futex")]
 pub fn futex_wake(word: &AtomicU32, count: u32) -> Result<usize> {
     let _ = (word, count);
     Ok(0)

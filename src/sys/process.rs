@@ -108,6 +108,15 @@ impl Child {
     }
 
     /// Reaps the child if it has ended (`waitpid(WNOHANG)`), without blocking.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// pid_t waitpid(pid_t pid, int *wstatus, int options);
+    /// ```
+    ///
+    /// - `waitpid(2)`: [Linux](https://man7.org/linux/man-pages/man2/waitpid.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=waitpid&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/waitpid.2.html)
+    #[doc(alias = "waitpid")]
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         self.wait_with(WaitOptions::NOHANG)
     }
@@ -128,6 +137,14 @@ impl Child {
 
     /// Sends `sig` to the child. After it was reaped this is an `ESRCH` error
     /// rather than a signal to whatever process reused the pid.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int kill(pid_t pid, int sig);
+    /// ```
+    ///
+    /// - `kill(2)`: [Linux](https://man7.org/linux/man-pages/man2/kill.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kill&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kill.2.html)
     pub fn kill(&self, sig: Signal) -> Result<()> {
         if self.status.is_some() {
             return Err(Error::new(
@@ -414,6 +431,18 @@ impl<'a> Spawn<'a> {
     /// `ENOENT` (call `spawn`) when the program is not found, `EINVAL` for a
     /// NUL byte in an argument or a repeated fd target, the errno of `fork`,
     /// or the errno with which `execve` failed in the child (call `execve`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// pid_t fork(void);
+    /// int execve(const char *pathname, char *const argv[], char *const envp[]);
+    /// ```
+    ///
+    /// - `fork(2)`: [Linux](https://man7.org/linux/man-pages/man2/fork.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fork&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fork.2.html)
+    /// - `execve(2)`: [Linux](https://man7.org/linux/man-pages/man2/execve.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=execve&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/execve.2.html)
+    #[doc(alias = "fork")]
+    #[doc(alias = "execve")]
     pub fn spawn(&self) -> Result<Child> {
         use std::ffi::CString;
         use std::os::unix::ffi::OsStrExt;
@@ -628,6 +657,15 @@ unsafe fn child_exec(
 
 /// This process's limit on open descriptors (`getrlimit(RLIMIT_NOFILE)`):
 /// `(soft, hard)`, `None` meaning unlimited.
+///
+/// # References
+///
+/// ```c
+/// int getrlimit(int resource, struct rlimit *rlim);
+/// ```
+///
+/// - `getrlimit(2)`: [Linux](https://man7.org/linux/man-pages/man2/getrlimit.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getrlimit&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getrlimit.2.html)
+#[doc(alias = "getrlimit")]
 pub fn open_files_limit() -> (Option<u64>, Option<u64>) {
     let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     (l.current, l.maximum)
@@ -639,6 +677,14 @@ pub fn open_files_limit() -> (Option<u64>, Option<u64>) {
 /// # Errors
 ///
 /// `EINVAL` when `soft` is above the hard limit.
+///
+/// # References
+///
+/// ```c
+/// int setrlimit(int resource, const struct rlimit *rlim);
+/// ```
+///
+/// - `setrlimit(2)`: [Linux](https://man7.org/linux/man-pages/man2/setrlimit.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=setrlimit&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/setrlimit.2.html)
 #[doc(alias = "setrlimit")]
 pub fn set_open_files_limit(soft: u64) -> Result<()> {
     let (_, hard) = open_files_limit();
@@ -654,6 +700,14 @@ pub fn set_open_files_limit(soft: u64) -> Result<()> {
 
 /// The CPU time (user plus system) this process has used so far
 /// (`getrusage(RUSAGE_SELF)`).
+///
+/// # References
+///
+/// ```c
+/// int getrusage(int who, struct rusage *usage);
+/// ```
+///
+/// - `getrusage(2)`: [Linux](https://man7.org/linux/man-pages/man2/getrusage.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=getrusage&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/getrusage.2.html)
 #[doc(alias = "getrusage")]
 pub fn own_cpu_time() -> Result<std::time::Duration> {
     // SAFETY: `rusage` is plain old data; all-zero is a valid value.

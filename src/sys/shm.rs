@@ -138,6 +138,18 @@ pub const SYSV_ATTACH_AFTER_REMOVE: bool = cfg!(any(target_os = "linux", target_
 ///
 /// `ENOSYS` where memfds don't exist ([`HAVE_MEMFD`] is false); the errors
 /// of `memfd_create`, `ftruncate` and `fcntl(F_ADD_SEALS)`.
+///
+/// # References
+///
+/// ```c
+/// int memfd_create(const char *name, unsigned int flags);
+/// int fcntl(int fd, int cmd, ... /* arg */ );
+/// ```
+///
+/// - `memfd_create(2)`: [Linux](https://man7.org/linux/man-pages/man2/memfd_create.2.html)
+/// - `fcntl(2)`: [Linux](https://man7.org/linux/man-pages/man2/fcntl.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fcntl&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fcntl.2.html)
+#[doc(alias = "memfd_create")]
+#[doc(alias = "fcntl")]
 pub fn sealed_memfd(name: &str, len: u64) -> Result<OwnedFd> {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     {
@@ -160,6 +172,15 @@ pub fn sealed_memfd(name: &str, len: u64) -> Result<OwnedFd> {
 /// Whether `fd` is a memfd sealed against shrinking, so that no one can
 /// truncate it under a mapping; `false` for anything else, and everywhere
 /// memfds don't exist.
+///
+/// # References
+///
+/// ```c
+/// int fcntl(int fd, int cmd, ... /* arg */ );
+/// ```
+///
+/// - `fcntl(2)`: [Linux](https://man7.org/linux/man-pages/man2/fcntl.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fcntl&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fcntl.2.html)
+#[doc(alias = "fcntl")]
 pub fn is_sealed_against_shrinking(fd: BorrowedFd<'_>) -> bool {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     {
@@ -196,7 +217,16 @@ pub fn memfd_create(name: &str) -> Result<OwnedFd> {
 ///
 /// `EPERM` when `SEAL` was added before, `EBUSY` for `WRITE` while a
 /// writable shared mapping exists.
+///
+/// # References
+///
+/// ```c
+/// int fcntl(int fd, int cmd, ... /* arg */ );
+/// ```
+///
+/// - `fcntl(2)`: [Linux](https://man7.org/linux/man-pages/man2/fcntl.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fcntl&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fcntl.2.html)
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+#[doc(alias = "fcntl")]
 pub fn add_seals(fd: BorrowedFd<'_>, seals: Seals) -> Result<()> {
     use rustix::fs::SealFlags;
     let mut s = SealFlags::empty();
@@ -215,7 +245,16 @@ pub fn add_seals(fd: BorrowedFd<'_>, seals: Seals) -> Result<()> {
 }
 
 /// Reads the seals of a memfd (`fcntl(F_GET_SEALS)`).
+///
+/// # References
+///
+/// ```c
+/// int fcntl(int fd, int cmd, ... /* arg */ );
+/// ```
+///
+/// - `fcntl(2)`: [Linux](https://man7.org/linux/man-pages/man2/fcntl.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fcntl&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fcntl.2.html)
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+#[doc(alias = "fcntl")]
 pub fn seals(fd: BorrowedFd<'_>) -> Result<Seals> {
     use rustix::fs::SealFlags;
     let s =
@@ -487,6 +526,15 @@ impl Mapping {
 
     /// Maps `len` bytes of fresh zeroed memory shared with children forked
     /// later (`MAP_SHARED | MAP_ANONYMOUS`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset);
+    /// ```
+    ///
+    /// - `mmap(2)`: [Linux](https://man7.org/linux/man-pages/man2/mmap.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=mmap&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/mmap.2.html)
+    #[doc(alias = "mmap")]
     pub fn anonymous(len: usize) -> Result<Self> {
         use rustix::mm::MapFlags;
         if len == 0 {
@@ -509,6 +557,15 @@ impl Mapping {
     /// forked child gets its own copy (`MAP_PRIVATE | MAP_ANONYMOUS`;
     /// pages are only backed once touched, so a large, sparse table costs
     /// what it uses).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset);
+    /// ```
+    ///
+    /// - `mmap(2)`: [Linux](https://man7.org/linux/man-pages/man2/mmap.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=mmap&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/mmap.2.html)
+    #[doc(alias = "mmap")]
     pub fn anonymous_private(len: usize) -> Result<Self> {
         use rustix::mm::MapFlags;
         if len == 0 {
@@ -716,6 +773,15 @@ pub fn shm_stat(id: i32) -> Result<ShmStat> {
 }
 
 /// The size in bytes of a SysV segment (`shmctl(IPC_STAT)`).
+///
+/// # References
+///
+/// ```c
+/// int shmctl(int shmid, int cmd, struct shmid_ds *buf);
+/// ```
+///
+/// - `shmctl(2)`: [Linux](https://man7.org/linux/man-pages/man2/shmctl.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=shmctl&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/shmctl.2.html)
+#[doc(alias = "shmctl")]
 pub fn shm_segment_size(id: i32) -> Result<usize> {
     shm_stat(id).map(|s| s.size)
 }

@@ -243,6 +243,15 @@ impl SignalPipe {
 
     /// Reads the signals caught since the last call, oldest first, without
     /// blocking (an empty vector when none came).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t read(int fd, void *buf, size_t count);
+    /// ```
+    ///
+    /// - `read(2)`: [Linux](https://man7.org/linux/man-pages/man2/read.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=read&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/read.2.html)
+    #[doc(alias = "read")]
     pub fn drain(&self) -> Result<Vec<Signal>> {
         let mut out = Vec::new();
         self.drain_into(|s| out.push(s))?;
@@ -251,6 +260,15 @@ impl SignalPipe {
 
     /// Calls `f` with each signal caught since the last call, oldest first,
     /// without blocking and without allocating.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t read(int fd, void *buf, size_t count);
+    /// ```
+    ///
+    /// - `read(2)`: [Linux](https://man7.org/linux/man-pages/man2/read.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=read&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/read.2.html)
+    #[doc(alias = "read")]
     pub fn drain_into(&self, mut f: impl FnMut(Signal)) -> Result<()> {
         let mut buf = [0u8; 64];
         loop {

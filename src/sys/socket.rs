@@ -300,6 +300,15 @@ impl Socket {
 
     /// Creates a socket in non-blocking mode (`SOCK_NONBLOCK` where the
     /// platform has it, so no second call), close-on-exec as [`Socket::new`].
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int socket(int domain, int type, int protocol);
+    /// ```
+    ///
+    /// - `socket(2)`: [Linux](https://man7.org/linux/man-pages/man2/socket.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=socket&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/socket.2.html)
+    #[doc(alias = "socket")]
     pub fn new_nonblocking(domain: Domain, ty: Type) -> Result<Self> {
         #[cfg(not(target_vendor = "apple"))]
         {
@@ -353,6 +362,15 @@ impl Socket {
     }
 
     /// Creates a socket of the family `addr` belongs to.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int socket(int domain, int type, int protocol);
+    /// ```
+    ///
+    /// - `socket(2)`: [Linux](https://man7.org/linux/man-pages/man2/socket.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=socket&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/socket.2.html)
+    #[doc(alias = "socket")]
     pub fn for_addr(addr: &SockAddr, ty: Type) -> Result<Self> {
         Self::new(Domain::of(addr), ty)
     }
@@ -480,6 +498,15 @@ impl Socket {
     }
 
     /// Switches non-blocking mode on or off (`ioctl(FIONBIO)`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int fcntl(int fd, int cmd, ... /* arg */ );
+    /// ```
+    ///
+    /// - `fcntl(2)`: [Linux](https://man7.org/linux/man-pages/man2/fcntl.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=fcntl&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/fcntl.2.html)
+    #[doc(alias = "fcntl")]
     pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
         rustix::io::ioctl_fionbio(&self.fd, nonblocking).ctx("ioctl", || {
             format!("{}, FIONBIO {nonblocking}", fd_arg(self.fd.as_fd()))
@@ -590,6 +617,15 @@ impl Socket {
     }
 
     /// Sends without blocking even on a blocking socket (`MSG_DONTWAIT`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t send(int sockfd, const void *buf, size_t len, int flags);
+    /// ```
+    ///
+    /// - `send(2)`: [Linux](https://man7.org/linux/man-pages/man2/send.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=send&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/send.2.html)
+    #[doc(alias = "send")]
     pub fn send_nonblocking(&self, buf: &[u8]) -> Result<usize> {
         rnet::send(&self.fd, buf, send_flags() | rnet::SendFlags::DONTWAIT).ctx_fd_len(
             "send",
@@ -599,6 +635,15 @@ impl Socket {
     }
 
     /// Receives without blocking even on a blocking socket (`MSG_DONTWAIT`).
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// ssize_t recv(int sockfd, void *buf, size_t len, int flags);
+    /// ```
+    ///
+    /// - `recv(2)`: [Linux](https://man7.org/linux/man-pages/man2/recv.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=recv&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/recv.2.html)
+    #[doc(alias = "recv")]
     pub fn recv_nonblocking(&self, buf: &mut [u8]) -> Result<usize> {
         let len = buf.len();
         rnet::recv(&self.fd, buf, rnet::RecvFlags::DONTWAIT)

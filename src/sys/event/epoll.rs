@@ -176,6 +176,15 @@ impl Selector {
 
     /// Replaces the interest, mode and token of a registered `fd`
     /// (`EPOLL_CTL_MOD`); also re-arms a fired oneshot registration.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event);
+    /// ```
+    ///
+    /// - `epoll_ctl(2)`: [Linux](https://man7.org/linux/man-pages/man2/epoll_ctl.2.html)
+    #[doc(alias = "epoll_ctl")]
     pub fn reregister(
         &self,
         fd: BorrowedFd<'_>,
@@ -197,6 +206,15 @@ impl Selector {
     /// # Errors
     ///
     /// `ENOENT` if `fd` is not registered.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event);
+    /// ```
+    ///
+    /// - `epoll_ctl(2)`: [Linux](https://man7.org/linux/man-pages/man2/epoll_ctl.2.html)
+    #[doc(alias = "epoll_ctl")]
     pub fn deregister(&self, fd: BorrowedFd<'_>) -> Result<()> {
         epoll::delete(&self.ep, fd).ctx("epoll_ctl", || {
             format!("{}, DEL, {}", fd_arg(self.ep.as_fd()), fd_arg(fd))

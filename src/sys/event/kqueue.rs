@@ -168,6 +168,15 @@ impl Selector {
     /// source the caller believes gone, and a new fd that reuses the number
     /// can't be registered (`EEXIST`) or is confused with the old one. The
     /// event loop meets this by owning every source it registers.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int kevent(int kq, const struct kevent *changelist, int nchanges, struct kevent *eventlist, int nevents, const struct timespec *timeout);
+    /// ```
+    ///
+    /// - `kevent(2)`: [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kevent&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kevent.2.html)
+    #[doc(alias = "kevent")]
     pub unsafe fn register(
         &self,
         fd: BorrowedFd<'_>,
@@ -180,6 +189,15 @@ impl Selector {
 
     /// Replaces interest, mode and token of `fd`: `EV_ADD` for the wanted
     /// filters, `EV_DELETE` for the others; re-arms a fired oneshot.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int kevent(int kq, const struct kevent *changelist, int nchanges, struct kevent *eventlist, int nevents, const struct timespec *timeout);
+    /// ```
+    ///
+    /// - `kevent(2)`: [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kevent&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kevent.2.html)
+    #[doc(alias = "kevent")]
     pub fn reregister(
         &self,
         fd: BorrowedFd<'_>,
@@ -195,6 +213,15 @@ impl Selector {
     /// # Errors
     ///
     /// `ENOENT` if `fd` was registered for neither filter.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int kevent(int kq, const struct kevent *changelist, int nchanges, struct kevent *eventlist, int nevents, const struct timespec *timeout);
+    /// ```
+    ///
+    /// - `kevent(2)`: [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kevent&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kevent.2.html)
+    #[doc(alias = "kevent")]
     pub fn deregister(&self, fd: BorrowedFd<'_>) -> Result<()> {
         let raw = fd.as_raw_fd();
         let del = EventFlags::DELETE | EventFlags::RECEIPT;
@@ -467,6 +494,15 @@ impl Timer {
     /// disarms with `None`; replaces any earlier setting (`EV_ADD |
     /// EV_ONESHOT`, or `EV_DELETE`). A firing that was not cleared yet
     /// stays until [`Timer::clear`].
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int kevent(int kq, const struct kevent *changelist, int nchanges, struct kevent *eventlist, int nevents, const struct timespec *timeout);
+    /// ```
+    ///
+    /// - `kevent(2)`: [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kevent&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kevent.2.html)
+    #[doc(alias = "kevent")]
     pub fn set(&self, after: Option<Duration>) -> Result<()> {
         let (flags, what) = match after {
             Some(_) => (EventFlags::ADD | EventFlags::ONESHOT, "EV_ADD | EV_ONESHOT"),
