@@ -33,6 +33,8 @@
 //! # Ok::<(), procwire::sys::Error>(())
 //! ```
 
+// On docs.rs, items that exist on some platforms only say which.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
