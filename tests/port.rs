@@ -48,6 +48,25 @@ fn outsider(addr: SocketAddr, reuse_address: bool, ty: Type) -> procwire::sys::R
     Ok(s)
 }
 
+/// Passes `r`'s listener to `spawn` as "web", starts it, and returns what
+/// the child sent on one connection (read until it closes, within a
+/// minute) and how it exited.
+fn hand_off_and_read<'a>(
+    mut spawn: Spawn<'a>,
+    r: &'a Reservation,
+) -> (String, procwire::sys::process::ExitStatus) {
+    let (_, l) = r.tcp_sockets().next().unwrap();
+    pass_listeners(&mut spawn, &[("web", l.as_fd())]).unwrap();
+    let mut child = spawn.spawn().unwrap();
+    let c = Socket::new(Domain::IPV4, Type::STREAM).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    c.connect(r.addr()).unwrap();
+    let mut got = String::new();
+    (&c).read_to_string(&mut got).unwrap();
+    (got, child.wait().unwrap())
+}
+
 #[test]
 fn default_reservation_keeps_outsiders_out_and_lets_the_child_in() {
     let r = Reservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -247,16 +266,10 @@ fn socket_activation_child_accepts_on_fd_3() {
     }
     let r = Reservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
     r.listen(8).unwrap();
-    let (_, l) = r.tcp_sockets().next().unwrap();
-    let mut spawn = helper("socket_activation_child_accepts_on_fd_3", "activated");
-    pass_listeners(&mut spawn, &[("web", l.as_fd())]).unwrap();
-    let mut child = spawn.spawn().unwrap();
-    let c = Socket::new(Domain::IPV4, Type::STREAM).unwrap();
-    c.connect(r.addr()).unwrap();
-    let mut got = String::new();
-    (&c).read_to_string(&mut got).unwrap();
+    let spawn = helper("socket_activation_child_accepts_on_fd_3", "activated");
+    let (got, status) = hand_off_and_read(spawn, &r);
     assert_eq!(got, "activated");
-    assert!(child.wait().unwrap().success());
+    assert!(status.success());
 }
 
 #[test]
@@ -481,21 +494,13 @@ fn a_child_using_the_listenfd_crate_accepts_our_hand_off() {
     }
     let r = Reservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
     r.listen(8).unwrap();
-    let (_, l) = r.tcp_sockets().next().unwrap();
-    let mut spawn = helper(
+    let spawn = helper(
         "a_child_using_the_listenfd_crate_accepts_our_hand_off",
         "listenfd",
     );
-    pass_listeners(&mut spawn, &[("web", l.as_fd())]).unwrap();
-    let mut child = spawn.spawn().unwrap();
-    let c = Socket::new(Domain::IPV4, Type::STREAM).unwrap();
-    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .unwrap();
-    c.connect(r.addr()).unwrap();
-    let mut got = String::new();
-    (&c).read_to_string(&mut got).unwrap();
+    let (got, status) = hand_off_and_read(spawn, &r);
     assert_eq!(got, "listenfd");
-    assert!(child.wait().unwrap().success());
+    assert!(status.success());
 }
 
 /// Our hand-off, taken by libsystemd's own `sd_listen_fds` and
@@ -541,17 +546,7 @@ int main(void) {
     }
     let r = Reservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
     r.listen(8).unwrap();
-    let (_, l) = r.tcp_sockets().next().unwrap();
-    let mut spawn = Spawn::new(&exe);
-    pass_listeners(&mut spawn, &[("web", l.as_fd())]).unwrap();
-    let mut child = spawn.spawn().unwrap();
-    let c = Socket::new(Domain::IPV4, Type::STREAM).unwrap();
-    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .unwrap();
-    c.connect(r.addr()).unwrap();
-    let mut got = String::new();
-    (&c).read_to_string(&mut got).unwrap();
-    let status = child.wait().unwrap();
+    let (got, status) = hand_off_and_read(Spawn::new(&exe), &r);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(got, "sd_listen_fds");
     assert!(status.success(), "{status}");

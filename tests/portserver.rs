@@ -29,6 +29,15 @@ impl Drop for Server {
     }
 }
 
+/// The first line `child` prints (its stdout is then closed).
+fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
 fn start(pool: &str) -> Server {
     static N: AtomicU32 = AtomicU32::new(0);
     let address = format!(
@@ -42,10 +51,7 @@ fn start(pool: &str) -> Server {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(&mut child);
     assert!(line.starts_with("portserver listening on "), "{line}");
     Server { child, address }
 }
@@ -117,10 +123,7 @@ fn python_holder(s: &Server) -> (Child, u16) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(&mut c);
     let port = line
         .trim()
         .parse()
