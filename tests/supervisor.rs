@@ -175,3 +175,108 @@ fn listener_handoff_passes_the_socket() {
         "{out}"
     );
 }
+
+/// Not a test of its own: run as the supervisor's child (with
+/// `PROCWIRE_LATE_LISTENER` set), it listens on `$PORT` only after a
+/// while, as a slow server does, then accepts until it is stopped.
+#[test]
+fn late_listener_helper() {
+    if std::env::var_os("PROCWIRE_LATE_LISTENER").is_none() {
+        return;
+    }
+    let port: u16 = std::env::var("PORT").unwrap().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let l = procwire::net::port::bind_reserved(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .unwrap();
+    l.listen(16).unwrap();
+    loop {
+        let _ = l.accept();
+    }
+}
+
+fn late_listener(name: &str) -> ChildSpec {
+    let exe = std::env::current_exe().unwrap();
+    ChildSpec::new(
+        name,
+        [
+            exe.to_str().unwrap(),
+            "--exact",
+            "late_listener_helper",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ],
+    )
+    .env("PROCWIRE_LATE_LISTENER", "1")
+}
+
+#[test]
+fn wait_ready_waits_for_the_port_to_accept() {
+    use procwire::net::supervisor::Readiness;
+    let specs = (0..2)
+        .map(|i| late_listener(&format!("slow-{i}")).ready(Readiness::Connect))
+        .collect();
+    let mut sup = Supervisor::start(specs, opts()).unwrap();
+    assert_eq!(sup.ready(), vec![false, false]);
+    sup.wait_ready().unwrap();
+    assert_eq!(sup.ready(), vec![true, true]);
+    for p in sup.ports() {
+        std::net::TcpStream::connect(("127.0.0.1", p)).expect("ready means it accepts");
+    }
+    let outcome = sup.finish(StopReason::Duration).unwrap();
+    assert!(outcome.success(), "{:?}", outcome.children);
+}
+
+#[test]
+fn a_readiness_command_runs_until_it_succeeds() {
+    use procwire::net::supervisor::Readiness;
+    let dir = std::env::temp_dir().join(format!("procwire-ready-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let spec = sh(
+        "flagger",
+        &format!("sleep 0.2; touch {d}/flag-{{index}}-{{port}}; exec sleep 30"),
+    )
+    .ready(Readiness::Command(vec![
+        "test".into(),
+        "-e".into(),
+        format!("{d}/flag-{{index}}-{{port}}"),
+    ]));
+    let mut sup = Supervisor::start(vec![spec], opts()).unwrap();
+    let port = sup.ports()[0];
+    sup.wait_ready().unwrap();
+    assert!(dir.join(format!("flag-0-{port}")).exists());
+    sup.terminate().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_child_that_misses_its_deadline_or_dies_first_is_named() {
+    use procwire::net::supervisor::Readiness;
+    let spec = sh("sleepy", "exec sleep 30")
+        .ready(Readiness::Connect)
+        .ready_timeout(Duration::from_millis(300));
+    let mut sup = Supervisor::start(vec![spec], opts()).unwrap();
+    let pid = sup.children()[0].pid;
+    let e = sup.wait_ready().unwrap_err();
+    assert_eq!(e.raw_os_error(), libc::ETIMEDOUT, "{e}");
+    assert!(
+        e.to_string().contains("sleepy: not ready after 300ms"),
+        "{e}"
+    );
+    drop(sup);
+    assert!(!process_exists(pid), "stopped and reaped on drop");
+
+    let specs = vec![
+        late_listener("fine").ready(Readiness::Connect),
+        sh("quitter", "exit 3").ready(Readiness::Connect),
+    ];
+    let mut sup = Supervisor::start(specs, opts()).unwrap();
+    let e = sup.wait_ready().unwrap_err();
+    assert_eq!(e.raw_os_error(), libc::ECHILD, "{e}");
+    assert!(
+        e.to_string().contains("quitter") && e.to_string().contains("exited before it was ready"),
+        "{e}"
+    );
+}

@@ -15,6 +15,7 @@ use super::event::EventLoop;
 use super::port::{pass_listeners, Reservation, ReservationBuilder};
 use crate::sys::process::{Child, ExitStatus, Spawn};
 use crate::sys::signal::Signal;
+use crate::sys::socket::{Domain, Socket, Type};
 use crate::sys::{errno, Error, Result};
 
 /// How a child learns its port.
@@ -30,6 +31,29 @@ pub enum Handoff {
     Listener,
 }
 
+/// When a child counts as ready, for [`Supervisor::wait_ready`].
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Readiness {
+    /// As soon as it has started (the default).
+    #[default]
+    Started,
+    /// Its port accepts a TCP connection on 127.0.0.1. Meant for the
+    /// hand-off by port number: with [`Handoff::Listener`] the socket
+    /// listens before the child starts, so it is ready at once.
+    Connect,
+    /// This command exits 0 (program first; templates as in the child's
+    /// command). Run again after each failure, with back-off; one run that
+    /// takes longer than 10 s is killed and counts as a failure.
+    Command(Vec<String>),
+}
+
+/// How long a child gets to become ready unless its spec says otherwise.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest one readiness command may run.
+const PROBE_LIMIT: Duration = Duration::from_secs(10);
+
 /// One child to start: a command template and what to give it.
 ///
 /// In the command, `{port}` becomes the child's port, `{ports}` all ports
@@ -42,6 +66,8 @@ pub struct ChildSpec {
     env: Vec<(String, String)>,
     handoff: Handoff,
     fds: Vec<(OwnedFd, RawFd)>,
+    ready: Readiness,
+    ready_timeout: Duration,
 }
 
 impl ChildSpec {
@@ -58,7 +84,22 @@ impl ChildSpec {
             env: Vec::new(),
             handoff: Handoff::Port,
             fds: Vec::new(),
+            ready: Readiness::Started,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
         }
+    }
+
+    /// When the child counts as ready ([`Supervisor::wait_ready`]).
+    pub fn ready(mut self, ready: Readiness) -> Self {
+        self.ready = ready;
+        self
+    }
+
+    /// How long it gets to become ready, from its start (default
+    /// [`DEFAULT_READY_TIMEOUT`]).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
     }
 
     /// Sets an environment variable (the value is a template too).
@@ -208,6 +249,13 @@ struct Supervised {
     child: Child,
     /// Held until the child has exited.
     reservation: Option<Reservation>,
+    /// What makes it ready, with the templates expanded.
+    ready: Readiness,
+    is_ready: bool,
+    ready_deadline: Instant,
+    ready_timeout: Duration,
+    /// A readiness command running now, and when it started.
+    probe: Option<(Child, Instant)>,
 }
 
 /// Children started with reserved ports; see the module docs.
@@ -338,7 +386,18 @@ impl Supervisor {
             )
         })?;
         drop(spec.fds);
+        let ready = match spec.ready {
+            Readiness::Command(c) => {
+                Readiness::Command(c.iter().map(|t| expand(t, index, port, ports)).collect())
+            }
+            other => other,
+        };
         self.children.push(Supervised {
+            is_ready: ready == Readiness::Started,
+            ready,
+            ready_deadline: Instant::now() + spec.ready_timeout,
+            ready_timeout: spec.ready_timeout,
+            probe: None,
             report: ChildReport {
                 name: spec.name,
                 program,
@@ -351,6 +410,63 @@ impl Supervisor {
             reservation: Some(reservation),
         });
         Ok(())
+    }
+
+    /// Waits until every child is ready by its [`Readiness`], probing with
+    /// back-off (from 1 ms, doubling up to 100 ms) and watching for exits.
+    ///
+    /// # Errors
+    ///
+    /// `ECHILD` naming the child when one exits before it is ready,
+    /// `ETIMEDOUT` naming it when one misses its deadline, `EINTR` when
+    /// SIGINT or SIGTERM arrives (it is still reported by the next
+    /// [`poll`](Self::poll)). The children keep running: stop them with
+    /// [`terminate`](Self::terminate) (or by dropping the supervisor).
+    pub fn wait_ready(&mut self) -> Result<()> {
+        let mut delay = Duration::from_millis(1);
+        loop {
+            self.reap()?;
+            let now = Instant::now();
+            let mut waiting = false;
+            for c in self.children.iter_mut().filter(|c| !c.is_ready) {
+                if let Some(s) = c.report.status {
+                    return Err(Error::new(
+                        "wait_ready",
+                        format!("{}: exited before it was ready ({s})", c.report),
+                        errno::ECHILD,
+                    ));
+                }
+                if probe(c, now)? {
+                    c.is_ready = true;
+                    continue;
+                }
+                if now >= c.ready_deadline {
+                    if let Some((mut p, _)) = c.probe.take() {
+                        let _ = p.kill(Signal::KILL);
+                        p.wait()?;
+                    }
+                    return Err(Error::new(
+                        "wait_ready",
+                        format!("{}: not ready after {:?}", c.report.name, c.ready_timeout),
+                        errno::ETIMEDOUT,
+                    ));
+                }
+                waiting = true;
+            }
+            if !waiting {
+                return Ok(());
+            }
+            if let Some(sig) = self.wait_signal(delay)? {
+                self.stop_signal.set(Some(sig));
+                return Err(Error::new("wait_ready", format!("got {sig}"), errno::EINTR));
+            }
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether each child is ready, in order.
+    pub fn ready(&self) -> Vec<bool> {
+        self.children.iter().map(|c| c.is_ready).collect()
     }
 
     /// What is known of each child so far.
@@ -441,6 +557,7 @@ impl Supervisor {
     /// them to exit (a second SIGINT/SIGTERM cuts it short), SIGKILLs the
     /// rest, and reaps them all.
     pub fn terminate(&mut self) -> Result<()> {
+        self.stop_probes()?;
         self.reap()?;
         for c in self
             .children
@@ -478,8 +595,65 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// Kills and reaps readiness commands still running.
+    fn stop_probes(&mut self) -> Result<()> {
+        for c in &mut self.children {
+            if let Some((mut p, _)) = c.probe.take() {
+                let _ = p.kill(Signal::KILL);
+                p.wait()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One look at whether `c` is ready now.
+fn probe(c: &mut Supervised, now: Instant) -> Result<bool> {
+    match &c.ready {
+        Readiness::Started => Ok(true),
+        Readiness::Connect => {
+            let addr = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, c.report.port));
+            let s = Socket::new_nonblocking(Domain::IPV4, Type::STREAM)?;
+            match s.connect(addr) {
+                Ok(()) => Ok(true),
+                Err(e) if e.raw_os_error() == errno::EINPROGRESS => {
+                    Ok(s.wait_writable(Duration::from_millis(50))? && s.take_error()?.is_none())
+                }
+                Err(_) => Ok(false),
+            }
+        }
+        Readiness::Command(cmd) => {
+            if let Some((p, started)) = c.probe.as_mut() {
+                match p.try_wait()? {
+                    Some(s) => {
+                        c.probe = None;
+                        return Ok(s.success());
+                    }
+                    None if now.duration_since(*started) > PROBE_LIMIT => {
+                        let _ = p.kill(Signal::KILL);
+                        p.wait()?;
+                        c.probe = None;
+                    }
+                    None => {}
+                }
+                return Ok(false);
+            }
+            let Some(program) = cmd.first() else {
+                return Ok(true);
+            };
+            let mut spawn = Spawn::new(program);
+            spawn.args(&cmd[1..]);
+            let child = spawn.spawn()?;
+            c.probe = Some((child, now));
+            Ok(false)
+        }
+    }
+}
+
 impl Drop for Supervisor {
     fn drop(&mut self) {
+        let _ = self.stop_probes();
         if self.live().next().is_some() {
             // Nowhere to report from drop; terminate kills and reaps.
             let _ = self.terminate();
