@@ -432,7 +432,10 @@ impl Supervisor {
                 if let Some(s) = c.report.status {
                     return Err(Error::new(
                         "wait_ready",
-                        format!("{}: exited before it was ready ({s})", c.report),
+                        format!(
+                            "{} (pid {}, port {}, {}) exited before it was ready: {s}",
+                            c.report.name, c.report.pid, c.report.port, c.report.program
+                        ),
                         errno::ECHILD,
                     ));
                 }
