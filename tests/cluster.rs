@@ -96,6 +96,18 @@ fn readiness_by_connect_and_by_command() {
             .unwrap();
         assert!(o.status.success(), "{:?}", text(&o));
     }
+    // A daemon that tells systemd it is ready, in Python: by the notify
+    // protocol from its own pid.
+    if Command::new("python3").arg("-V").output().is_ok() {
+        let o = cluster()
+            .args(["-n", "2", "--ready", "notify", "--timeout", "20", "--"])
+            .args(["python3", "-c"])
+            .arg("import os, socket, time\na = os.environ['NOTIFY_SOCKET']\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.sendto(b'STATUS=up\\nREADY=1', '\\0' + a[1:] if a[0] == '@' else a)\ntime.sleep(30)")
+            .args(["--then", "true"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{:?}", text(&o));
+    }
     let d = temp("cmd");
     let flag = d.join("flag");
     let o = cluster()

@@ -280,3 +280,131 @@ fn a_child_that_misses_its_deadline_or_dies_first_is_named() {
         "{e}"
     );
 }
+
+/// Not a test of its own: the notify protocol's child side, by role
+/// (`PROCWIRE_NOTIFY_ROLE`): `late` says READY=1 after a while, `forger`
+/// sends READY=1 to the socket named in the file `$FORGE_FILE` (another
+/// child's), `watchdog` pings three times and then stops.
+#[test]
+fn notify_helper() {
+    use procwire::net::supervisor::notify;
+    let Ok(role) = std::env::var("PROCWIRE_NOTIFY_ROLE") else {
+        return;
+    };
+    match role.as_str() {
+        "late" => {
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(notify("STATUS=warmed up\nREADY=1").unwrap());
+        }
+        "forger" => {
+            let file = std::env::var("FORGE_FILE").unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let target = loop {
+                if let Ok(t) = std::fs::read_to_string(&file) {
+                    if t.ends_with('\n') {
+                        break t.trim().to_string();
+                    }
+                }
+                assert!(std::time::Instant::now() < deadline);
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            std::env::set_var("NOTIFY_SOCKET", &target);
+            for _ in 0..3 {
+                notify("READY=1").unwrap();
+            }
+            // Then its own READY, so only the victim waits.
+        }
+        "watchdog" => {
+            let usec: u64 = std::env::var("WATCHDOG_USEC").unwrap().parse().unwrap();
+            notify("READY=1").unwrap();
+            for _ in 0..3 {
+                std::thread::sleep(Duration::from_micros(usec / 4));
+                notify("WATCHDOG=1").unwrap();
+            }
+        }
+        _ => {}
+    }
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[cfg(target_os = "linux")]
+fn notifier(name: &str, role: &str) -> ChildSpec {
+    let exe = std::env::current_exe().unwrap();
+    ChildSpec::new(
+        name,
+        [
+            exe.to_str().unwrap(),
+            "--exact",
+            "notify_helper",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ],
+    )
+    .env("PROCWIRE_NOTIFY_ROLE", role)
+    .ready(procwire::net::supervisor::Readiness::Notify)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn notify_ready_counts_and_its_status_is_kept() {
+    let mut sup = Supervisor::start(vec![notifier("late", "late")], opts()).unwrap();
+    assert_eq!(sup.ready(), vec![false]);
+    sup.wait_ready().unwrap();
+    let c = &sup.children()[0];
+    assert_eq!(c.status_text.as_deref(), Some("warmed up"));
+    assert_eq!(c.refused_notifications, 0);
+    // Outside a supervisor there is no one to tell.
+    std::env::remove_var("NOTIFY_SOCKET");
+    assert!(!procwire::net::supervisor::notify("READY=1").unwrap());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_child_cannot_say_ready_for_another() {
+    let dir = std::env::temp_dir().join(format!("procwire-forge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("target");
+    let specs = vec![
+        notifier("victim", "none").ready_timeout(Duration::from_millis(1500)),
+        notifier("forger", "forger").env("FORGE_FILE", file.to_str().unwrap()),
+    ];
+    let mut sup = Supervisor::start(specs, opts()).unwrap();
+    let victim_pid = sup.children()[0].pid;
+    // The victim's socket name, as the supervisor gave it in its environment.
+    let environ = std::fs::read(format!("/proc/{victim_pid}/environ")).unwrap();
+    let target = environ
+        .split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(b"NOTIFY_SOCKET="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap();
+    std::fs::write(&file, format!("{target}\n")).unwrap();
+    let e = sup.wait_ready().unwrap_err();
+    assert_eq!(e.raw_os_error(), libc::ETIMEDOUT, "{e}");
+    assert!(e.to_string().contains("victim: not ready"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("3 notifications from other processes refused"),
+        "{e}"
+    );
+    drop(sup);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_lapsed_watchdog_aborts_the_child_and_stops_the_rest() {
+    let specs = vec![
+        notifier("dog", "watchdog").watchdog(Duration::from_millis(200)),
+        late_listener("bystander"),
+    ];
+    let mut sup = Supervisor::start(specs, opts()).unwrap();
+    sup.wait_ready().unwrap();
+    let outcome = sup.run().unwrap();
+    assert_eq!(outcome.reason, StopReason::ChildFailed(0));
+    let dog = &outcome.children[0];
+    assert!(dog.watchdog_lapsed && dog.failed(), "{dog:?}");
+    assert_eq!(dog.status, Some(ExitStatus::Signaled(Signal::ABRT)));
+    assert!(!outcome.children[1].failed(), "{:?}", outcome.children[1]);
+}

@@ -41,8 +41,9 @@ don't.
 
   -n, --count N         how many copies (default 1)
   --ready HOW           started (default), connect (the port accepts a TCP
-                        connection), or cmd:COMMAND (run by sh until it exits 0;
-                        templates apply)
+                        connection), notify (READY=1 by the systemd notify
+                        protocol, NOTIFY_SOCKET; Linux), or cmd:COMMAND (run
+                        by sh until it exits 0; templates apply)
   --timeout SECS        how long each copy gets to become ready (default 30)
   --handoff port|fd     by port number (default), or the listening socket itself
                         by LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES
@@ -107,12 +108,14 @@ fn parse(args: Vec<OsString>) -> Result<Option<Args>, String> {
                 a.ready = match v.as_str() {
                     "started" => Readiness::Started,
                     "connect" => Readiness::Connect,
+                    #[cfg(any(target_os = "linux", target_os = "android"))]
+                    "notify" => Readiness::Notify,
                     c if c.starts_with("cmd:") => {
                         Readiness::Command(vec!["sh".into(), "-c".into(), c[4..].to_string()])
                     }
                     other => {
                         return Err(format!(
-                            "--ready: not started, connect or cmd:...: {other:?}"
+                            "--ready: not started, connect, notify or cmd:...: {other:?}"
                         ))
                     }
                 };

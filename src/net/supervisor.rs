@@ -15,7 +15,7 @@ use super::event::EventLoop;
 use super::port::{pass_listeners, Reservation, ReservationBuilder};
 use crate::sys::process::{Child, ExitStatus, Spawn};
 use crate::sys::signal::Signal;
-use crate::sys::socket::{Domain, Socket, Type};
+use crate::sys::socket::{Domain, SockAddr, Socket, Type};
 use crate::sys::{errno, Error, Result};
 
 /// How a child learns its port.
@@ -46,6 +46,39 @@ pub enum Readiness {
     /// command). Run again after each failure, with back-off; one run that
     /// takes longer than 10 s is killed and counts as a failure.
     Command(Vec<String>),
+    /// The systemd notify protocol: the child gets `NOTIFY_SOCKET`, an
+    /// abstract datagram socket of its own, and is ready once it sends
+    /// `READY=1` ([`notify`] is the child's side). Messages are taken only
+    /// from the child's own pid, as the kernel vouches for it
+    /// (`SCM_CREDENTIALS`): a child can't speak for another. `STATUS=`,
+    /// `STOPPING=1` and `WATCHDOG=1` are kept too (see
+    /// [`ChildSpec::watchdog`]).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Notify,
+}
+
+/// Sends `state` (newline-separated `KEY=VALUE` lines such as `READY=1` or
+/// `STATUS=loading`) to the supervisor by the systemd notify protocol, to
+/// the socket `NOTIFY_SOCKET` names (`@` for an abstract name). `Ok(false)`
+/// when the variable is not set (no one listens), as `sd_notify` returns 0.
+///
+/// # Errors
+///
+/// Those of the socket calls, for example `ECONNREFUSED` when nothing is
+/// bound at that name any more.
+pub fn notify(state: &str) -> Result<bool> {
+    let Some(at) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
+    let at = at.to_string_lossy().into_owned();
+    let addr = match at.strip_prefix('@') {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Some(name) => SockAddr::abstract_name(name),
+        _ => SockAddr::unix(&at),
+    };
+    let s = Socket::new(Domain::UNIX, Type::DGRAM)?;
+    s.send_to(state.as_bytes(), addr)?;
+    Ok(true)
 }
 
 /// How long a child gets to become ready unless its spec says otherwise.
@@ -68,6 +101,7 @@ pub struct ChildSpec {
     fds: Vec<(OwnedFd, RawFd)>,
     ready: Readiness,
     ready_timeout: Duration,
+    watchdog: Option<Duration>,
 }
 
 impl ChildSpec {
@@ -86,7 +120,18 @@ impl ChildSpec {
             fds: Vec::new(),
             ready: Readiness::Started,
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            watchdog: None,
         }
+    }
+
+    /// Asks the child for `WATCHDOG=1` at least every `period`
+    /// (`WATCHDOG_USEC` in its environment, as systemd sets it; with
+    /// [`Readiness::Notify`]). Once it is ready, a child that lets a period
+    /// pass without one is sent `SIGABRT`, as systemd does, and counts as
+    /// failed ([`ChildReport::watchdog_lapsed`]).
+    pub fn watchdog(mut self, period: Duration) -> Self {
+        self.watchdog = Some(period);
+        self
     }
 
     /// When the child counts as ready ([`Supervisor::wait_ready`]).
@@ -167,6 +212,7 @@ impl Default for SupervisorOptions {
 
 /// What is known of one child.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChildReport {
     /// Its name from the [`ChildSpec`].
     pub name: String,
@@ -180,11 +226,22 @@ pub struct ChildReport {
     pub status: Option<ExitStatus>,
     /// Whether the supervisor sent it SIGTERM or SIGKILL.
     pub stopped_by_supervisor: bool,
+    /// The last `STATUS=` it sent by the notify protocol.
+    pub status_text: Option<String>,
+    /// It said `STOPPING=1`.
+    pub stopping: bool,
+    /// It let its watchdog period pass and was sent `SIGABRT`.
+    pub watchdog_lapsed: bool,
+    /// Notify messages to its socket from other processes, refused.
+    pub refused_notifications: u64,
 }
 
 impl ChildReport {
     /// It ended badly: non-zero exit, or a signal the supervisor didn't send.
     pub fn failed(&self) -> bool {
+        if self.watchdog_lapsed {
+            return true;
+        }
         match self.status {
             None | Some(ExitStatus::Exited(0)) => false,
             Some(ExitStatus::Signaled(s)) if self.stopped_by_supervisor => {
@@ -256,7 +313,18 @@ struct Supervised {
     ready_timeout: Duration,
     /// A readiness command running now, and when it started.
     probe: Option<(Child, Instant)>,
+    /// The notify socket, with `READY=1` seen (Linux).
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+    notify: Option<Socket>,
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+    notified_ready: bool,
+    /// The watchdog period and the last `WATCHDOG=1` (or the readiness).
+    watchdog: Option<(Duration, Instant)>,
 }
+
+/// Makes each notify socket name unique within this process.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+static NOTIFY_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Children started with reserved ports; see the module docs.
 ///
@@ -370,6 +438,10 @@ impl Supervisor {
         for (fd, target) in &spec.fds {
             spawn.fd(fd.as_fd(), *target);
         }
+        let notify = self.notify_socket(&spec, index, &mut spawn)?;
+        if let Some(period) = spec.watchdog {
+            spawn.env("WATCHDOG_USEC", period.as_micros().to_string());
+        }
         if spec.handoff == Handoff::Listener {
             reservation.listen(1024)?;
             let listeners: Vec<(&str, _)> = reservation
@@ -398,6 +470,9 @@ impl Supervisor {
             ready_deadline: Instant::now() + spec.ready_timeout,
             ready_timeout: spec.ready_timeout,
             probe: None,
+            notify,
+            notified_ready: false,
+            watchdog: spec.watchdog.map(|p| (p, Instant::now())),
             report: ChildReport {
                 name: spec.name,
                 program,
@@ -405,6 +480,10 @@ impl Supervisor {
                 port,
                 status: None,
                 stopped_by_supervisor: false,
+                status_text: None,
+                stopping: false,
+                watchdog_lapsed: false,
+                refused_notifications: 0,
             },
             child,
             reservation: Some(reservation),
@@ -441,6 +520,9 @@ impl Supervisor {
                 }
                 if probe(c, now)? {
                     c.is_ready = true;
+                    if let Some((_, last)) = c.watchdog.as_mut() {
+                        *last = now;
+                    }
                     continue;
                 }
                 if now >= c.ready_deadline {
@@ -450,7 +532,13 @@ impl Supervisor {
                     }
                     return Err(Error::new(
                         "wait_ready",
-                        format!("{}: not ready after {:?}", c.report.name, c.ready_timeout),
+                        match c.report.refused_notifications {
+                            0 => format!("{}: not ready after {:?}", c.report.name, c.ready_timeout),
+                            n => format!(
+                                "{}: not ready after {:?} ({n} notifications from other processes refused)",
+                                c.report.name, c.ready_timeout
+                            ),
+                        },
                         errno::ETIMEDOUT,
                     ));
                 }
@@ -470,6 +558,59 @@ impl Supervisor {
     /// Whether each child is ready, in order.
     pub fn ready(&self) -> Vec<bool> {
         self.children.iter().map(|c| c.is_ready).collect()
+    }
+
+    /// The child's notify socket, for [`Readiness::Notify`]: an abstract
+    /// datagram socket named `procwire-notify/PID/SEQ/INDEX`, passing
+    /// credentials, its name in the child's `NOTIFY_SOCKET`.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn notify_socket(
+        &self,
+        spec: &ChildSpec,
+        index: usize,
+        spawn: &mut Spawn<'_>,
+    ) -> Result<Option<Socket>> {
+        if spec.ready != Readiness::Notify {
+            return Ok(None);
+        }
+        let seq = NOTIFY_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!(
+            "procwire-notify/{}/{seq}/{index}",
+            crate::sys::process::getpid()
+        );
+        let s = Socket::new_nonblocking(Domain::UNIX, Type::DGRAM)?;
+        s.set_pass_credentials(true)?;
+        s.bind(SockAddr::abstract_name(&name))?;
+        spawn.env("NOTIFY_SOCKET", format!("@{name}"));
+        Ok(Some(s))
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn notify_socket(
+        &self,
+        _spec: &ChildSpec,
+        _index: usize,
+        _spawn: &mut Spawn<'_>,
+    ) -> Result<Option<Socket>> {
+        Ok(None)
+    }
+
+    /// Sends `SIGABRT` to ready children whose watchdog period passed
+    /// without a `WATCHDOG=1`.
+    fn check_watchdogs(&mut self, now: Instant) -> Result<()> {
+        for c in &mut self.children {
+            if c.report.status.is_some() || c.report.watchdog_lapsed {
+                continue;
+            }
+            read_notifications(c, now)?;
+            if let Some((period, last)) = c.watchdog {
+                if c.is_ready && now.duration_since(last) > period {
+                    c.report.watchdog_lapsed = true;
+                    c.child.kill(Signal::ABRT)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What is known of each child so far.
@@ -530,6 +671,7 @@ impl Supervisor {
     /// `timeout` for a signal. `Some(reason)` means it is time to stop:
     /// call [`Supervisor::finish`].
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<StopReason>> {
+        self.check_watchdogs(Instant::now())?;
         self.reap()?;
         if self.live().next().is_none() {
             return Ok(Some(StopReason::AllExited));
@@ -565,7 +707,8 @@ impl Supervisor {
         for c in self
             .children
             .iter_mut()
-            .filter(|c| c.report.status.is_none())
+            // One whose watchdog lapsed has its SIGABRT already.
+            .filter(|c| c.report.status.is_none() && !c.report.watchdog_lapsed)
         {
             c.report.stopped_by_supervisor = true;
             // ESRCH can't happen for an unreaped child; anything else is real.
@@ -611,9 +754,47 @@ impl Supervisor {
     }
 }
 
+/// Takes the notify messages waiting on `c`'s socket: only those from its
+/// own pid count.
+fn read_notifications(c: &mut Supervised, now: Instant) -> Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(s) = &c.notify {
+        let mut buf = [0u8; 4096];
+        loop {
+            let (n, pid) = match crate::sys::fdpass::recv_with_pid_nonblocking(s, &mut buf) {
+                Ok(v) => v,
+                Err(e) if e.is_would_block() => break,
+                Err(e) => return Err(e),
+            };
+            if pid != Some(c.report.pid) {
+                c.report.refused_notifications += 1;
+                continue;
+            }
+            for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                match line.split_once('=') {
+                    Some(("READY", "1")) => c.notified_ready = true,
+                    Some(("STATUS", v)) => c.report.status_text = Some(v.to_string()),
+                    Some(("STOPPING", "1")) => c.report.stopping = true,
+                    Some(("WATCHDOG", "1")) => {
+                        if let Some((_, last)) = c.watchdog.as_mut() {
+                            *last = now;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let _ = (c, now);
+    Ok(())
+}
+
 /// One look at whether `c` is ready now.
 fn probe(c: &mut Supervised, now: Instant) -> Result<bool> {
+    read_notifications(c, now)?;
     match &c.ready {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Readiness::Notify => Ok(c.notified_ready),
         Readiness::Started => Ok(true),
         Readiness::Connect => {
             let addr = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, c.report.port));

@@ -168,3 +168,45 @@ fn recv_with_fds_flags(
         fds_truncated: extra || msg.flags.contains(ReturnFlags::CTRUNC),
     })
 }
+
+/// Receives one datagram without blocking (`recvmsg(2)` with
+/// `MSG_DONTWAIT`) with the sender's credentials as the kernel attaches
+/// them (`SCM_CREDENTIALS`, on a socket with
+/// [`set_pass_credentials`](crate::sys::socket::Socket::set_pass_credentials)
+/// on): the byte count (the datagram is cut to `buf`) and the sender's pid,
+/// `None` when no credentials came. A process can't put another's pid there
+/// unless it has `CAP_SYS_ADMIN`. `EAGAIN` when nothing is queued.
+///
+/// # References
+///
+/// ```c
+/// ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);
+/// ```
+///
+/// - `recvmsg(2)`: [Linux](https://man7.org/linux/man-pages/man2/recvmsg.2.html)
+/// - `unix(7)`: [Linux](https://man7.org/linux/man-pages/man7/unix.7.html)
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[doc(alias = "recvmsg")]
+#[doc(alias = "SCM_CREDENTIALS")]
+pub fn recv_with_pid_nonblocking(sock: impl AsFd, buf: &mut [u8]) -> Result<(usize, Option<i32>)> {
+    let sock = sock.as_fd();
+    let len = buf.len();
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        RecvFlags::DONTWAIT,
+    )
+    .ctx("recvmsg", || {
+        format!("{}, {len} bytes, MSG_DONTWAIT", fd_arg(sock))
+    })?;
+    let mut pid = None;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmCredentials(c) = m {
+            pid = Some(c.pid.as_raw_nonzero().get());
+        }
+    }
+    Ok((msg.bytes, pid))
+}

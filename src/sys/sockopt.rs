@@ -208,6 +208,20 @@ impl Socket {
             .ctx("getsockopt", || opt_args(self, "SO_TYPE"))
     }
 
+    /// Sets `SO_PASSCRED`: received messages carry the sender's pid, uid
+    /// and gid (`SCM_CREDENTIALS`; see
+    /// [`recv_with_pid_nonblocking`](crate::sys::fdpass::recv_with_pid_nonblocking)).
+    ///
+    /// # References
+    ///
+    /// - `unix(7)`: [Linux](https://man7.org/linux/man-pages/man7/unix.7.html)
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[doc(alias = "SO_PASSCRED")]
+    #[doc(alias = "setsockopt")]
+    pub fn set_pass_credentials(&self, on: bool) -> Result<()> {
+        so::set_socket_passcred(self, on).ctx("setsockopt", || set_args(self, "SO_PASSCRED", on))
+    }
+
     /// Reads `SO_ACCEPTCONN`: whether the socket is listening.
     ///
     /// # References
