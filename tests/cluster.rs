@@ -143,6 +143,22 @@ fn a_copy_that_dies_before_it_is_ready_is_reported_with_its_last_lines() {
     assert!(err.contains("last lines of copy"), "{err}");
     assert!(err.contains("  broken"), "{err}");
     assert!(out.contains("| starting "), "{out}");
+    // In order: the second copy starts only once the first is ready, so
+    // the first one's marker is there when the second starts.
+    let d = temp("ordered");
+    let o = cluster()
+        .args(["-n", "2", "--ordered", "--ready"])
+        .arg(format!("cmd:test -e {}/{{index}}", d.display()))
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "if [ {{index}} = 1 ]; then test -e {0}/0 || exit 5; fi; sleep 0.2; touch {0}/{{index}}; exec sleep 30",
+            d.display()
+        ))
+        .args(["--then", "true"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    std::fs::remove_dir_all(&d).unwrap();
     // A copy that never answers misses its deadline.
     let o = cluster()
         .args([

@@ -408,3 +408,48 @@ fn a_lapsed_watchdog_aborts_the_child_and_stops_the_rest() {
     assert_eq!(dog.status, Some(ExitStatus::Signaled(Signal::ABRT)));
     assert!(!outcome.children[1].failed(), "{:?}", outcome.children[1]);
 }
+
+#[test]
+fn a_child_starts_only_after_the_ones_it_depends_on_are_ready() {
+    use procwire::net::supervisor::Readiness;
+    // The second child checks, when it starts, that the first one's port
+    // already answers; the first listens only after a while.
+    let specs = vec![
+        late_listener("database").ready(Readiness::Connect),
+        sh(
+            "app",
+            "exec python3 -c 'import socket,os; socket.create_connection((\"127.0.0.1\", int(os.environ[\"DB\"])), 5); print(\"connected\")'",
+        )
+        .env("DB", "{peers}")
+        .after([0]),
+    ];
+    let (r, w) = pipe().unwrap();
+    let mut specs = specs;
+    let app = specs.pop().unwrap().fd(w, 1);
+    specs.push(app);
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        println!("skipped: python3 not installed (apt-get install python3)");
+        return;
+    }
+    let mut sup = Supervisor::start(specs, opts()).unwrap();
+    assert_eq!(sup.ready(), vec![true, true], "start waited for the first");
+    // The app exits 0 once it connected.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sup.children()[1].status.is_none() {
+        assert!(std::time::Instant::now() < deadline);
+        let _ = sup.poll(Duration::from_millis(50)).unwrap();
+    }
+    assert_eq!(sup.children()[1].status, Some(ExitStatus::Exited(0)));
+    drop(sup);
+    assert_eq!(read_all(r).trim(), "connected");
+
+    // A dependency on a later child is refused before anything starts.
+    let e =
+        Supervisor::start(vec![sh("a", "true").after([1]), sh("b", "true")], opts()).unwrap_err();
+    assert_eq!(e.raw_os_error(), libc::EINVAL, "{e}");
+    assert!(e.to_string().contains("a: depends on child 1"), "{e}");
+}

@@ -47,6 +47,7 @@ don't.
   --timeout SECS        how long each copy gets to become ready (default 30)
   --handoff port|fd     by port number (default), or the listening socket itself
                         by LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES
+  --ordered             start each copy only once the one before it is ready
   --grace SECS          between SIGTERM and SIGKILL when stopping (default 5)
   --json                print the ports as JSON
   --env-file PATH       also write PORTS and PORT_i to PATH
@@ -60,6 +61,7 @@ struct Args {
     handoff: Handoff,
     grace: Duration,
     json: bool,
+    ordered: bool,
     env_file: Option<PathBuf>,
     logs: Option<PathBuf>,
     program: Vec<String>,
@@ -80,6 +82,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Args>, String> {
         handoff: Handoff::Port,
         grace: Duration::from_secs(5),
         json: false,
+        ordered: false,
         env_file: None,
         logs: None,
         program: Vec::new(),
@@ -130,6 +133,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Args>, String> {
                 };
             }
             Long("json") => a.json = true,
+            Long("ordered") => a.ordered = true,
             Long("env-file") => a.env_file = Some(p.value().map_err(err)?.into()),
             Long("logs") => a.logs = Some(p.value().map_err(err)?.into()),
             Short('h') | Long("help") => return Ok(None),
@@ -198,6 +202,9 @@ fn run(a: Args) -> Result<u8, Box<dyn std::error::Error>> {
             .handoff(a.handoff)
             .ready(a.ready.clone())
             .ready_timeout(a.timeout);
+        if a.ordered && i > 0 {
+            spec = spec.after([i - 1]);
+        }
         match &a.logs {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;

@@ -102,6 +102,7 @@ pub struct ChildSpec {
     ready: Readiness,
     ready_timeout: Duration,
     watchdog: Option<Duration>,
+    after: Vec<usize>,
 }
 
 impl ChildSpec {
@@ -121,7 +122,17 @@ impl ChildSpec {
             ready: Readiness::Started,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             watchdog: None,
+            after: Vec::new(),
         }
+    }
+
+    /// Starts the child only once the children at these indices (all
+    /// before it in the list) are ready: [`Supervisor::start`] waits for
+    /// them first, and fails as [`Supervisor::wait_ready`] does if one of
+    /// them dies or misses its deadline.
+    pub fn after(mut self, deps: impl IntoIterator<Item = usize>) -> Self {
+        self.after.extend(deps);
+        self
     }
 
     /// Asks the child for `WATCHDOG=1` at least every `period`
@@ -369,8 +380,11 @@ impl Supervisor {
     /// # Errors
     ///
     /// A reservation error, or a spawn error naming the child and program
-    /// (`execve(peer-1: ./peer): No such file or directory`); children
-    /// started before the failure are stopped and reaped first.
+    /// (`execve(peer-1: ./peer): No such file or directory`); `EINVAL` for
+    /// a child that depends ([`ChildSpec::after`]) on one not before it;
+    /// those of [`Supervisor::wait_ready`] while a child waits for the
+    /// ones it depends on. Children started before the failure are stopped
+    /// and reaped first.
     pub fn start(specs: Vec<ChildSpec>, opts: SupervisorOptions) -> Result<Self> {
         let lp = EventLoop::new()?;
         let stop_signal = Rc::new(Cell::new(None));
@@ -401,8 +415,28 @@ impl Supervisor {
             catching,
             stop_signal,
         };
+        for (index, spec) in specs.iter().enumerate() {
+            if let Some(&d) = spec.after.iter().find(|&&d| d >= index) {
+                return Err(Error::new(
+                    "Supervisor::start",
+                    format!(
+                        "{}: depends on child {d}, which is not started before it",
+                        spec.name
+                    ),
+                    errno::EINVAL,
+                ));
+            }
+        }
         for (index, (spec, reservation)) in specs.into_iter().zip(reservations).enumerate() {
-            if let Err(e) = sup.spawn_one(index, spec, reservation, &ports) {
+            let started = match spec.after.is_empty() {
+                true => Ok(()),
+                false => {
+                    let deps = spec.after.clone();
+                    sup.wait_ready_of(&deps)
+                }
+            }
+            .and_then(|()| sup.spawn_one(index, spec, reservation, &ports));
+            if let Err(e) = started {
                 sup.terminate()?;
                 return Err(e);
             }
@@ -502,12 +536,23 @@ impl Supervisor {
     /// [`poll`](Self::poll)). The children keep running: stop them with
     /// [`terminate`](Self::terminate) (or by dropping the supervisor).
     pub fn wait_ready(&mut self) -> Result<()> {
+        self.wait_ready_of(&[])
+    }
+
+    /// [`wait_ready`](Self::wait_ready) for the children in `only` (all
+    /// of them when empty).
+    fn wait_ready_of(&mut self, only: &[usize]) -> Result<()> {
         let mut delay = Duration::from_millis(1);
         loop {
             self.reap()?;
             let now = Instant::now();
             let mut waiting = false;
-            for c in self.children.iter_mut().filter(|c| !c.is_ready) {
+            for (_, c) in self
+                .children
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, c)| !c.is_ready && (only.is_empty() || only.contains(i)))
+            {
                 if let Some(s) = c.report.status {
                     return Err(Error::new(
                         "wait_ready",
