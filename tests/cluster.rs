@@ -140,8 +140,8 @@ fn a_copy_that_dies_before_it_is_ready_is_reported_with_its_last_lines() {
         err.contains("exited before it was ready: exit code 4"),
         "{err}"
     );
-    assert!(err.contains("last lines of copy"), "{err}");
-    assert!(err.contains("  broken"), "{err}");
+    assert!(err.contains("its last lines:"), "{err}");
+    assert!(err.contains("\n    broken"), "{err}");
     assert!(out.contains("| starting "), "{out}");
     // In order: the second copy starts only once the first is ready, so
     // the first one's marker is there when the second starts.
@@ -159,6 +159,20 @@ fn a_copy_that_dies_before_it_is_ready_is_reported_with_its_last_lines() {
         .unwrap();
     assert!(o.status.success(), "{:?}", text(&o));
     std::fs::remove_dir_all(&d).unwrap();
+    // A line of output as readiness.
+    let o = cluster()
+        .args(["-n", "2", "--ready", "output:listening on"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.1; echo listening on {port}; exec sleep 30",
+        ])
+        .args(["--then", "true"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("1| listening on "), "{:?}", text(&o));
     // A copy that never answers misses its deadline.
     let o = cluster()
         .args([

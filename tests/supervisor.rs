@@ -453,3 +453,37 @@ fn a_child_starts_only_after_the_ones_it_depends_on_are_ready() {
     assert_eq!(e.raw_os_error(), libc::EINVAL, "{e}");
     assert!(e.to_string().contains("a: depends on child 1"), "{e}");
 }
+
+#[test]
+fn a_line_of_output_makes_a_child_ready_and_the_last_lines_are_kept() {
+    use procwire::net::supervisor::Readiness;
+    let spec = sh(
+        "talker",
+        "echo booting; sleep 0.2; echo 'Ready to accept connections' >&2; exec sleep 30",
+    )
+    .ready(Readiness::Output("Ready to accept".into()))
+    .capture_output("talker | ");
+    let mut sup = Supervisor::start(vec![spec], opts()).unwrap();
+    assert_eq!(sup.ready(), vec![false]);
+    sup.wait_ready().unwrap();
+    let lines = sup.children()[0].last_lines.clone();
+    assert!(lines.contains(&"booting".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"Ready to accept connections".to_string()),
+        "{lines:?}"
+    );
+    sup.terminate().unwrap();
+
+    // One that dies first: its last lines are in the error.
+    let spec =
+        sh("quitter", "echo one; echo two >&2; exit 4").ready(Readiness::Output("never".into()));
+    let mut sup = Supervisor::start(vec![spec], opts()).unwrap();
+    let e = sup.wait_ready().unwrap_err();
+    let text = e.to_string();
+    assert_eq!(e.raw_os_error(), libc::ECHILD, "{text}");
+    assert!(text.contains("exit code 4; its last lines:"), "{text}");
+    assert!(
+        text.contains("\n    one") && text.contains("\n    two"),
+        "{text}"
+    );
+}

@@ -11,12 +11,9 @@
 #[path = "../../examples/cli/mod.rs"]
 mod cli;
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,7 +22,6 @@ use procwire::net::port::ReservationBuilder;
 use procwire::net::supervisor::{
     ChildSpec, Handoff, Readiness, StopReason, Supervisor, SupervisorOptions,
 };
-use procwire::sys::fd::pipe;
 
 const USAGE: &str = "usage: cluster -n N [options] -- PROGRAM [ARGS...] [--then COMMAND [ARGS...]]
 
@@ -42,7 +38,8 @@ don't.
   -n, --count N         how many copies (default 1)
   --ready HOW           started (default), connect (the port accepts a TCP
                         connection), notify (READY=1 by the systemd notify
-                        protocol, NOTIFY_SOCKET; Linux), or cmd:COMMAND (run
+                        protocol, NOTIFY_SOCKET; Linux), output:TEXT (a line
+                        of its output contains TEXT), or cmd:COMMAND (run
                         by sh until it exits 0; templates apply)
   --timeout SECS        how long each copy gets to become ready (default 30)
   --handoff port|fd     by port number (default), or the listening socket itself
@@ -113,14 +110,13 @@ fn parse(args: Vec<OsString>) -> Result<Option<Args>, String> {
                     "connect" => Readiness::Connect,
                     #[cfg(any(target_os = "linux", target_os = "android"))]
                     "notify" => Readiness::Notify,
+                    c if c.starts_with("output:") => Readiness::Output(c[7..].to_string()),
                     c if c.starts_with("cmd:") => {
                         Readiness::Command(vec!["sh".into(), "-c".into(), c[4..].to_string()])
                     }
-                    other => {
-                        return Err(format!(
-                            "--ready: not started, connect, notify or cmd:...: {other:?}"
-                        ))
-                    }
+                    other => return Err(format!(
+                        "--ready: not started, connect, notify, output:... or cmd:...: {other:?}"
+                    )),
                 };
             }
             Long("timeout") => a.timeout = secs(p.value().map_err(err)?)?,
@@ -156,46 +152,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Args>, String> {
     Ok(Some(a))
 }
 
-/// The last lines each copy printed, for the report when one fails.
-type Tails = Arc<Mutex<Vec<VecDeque<String>>>>;
-
-const TAIL: usize = 10;
-
-/// Copies one copy's output to ours, each line prefixed with its index,
-/// keeping the last lines.
-fn forward(
-    index: usize,
-    fd: std::os::fd::OwnedFd,
-    to_stderr: bool,
-    tails: Tails,
-    done: std::sync::mpsc::Sender<()>,
-) {
-    std::thread::spawn(move || {
-        let r = BufReader::new(std::fs::File::from(fd));
-        for line in r.split(b'\n') {
-            let Ok(line) = line else { break };
-            let text = String::from_utf8_lossy(&line).into_owned();
-            if to_stderr {
-                let _ = writeln!(std::io::stderr(), "{index}| {text}");
-            } else {
-                outln!("{index}| {text}");
-            }
-            if let Ok(mut t) = tails.lock() {
-                let q = &mut t[index];
-                if q.len() == TAIL {
-                    q.pop_front();
-                }
-                q.push_back(text);
-            }
-        }
-        let _ = done.send(());
-    });
-}
-
 fn run(a: Args) -> Result<u8, Box<dyn std::error::Error>> {
-    let tails: Tails = Arc::new(Mutex::new(vec![VecDeque::new(); a.count]));
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let mut forwarders = 0;
     let mut specs = Vec::with_capacity(a.count);
     for i in 0..a.count {
         let mut spec = ChildSpec::new(format!("{i}"), a.program.clone())
@@ -212,14 +169,8 @@ fn run(a: Args) -> Result<u8, Box<dyn std::error::Error>> {
                 let f2 = f.try_clone()?;
                 spec = spec.fd(f.into(), 1).fd(f2.into(), 2);
             }
-            None => {
-                let (r1, w1) = pipe()?;
-                let (r2, w2) = pipe()?;
-                spec = spec.fd(w1, 1).fd(w2, 2);
-                forward(i, r1, false, Arc::clone(&tails), done_tx.clone());
-                forward(i, r2, true, Arc::clone(&tails), done_tx.clone());
-                forwarders += 2;
-            }
+            // Shown here, each line after the copy's index.
+            None => spec = spec.capture_output(format!("{i}| ")),
         }
         specs.push(spec);
     }
@@ -238,25 +189,9 @@ fn run(a: Args) -> Result<u8, Box<dyn std::error::Error>> {
         eprint!("cluster: waiting for {} copies to be ready...\r", a.count);
     }
     if let Err(e) = sup.wait_ready() {
+        // The error has the last lines of a copy that died.
         eprintln!("cluster: {e}");
-        // Everything they printed before they ended, then their last lines
-        // (a grandchild that keeps a pipe open is not waited for long).
         sup.terminate()?;
-        let until = std::time::Instant::now() + Duration::from_secs(2);
-        for _ in 0..forwarders {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            if done_rx.recv_timeout(left).is_err() {
-                break;
-            }
-        }
-        if let Ok(t) = tails.lock() {
-            for (i, q) in t.iter().enumerate().filter(|(_, q)| !q.is_empty()) {
-                eprintln!("cluster: last lines of copy {i}:");
-                for l in q {
-                    eprintln!("  {l}");
-                }
-            }
-        }
         return Ok(1);
     }
     let list: Vec<String> = ports.iter().map(u16::to_string).collect();
@@ -291,12 +226,19 @@ fn run(a: Args) -> Result<u8, Box<dyn std::error::Error>> {
             _ => 1,
         });
     }
-    let status = std::process::Command::new(&a.then[0])
+    let mut then = std::process::Command::new(&a.then[0])
         .args(&a.then[1..])
         .envs(env)
-        .status();
+        .spawn()
+        .map_err(|e| format!("{}: {e}", a.then[0]))?;
+    // The copies' output keeps flowing while the command runs.
+    let status = loop {
+        if let Some(s) = then.try_wait()? {
+            break s;
+        }
+        let _ = sup.poll(Duration::from_millis(20))?;
+    };
     sup.terminate()?;
-    let status = status.map_err(|e| format!("{}: {e}", a.then[0]))?;
     Ok(
         match (
             status.code(),

@@ -4,7 +4,7 @@
 //! reports how each one ended. It waits on an [`EventLoop`] of its own,
 //! where SIGCHLD, SIGINT and SIGTERM arrive as events.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
@@ -55,6 +55,10 @@ pub enum Readiness {
     /// [`ChildSpec::watchdog`]).
     #[cfg(any(target_os = "linux", target_os = "android"))]
     Notify,
+    /// A line of the child's output (stdout or stderr) contains this text.
+    /// Turns on [`ChildSpec::capture_output`] (with no prefix unless one
+    /// was set).
+    Output(String),
 }
 
 /// Sends `state` (newline-separated `KEY=VALUE` lines such as `READY=1` or
@@ -103,6 +107,7 @@ pub struct ChildSpec {
     ready_timeout: Duration,
     watchdog: Option<Duration>,
     after: Vec<usize>,
+    capture: Option<String>,
 }
 
 impl ChildSpec {
@@ -123,7 +128,21 @@ impl ChildSpec {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             watchdog: None,
             after: Vec::new(),
+            capture: None,
         }
+    }
+
+    /// Takes the child's stdout and stderr (those not placed with
+    /// [`fd`](Self::fd)) through pipes and forwards them line by line to
+    /// this process's stdout and stderr, each line after `prefix` (as
+    /// foreman does, `"web.1 | "`), keeping the last lines for the reports
+    /// ([`ChildReport::last_lines`]). Forwarding happens while the
+    /// supervisor waits ([`Supervisor::run`], [`Supervisor::poll`],
+    /// [`Supervisor::wait_ready`]): a caller that stops polling for long
+    /// lets a chatty child block on a full pipe.
+    pub fn capture_output(mut self, prefix: impl Into<String>) -> Self {
+        self.capture = Some(prefix.into());
+        self
     }
 
     /// Starts the child only once the children at these indices (all
@@ -245,6 +264,84 @@ pub struct ChildReport {
     pub watchdog_lapsed: bool,
     /// Notify messages to its socket from other processes, refused.
     pub refused_notifications: u64,
+    /// The last lines of its output, with [`ChildSpec::capture_output`]
+    /// (at most [`TAIL_LINES`]).
+    pub last_lines: Vec<String>,
+}
+
+/// How many of a child's last output lines are kept.
+pub const TAIL_LINES: usize = 10;
+
+/// Longest line kept whole for matching and the tail; longer ones are cut.
+const MAX_LINE: usize = 64 * 1024;
+
+/// What the capture of one child's output knows.
+#[derive(Default)]
+struct OutputState {
+    tail: std::collections::VecDeque<String>,
+    pattern: Option<String>,
+    seen: bool,
+}
+
+impl OutputState {
+    fn line(&mut self, line: &str) {
+        if self.pattern.as_deref().is_some_and(|p| line.contains(p)) {
+            self.seen = true;
+        }
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.to_string());
+    }
+}
+
+/// Forwards what is in `pipe` to this process's stdout or stderr, line by
+/// line after `prefix`; at end-of-file the last partial line too.
+fn forward_output(
+    pipe: &std::fs::File,
+    partial: &mut Vec<u8>,
+    prefix: &str,
+    to_stderr: bool,
+    state: &RefCell<OutputState>,
+) -> std::io::Result<bool> {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 8192];
+    let mut eof = false;
+    loop {
+        match (&*pipe).read(&mut buf) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(n) => partial.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if partial.len() > MAX_LINE && !partial.contains(&b'\n') {
+            partial.push(b'\n');
+        }
+    }
+    if eof && !partial.is_empty() && !partial.ends_with(b"\n") {
+        partial.push(b'\n');
+    }
+    let mut out = Vec::new();
+    while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = partial.drain(..=end).collect();
+        let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(&line);
+        state.borrow_mut().line(&text);
+    }
+    if !out.is_empty() {
+        // A closed stdout of ours is no reason to stop the child.
+        let _ = if to_stderr {
+            std::io::stderr().write_all(&out)
+        } else {
+            std::io::stdout().write_all(&out)
+        };
+    }
+    Ok(eof)
 }
 
 impl ChildReport {
@@ -331,6 +428,9 @@ struct Supervised {
     notified_ready: bool,
     /// The watchdog period and the last `WATCHDOG=1` (or the readiness).
     watchdog: Option<(Duration, Instant)>,
+    /// The captured output's state, and its registrations.
+    output: Option<Rc<RefCell<OutputState>>>,
+    _captures: Vec<super::event::Registration>,
 }
 
 /// Makes each notify socket name unique within this process.
@@ -473,6 +573,27 @@ impl Supervisor {
             spawn.fd(fd.as_fd(), *target);
         }
         let notify = self.notify_socket(&spec, index, &mut spawn)?;
+        let pattern = match &spec.ready {
+            Readiness::Output(p) => Some(p.clone()),
+            _ => None,
+        };
+        let prefix = spec
+            .capture
+            .clone()
+            .or_else(|| pattern.as_ref().map(|_| String::new()));
+        let mut pipes = Vec::new();
+        if prefix.is_some() {
+            for target in [1, 2] {
+                if spec.fds.iter().all(|&(_, t)| t != target) {
+                    let (r, w) = crate::sys::fd::pipe()?;
+                    crate::sys::fd::set_nonblocking(r.as_fd(), true)?;
+                    pipes.push((r, w, target));
+                }
+            }
+        }
+        for (_, w, target) in &pipes {
+            spawn.fd(w.as_fd(), *target);
+        }
         if let Some(period) = spec.watchdog {
             spawn.env("WATCHDOG_USEC", period.as_micros().to_string());
         }
@@ -492,6 +613,31 @@ impl Supervisor {
             )
         })?;
         drop(spec.fds);
+        let output = prefix.as_ref().map(|_| {
+            Rc::new(RefCell::new(OutputState {
+                pattern: pattern.clone(),
+                ..OutputState::default()
+            }))
+        });
+        let mut captures = Vec::new();
+        if let (Some(prefix), Some(state)) = (prefix, &output) {
+            for (r, w, target) in pipes {
+                drop(w);
+                let (prefix, state) = (prefix.clone(), Rc::clone(state));
+                let mut partial = Vec::new();
+                let file = std::fs::File::from(r);
+                captures.push(self.lp.register(
+                    file,
+                    super::event::Interest::READABLE,
+                    move |cx, f, _| {
+                        if forward_output(f, &mut partial, &prefix, target == 2, &state)? {
+                            cx.deregister_current();
+                        }
+                        Ok(())
+                    },
+                )?);
+            }
+        }
         let ready = match spec.ready {
             Readiness::Command(c) => {
                 Readiness::Command(c.iter().map(|t| expand(t, index, port, ports)).collect())
@@ -506,6 +652,8 @@ impl Supervisor {
             probe: None,
             notify,
             notified_ready: false,
+            output,
+            _captures: captures,
             watchdog: spec.watchdog.map(|p| (p, Instant::now())),
             report: ChildReport {
                 name: spec.name,
@@ -518,6 +666,7 @@ impl Supervisor {
                 stopping: false,
                 watchdog_lapsed: false,
                 refused_notifications: 0,
+                last_lines: Vec::new(),
             },
             child,
             reservation: Some(reservation),
@@ -547,21 +696,16 @@ impl Supervisor {
             self.reap()?;
             let now = Instant::now();
             let mut waiting = false;
-            for (_, c) in self
+            let mut dead = None;
+            for (i, c) in self
                 .children
                 .iter_mut()
                 .enumerate()
                 .filter(|(i, c)| !c.is_ready && (only.is_empty() || only.contains(i)))
             {
-                if let Some(s) = c.report.status {
-                    return Err(Error::new(
-                        "wait_ready",
-                        format!(
-                            "{} (pid {}, port {}, {}) exited before it was ready: {s}",
-                            c.report.name, c.report.pid, c.report.port, c.report.program
-                        ),
-                        errno::ECHILD,
-                    ));
+                if c.report.status.is_some() {
+                    dead = Some(i);
+                    break;
                 }
                 if probe(c, now)? {
                     c.is_ready = true;
@@ -589,6 +733,9 @@ impl Supervisor {
                 }
                 waiting = true;
             }
+            if let Some(i) = dead {
+                return Err(self.died_before_ready(i));
+            }
             if !waiting {
                 return Ok(());
             }
@@ -598,6 +745,36 @@ impl Supervisor {
             }
             delay = (delay * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// The error for child `i`, which exited before it was ready: its
+    /// status and, with its output captured, its last lines (what is still
+    /// in its pipes is forwarded first).
+    fn died_before_ready(&mut self, i: usize) -> Error {
+        if self.children[i].output.is_some() {
+            for _ in 0..8 {
+                if self.lp.run_once(Some(Duration::ZERO)).is_err() {
+                    break;
+                }
+            }
+        }
+        let r = &self.children()[i];
+        let mut text = format!(
+            "{} (pid {}, port {}, {}) exited before it was ready: {}",
+            r.name,
+            r.pid,
+            r.port,
+            r.program,
+            r.status.map_or_else(|| "?".to_string(), |s| s.to_string())
+        );
+        if !r.last_lines.is_empty() {
+            text.push_str("; its last lines:");
+            for l in &r.last_lines {
+                text.push_str("\n    ");
+                text.push_str(l);
+            }
+        }
+        Error::new("wait_ready", text, errno::ECHILD)
     }
 
     /// Whether each child is ready, in order.
@@ -660,7 +837,16 @@ impl Supervisor {
 
     /// What is known of each child so far.
     pub fn children(&self) -> Vec<ChildReport> {
-        self.children.iter().map(|c| c.report.clone()).collect()
+        self.children
+            .iter()
+            .map(|c| {
+                let mut r = c.report.clone();
+                if let Some(o) = &c.output {
+                    r.last_lines = o.borrow().tail.iter().cloned().collect();
+                }
+                r
+            })
+            .collect()
     }
 
     /// The children's ports, in order.
@@ -840,6 +1026,7 @@ fn probe(c: &mut Supervised, now: Instant) -> Result<bool> {
     match &c.ready {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         Readiness::Notify => Ok(c.notified_ready),
+        Readiness::Output(_) => Ok(c.output.as_ref().is_some_and(|o| o.borrow().seen)),
         Readiness::Started => Ok(true),
         Readiness::Connect => {
             let addr = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, c.report.port));

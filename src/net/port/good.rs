@@ -656,6 +656,11 @@ mod tests {
         let q = l.local_addr().unwrap().port().unwrap();
         assert!(!is_available_for(q, Transport::Tcp));
         assert!(!is_available_for(q, Transport::TcpAndUdp));
+        // UDP alone doesn't care about the TCP listener (when nothing holds
+        // the UDP port).
+        if udp_free(q).unwrap() {
+            assert!(is_available_for(q, Transport::Udp));
+        }
         assert!(!is_available_for(0, Transport::Udp));
     }
 
