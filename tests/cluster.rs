@@ -108,6 +108,19 @@ fn readiness_by_connect_and_by_command() {
             .unwrap();
         assert!(o.status.success(), "{:?}", text(&o));
     }
+    // The listening socket itself, by socket activation: a Python server
+    // that takes fd 3 (LISTEN_FDS) and answers each connection.
+    if Command::new("python3").arg("-V").output().is_ok() {
+        let o = cluster()
+            .args(["-n", "2", "--handoff", "fd", "--"])
+            .args(["python3", "-c"])
+            .arg("import os, socket\nassert os.environ['LISTEN_FDS'] in ('1', '2') and int(os.environ['LISTEN_PID']) == os.getpid()\nl = socket.socket(fileno=3)\nwhile True:\n    c, _ = l.accept()\n    c.sendall(b'hi')\n    c.close()")
+            .args(["--then", "python3", "-c"])
+            .arg("import os, socket\nfor p in os.environ['PORTS'].split():\n    assert socket.create_connection(('127.0.0.1', int(p)), 5).recv(2) == b'hi'")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{:?}", text(&o));
+    }
     let d = temp("cmd");
     let flag = d.join("flag");
     let o = cluster()

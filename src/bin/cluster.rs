@@ -114,9 +114,11 @@ fn parse(args: Vec<OsString>) -> Result<Option<Args>, String> {
                     c if c.starts_with("cmd:") => {
                         Readiness::Command(vec!["sh".into(), "-c".into(), c[4..].to_string()])
                     }
-                    other => return Err(format!(
+                    other => {
+                        return Err(format!(
                         "--ready: not started, connect, notify, output:... or cmd:...: {other:?}"
-                    )),
+                    ))
+                    }
                 };
             }
             Long("timeout") => a.timeout = secs(p.value().map_err(err)?)?,
