@@ -60,6 +60,15 @@ pub fn pin_to(cpus: &[usize]) -> Result<()> {
 }
 
 /// The number of CPUs this process may run on.
+///
+/// # References
+///
+/// ```c
+/// int sched_getaffinity(pid_t pid, size_t cpusetsize, cpu_set_t *mask);
+/// ```
+///
+/// - `sched_getaffinity(2)`: [Linux](https://man7.org/linux/man-pages/man2/sched_getaffinity.2.html)
+#[doc(alias = "sched_getaffinity")]
 pub fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -304,6 +304,15 @@ pub fn fsync(fd: BorrowedFd<'_>) -> Result<()> {
 
 /// Whether this process may write `path` (`access(W_OK)`): for a directory,
 /// whether it may create files in it.
+///
+/// # References
+///
+/// ```c
+/// int access(const char *pathname, int mode);
+/// ```
+///
+/// - `access(2)`: [Linux](https://man7.org/linux/man-pages/man2/access.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=access&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/access.2.html)
+#[doc(alias = "access")]
 pub fn can_write(path: &std::path::Path) -> bool {
     rustix::fs::access(path, rustix::fs::Access::WRITE_OK).is_ok()
 }

@@ -247,6 +247,15 @@ pub fn kill(pid: i32, sig: Signal) -> Result<()> {
 }
 
 /// Whether process `pid` exists (`kill(pid, 0)`); a zombie still exists.
+///
+/// # References
+///
+/// ```c
+/// int kill(pid_t pid, int sig);
+/// ```
+///
+/// - `kill(2)`: [Linux](https://man7.org/linux/man-pages/man2/kill.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kill&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kill.2.html)
+#[doc(alias = "kill")]
 pub fn process_exists(pid: i32) -> bool {
     positive_pid(pid).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
 }

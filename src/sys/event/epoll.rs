@@ -286,6 +286,18 @@ pub struct Notifier {
 
 impl Notifier {
     /// Creates the eventfd and registers it with `selector` under `token`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int eventfd(unsigned int initval, int flags);
+    /// int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event);
+    /// ```
+    ///
+    /// - `eventfd(2)`: [Linux](https://man7.org/linux/man-pages/man2/eventfd.2.html), [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=eventfd&sektion=2)
+    /// - `epoll_ctl(2)`: [Linux](https://man7.org/linux/man-pages/man2/epoll_ctl.2.html)
+    #[doc(alias = "eventfd")]
+    #[doc(alias = "epoll_ctl")]
     pub fn new(selector: &Selector, token: Token) -> Result<Self> {
         use rustix::event::EventfdFlags;
         let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)

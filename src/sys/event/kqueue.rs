@@ -398,6 +398,15 @@ pub struct Notifier {
 
 impl Notifier {
     /// Adds the user event to `selector` under `token`.
+    ///
+    /// # References
+    ///
+    /// ```c
+    /// int kevent(int kq, const struct kevent *changelist, int nchanges, struct kevent *eventlist, int nevents, const struct timespec *timeout);
+    /// ```
+    ///
+    /// - `kevent(2)`: [FreeBSD](https://man.freebsd.org/cgi/man.cgi?query=kevent&sektion=2), [macOS](https://developer.apple.com/library/archive/documentation/System/Conceptual/ManPages_iPhoneOS/man2/kevent.2.html)
+    #[doc(alias = "kevent")]
     pub fn new(selector: &Selector, token: Token) -> Result<Self> {
         use rustix::event::kqueue::{UserDefinedFlags, UserFlags};
         let ident = token.0 as isize;
