@@ -173,3 +173,24 @@ pub struct ReadmeDoctests;
 /// ```
 #[cfg(doctest)]
 pub struct MustUseDoctests;
+
+/// Options structs are `#[non_exhaustive]`: a struct literal outside the
+/// crate does not compile (so a new option is not a breaking change)...
+///
+/// ```compile_fail
+/// let _ = procwire::net::server::ServerOptions {
+///     max_input: 1 << 16,
+///     ..Default::default()
+/// };
+/// ```
+///
+/// ...while `Default` and the setters do:
+///
+/// ```
+/// let o = procwire::net::server::ServerOptions::default().max_input(1 << 16);
+/// assert_eq!(o.max_input, 1 << 16);
+/// let s = procwire::ipc::ShmOptions::default().ring_size(1 << 16).prefault(false);
+/// assert_eq!((s.ring_size, s.prefault), (1 << 16, false));
+/// ```
+#[cfg(doctest)]
+pub struct NonExhaustiveDoctests;

@@ -172,6 +172,22 @@ fn a_copy_that_dies_before_it_is_ready_is_reported_with_its_last_lines() {
         .unwrap();
     assert!(o.status.success(), "{:?}", text(&o));
     std::fs::remove_dir_all(&d).unwrap();
+    if Command::new("python3").arg("-V").output().is_ok() {
+        // A Unix socket that accepts, at a templated path: the server makes
+        // it only after a while.
+        let d = temp("unix");
+        let o = cluster()
+            .args(["-n", "2", "--ready"])
+            .arg(format!("unix:{}/{{index}}.sock", d.display()))
+            .args(["--", "python3", "-c"])
+            .arg(format!("import socket, time\ntime.sleep(0.2)\ns = socket.socket(socket.AF_UNIX)\ns.bind('{}/{{index}}.sock')\ns.listen()\ntime.sleep(30)", d.display()))
+            .args(["--then", "test", "-S"])
+            .arg(d.join("1.sock"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{:?}", text(&o));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
     // A line of output as readiness.
     let o = cluster()
         .args(["-n", "2", "--ready", "output:listening on"])

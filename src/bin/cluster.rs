@@ -39,8 +39,9 @@ don't.
   --ready HOW           started (default), connect (the port accepts a TCP
                         connection), notify (READY=1 by the systemd notify
                         protocol, NOTIFY_SOCKET; Linux), output:TEXT (a line
-                        of its output contains TEXT), or cmd:COMMAND (run
-                        by sh until it exits 0; templates apply)
+                        of its output contains TEXT), unix:PATH (a Unix
+                        socket there accepts), or cmd:COMMAND (run by sh
+                        until it exits 0; templates apply)
   --timeout SECS        how long each copy gets to become ready (default 30)
   --handoff port|fd     by port number (default), or the listening socket itself
                         by LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES
@@ -111,12 +112,13 @@ fn parse(args: Vec<OsString>) -> Result<Option<Args>, String> {
                     #[cfg(any(target_os = "linux", target_os = "android"))]
                     "notify" => Readiness::Notify,
                     c if c.starts_with("output:") => Readiness::Output(c[7..].to_string()),
+                    c if c.starts_with("unix:") => Readiness::ConnectUnix(c[5..].to_string()),
                     c if c.starts_with("cmd:") => {
                         Readiness::Command(vec!["sh".into(), "-c".into(), c[4..].to_string()])
                     }
                     other => {
                         return Err(format!(
-                        "--ready: not started, connect, notify, output:... or cmd:...: {other:?}"
+                        "--ready: not started, connect, notify, output:..., unix:... or cmd:...: {other:?}"
                     ))
                     }
                 };

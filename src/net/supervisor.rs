@@ -42,6 +42,9 @@ pub enum Readiness {
     /// hand-off by port number: with [`Handoff::Listener`] the socket
     /// listens before the child starts, so it is ready at once.
     Connect,
+    /// A Unix stream socket at this path (a template, like the child's
+    /// command) accepts a connection.
+    ConnectUnix(String),
     /// This command exits 0 (program first; templates as in the child's
     /// command). Run again after each failure, with back-off; one run that
     /// takes longer than 10 s is killed and counts as a failure.
@@ -642,6 +645,7 @@ impl Supervisor {
             Readiness::Command(c) => {
                 Readiness::Command(c.iter().map(|t| expand(t, index, port, ports)).collect())
             }
+            Readiness::ConnectUnix(p) => Readiness::ConnectUnix(expand(&p, index, port, ports)),
             other => other,
         };
         self.children.push(Supervised {
@@ -1027,6 +1031,10 @@ fn probe(c: &mut Supervised, now: Instant) -> Result<bool> {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         Readiness::Notify => Ok(c.notified_ready),
         Readiness::Output(_) => Ok(c.output.as_ref().is_some_and(|o| o.borrow().seen)),
+        Readiness::ConnectUnix(path) => {
+            let s = Socket::new_nonblocking(Domain::UNIX, Type::STREAM)?;
+            Ok(s.connect(SockAddr::unix(path)).is_ok())
+        }
         Readiness::Started => Ok(true),
         Readiness::Connect => {
             let addr = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, c.report.port));
