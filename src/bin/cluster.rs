@@ -19,9 +19,7 @@ use std::time::Duration;
 use std::net::{IpAddr, Ipv4Addr};
 
 use procwire::net::port::ReservationBuilder;
-use procwire::net::supervisor::{
-    ChildSpec, Handoff, Readiness, StopReason, Supervisor, SupervisorOptions,
-};
+use procwire::net::supervisor::{ChildSpec, Handoff, Readiness, Supervisor, SupervisorOptions};
 
 const USAGE: &str = "usage: cluster -n N [options] -- PROGRAM [ARGS...] [--then COMMAND [ARGS...]]
 
@@ -145,6 +143,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Args>, String> {
         .map(|s| s.into_string().map_err(|s| format!("not UTF-8: {s:?}")))
         .collect::<Result<_, _>>()?;
     let (program, then) = match rest.iter().position(|s| s == "--then") {
+        Some(i) if i + 1 == rest.len() => return Err("--then needs a command".into()),
         Some(i) => (rest[..i].to_vec(), rest[i + 1..].to_vec()),
         None => (rest, Vec::new()),
     };
@@ -224,11 +223,8 @@ fn run(a: Args) -> Result<u8, Box<dyn std::error::Error>> {
         for c in outcome.failures() {
             eprintln!("cluster: {c}");
         }
-        return Ok(match outcome.reason {
-            StopReason::Signal(_) if failed == 0 => 0,
-            _ if failed == 0 => 0,
-            _ => 1,
-        });
+        // Stopped by Ctrl-C or every copy exited: 0 unless one failed.
+        return Ok(u8::from(failed > 0));
     }
     let mut then = std::process::Command::new(&a.then[0])
         .args(&a.then[1..])
@@ -258,11 +254,7 @@ fn run(a: Args) -> Result<u8, Box<dyn std::error::Error>> {
 fn main() -> ExitCode {
     cli::keep_running_without_stdout();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let then_empty = args.last().is_some_and(|a| a == "--then");
     let a = match parse(args) {
-        Ok(Some(_)) if then_empty => {
-            return cli::usage_error("cluster", USAGE, "--then needs a command")
-        }
         Ok(Some(a)) => a,
         Ok(None) => return cli::help(USAGE),
         Err(e) => return cli::usage_error("cluster", USAGE, e),

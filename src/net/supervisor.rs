@@ -77,12 +77,7 @@ pub fn notify(state: &str) -> Result<bool> {
     let Some(at) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };
-    let at = at.to_string_lossy().into_owned();
-    let addr = match at.strip_prefix('@') {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        Some(name) => SockAddr::abstract_name(name),
-        _ => SockAddr::unix(&at),
-    };
+    let addr = SockAddr::parse_unix(&at.to_string_lossy())?;
     let s = Socket::new(Domain::UNIX, Type::DGRAM)?;
     s.send_to(state.as_bytes(), addr)?;
     Ok(true)
@@ -489,6 +484,18 @@ impl Supervisor {
     /// ones it depends on. Children started before the failure are stopped
     /// and reaped first.
     pub fn start(specs: Vec<ChildSpec>, opts: SupervisorOptions) -> Result<Self> {
+        for (index, spec) in specs.iter().enumerate() {
+            if let Some(&d) = spec.after.iter().find(|&&d| d >= index) {
+                return Err(Error::new(
+                    "Supervisor::start",
+                    format!(
+                        "{}: depends on child {d}, which is not started before it",
+                        spec.name
+                    ),
+                    errno::EINVAL,
+                ));
+            }
+        }
         let lp = EventLoop::new()?;
         let stop_signal = Rc::new(Cell::new(None));
         let catching = opts.handle_signals && {
@@ -518,25 +525,12 @@ impl Supervisor {
             catching,
             stop_signal,
         };
-        for (index, spec) in specs.iter().enumerate() {
-            if let Some(&d) = spec.after.iter().find(|&&d| d >= index) {
-                return Err(Error::new(
-                    "Supervisor::start",
-                    format!(
-                        "{}: depends on child {d}, which is not started before it",
-                        spec.name
-                    ),
-                    errno::EINVAL,
-                ));
-            }
-        }
-        for (index, (spec, reservation)) in specs.into_iter().zip(reservations).enumerate() {
-            let started = match spec.after.is_empty() {
-                true => Ok(()),
-                false => {
-                    let deps = spec.after.clone();
-                    sup.wait_ready_of(&deps)
-                }
+        for (index, (mut spec, reservation)) in specs.into_iter().zip(reservations).enumerate() {
+            let deps = std::mem::take(&mut spec.after);
+            let started = if deps.is_empty() {
+                Ok(())
+            } else {
+                sup.wait_ready_of(&deps)
             }
             .and_then(|()| sup.spawn_one(index, spec, reservation, &ports));
             if let Err(e) = started {
@@ -719,10 +713,7 @@ impl Supervisor {
                     continue;
                 }
                 if now >= c.ready_deadline {
-                    if let Some((mut p, _)) = c.probe.take() {
-                        let _ = p.kill(Signal::KILL);
-                        p.wait()?;
-                    }
+                    stop_probe(&mut c.probe)?;
                     return Err(Error::new(
                         "wait_ready",
                         match c.report.refused_notifications {
@@ -933,6 +924,14 @@ impl Supervisor {
         })
     }
 
+    /// Kills and reaps readiness commands still running.
+    fn stop_probes(&mut self) -> Result<()> {
+        for c in &mut self.children {
+            stop_probe(&mut c.probe)?;
+        }
+        Ok(())
+    }
+
     /// Sends SIGTERM to every live child, waits up to the grace period for
     /// them to exit (a second SIGINT/SIGTERM cuts it short), SIGKILLs the
     /// rest, and reaps them all.
@@ -976,17 +975,14 @@ impl Supervisor {
     }
 }
 
-impl Supervisor {
-    /// Kills and reaps readiness commands still running.
-    fn stop_probes(&mut self) -> Result<()> {
-        for c in &mut self.children {
-            if let Some((mut p, _)) = c.probe.take() {
-                let _ = p.kill(Signal::KILL);
-                p.wait()?;
-            }
-        }
-        Ok(())
+/// Kills and reaps a readiness command, if one runs.
+fn stop_probe(probe: &mut Option<(Child, Instant)>) -> Result<()> {
+    if let Some((mut p, _)) = probe.take() {
+        // ESRCH can't happen for an unreaped child; it may have exited.
+        let _ = p.kill(Signal::KILL);
+        p.wait()?;
     }
+    Ok(())
 }
 
 /// Takes the notify messages waiting on `c`'s socket: only those from its
@@ -1055,9 +1051,7 @@ fn probe(c: &mut Supervised, now: Instant) -> Result<bool> {
                         return Ok(s.success());
                     }
                     None if now.duration_since(*started) > PROBE_LIMIT => {
-                        let _ = p.kill(Signal::KILL);
-                        p.wait()?;
-                        c.probe = None;
+                        stop_probe(&mut c.probe)?;
                     }
                     None => {}
                 }

@@ -123,6 +123,30 @@ impl SockAddr {
         Self::Abstract(name.as_ref().to_vec())
     }
 
+    /// A Unix-domain address as programs write one in a variable or a flag
+    /// (`NOTIFY_SOCKET`, `PORTSERVER_ADDRESS`): `@name` is a Linux
+    /// abstract name, anything else a path.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for an empty text, or an `@` name where there are no
+    /// abstract names.
+    pub fn parse_unix(text: &str) -> Result<Self> {
+        if text.is_empty() {
+            return Err(Error::invalid_input("unix address", "empty"));
+        }
+        match text.strip_prefix('@') {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Some(name) => Ok(Self::abstract_name(name)),
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            Some(_) => Err(Error::invalid_input(
+                "unix address",
+                format!("{text:?}: abstract names are Linux only"),
+            )),
+            None => Ok(Self::unix(text)),
+        }
+    }
+
     /// The IP address and port, if this is an internet address.
     pub fn as_inet(&self) -> Option<SocketAddr> {
         match self {

@@ -73,14 +73,19 @@ pub fn parse_port_list(text: &str) -> Option<Vec<(u16, u16)>> {
         out.push((lo, hi));
     }
     out.sort_unstable();
-    let mut merged: Vec<(u16, u16)> = Vec::with_capacity(out.len());
-    for (lo, hi) in out {
+    Some(merge_adjacent(out))
+}
+
+/// Sorted inclusive ranges with the overlapping and adjacent ones joined.
+fn merge_adjacent(sorted: impl IntoIterator<Item = (u16, u16)>) -> Vec<(u16, u16)> {
+    let mut merged: Vec<(u16, u16)> = Vec::new();
+    for (lo, hi) in sorted {
         match merged.last_mut() {
             Some(last) if u32::from(last.1) + 1 >= u32::from(lo) => last.1 = last.1.max(hi),
             _ => merged.push((lo, hi)),
         }
     }
-    Some(merged)
+    merged
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -171,13 +176,7 @@ fn subtract(ranges: &[(u16, u16)], minus: &[(u16, u16)]) -> Vec<(u16, u16)> {
 /// up, outside the ephemeral ranges, long enough, borders trimmed.
 fn good_ranges_for(ephemeral: &[(u16, u16)]) -> Vec<(u16, u16)> {
     // Adjacent unassigned ranges form one free stretch.
-    let mut merged: Vec<(u16, u16)> = Vec::new();
-    for &(lo, hi) in UNASSIGNED_RANGES {
-        match merged.last_mut() {
-            Some(last) if u32::from(last.1) + 1 >= u32::from(lo) => last.1 = last.1.max(hi),
-            _ => merged.push((lo, hi)),
-        }
-    }
+    let merged = merge_adjacent(UNASSIGNED_RANGES.iter().copied());
     let mut minus = vec![(0, 1023)];
     minus.extend_from_slice(ephemeral);
     minus.sort_unstable();

@@ -21,7 +21,6 @@
 //! portserver. [`request_port`] is the client.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use super::good::{ephemeral_ranges, is_available_for};
@@ -40,26 +39,14 @@ pub const DEFAULT_POOL: (u16, u16) = (15000, 24999);
 pub const MAX_REQUEST: usize = 32;
 
 /// The socket address a portserver address names: `@name` is a Linux
-/// abstract name, anything else a path.
+/// abstract name, anything else a path ([`SockAddr::parse_unix`]).
 ///
 /// # Errors
 ///
 /// `EINVAL` for an empty address, or an `@` name where there are no
 /// abstract names.
 pub fn address(text: &str) -> Result<SockAddr> {
-    if text.is_empty() {
-        return Err(Error::invalid_input("portserver address", "empty"));
-    }
-    match text.strip_prefix('@') {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        Some(name) => Ok(SockAddr::abstract_name(name)),
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        Some(_) => Err(Error::invalid_input(
-            "portserver address",
-            format!("{text:?}: abstract names are Linux only"),
-        )),
-        None => Ok(SockAddr::unix(text)),
-    }
+    SockAddr::parse_unix(text)
 }
 
 /// Asks the portserver at `server` (see [`address`]) for a port for `pid`,
@@ -78,13 +65,27 @@ pub fn request_port(server: &str, pid: u32, timeout: Duration) -> Result<u16> {
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     s.connect(addr)?;
-    (&s).write_all(format!("{pid}\n").as_bytes())
-        .map_err(|e| Error::from_io("send", e))?;
-    let mut reply = Vec::new();
-    (&s).take(64)
-        .read_to_end(&mut reply)
-        .map_err(|e| Error::from_io("recv", e))?;
-    let text = String::from_utf8_lossy(&reply);
+    let request = format!("{pid}\n");
+    let mut sent = 0;
+    while sent < request.len() {
+        match s.send(&request.as_bytes()[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.raw_os_error() == errno::EINTR => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // The reply is one short line, then the server closes.
+    let mut reply = [0u8; 64];
+    let mut got = 0;
+    while got < reply.len() {
+        match s.recv(&mut reply[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.raw_os_error() == errno::EINTR => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let text = String::from_utf8_lossy(&reply[..got]);
     let line = text.split('\n').next().unwrap_or("").trim();
     match line.parse::<u16>() {
         Ok(0) => Err(Error::new(
@@ -172,11 +173,14 @@ impl PortPool {
             for p in lo..=hi {
                 if p < 1024 || ephemeral.iter().any(|&(a, b)| (a..=b).contains(&p)) {
                     left_out += 1;
-                } else if !ports.contains(&p) {
+                } else {
                     ports.push(p);
                 }
             }
         }
+        // Overlapping ranges name a port once.
+        ports.sort_unstable();
+        ports.dedup();
         Self {
             ports,
             owners: HashMap::new(),
