@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use procwire::ipc::accel::Accel;
+use procwire::sys::eventfd::EventFd;
 use procwire::sys::interpose;
 use procwire::sys::interpose::ffi::{
     c_int, epoll_event, sigset_t, timespec, EEXIST, EFAULT, EINVAL, ENOENT, EPOLLERR, EPOLLET,
@@ -51,6 +52,8 @@ use crate::{attached, fd_of, real, Conn};
 
 /// The high half of the kernel token of a member: the low half is its fd.
 pub(crate) const TAG: u64 = 0x7077_6163_0000_0000;
+/// The kernel token of a fallen-back set's nudge (`Inner::nudge`).
+const NUDGE: u64 = TAG | 0xffff_ffff;
 const TAG_MASK: u64 = 0xffff_ffff_0000_0000;
 
 const IN: u32 = (EPOLLIN | EPOLLRDNORM) as u32;
@@ -83,6 +86,34 @@ pub(crate) fn set_fast(on: bool) {
 #[inline]
 pub(crate) fn fast() -> bool {
     FAST.load(Ordering::Relaxed)
+}
+
+/// An io_uring instance was seen in this process: its polls watch sockets
+/// from the kernel, unseen here, so no arm is ever taken back.
+static URING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process was seen holding an io_uring instance.
+pub(crate) fn uring_seen() -> bool {
+    URING.load(Ordering::Relaxed)
+}
+
+/// Looks through this process's fds for an io_uring instance (as a
+/// connection joins a set: one that exists by then is seen).
+fn look_for_uring() {
+    if uring_seen() {
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        // Can't tell: as if there were one.
+        URING.store(true, Ordering::Relaxed);
+        return;
+    };
+    for d in dir.flatten() {
+        if std::fs::read_link(d.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[io_uring]") {
+            URING.store(true, Ordering::Relaxed);
+            return;
+        }
+    }
 }
 
 /// The program's record of one member.
@@ -146,6 +177,21 @@ struct Inner {
     index: HashMap<c_int, usize>,
     round: u64,
     turn: usize,
+    /// A set that fell back: members whose ring held bytes the kernel did
+    /// not know of (their doorbell taken off, see [`crate::kernel_watch`]).
+    /// Its waits report them from the ring until they are read, and
+    /// `nudge`, registered in the set, keeps the set readable for a wait
+    /// that holds it (an outer set, `poll`) meanwhile.
+    owed: Vec<Owed>,
+    nudge: Option<EventFd>,
+}
+
+/// A member a fallen-back set still answers for (see `Inner::owed`).
+struct Owed {
+    fd: c_int,
+    id: u64,
+    events: u32,
+    data: u64,
 }
 
 /// An epoll set's record (fast mode).
@@ -163,6 +209,12 @@ pub(crate) struct EpSet {
     /// program's own (only `others` is counted), so a program whose sets
     /// never see an accelerated connection pays one lookup per call.
     active: AtomicBool,
+    /// Threads blocked in the kernel on this set (changed under the lock):
+    /// a wait that wakes takes its members' arms back only when no other
+    /// thread still sleeps on them.
+    sleepers: AtomicU32,
+    /// Fell back with members it still answers for (`Inner::owed`).
+    owes: AtomicBool,
 }
 
 // SAFETY: `inner` is only reached through `Held`, which holds `lock`.
@@ -205,6 +257,8 @@ impl EpSet {
             others: AtomicUsize::new(0),
             fallback: AtomicBool::new(false),
             active: AtomicBool::new(false),
+            sleepers: AtomicU32::new(0),
+            owes: AtomicBool::new(false),
         }
     }
 
@@ -426,16 +480,18 @@ fn ready(reg: &mut Reg, a: &Accel, fd: c_int, kbits: u32) -> u32 {
             Some(true) => true,
             // Woken by a stale doorbell (taken off here), or by bytes that
             // raced in.
-            Some(false) if kbits & IN != 0 && !reg.eof => a.wait_prep(fd_of(fd)).unwrap_or(true),
+            Some(false) if kbits & IN != 0 && !reg.eof => {
+                a.wait_prep_lazy(fd_of(fd)).unwrap_or(true)
+            }
             Some(false) => reg.eof,
-            None => reg.eof || a.wait_prep(fd_of(fd)).unwrap_or(true),
+            None => reg.eof || a.wait_prep_lazy(fd_of(fd)).unwrap_or(true),
         };
         if readable {
             bits |= want & IN;
         }
     } else if kbits & IN != 0 && a.ring_readable() == Some(false) {
         // Not asked for, but a stale doorbell would wake every wait.
-        let _ = a.wait_prep(fd_of(fd));
+        let _ = a.wait_prep_lazy(fd_of(fd));
     }
     if want & OUT != 0 {
         let writable = match a.ring_writable() {
@@ -626,7 +682,7 @@ impl Inner {
                     match e.accel().map(|a| (a, a.ring_readable())) {
                         // A stale doorbell: off the socket.
                         Some((a, Some(false))) => {
-                            let _ = a.wait_prep(fd_of(fd));
+                            let _ = a.wait_prep_lazy(fd_of(fd));
                         }
                         // Bytes nobody here waits for: the kernel stops
                         // telling until the program adds it again.
@@ -670,7 +726,7 @@ impl Inner {
                 continue;
             };
             let sock = fd_of(r.fd);
-            if r.events & IN != 0 && !r.eof && a.wait_prep(sock).unwrap_or(true) {
+            if r.events & IN != 0 && !r.eof && a.wait_prep_lazy(sock).unwrap_or(true) {
                 return true;
             }
             if r.events & OUT != 0 && a.ring_writable() == Some(false) {
@@ -683,6 +739,33 @@ impl Inner {
             }
         }
         false
+    }
+
+    /// Awake again, and no other thread sleeps on the set: takes back the
+    /// arms of members whose writers did not ring, so that their peers
+    /// ring no doorbell while this process is awake (it looks at their
+    /// rings before it sleeps, and arms them again). Only where nothing
+    /// else can rely on the arm: the connection is in no other set of this
+    /// process ([`Accel::lazy_readers`]), no fork shared it, and no
+    /// io_uring instance was seen ([`uring_seen`]); a wait that asks only
+    /// the kernel ([`Accel::kernel_waits`]) keeps its arms for good.
+    fn disarm(&self) {
+        if uring_seen() {
+            return;
+        }
+        for r in self
+            .regs
+            .iter()
+            .filter(|r| !r.ghost && !r.disabled && r.lazy)
+        {
+            let Some(e) = entry_of(r) else { continue };
+            if !e.unshared() {
+                continue;
+            }
+            if let Some(a) = e.accel().filter(|a| a.lazy_readers() == 1) {
+                a.disarm_lazy();
+            }
+        }
     }
 
     /// Publishes to every member's peer whether this process runs (on
@@ -781,9 +864,84 @@ pub(crate) fn nested(fd: c_int) {
     if set.fallback.swap(true, Ordering::AcqRel) {
         return;
     }
-    while !g.regs.is_empty() {
+    while let Some(r) = g.regs.first() {
+        let owed = Owed {
+            fd: r.fd,
+            id: r.id,
+            events: if r.disabled { 0 } else { r.events },
+            data: r.data,
+        };
+        let ghost = r.ghost;
         g.give_back(fd, 0);
+        // The kernel answers for it from now on, but for bytes it was not
+        // told of.
+        if !ghost && owed.events & IN != 0 && crate::kernel_watch(owed.fd) {
+            g.owed.push(owed);
+        }
     }
+    if !g.owed.is_empty() {
+        set.owes.store(true, Ordering::Release);
+    }
+    if !g.owed.is_empty() && g.nudge.is_none() {
+        if let Ok(n) = EventFd::new(1, true) {
+            use std::os::fd::AsRawFd;
+            if kctl(fd, EPOLL_CTL_ADD, n.as_raw_fd(), EPOLLIN as u32, NUDGE).is_ok() {
+                g.nudge = Some(n);
+            }
+        }
+    }
+}
+
+/// A wait on a set that fell back while it still answers for members'
+/// ring bytes (`Inner::owed`): those members, with what the kernel says
+/// of the rest (without blocking). `None`: the program's own call (nothing
+/// is owed any more; the nudge is gone).
+///
+/// # Safety
+///
+/// As for [`wait`].
+unsafe fn owed_wait(epfd: c_int, set: &EpSet, out: *mut epoll_event, max: c_int) -> Option<c_int> {
+    let mut g = set.hold()?;
+    g.owed.retain(|o| {
+        table::get(o.fd)
+            .filter(|e| e.id() == o.id)
+            .and_then(|e| e.accel())
+            .is_some_and(|a| a.ring_readable() == Some(true))
+    });
+    if g.owed.is_empty() {
+        set.owes.store(false, Ordering::Release);
+        if let Some(n) = g.nudge.take() {
+            use std::os::fd::AsRawFd;
+            let _ = kctl(epfd, EPOLL_CTL_DEL, n.as_raw_fd(), 0, 0);
+        }
+        return None;
+    }
+    // SAFETY: the program's buffer of `max` events; no block, no mask.
+    let k = unsafe { real::epoll_pwait(epfd, out, max, 0, std::ptr::null()) };
+    let mut n = 0;
+    for i in 0..k.max(0) as usize {
+        // SAFETY: `i < k <= max` events written; `n <= i`.
+        let ev = unsafe { get(out, i) };
+        if ev.u64 != NUDGE {
+            // SAFETY: as above.
+            unsafe { put(out, n, ev) };
+            n += 1;
+        }
+    }
+    let max = max as usize;
+    let mut i = 0;
+    while i < g.owed.len() && n < max {
+        let o = &g.owed[i];
+        // SAFETY: `n < max`.
+        unsafe { put(out, n, event(o.events & IN, o.data)) };
+        n += 1;
+        if o.events & ONESHOT != 0 {
+            g.owed.swap_remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    Some(n as c_int)
 }
 
 /// The program's `epoll_ctl` (fast mode).
@@ -797,10 +955,17 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
     }
     let m = member(fd);
     let record = table::get(epfd).and_then(|e| e.epset());
+    // A set only the kernel answers for.
+    let kernel = |epfd: c_int, ev: *mut epoll_event| {
+        if m.is_some() && (op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD) {
+            crate::kernel_watch(fd);
+        }
+        // SAFETY: the program's arguments.
+        unsafe { real::epoll_ctl(epfd, op, fd, ev) }
+    };
     if let Some(set) = record {
         if set.is_fallback() {
-            // SAFETY: the program's arguments.
-            return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+            return kernel(epfd, ev);
         }
         if !set.active.load(Ordering::Acquire) {
             if m.is_none() {
@@ -819,12 +984,10 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
         None if m.is_some() && op == EPOLL_CTL_ADD && table::get(epfd).is_none() && epfd != fd => {
             match adopt(epfd) {
                 Some(s) => s,
-                // SAFETY: the program's arguments.
-                None => return unsafe { real::epoll_ctl(epfd, op, fd, ev) },
+                None => return kernel(epfd, ev),
             }
         }
-        // SAFETY: the program's arguments.
-        None => return unsafe { real::epoll_ctl(epfd, op, fd, ev) },
+        None => return kernel(epfd, ev),
     };
     let Some(mut g) = set.hold() else {
         // SAFETY: the program's arguments.
@@ -892,6 +1055,7 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
                 round: 0,
                 slot: 0,
             };
+            look_for_uring();
             let want = desired(&r, e).unwrap_or(0);
             if let Err(errno) = kctl(epfd, EPOLL_CTL_ADD, fd, want, TAG | fd as u32 as u64) {
                 return fail(errno);
@@ -1027,10 +1191,16 @@ pub(crate) unsafe fn wait(
     timeout: Timeout,
     mask: *const sigset_t,
 ) -> Option<c_int> {
-    let set = set_of(epfd)?;
     if max <= 0 || out.is_null() {
         return None;
     }
+    let Some(set) = set_of(epfd) else {
+        let fell = table::get(epfd)
+            .and_then(|e| e.epset())
+            .filter(|s| s.is_fallback() && s.owes.load(Ordering::Acquire))?;
+        // SAFETY: the caller's contract.
+        return unsafe { owed_wait(epfd, fell, out, max) };
+    };
     let deadline = match timeout {
         Timeout::Ms(ms) if ms < 0 => None,
         Timeout::Ms(ms) => Some(Duration::from_millis(ms as u64)),
@@ -1107,14 +1277,23 @@ pub(crate) unsafe fn wait(
             if spin > 0 {
                 g.advertise(None);
             }
+            set.sleepers.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: the program's buffer, mask and the time left.
         let k = unsafe { kwait(epfd, out, max, timeout, left(), mask) };
+        let errno = interpose::errno();
+        let Some(mut g) = set.hold() else {
+            set.sleepers.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        };
+        if set.sleepers.fetch_sub(1, Ordering::Relaxed) == 1 {
+            g.disarm();
+        }
         if k < 0 {
+            drop(g);
+            interpose::set_errno(errno);
             return Some(k);
         }
-        let errno = interpose::errno();
-        let mut g = set.hold()?;
         // SAFETY: `k <= max` events written.
         let n = unsafe { g.translate(epfd, out, 0, k as usize) };
         drop(g);

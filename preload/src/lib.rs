@@ -27,14 +27,14 @@ mod real;
 mod table;
 
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use procwire::ipc::accel::{self, Accel, Attach, Flags};
 use procwire::sys::interpose::ffi::{
     c_char, c_int, c_void, fd_set, iovec, msghdr, nfds_t, pollfd, sigset_t, size_t, sockaddr,
     sockaddr_un, socklen_t, ssize_t, timespec, timeval, AF_UNIX, EAGAIN, EINVAL, FIOCLEX, FIONBIO,
-    FIONCLEX, FIONREAD, F_DUPFD, F_DUPFD_CLOEXEC, MSG_DONTWAIT, MSG_OOB, POLLIN, POLLRDNORM,
-    SHUT_RDWR, SHUT_WR, SOCK_STREAM,
+    FIONCLEX, FIONREAD, F_DUPFD, F_DUPFD_CLOEXEC, MSG_DONTWAIT, MSG_OOB, MSG_PEEK, POLLIN,
+    POLLRDNORM, SHUT_RDWR, SHUT_WR, SOCK_STREAM,
 };
 use procwire::sys::interpose::{self};
 
@@ -59,6 +59,20 @@ struct Config {
 
 static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
 
+/// `fork`s this process made, or that made it (counted in the parent
+/// before each, so both processes see the count): an entry made before
+/// the last of them may be shared with another process.
+static FORKS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn count_fork() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many `fork`s this process has seen (see [`FORKS`]).
+pub(crate) fn forks() -> u32 {
+    FORKS.load(Ordering::Relaxed)
+}
+
 #[used]
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = init;
@@ -73,6 +87,8 @@ extern "C" fn init() {
     // Ring locks hold the thread id, cached per thread: a forked child's
     // thread has a new one.
     let _ = interpose::at_fork_child(interpose::forked);
+    // Connections that a fork shared: see `forks`.
+    let _ = interpose::at_fork_prepare(count_fork);
     let paths: Vec<std::path::PathBuf> = std::env::var_os("PROCWIRE_ACCEL")
         .map(|v| {
             std::env::split_paths(&v)
@@ -650,6 +666,54 @@ fn really_readable(fd: c_int) -> bool {
     }
 }
 
+/// Fast mode: whether accelerated `fd`'s ring has bytes for a `poll` or
+/// `select` that asks for reading. A wait that asks only the kernel must
+/// look here: fast mode may have taken the doorbell off while the program
+/// was awake ([`Accel::disarm_lazy`]). The first such look also keeps the
+/// connection's arms from then on ([`Accel::kernel_waits`]), so the
+/// kernel's readiness mirrors the ring again.
+///
+/// [`Accel::disarm_lazy`]: procwire::ipc::accel::Accel::disarm_lazy
+/// [`Accel::kernel_waits`]: procwire::ipc::accel::Accel::kernel_waits
+fn ring_ready(fd: c_int) -> bool {
+    if !epoll::fast() {
+        return false;
+    }
+    let Some(a) = data_entry(fd)
+        .filter(|e| e.state() == State::Accel)
+        .and_then(|e| e.accel())
+    else {
+        return false;
+    };
+    if a.needs_kernel_look() {
+        return a.kernel_waits(fd_of(fd)).unwrap_or(true);
+    }
+    a.ring_readable() == Some(true)
+}
+
+/// Accelerated `fd` goes where only the kernel watches it (an epoll set
+/// this library does not answer for): its arms stay from now on. `true`
+/// if its ring holds bytes whose doorbell fast mode took off, which the
+/// kernel does not know of (the caller answers for them until they are
+/// read); the next bytes ring as in safe mode.
+pub(crate) fn kernel_watch(fd: c_int) -> bool {
+    let Some(e) = data_entry(fd).filter(|e| e.state() == State::Accel) else {
+        return false;
+    };
+    let Some(a) = e.accel() else { return false };
+    if !a.needs_kernel_look() {
+        return false;
+    }
+    let sock = fd_of(fd);
+    if let Ok(false) = a.kernel_waits(sock) {
+        return false;
+    }
+    let mut one = [0u8; 1];
+    // Nothing on the socket: the kernel would not say readable. (A byte,
+    // end-of-file or an error: it says so.)
+    matches!(interpose::recv(sock, &mut one, MSG_PEEK | MSG_DONTWAIT), Err(e) if e.is_would_block())
+}
+
 /// Attaches every pending client among `fds` that can attach now.
 fn attach_pending(fds: impl Iterator<Item = c_int>) {
     for fd in fds {
@@ -685,6 +749,39 @@ fn filter_poll(set: &mut [pollfd], r: c_int) -> c_int {
     n
 }
 
+/// Whether an entry of a `poll` set that asks for reading has ring bytes
+/// ([`ring_ready`]): then the wait must not block.
+fn any_ring_ready(set: &[pollfd]) -> bool {
+    let mut any = false;
+    for p in set
+        .iter()
+        .filter(|p| p.fd >= 0 && p.events & (POLLIN | POLLRDNORM) != 0)
+    {
+        // Every one is looked at: the first look keeps its arms.
+        any |= ring_ready(p.fd);
+    }
+    any
+}
+
+/// Adds the readability of ring bytes to a `poll` answer that counted `n`
+/// entries (when `from_rings`); the new count.
+fn with_rings(set: &mut [pollfd], n: c_int, from_rings: bool) -> c_int {
+    if !from_rings {
+        return n;
+    }
+    let mut n = n;
+    for p in set.iter_mut().filter(|p| p.fd >= 0) {
+        let want = p.events & (POLLIN | POLLRDNORM);
+        if want != 0 && p.revents & want != want && ring_ready(p.fd) {
+            if p.revents == 0 {
+                n += 1;
+            }
+            p.revents |= want;
+        }
+    }
+    n
+}
+
 /// The program's `poll`, looked at by this library first.
 ///
 /// # Safety
@@ -703,14 +800,20 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
     let deadline = (timeout >= 0)
         .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout as u64));
     loop {
-        let t = remaining(deadline).map_or(-1, |d| d.as_millis().min(c_int::MAX as u128) as c_int);
+        let from_rings = any_ring_ready(set);
+        let t = match remaining(deadline) {
+            _ if from_rings => 0,
+            None => -1,
+            Some(d) => d.as_millis().min(c_int::MAX as u128) as c_int,
+        };
         // SAFETY: the program's arguments.
         let r = unsafe { real::poll(fds, nfds, t) };
-        if r <= 0 {
+        if r < 0 || (r == 0 && !from_rings) {
             return r;
         }
         let errno = interpose::errno();
-        let n = filter_poll(set, r);
+        let kept = filter_poll(set, r);
+        let n = with_rings(set, kept, from_rings);
         interpose::set_errno(errno);
         if n > 0 || remaining(deadline).is_some_and(|d| d.is_zero()) {
             return n;
@@ -747,20 +850,31 @@ pub unsafe extern "C" fn ppoll(
             )
     });
     loop {
-        let left = remaining(deadline).map(|d| timespec {
-            tv_sec: d.as_secs() as _,
-            tv_nsec: d.subsec_nanos() as _,
-        });
+        let from_rings = any_ring_ready(set);
+        let left = remaining(deadline)
+            .map(|d| {
+                if from_rings {
+                    std::time::Duration::ZERO
+                } else {
+                    d
+                }
+            })
+            .or(from_rings.then_some(std::time::Duration::ZERO))
+            .map(|d| timespec {
+                tv_sec: d.as_secs() as _,
+                tv_nsec: d.subsec_nanos() as _,
+            });
         let tp = left
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const timespec);
         // SAFETY: the program's arguments, with the time left.
         let r = unsafe { real::ppoll(fds, nfds, tp, mask) };
-        if r <= 0 {
+        if r < 0 || (r == 0 && !from_rings) {
             return r;
         }
         let errno = interpose::errno();
-        let n = filter_poll(set, r);
+        let kept = filter_poll(set, r);
+        let n = with_rings(set, kept, from_rings);
         interpose::set_errno(errno);
         if n > 0 || remaining(deadline).is_some_and(|d| d.is_zero()) {
             return n;
@@ -781,6 +895,11 @@ fn fd_isset(set: *mut fd_set, fd: usize) -> bool {
 fn fd_clear(set: *mut fd_set, fd: usize) {
     // SAFETY: as in `fd_isset`.
     unsafe { *fd_bits(set).add(fd / 64) &= !(1 << (fd % 64)) }
+}
+
+fn fd_set_bit(set: *mut fd_set, fd: usize) {
+    // SAFETY: as in `fd_isset`.
+    unsafe { *fd_bits(set).add(fd / 64) |= 1 << (fd % 64) }
 }
 
 const FD_SETSIZE: usize = 1024;
@@ -813,11 +932,21 @@ pub unsafe extern "C" fn select(
     // time left (Linux writes what is left into it anyway).
     unsafe {
         select_rounds(nfds, [r, w, e], wait, |left| {
-            if let (Some(d), false) = (left, tv.is_null()) {
-                (*tv).tv_sec = d.as_secs() as _;
-                (*tv).tv_usec = d.subsec_micros() as _;
-            }
-            real::select(nfds, r, w, e, tv)
+            let mut zero = timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            };
+            let t = match (left, tv.is_null()) {
+                (Some(d), false) => {
+                    (*tv).tv_sec = d.as_secs() as _;
+                    (*tv).tv_usec = d.subsec_micros() as _;
+                    tv
+                }
+                // A look without waiting where the program waits forever.
+                (Some(_), true) => &mut zero,
+                (None, _) => tv,
+            };
+            real::select(nfds, r, w, e, t)
         })
     }
 }
@@ -884,8 +1013,19 @@ unsafe fn select_rounds(
     let saved = unsafe { sets.map(|s| (!s.is_null()).then(|| std::ptr::read(s))) };
     let deadline = wait.map(|d| std::time::Instant::now() + d);
     loop {
-        let got = call(remaining(deadline));
-        if got <= 0 {
+        // Fast mode: ring bytes the kernel may not know of (see
+        // `ring_ready`); every fd is looked at, as the first look keeps
+        // its arms.
+        let mut from_rings = false;
+        for fd in (0..n).filter(|&fd| fd_isset(r, fd)) {
+            from_rings |= ring_ready(fd as c_int);
+        }
+        let got = call(if from_rings {
+            Some(std::time::Duration::ZERO)
+        } else {
+            remaining(deadline)
+        });
+        if got < 0 || (got == 0 && !from_rings) {
             return got;
         }
         let errno = interpose::errno();
@@ -895,6 +1035,18 @@ unsafe fn select_rounds(
                 fd_clear(r, fd);
                 // select counts each set bit: one less.
                 left -= 1;
+            }
+        }
+        if from_rings {
+            for fd in 0..n {
+                let asked = saved[0].as_ref().is_some_and(|s| {
+                    let s = std::ptr::from_ref(s).cast_mut();
+                    fd_isset(s, fd)
+                });
+                if asked && !fd_isset(r, fd) && ring_ready(fd as c_int) {
+                    fd_set_bit(r, fd);
+                    left += 1;
+                }
             }
         }
         interpose::set_errno(errno);

@@ -49,6 +49,9 @@ pub(crate) struct Entry {
     /// Unique for the life of the process: an epoll set's record of a
     /// member tells its entry from a later one on the same fd number.
     id: u64,
+    /// [`crate::forks`] when it was made: an entry born before a later
+    /// fork may be shared with another process.
+    born: u32,
     refs: AtomicUsize,
     state: AtomicU8,
     lock: AtomicU32,
@@ -61,6 +64,7 @@ impl Entry {
     fn with(state: u8) -> Box<Self> {
         Box::new(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            born: crate::forks(),
             refs: AtomicUsize::new(1),
             state: AtomicU8::new(state),
             lock: AtomicU32::new(0),
@@ -78,6 +82,12 @@ impl Entry {
 
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Whether no `fork` came after this entry was made: no other process
+    /// holds its connection.
+    pub(crate) fn unshared(&self) -> bool {
+        self.born == crate::forks()
     }
 
     /// The epoll set, for an epoll entry.

@@ -123,6 +123,11 @@ struct Dir {
     _p2: [u8; 12],
 }
 
+/// `reader_armed` bit of a reader that waits on the socket.
+const ARM_SLEEPER: u32 = 1;
+/// `reader_armed` bit of a wait that looks at the ring first.
+const ARM_LAZY: u32 = 2;
+
 /// A direction that is still on the ring.
 const SWITCH_RING: u32 = 0;
 /// Its writer is switching to the socket.
@@ -263,6 +268,15 @@ pub struct Accel {
     /// not arm, and the wait arms before it sleeps ([`Accel::wait_prep`]),
     /// so a busy peer rings no doorbell.
     lazy: AtomicU32,
+    /// A lazy arm was taken back at least once ([`Accel::disarm_lazy`]):
+    /// the socket may lack the doorbell for bytes in the ring, so a wait
+    /// that asks only the kernel must look at the ring first
+    /// ([`Accel::kernel_waits`]).
+    disarmed: AtomicU32,
+    /// A wait that asks only the kernel may watch the socket (an epoll set
+    /// the preload does not answer for, `poll`, `select`): lazy arms are
+    /// never taken back from now on.
+    kernel_watched: AtomicU32,
     /// Traffic through the rings.
     pub counters: Counters,
 }
@@ -370,6 +384,8 @@ impl Accel {
             plain_done: AtomicU32::new(u32::from(side == Side::Client)),
             shut_wr: AtomicU32::new(0),
             lazy: AtomicU32::new(0),
+            disarmed: AtomicU32::new(0),
+            kernel_watched: AtomicU32::new(0),
             counters: Counters::default(),
         }
     }
@@ -712,9 +728,14 @@ impl Accel {
     /// arms, so that the socket is readable exactly when the ring has
     /// bytes (or the peer is gone). Never blocks.
     fn settle(&self, sock: BorrowedFd<'_>) -> Result<Settled> {
+        self.settle_as(sock, ARM_SLEEPER)
+    }
+
+    /// [`Accel::settle`], arming with `arm` ([`ARM_SLEEPER`] or [`ARM_LAZY`]).
+    fn settle_as(&self, sock: BorrowedFd<'_>, arm: u32) -> Result<Settled> {
         let dir = self.dir(1 - self.side.tx());
         let kept = self.drain(sock, 1)?;
-        dir.reader_armed.store(1, Ordering::SeqCst);
+        dir.reader_armed.fetch_or(arm, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.rx_has_bytes() {
             // A writer that published before our arm rang no doorbell; the
@@ -1533,6 +1554,82 @@ impl Accel {
     ///
     /// Those of `recv`; `EIO` for a broken segment.
     pub fn wait_prep(&self, sock: BorrowedFd<'_>) -> Result<bool> {
+        self.wait_prep_as(sock, ARM_SLEEPER)
+    }
+
+    /// [`Accel::wait_prep`] for a wait that looks at the ring again each
+    /// time it wakes: its arm may be taken back ([`Accel::disarm_lazy`])
+    /// while it is awake.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Accel::wait_prep`].
+    pub fn wait_prep_lazy(&self, sock: BorrowedFd<'_>) -> Result<bool> {
+        self.wait_prep_as(sock, ARM_LAZY)
+    }
+
+    /// Takes back an arm [`Accel::wait_prep_lazy`] left, so that the
+    /// peer rings no doorbell while the waiter is awake and looks at the
+    /// ring anyway; unless a writer rang it already, a reader that waits
+    /// on the socket armed too, or a kernel-only wait may watch the socket
+    /// ([`Accel::kernel_waits`]). Whether it was taken back.
+    ///
+    /// The caller answers for every other waiter on this side: none may
+    /// rely on the lazy arm (one wait of one process holds the connection,
+    /// no other thread sleeps in it).
+    pub fn disarm_lazy(&self) -> bool {
+        if self.kernel_watched.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        let d = self.dir(1 - self.side.tx());
+        if d.reader_armed.load(Ordering::Relaxed) != ARM_LAZY {
+            return false;
+        }
+        // Dekker with `kernel_waits`: either it sees this mark and arms
+        // for the kernel, or this sees its mark and leaves the arm.
+        self.disarmed.store(1, Ordering::SeqCst);
+        if self.kernel_watched.load(Ordering::SeqCst) != 0 {
+            return false;
+        }
+        d.reader_armed
+            .compare_exchange(ARM_LAZY, 0, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// A wait that asks only the kernel is about to watch the socket (the
+    /// program's `poll` or `select`, an epoll set the preload does not
+    /// answer for): lazy arms stay from now on, and the reader is armed.
+    /// `Ok(true)` if a read would not block now; then the socket may lack
+    /// the byte that makes the kernel say so, and the caller must answer
+    /// from here (or take the connection back to the plain socket, see
+    /// [`Accel::leave`]). `Ok(false)`: the kernel's readiness of the socket
+    /// mirrors the ring from now on.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Accel::wait_prep`].
+    pub fn kernel_waits(&self, sock: BorrowedFd<'_>) -> Result<bool> {
+        self.kernel_watched.store(1, Ordering::SeqCst);
+        if self.disarmed.load(Ordering::SeqCst) == 0 {
+            // Never taken back: a ring with bytes has its doorbell.
+            return Ok(false);
+        }
+        self.wait_prep(sock)
+    }
+
+    /// Whether no kernel-only wait has watched the socket yet: then
+    /// [`Accel::kernel_waits`] comes before one does.
+    pub fn needs_kernel_look(&self) -> bool {
+        self.kernel_watched.load(Ordering::Relaxed) == 0
+    }
+
+    /// How many waits of this process that look at the ring first hold
+    /// the connection (see [`Accel::set_lazy`]).
+    pub fn lazy_readers(&self) -> u32 {
+        self.lazy.load(Ordering::Acquire)
+    }
+
+    fn wait_prep_as(&self, sock: BorrowedFd<'_>, arm: u32) -> Result<bool> {
         self.follow(sock)?;
         if self.rx_plain.load(Ordering::Acquire) != 0 {
             return self.poll_readable(sock);
@@ -1554,7 +1651,7 @@ impl Accel {
         if self.rx_transition(sock)? {
             return self.poll_readable(sock);
         }
-        Ok(!matches!(self.settle(sock)?, Settled::Empty))
+        Ok(!matches!(self.settle_as(sock, arm)?, Settled::Empty))
     }
 
     /// Server: whether every pre-attach byte of the client has been read

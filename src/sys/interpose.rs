@@ -358,6 +358,24 @@ pub fn in_vfork_child() -> bool {
     noted != 0 && super::process::getpid() != noted
 }
 
+/// Registers `prepare` to run in the parent before every `fork` the
+/// process makes through libc (`pthread_atfork`), so that both processes
+/// see what it did.
+///
+/// # Errors
+///
+/// `ENOMEM`.
+pub fn at_fork_prepare(prepare: extern "C" fn()) -> Result<()> {
+    // SAFETY: `prepare` is a plain function with the C ABI, valid for the
+    // process's life; no parent or child handler.
+    let rc = unsafe { libc::pthread_atfork(Some(prepare), None, None) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Error::new("pthread_atfork", "prepare handler", rc))
+    }
+}
+
 /// Registers `child` to run in the child of every `fork` the process makes
 /// through libc (`pthread_atfork`).
 ///

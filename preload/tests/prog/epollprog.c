@@ -2,8 +2,9 @@
  * fast-mode tests: epoll level, edge-triggered and one-shot, EPOLLOUT,
  * maxevents, epoll_pwait/ppoll/pselect with a signal mask, epoll_pwait2
  * with a sub-millisecond timeout, a poll set mixing a connection, pipes
- * and -1, select above fd 64, nested and forked epoll sets, end-of-file
- * and hang-up. It knows nothing of the preload; the tests run it with and
+ * and -1, select above fd 64, nested and forked epoll sets, bytes that
+ * arrive after a wait woke and reach poll, select, a set nested then,
+ * another thread's wait and a forked child's, end-of-file and hang-up. It knows nothing of the preload; the tests run it with and
  * without and compare what it prints.
  *
  *   epollprog server PATH     serves one client, runs every scenario
@@ -11,13 +12,15 @@
  *
  * The client opens a control connection and a data connection. The
  * server sends commands on the control one ("send N", "recv N", "drain",
- * "more K", "shut", "close", "exit"); the client carries each out on the
- * data connection and answers "ok" when done, so every wait the server
+ * "more K", "xsend I N", "shut", "close", "exit"); the client carries
+ * each out on the data connection (or its I-th extra one) and answers
+ * "ok" when done, so every wait the server
  * makes has a known answer. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +29,7 @@
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -104,6 +108,7 @@ static int client(const char *path) {
     char line[128];
     while (get_line(ctl, line, sizeof line) >= 0) {
         long n = 0;
+        int i = 0;
         char ack[64] = "ok";
         if (sscanf(line, "send %ld", &n) == 1) {
             memset(buf, 'x', sizeof buf);
@@ -129,6 +134,10 @@ static int client(const char *path) {
                 if (buf[r - 1] == '!') break;
             }
             snprintf(ack, sizeof ack, "ok %ld", got);
+        } else if (sscanf(line, "xsend %d %ld", &i, &n) == 2) {
+            if (i < 0 || i >= nextra) die("xsend: no such connection");
+            memset(buf, 'z', sizeof buf);
+            put_all(extra[i], buf, (size_t)n);
         } else if (sscanf(line, "more %ld", &n) == 1) {
             for (long i = 0; i < n && nextra < 64; i++) {
                 extra[nextra] = dial(path);
@@ -214,6 +223,69 @@ static long read_some(int fd, long n) {
 }
 
 static void on_usr1(int sig) { (void)sig; }
+
+/* Waits (at most five seconds) until the thread or process whose stat
+ * file is `path` sleeps. */
+static void until_asleep(const char *path) {
+    for (int i = 0; i < 5000; i++) {
+        char st[512];
+        FILE *f = fopen(path, "r");
+        if (!f) die("stat");
+        size_t k = fread(st, 1, sizeof st - 1, f);
+        fclose(f);
+        st[k] = 0;
+        char *p = strrchr(st, ')');
+        if (p && p[1] == ' ' && p[2] == 'S') return;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    die("never asleep");
+}
+
+/* Accepts one more connection of the client's (it sends "m" on it). */
+static int accept_one(int l) {
+    int fd = accept(l, NULL, NULL);
+    if (fd < 0) die("accept");
+    /* A blocking read: a poll would be a wait only the kernel answers,
+     * after which the preload keeps this connection's arms. */
+    char m;
+    if (read(fd, &m, 1) != 1 || m != 'm') die("its m");
+    set_nonblock(fd);
+    return fd;
+}
+
+static long read_some(int fd, long n);
+static const char *command(const char *fmt, long arg);
+
+/* A set of its own holding `fd` (the client's extra connection `i`), with
+ * data `d`, after one byte came through a wait on it and was read, as a
+ * server that reads once per event (redis) reads: no read ran into
+ * EAGAIN, which would arm the connection for the socket. */
+static int set_of(int fd, int i, uint64_t d) {
+    int ep = epoll_create1(0);
+    struct epoll_event e = {.events = EPOLLIN, .data.u64 = d};
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) < 0) die("set_of");
+    char cmd[32];
+    snprintf(cmd, sizeof cmd, "xsend %d %%ld", i);
+    command(cmd, 1);
+    struct epoll_event ev[2];
+    if (epoll_wait(ep, ev, 2, 5000) != 1 || read_some(fd, 1) != 1) die("set_of: its byte");
+    return ep;
+}
+
+static int sleeper_ep;
+static pid_t sleeper_tid;
+static int sleeper_got;
+
+static void *sleeper(void *arg) {
+    (void)arg;
+    sleeper_tid = (pid_t)syscall(SYS_gettid);
+    struct epoll_event ev[2];
+    __atomic_store_n(&sleeper_got, -2, __ATOMIC_SEQ_CST);
+    int n = epoll_wait(sleeper_ep, ev, 2, 5000);
+    __atomic_store_n(&sleeper_got, n, __ATOMIC_SEQ_CST);
+    return NULL;
+}
 
 static int server(const char *path) {
     int l = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -466,6 +538,86 @@ static int server(const char *path) {
     int st;
     if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) die("child");
     wait1("parent after the child read", ep3, 0);
+
+    /* A wait that sleeps and wakes (here at its timeout); bytes that come
+     * after it must reach every other way of waiting. Extra connections
+     * 8 to 12, each in a set of its own. */
+    command("more %ld", 5);
+    int x[5];
+    for (int i = 0; i < 5; i++) x[i] = accept_one(l);
+    long got;
+
+    int e0 = set_of(x[0], 8, 600);
+    wait1("x0 idle", e0, 10);
+    command("xsend 8 %ld", 7);
+    struct pollfd px = {x[0], POLLIN, 0};
+    r = poll(&px, 1, 5000);
+    printf("poll after a wake: %d %d\n", r, px.revents);
+    r = poll(&px, 1, 0);
+    printf("poll again, unread: %d %d\n", r, px.revents);
+    printf("read %ld\n", read_avail(x[0], &eof));
+    command("xsend 8 %ld", 2);
+    wait1("x0 set after the poll", e0, 5000);
+    printf("read %ld\n", read_avail(x[0], &eof));
+
+    int e1 = set_of(x[1], 9, 601);
+    wait1("x1 idle", e1, 10);
+    command("xsend 9 %ld", 5);
+    FD_ZERO(&rs);
+    FD_SET(x[1], &rs);
+    struct timeval five_s = {5, 0};
+    r = select(x[1] + 1, &rs, NULL, NULL, &five_s);
+    printf("select after a wake: %d %d\n", r, FD_ISSET(x[1], &rs) != 0);
+    printf("read %ld\n", read_avail(x[1], &eof));
+
+    int e2 = set_of(x[2], 10, 602);
+    wait1("x2 idle", e2, 10);
+    command("xsend 10 %ld", 4);
+    int outer2 = epoll_create1(0);
+    struct epoll_event o2 = {.events = EPOLLIN, .data.u64 = 700};
+    if (outer2 < 0 || epoll_ctl(outer2, EPOLL_CTL_ADD, e2, &o2) < 0) die("outer2");
+    wait1("nested after a wake", outer2, 5000);
+    wait1("x2 set, nested", e2, 0);
+    printf("read %ld\n", read_avail(x[2], &eof));
+    command("xsend 10 %ld", 3);
+    wait1("nested, more", outer2, 5000);
+    got = read_avail(x[2], &eof);
+    printf("read %ld\n", got);
+
+    /* Another thread sleeps on the same set while this one's wait ends. */
+    sleeper_ep = set_of(x[3], 11, 603);
+    sleeper_got = -1;
+    pthread_t th;
+    if (pthread_create(&th, NULL, sleeper, NULL) != 0) die("pthread_create");
+    while (__atomic_load_n(&sleeper_got, __ATOMIC_SEQ_CST) != -2) sched_yield();
+    char statpath[64];
+    snprintf(statpath, sizeof statpath, "/proc/self/task/%d/stat", (int)sleeper_tid);
+    until_asleep(statpath);
+    wait1("x3, a second waiter", sleeper_ep, 10);
+    command("xsend 11 %ld", 6);
+    pthread_join(th, NULL);
+    printf("the sleeping thread: %d\n", sleeper_got);
+    printf("read %ld\n", read_avail(x[3], &eof));
+
+    /* A forked child sleeps on the connection while the parent's wait on
+     * it ends. */
+    int e4 = set_of(x[4], 12, 604);
+    fflush(stdout);
+    kid = fork();
+    if (kid < 0) die("fork");
+    if (kid == 0) {
+        struct epoll_event cev[2];
+        int n = epoll_wait(e4, cev, 2, 5000);
+        printf("the sleeping child: %d\n", n);
+        fflush(stdout);
+        _exit(0);
+    }
+    snprintf(statpath, sizeof statpath, "/proc/%d/stat", (int)kid);
+    until_asleep(statpath);
+    wait1("x4, the parent", e4, 10);
+    command("xsend 12 %ld", 3);
+    if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) die("child 2");
+    printf("read %ld\n", read_avail(x[4], &eof));
 
     /* End-of-file and hang-up. */
     struct epoll_event rd = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = 11};
