@@ -13,6 +13,10 @@
 //! blocking only where other fds (or pending members) need it, and blocks
 //! only after arming every member it waits for: a reader that is not
 //! sleeping gets no doorbell, so a busy pair exchanges no system call.
+//! A wait that wakes takes those arms back ([`Accel::disarm_lazy`]) where
+//! no other waiter can rely on them (see `Inner::disarm`); `poll` and
+//! `select` look at the rings first, and a set that falls back answers
+//! for the bytes the kernel was not told of (`Inner::owed`).
 //!
 //! - Level-triggered members are reported while their ring has bytes
 //!   (`EPOLLIN`) or space (`EPOLLOUT`), never from the kernel's view of
