@@ -32,6 +32,12 @@ fn epollprog() -> Option<&'static Path> {
     PROG.get_or_init(|| compile("epollprog", &["-pthread"])).as_deref()
 }
 
+/// The io_uring test program, compiled once.
+fn uringprog() -> Option<&'static Path> {
+    static PROG: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PROG.get_or_init(|| compile("uringprog", &[])).as_deref()
+}
+
 /// Compiles `tests/prog/NAME.c` beside the library, in a directory of
 /// this mode's (the suites of both modes run at once).
 fn compile(name: &str, flags: &[&str]) -> Option<PathBuf> {
@@ -922,6 +928,54 @@ fn epoll_poll_and_select_answer_as_the_kernel_does() {
         } else {
             assert_eq!(accelerated, 0);
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Runs `uringprog` (server and client preloaded in the given modes, or
+/// not); what the server printed, and the report's path.
+fn run_uring(server: Option<&str>, client: Option<&str>, dir: &Path) -> Option<(String, PathBuf)> {
+    let prog = uringprog()?;
+    let sock = dir.join("u.sock");
+    let report = dir.join("report");
+    let mut srv = cmd_in(server.unwrap_or(MODE), prog, server.is_some(), &sock, &report)
+        .arg("server")
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let mut out = BufReader::new(srv.stdout.take().expect("stdout"));
+    read_until(&mut out, "listening");
+    let mut cli = cmd_in(client.unwrap_or(MODE), prog, client.is_some(), &sock, &report)
+        .arg("client")
+        .arg(&sock)
+        .spawn()
+        .expect("client");
+    let ss = wait_bounded(&mut srv, Duration::from_secs(30));
+    let cs = wait_bounded(&mut cli, Duration::from_secs(30));
+    let mut text = String::new();
+    out.read_to_string(&mut text).expect("server stdout");
+    assert!(cs.success() && ss.success(), "client {cs}, server {ss}: {text}");
+    assert!(text.ends_with("done\n"), "{text}");
+    Some((text, report))
+}
+
+#[test]
+fn io_uring_poll_add_completes_on_an_accelerated_connection() {
+    let dir = scratch("uring-plain");
+    let Some((plain, _)) = run_uring(None, None, &dir) else {
+        return;
+    };
+    if plain.contains("no io_uring") {
+        println!("skipped: io_uring is not available here ({})", plain.trim());
+        return;
+    }
+    assert!(!plain.contains("no completion"), "{plain}");
+    for (s, c) in [(Some(MODE), Some(MODE)), (Some(MODE), Some(OTHER))] {
+        let dir = scratch(&format!("uring-{s:?}-{c:?}"));
+        let (got, report) = run_uring(s, c, &dir).expect("compiled once");
+        assert_eq!(got, plain, "server {s:?}, client {c:?}");
+        assert_eq!(reported(&report, "uringprog", "accelerated"), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
