@@ -35,30 +35,13 @@
 #include <time.h>
 #include <unistd.h>
 
-static void die(const char *what) {
-    fprintf(stderr, "epollprog: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
+#define PROG "epollprog"
+#include "common.h"
 
 static void check(int ok, const char *what) {
     if (!ok) { fprintf(stderr, "epollprog: check failed: %s\n", what); exit(1); }
 }
 
-static struct sockaddr_un addr_of(const char *path) {
-    struct sockaddr_un a;
-    memset(&a, 0, sizeof a);
-    a.sun_family = AF_UNIX;
-    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
-    return a;
-}
-
-static int dial(const char *path) {
-    int s = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (s < 0) die("socket");
-    struct sockaddr_un a = addr_of(path);
-    if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
-    return s;
-}
 
 static void set_nonblock(int fd) {
     int fl = fcntl(fd, F_GETFL);
@@ -288,14 +271,7 @@ static void *sleeper(void *arg) {
 }
 
 static int server(const char *path) {
-    int l = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (l < 0) die("socket");
-    struct sockaddr_un a = addr_of(path);
-    unlink(path);
-    if (bind(l, (struct sockaddr *)&a, sizeof a) < 0) die("bind");
-    if (listen(l, 64) < 0) die("listen");
-    printf("listening\n");
-    fflush(stdout);
+    int l = listen_on(path, 64);
     ctl_fd = accept(l, NULL, NULL);
     int c = accept(l, NULL, NULL);
     if (ctl_fd < 0 || c < 0) die("accept");

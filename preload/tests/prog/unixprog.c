@@ -35,18 +35,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void die(const char *what) {
-    fprintf(stderr, "unixprog: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static struct sockaddr_un addr_of(const char *path) {
-    struct sockaddr_un a;
-    memset(&a, 0, sizeof a);
-    a.sun_family = AF_UNIX;
-    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
-    return a;
-}
+#define PROG "unixprog"
+#include "common.h"
 
 static uint8_t pattern(uint64_t i) { return (uint8_t)(i * 31 + (i >> 13)); }
 
@@ -115,23 +105,11 @@ static ssize_t get(int fd, uint8_t *buf, size_t n, int k) {
 #define BULK (48u << 20)
 
 static int serve(const char *path) {
-    unlink(path);
-    int l = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un a = addr_of(path);
-    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 8) < 0) die("listen");
-    printf("listening\n");
-    fflush(stdout);
+    int l = listen_on(path, 8);
     int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
     if (c < 0) die("accept");
     close(l);
     return c;
-}
-
-static int dial(const char *path) {
-    int s = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un a = addr_of(path);
-    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
-    return s;
 }
 
 /* bulk: the client sends BULK bytes in pieces of changing sizes with

@@ -24,23 +24,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static void die(const char *what) {
-    fprintf(stderr, "uringprog: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static struct sockaddr_un addr_of(const char *path) {
-    struct sockaddr_un a;
-    memset(&a, 0, sizeof a);
-    a.sun_family = AF_UNIX;
-    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
-    return a;
-}
+#define PROG "uringprog"
+#include "common.h"
 
 static int client(const char *path) {
-    int c = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un a = addr_of(path);
-    if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
+    int c = dial(path);
     char cmd;
     while (read(c, &cmd, 1) == 1) {
         const char *what = cmd == 'p' ? "x" : "yyyyy";
@@ -142,12 +130,7 @@ static int server(const char *path) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_alarm;
     sigaction(SIGALRM, &sa, NULL);
-    int l = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un a = addr_of(path);
-    unlink(path);
-    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 4) < 0) die("listen");
-    printf("listening\n");
-    fflush(stdout);
+    int l = listen_on(path, 4);
     int c = accept(l, NULL, NULL);
     if (c < 0) die("accept");
     if (uring_setup() < 0) {

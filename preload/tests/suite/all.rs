@@ -858,8 +858,20 @@ fn redis_benchmark_with_bgsave_and_kill_9_of_either_side() {
 /// given modes (`None`: not preloaded); what the server printed, and the
 /// report's path.
 fn run_waits(server: Option<&str>, client: Option<&str>, dir: &Path) -> Option<(String, PathBuf)> {
-    let prog = epollprog()?;
-    let sock = dir.join("w.sock");
+    Some(run_server_client(epollprog()?, server, client, dir))
+}
+
+/// Runs `prog server SOCK` and `prog client SOCK` (preloaded in the given
+/// modes, or not), the server first, until it prints `listening`; what the
+/// server printed (its last line `done`) and the report's path, after
+/// both ended well within a minute.
+fn run_server_client(
+    prog: &Path,
+    server: Option<&str>,
+    client: Option<&str>,
+    dir: &Path,
+) -> (String, PathBuf) {
+    let sock = dir.join("s.sock");
     let report = dir.join("report");
     let mut srv = cmd_in(server.unwrap_or(MODE), prog, server.is_some(), &sock, &report)
         .arg("server")
@@ -874,13 +886,13 @@ fn run_waits(server: Option<&str>, client: Option<&str>, dir: &Path) -> Option<(
         .arg(&sock)
         .spawn()
         .expect("client");
-    let cs = wait_bounded(&mut cli, Duration::from_secs(60));
     let ss = wait_bounded(&mut srv, Duration::from_secs(60));
+    let cs = wait_bounded(&mut cli, Duration::from_secs(60));
     let mut text = String::new();
     out.read_to_string(&mut text).expect("server stdout");
     assert!(cs.success() && ss.success(), "client {cs}, server {ss}: {text}");
     assert!(text.ends_with("done\n"), "{text}");
-    Some((text, report))
+    (text, report)
 }
 
 /// The one answer the safe mode gives differently: an edge-triggered
@@ -935,29 +947,7 @@ fn epoll_poll_and_select_answer_as_the_kernel_does() {
 /// Runs `uringprog` (server and client preloaded in the given modes, or
 /// not); what the server printed, and the report's path.
 fn run_uring(server: Option<&str>, client: Option<&str>, dir: &Path) -> Option<(String, PathBuf)> {
-    let prog = uringprog()?;
-    let sock = dir.join("u.sock");
-    let report = dir.join("report");
-    let mut srv = cmd_in(server.unwrap_or(MODE), prog, server.is_some(), &sock, &report)
-        .arg("server")
-        .arg(&sock)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("server");
-    let mut out = BufReader::new(srv.stdout.take().expect("stdout"));
-    read_until(&mut out, "listening");
-    let mut cli = cmd_in(client.unwrap_or(MODE), prog, client.is_some(), &sock, &report)
-        .arg("client")
-        .arg(&sock)
-        .spawn()
-        .expect("client");
-    let ss = wait_bounded(&mut srv, Duration::from_secs(30));
-    let cs = wait_bounded(&mut cli, Duration::from_secs(30));
-    let mut text = String::new();
-    out.read_to_string(&mut text).expect("server stdout");
-    assert!(cs.success() && ss.success(), "client {cs}, server {ss}: {text}");
-    assert!(text.ends_with("done\n"), "{text}");
-    Some((text, report))
+    Some(run_server_client(uringprog()?, server, client, dir))
 }
 
 #[test]
