@@ -107,6 +107,21 @@ impl RingRef<'_> {
         buf: &[u8],
         streaming: bool,
     ) -> Result<usize, Corrupt> {
+        let how = if streaming {
+            Copy::Streaming
+        } else {
+            Copy::Plain
+        };
+        self.write_with(p, buf, how)
+    }
+
+    /// [`RingRef::write`] with the copy `how`.
+    pub(crate) fn write_with(
+        &self,
+        p: &mut ProducerState,
+        buf: &[u8],
+        how: Copy,
+    ) -> Result<usize, Corrupt> {
         let free = self.free(p, buf.len())?;
         let n = (buf.len() as u64).min(free) as usize;
         if n == 0 {
@@ -118,13 +133,8 @@ impl RingRef<'_> {
         // both copies stay inside the ring, which lies in a live mapping;
         // `buf` is local memory and can't overlap it.
         unsafe {
-            if streaming {
-                copy_streaming(buf.as_ptr(), self.data.add(at), first);
-                copy_streaming(buf.as_ptr().add(first), self.data, n - first);
-            } else {
-                std::ptr::copy_nonoverlapping(buf.as_ptr(), self.data.add(at), first);
-                std::ptr::copy_nonoverlapping(buf.as_ptr().add(first), self.data, n - first);
-            }
+            how.copy(buf.as_ptr(), self.data.add(at), first);
+            how.copy(buf.as_ptr().add(first), self.data, n - first);
         }
         p.tail += n as u64;
         self.tail.store(p.tail, Ordering::Release);
@@ -134,7 +144,24 @@ impl RingRef<'_> {
     /// Copies up to `buf.len()` available bytes out of the ring and frees
     /// their space.
     pub(crate) fn read(&self, c: &mut ConsumerState, buf: &mut [u8]) -> Result<usize, Corrupt> {
-        let n = self.copy_out(c, buf)?;
+        self.read_with(c, buf, Copy::Plain)
+    }
+
+    /// [`RingRef::read`] with the copy `how` ([`Copy::Streaming`] copies as
+    /// [`Copy::Plain`] does: streaming stores would only push the reader's
+    /// own buffer out of its caches).
+    pub(crate) fn read_with(
+        &self,
+        c: &mut ConsumerState,
+        buf: &mut [u8],
+        how: Copy,
+    ) -> Result<usize, Corrupt> {
+        let how = if how == Copy::Vector {
+            how
+        } else {
+            Copy::Plain
+        };
+        let n = self.copy_out(c, buf, how)?;
         if n > 0 {
             self.head.store(c.head, Ordering::Release);
         }
@@ -146,10 +173,10 @@ impl RingRef<'_> {
     /// index is not published): `MSG_PEEK`.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn peek(&self, c: &mut ConsumerState, buf: &mut [u8]) -> Result<usize, Corrupt> {
-        self.copy_out(c, buf)
+        self.copy_out(c, buf, Copy::Plain)
     }
 
-    fn copy_out(&self, c: &mut ConsumerState, buf: &mut [u8]) -> Result<usize, Corrupt> {
+    fn copy_out(&self, c: &mut ConsumerState, buf: &mut [u8], how: Copy) -> Result<usize, Corrupt> {
         let avail = self.available(c)?;
         let n = (buf.len() as u64).min(avail) as usize;
         if n == 0 {
@@ -163,12 +190,86 @@ impl RingRef<'_> {
         // so at worst it reads torn bytes, each still a valid `u8` (see the
         // module docs); nothing is inferred from them before they are parsed.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.data.add(at), buf.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(self.data, buf.as_mut_ptr().add(first), n - first);
+            how.copy(self.data.add(at), buf.as_mut_ptr(), first);
+            how.copy(self.data, buf.as_mut_ptr().add(first), n - first);
         }
         c.head += n as u64;
         Ok(n)
     }
+}
+
+/// How bytes are copied into or out of a ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Copy {
+    /// `memcpy` (the C library's choice for the size: on x86-64 with ERMS,
+    /// `rep movsb` for large copies).
+    Plain,
+    /// Non-temporal stores (x86-64; elsewhere as `Plain`), for a reader on
+    /// another CPU.
+    Streaming,
+    /// A loop of 16-byte loads and stores (x86-64; elsewhere as `Plain`):
+    /// on some CPUs `rep movsb` into lines another core holds is the
+    /// slower copy (which is faster is measured, see `copy.rs`).
+    Vector,
+}
+
+impl Copy {
+    /// Copies `len` bytes from `src` to `dst`.
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads and `dst` for writes of `len` bytes,
+    /// and the two must not overlap.
+    unsafe fn copy(self, src: *const u8, dst: *mut u8, len: usize) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            match self {
+                Copy::Plain => std::ptr::copy_nonoverlapping(src, dst, len),
+                // Miri can't run `movntdq` (inline assembly in std::arch).
+                Copy::Streaming if cfg!(miri) => std::ptr::copy_nonoverlapping(src, dst, len),
+                Copy::Streaming => copy_streaming(src, dst, len),
+                Copy::Vector => copy_vector(src, dst, len),
+            }
+        }
+    }
+}
+
+/// Copies `len` bytes from `src` to `dst` with 16-byte loads and stores
+/// (64 bytes a round), the rest with `memcpy`.
+///
+/// # Safety
+///
+/// As for [`Copy::copy`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn copy_vector(src: *const u8, dst: *mut u8, len: usize) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128};
+    let mut i = 0;
+    while i + 64 <= len {
+        // SAFETY: `i + 64 <= len`: the four unaligned 16-byte loads and
+        // stores stay in the ranges; SSE2 is part of x86-64.
+        unsafe {
+            let a = _mm_loadu_si128(src.add(i).cast::<__m128i>());
+            let b = _mm_loadu_si128(src.add(i + 16).cast::<__m128i>());
+            let c = _mm_loadu_si128(src.add(i + 32).cast::<__m128i>());
+            let d = _mm_loadu_si128(src.add(i + 48).cast::<__m128i>());
+            _mm_storeu_si128(dst.add(i).cast::<__m128i>(), a);
+            _mm_storeu_si128(dst.add(i + 16).cast::<__m128i>(), b);
+            _mm_storeu_si128(dst.add(i + 32).cast::<__m128i>(), c);
+            _mm_storeu_si128(dst.add(i + 48).cast::<__m128i>(), d);
+        }
+        i += 64;
+    }
+    // SAFETY: the rest, `len - i` bytes, within both ranges.
+    unsafe { std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), len - i) };
+}
+
+/// # Safety
+///
+/// As for [`Copy::copy`].
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn copy_vector(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
 }
 
 /// Copies `len` bytes from `src` to `dst` with non-temporal stores where
@@ -281,16 +382,43 @@ mod tests {
                         next
                     })
                     .collect();
-                let n = ring.write(&mut p, &data, round % 2 == 0).unwrap();
+                let how = [Copy::Plain, Copy::Streaming, Copy::Vector][round % 3];
+                let n = ring.write_with(&mut p, &data, how).unwrap();
                 assert_eq!(n, len.min(64 - model.len()), "wrote what fit");
                 model.extend(&data[..n]);
             } else {
                 let mut buf = vec![0u8; len];
-                let n = ring.read(&mut c, &mut buf).unwrap();
+                let how = [Copy::Plain, Copy::Vector][round % 2];
+                let n = ring.read_with(&mut c, &mut buf, how).unwrap();
                 assert!(n <= model.len());
                 let want: Vec<u8> = model.drain(..n).collect();
                 assert_eq!(&buf[..n], &want[..]);
             }
+        }
+    }
+
+    #[test]
+    fn every_copy_keeps_every_byte_across_the_wrap() {
+        // Copies longer than the vector loop's 64-byte rounds, with tails of
+        // every length, at every offset of a ring they wrap around.
+        let mut heap = Heap::new(4096);
+        let ring = heap.ring();
+        let (mut p, mut c) = (ProducerState::default(), ConsumerState::default());
+        let mut next = 0u8;
+        for round in 0..150usize {
+            let len = 1 + (round * 37) % 1500;
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    next = next.wrapping_add(13);
+                    next
+                })
+                .collect();
+            let how = [Copy::Plain, Copy::Streaming, Copy::Vector][round % 3];
+            assert_eq!(ring.write_with(&mut p, &data, how), Ok(len));
+            let mut back = vec![0u8; len];
+            let how = [Copy::Vector, Copy::Plain][round % 2];
+            assert_eq!(ring.read_with(&mut c, &mut back, how), Ok(len));
+            assert_eq!(back, data, "round {round}: {len} bytes");
         }
     }
 
