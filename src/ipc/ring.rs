@@ -242,25 +242,47 @@ impl Copy {
 /// As for [`Copy::copy`].
 #[cfg(target_arch = "x86_64")]
 unsafe fn copy_vector(src: *const u8, dst: *mut u8, len: usize) {
-    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128};
-    let mut i = 0;
+    // SAFETY: the caller's contract.
+    let i = unsafe { copy_rounds::<false>(src, dst, 0, len) };
+    // SAFETY: the rest, `len - i` bytes, within both ranges.
+    unsafe { std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), len - i) };
+}
+
+/// Copies `src[from..]` to `dst[from..]` in rounds of four 16-byte loads
+/// and stores (non-temporal ones if `STREAM`) while a whole round fits in
+/// `len`; where it stopped.
+///
+/// # Safety
+///
+/// As for [`Copy::copy`]; with `STREAM`, `dst + from` is 16-byte aligned.
+#[cfg(target_arch = "x86_64")]
+unsafe fn copy_rounds<const STREAM: bool>(
+    src: *const u8,
+    dst: *mut u8,
+    from: usize,
+    len: usize,
+) -> usize {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128, _mm_stream_si128};
+    let mut i = from;
     while i + 64 <= len {
-        // SAFETY: `i + 64 <= len`: the four unaligned 16-byte loads and
-        // stores stay in the ranges; SSE2 is part of x86-64.
+        // SAFETY: `i + 64 <= len`: the four 16-byte loads and stores stay
+        // in the ranges; for streaming stores `dst + i` is 16-byte aligned
+        // (`dst + from` is, and `i - from` is a multiple of 64), as
+        // `_mm_stream_si128` needs; SSE2 is part of x86-64.
         unsafe {
-            let a = _mm_loadu_si128(src.add(i).cast::<__m128i>());
-            let b = _mm_loadu_si128(src.add(i + 16).cast::<__m128i>());
-            let c = _mm_loadu_si128(src.add(i + 32).cast::<__m128i>());
-            let d = _mm_loadu_si128(src.add(i + 48).cast::<__m128i>());
-            _mm_storeu_si128(dst.add(i).cast::<__m128i>(), a);
-            _mm_storeu_si128(dst.add(i + 16).cast::<__m128i>(), b);
-            _mm_storeu_si128(dst.add(i + 32).cast::<__m128i>(), c);
-            _mm_storeu_si128(dst.add(i + 48).cast::<__m128i>(), d);
+            for k in 0..4 {
+                let v = _mm_loadu_si128(src.add(i + 16 * k).cast::<__m128i>());
+                let to = dst.add(i + 16 * k).cast::<__m128i>();
+                if STREAM {
+                    _mm_stream_si128(to, v);
+                } else {
+                    _mm_storeu_si128(to, v);
+                }
+            }
         }
         i += 64;
     }
-    // SAFETY: the rest, `len - i` bytes, within both ranges.
-    unsafe { std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), len - i) };
+    i
 }
 
 /// # Safety
@@ -284,28 +306,13 @@ unsafe fn copy_vector(src: *const u8, dst: *mut u8, len: usize) {
 unsafe fn copy_streaming(src: *const u8, dst: *mut u8, len: usize) {
     #[cfg(not(miri))]
     use std::arch::x86_64::_mm_sfence;
-    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
     // Plain stores up to the first 16-byte boundary of `dst`.
     let head = ((16 - (dst as usize & 15)) & 15).min(len);
     // SAFETY: `head <= len`, within both ranges (the caller's contract).
     unsafe { std::ptr::copy_nonoverlapping(src, dst, head) };
-    let mut i = head;
-    while i + 64 <= len {
-        // SAFETY: `i + 64 <= len`: the four 16-byte loads and stores stay in
-        // the ranges; `dst + i` is 16-byte aligned (past `head`), as
-        // `_mm_stream_si128` needs; SSE2 is part of x86-64.
-        unsafe {
-            let a = _mm_loadu_si128(src.add(i).cast::<__m128i>());
-            let b = _mm_loadu_si128(src.add(i + 16).cast::<__m128i>());
-            let c = _mm_loadu_si128(src.add(i + 32).cast::<__m128i>());
-            let d = _mm_loadu_si128(src.add(i + 48).cast::<__m128i>());
-            _mm_stream_si128(dst.add(i).cast::<__m128i>(), a);
-            _mm_stream_si128(dst.add(i + 16).cast::<__m128i>(), b);
-            _mm_stream_si128(dst.add(i + 32).cast::<__m128i>(), c);
-            _mm_stream_si128(dst.add(i + 48).cast::<__m128i>(), d);
-        }
-        i += 64;
-    }
+    // SAFETY: the caller's contract; `dst + head` is 16-byte aligned (or
+    // `head == len` and no round runs).
+    let i = unsafe { copy_rounds::<true>(src, dst, head, len) };
     // SAFETY: the rest, `len - i` bytes, within both ranges.
     unsafe { std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), len - i) };
     // Non-temporal stores are weakly ordered: fence them before the index
