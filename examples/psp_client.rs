@@ -20,6 +20,8 @@
 #[path = "cli/mod.rs"]
 mod cli;
 
+#[path = "psp_common/pair.rs"]
+mod pair;
 #[path = "psp_common/proto.rs"]
 mod proto;
 
@@ -813,25 +815,6 @@ fn local_ip_for(server: SocketAddr) -> std::io::Result<IpAddr> {
         .ok_or_else(|| std::io::Error::other("the route to the server has no IPv4 source"))
 }
 
-/// A UDP and a TCP socket bound to the same port of `ip`: the kernel picks
-/// a free UDP port, and the TCP bind of that number is tried; when TCP has
-/// the number in use, another pair is tried.
-fn same_port_pair(ip: IpAddr) -> std::io::Result<(Socket, Socket, u16)> {
-    let mut last = None;
-    for _ in 0..100 {
-        let udp = Socket::new(Domain::IPV4, Type::DGRAM)?;
-        udp.bind(SocketAddr::from((ip, 0)))?;
-        let port = udp.local_addr()?.port().unwrap_or(0);
-        let tcp = Socket::new(Domain::IPV4, Type::STREAM)?;
-        match tcp.bind(SocketAddr::from((ip, port))) {
-            Ok(()) => return Ok((udp, tcp, port)),
-            Err(e) if e.raw_os_error() == errno::EADDRINUSE => last = Some(e),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(last.map_or_else(|| std::io::Error::other("no port pair"), Into::into))
-}
-
 fn main() -> ExitCode {
     cli::keep_running_without_stdout();
     let args = match parse() {
@@ -856,7 +839,7 @@ fn main() -> ExitCode {
 /// asked for, some malformed; then it leaves. The server must drop all of
 /// it and the clients must not notice.
 fn junk(server: SocketAddr, n: u32) -> std::io::Result<u8> {
-    let (udp, tcp, port) = same_port_pair(local_ip_for(server)?)?;
+    let (udp, tcp, port) = pair::same_port_pair(local_ip_for(server)?)?;
     udp.connect(server)?;
     tcp.connect(server)?;
     let mut rng = Rng::new(u64::from(std::process::id()) << 16 | u64::from(port));
@@ -898,7 +881,7 @@ fn run(args: Args) -> std::io::Result<u8> {
     }
     // One port number for both sockets: UDP first (any free port), then
     // TCP bound to the same number before it connects.
-    let (udp, tcp, port) = same_port_pair(local_ip_for(args.server)?)?;
+    let (udp, tcp, port) = pair::same_port_pair(local_ip_for(args.server)?)?;
     // Room for bursts of chunks: past the system's cap where this process
     // may, else as large as it allows.
     if udp.set_recv_buffer_size_force(4 << 20).is_err() {

@@ -4,6 +4,8 @@
 //! purpose, with a client killed midway, and against a hostile peer that
 //! sends chunks nobody asked for, corrupted chunks and malformed messages.
 
+#[path = "../examples/psp_common/pair.rs"]
+mod pair;
 #[path = "../examples/psp_common/proto.rs"]
 mod proto;
 
@@ -12,9 +14,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use procwire::sys::socket::{Domain, Socket, Type};
-use procwire::sys::Errno;
 
 use proto::{Msg, CONTROL_SIZE};
 
@@ -175,26 +174,6 @@ fn field(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
 
-/// A UDP and a TCP socket bound to one port of loopback, as a client has
-/// them: the kernel picks a free UDP port, and another pair is tried while
-/// TCP has that number in use (a listener or a closing connection of
-/// another test).
-fn same_port_pair() -> (Socket, Socket) {
-    for _ in 0..100 {
-        let udp = Socket::new(Domain::IPV4, Type::DGRAM).unwrap();
-        udp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .unwrap();
-        let port = udp.local_addr().unwrap().port().unwrap();
-        let tcp = Socket::new(Domain::IPV4, Type::STREAM).unwrap();
-        match tcp.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
-            Ok(()) => return (udp, tcp),
-            Err(e) if e.errno() == Errno::EADDRINUSE => continue,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("no UDP port whose TCP twin was free in 100 tries");
-}
-
 /// A registered peer that lies: it sends a chunk nobody asked for, answers
 /// every ask with corrupted bytes, and sends malformed datagrams and
 /// records. Two honest clients must still get the file intact.
@@ -211,7 +190,7 @@ fn a_hostile_peer_gets_nothing_into_any_file() {
     let server_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
 
     // The hostile peer: UDP and TCP on one port, like a client.
-    let (udp, tcp) = same_port_pair();
+    let (udp, tcp, _) = pair::same_port_pair(Ipv4Addr::LOCALHOST.into()).unwrap();
     tcp.connect(server_addr).unwrap();
     udp.connect(server_addr).unwrap();
     udp.set_read_timeout(Some(Duration::from_millis(50)))

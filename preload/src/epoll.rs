@@ -39,6 +39,7 @@
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -888,7 +889,6 @@ pub(crate) fn nested(fd: c_int) {
     }
     if !g.owed.is_empty() && g.nudge.is_none() {
         if let Ok(n) = EventFd::new(1, true) {
-            use std::os::fd::AsRawFd;
             if kctl(fd, EPOLL_CTL_ADD, n.as_raw_fd(), EPOLLIN as u32, NUDGE).is_ok() {
                 g.nudge = Some(n);
             }
@@ -915,7 +915,6 @@ unsafe fn owed_wait(epfd: c_int, set: &EpSet, out: *mut epoll_event, max: c_int)
     if g.owed.is_empty() {
         set.owes.store(false, Ordering::Release);
         if let Some(n) = g.nudge.take() {
-            use std::os::fd::AsRawFd;
             let _ = kctl(epfd, EPOLL_CTL_DEL, n.as_raw_fd(), 0, 0);
         }
         return None;

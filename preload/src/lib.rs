@@ -851,19 +851,15 @@ pub unsafe extern "C" fn ppoll(
     });
     loop {
         let from_rings = any_ring_ready(set);
-        let left = remaining(deadline)
-            .map(|d| {
-                if from_rings {
-                    std::time::Duration::ZERO
-                } else {
-                    d
-                }
-            })
-            .or(from_rings.then_some(std::time::Duration::ZERO))
-            .map(|d| timespec {
-                tv_sec: d.as_secs() as _,
-                tv_nsec: d.subsec_nanos() as _,
-            });
+        let left = if from_rings {
+            Some(std::time::Duration::ZERO)
+        } else {
+            remaining(deadline)
+        };
+        let left = left.map(|d| timespec {
+            tv_sec: d.as_secs() as _,
+            tv_nsec: d.subsec_nanos() as _,
+        });
         let tp = left
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const timespec);
@@ -887,9 +883,9 @@ fn fd_bits(set: *mut fd_set) -> *mut u64 {
     set.cast::<u64>()
 }
 
-fn fd_isset(set: *mut fd_set, fd: usize) -> bool {
+fn fd_isset(set: *const fd_set, fd: usize) -> bool {
     // SAFETY: `fd < nfds <= FD_SETSIZE`, inside the set's 16 words.
-    unsafe { *fd_bits(set).add(fd / 64) & (1 << (fd % 64)) != 0 }
+    unsafe { *set.cast::<u64>().add(fd / 64) & (1 << (fd % 64)) != 0 }
 }
 
 fn fd_clear(set: *mut fd_set, fd: usize) {
@@ -1039,10 +1035,7 @@ unsafe fn select_rounds(
         }
         if from_rings {
             for fd in 0..n {
-                let asked = saved[0].as_ref().is_some_and(|s| {
-                    let s = std::ptr::from_ref(s).cast_mut();
-                    fd_isset(s, fd)
-                });
+                let asked = saved[0].as_ref().is_some_and(|s| fd_isset(s, fd));
                 if asked && !fd_isset(r, fd) && ring_ready(fd as c_int) {
                     fd_set_bit(r, fd);
                     left += 1;

@@ -225,8 +225,6 @@ impl Copy {
         unsafe {
             match self {
                 Copy::Plain => std::ptr::copy_nonoverlapping(src, dst, len),
-                // Miri can't run `movntdq` (inline assembly in std::arch).
-                Copy::Streaming if cfg!(miri) => std::ptr::copy_nonoverlapping(src, dst, len),
                 Copy::Streaming => copy_streaming(src, dst, len),
                 Copy::Vector => copy_vector(src, dst, len),
             }
@@ -302,9 +300,8 @@ unsafe fn copy_vector(src: *const u8, dst: *mut u8, len: usize) {
 ///
 /// `src` must be valid for reads and `dst` for writes of `len` bytes, and
 /// the two must not overlap.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 unsafe fn copy_streaming(src: *const u8, dst: *mut u8, len: usize) {
-    #[cfg(not(miri))]
     use std::arch::x86_64::_mm_sfence;
     // Plain stores up to the first 16-byte boundary of `dst`.
     let head = ((16 - (dst as usize & 15)) & 15).min(len);
@@ -318,19 +315,16 @@ unsafe fn copy_streaming(src: *const u8, dst: *mut u8, len: usize) {
     // Non-temporal stores are weakly ordered: fence them before the index
     // that publishes them.
     // SAFETY: SSE is part of x86-64.
-    #[cfg(not(miri))]
-    unsafe {
-        _mm_sfence()
-    };
-    // Miri has no `sfence`; a full fence orders at least as much.
-    #[cfg(miri)]
-    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    unsafe { _mm_sfence() };
 }
 
+/// A plain copy where there are no streaming stores, and under Miri (which
+/// can't run `movntdq`: inline assembly in `std::arch`).
+///
 /// # Safety
 ///
 /// As on x86-64: `src` readable and `dst` writable for `len` bytes, apart.
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(any(not(target_arch = "x86_64"), miri))]
 unsafe fn copy_streaming(src: *const u8, dst: *mut u8, len: usize) {
     // SAFETY: the caller's contract.
     unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };

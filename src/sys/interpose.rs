@@ -366,13 +366,23 @@ pub fn in_vfork_child() -> bool {
 ///
 /// `ENOMEM`.
 pub fn at_fork_prepare(prepare: extern "C" fn()) -> Result<()> {
-    // SAFETY: `prepare` is a plain function with the C ABI, valid for the
-    // process's life; no parent or child handler.
-    let rc = unsafe { libc::pthread_atfork(Some(prepare), None, None) };
+    at_fork(Some(prepare), None, "prepare handler")
+}
+
+/// `pthread_atfork` with a prepare or a child handler (`what` names it).
+fn at_fork(
+    prepare: Option<extern "C" fn()>,
+    child: Option<extern "C" fn()>,
+    what: &str,
+) -> Result<()> {
+    let as_c = |f: extern "C" fn()| -> unsafe extern "C" fn() { f };
+    // SAFETY: the handlers are plain functions with the C ABI, valid for
+    // the process's life; no parent handler.
+    let rc = unsafe { libc::pthread_atfork(prepare.map(as_c), None, child.map(as_c)) };
     if rc == 0 {
         Ok(())
     } else {
-        Err(Error::new("pthread_atfork", "prepare handler", rc))
+        Err(Error::new("pthread_atfork", what, rc))
     }
 }
 
@@ -383,14 +393,7 @@ pub fn at_fork_prepare(prepare: extern "C" fn()) -> Result<()> {
 ///
 /// `ENOMEM`.
 pub fn at_fork_child(child: extern "C" fn()) -> Result<()> {
-    // SAFETY: `child` is a plain function with the C ABI, valid for the
-    // process's life; no prepare or parent handler.
-    let rc = unsafe { libc::pthread_atfork(None, None, Some(child)) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Error::new("pthread_atfork", "child handler", rc))
-    }
+    at_fork(None, Some(child), "child handler")
 }
 
 /// Whether the process or thread `tid` still runs (`kill(tid, 0)` finds it;
