@@ -16,10 +16,15 @@ const RING: usize = 4096;
 
 /// A connected pair, server and client, both attached and non-blocking.
 fn pair() -> (UnixStream, Accel, UnixStream, Accel) {
+    pair_with(RING)
+}
+
+/// [`pair`] with rings of `ring` bytes.
+fn pair_with(ring: usize) -> (UnixStream, Accel, UnixStream, Accel) {
     let (s, c) = UnixStream::pair().unwrap();
     s.set_nonblocking(true).unwrap();
     c.set_nonblocking(true).unwrap();
-    let server = Accel::offer(s.as_fd(), RING).unwrap();
+    let server = Accel::offer(s.as_fd(), ring).unwrap();
     let client = match accel::try_attach(c.as_fd(), 0, false).unwrap() {
         Attach::Attached(a) => a,
         other => panic!("no attach: {other:?}"),
@@ -172,11 +177,10 @@ fn word32(a: &Accel, offset: usize) -> &AtomicU32 {
     unsafe { &*p.add(offset).cast::<AtomicU32>() }
 }
 
-// The layout (`accel.rs`): direction 0 (client to server) at 64, direction
-// 1 at 256; in each, tail +0, head +64, then armed, blocked, wlock, rlock.
-const S2C_TAIL: usize = 256;
-const C2S_HEAD: usize = 64 + 64;
-const S2C_RLOCK: usize = 256 + 140;
+use accel::layout;
+const S2C_TAIL: usize = layout::dir(1) + layout::TAIL;
+const C2S_HEAD: usize = layout::dir(0) + layout::HEAD;
+const S2C_RLOCK: usize = layout::dir(1) + layout::RLOCK;
 
 #[test]
 fn an_impossible_index_is_an_error_on_that_connection() {
@@ -186,9 +190,13 @@ fn an_impossible_index_is_an_error_on_that_connection() {
     let mut b = [0u8; 8];
     let e = client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap_err();
     assert_eq!(e.raw_os_error(), procwire::sys::interpose::ffi::EIO, "{e}");
-    // The client writing: a head from beyond what was written.
+    // The client writing: a head from beyond what was written, seen when
+    // the room the writer knows of is too little (here, from its start).
+    assert_eq!(client.send(c.as_fd(), &[b"x"], nb()).unwrap(), 1);
     word64(&client, C2S_HEAD).store(1 << 40, Ordering::SeqCst);
-    let e = client.send(c.as_fd(), &[b"x"], nb()).unwrap_err();
+    let e = client
+        .send(c.as_fd(), &[&vec![0u8; RING][..]], nb())
+        .unwrap_err();
     assert_eq!(e.raw_os_error(), procwire::sys::interpose::ffi::EIO, "{e}");
 }
 
@@ -202,12 +210,14 @@ fn random_bytes_over_the_header_never_crash_or_hang() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            // Any 8-byte word of the two directions' lines, but the lock
-            // words (a held lock is the next test's).
-            let off = 64 + ((x as usize >> 8) % 48) * 8;
-            if (off - 64) % 192 >= 136 && (off - 64) % 192 < 144 {
+            // Any 8-byte word of the two directions, but those of the
+            // lock words (a held lock is the next test's).
+            let at = ((x as usize >> 8) % (2 * layout::DIR_LEN / 8)) * 8;
+            let within = at % layout::DIR_LEN;
+            if within == layout::WLOCK & !7 || within == layout::RLOCK & !7 {
                 continue;
             }
+            let off = layout::dir(0) + at;
             word64(&server, off).store(x, Ordering::SeqCst);
         }
         let _ = server.send(s.as_fd(), &[&[round as u8; 100][..]], nb());
@@ -555,4 +565,41 @@ fn a_server_leave_after_the_client_resent_on_its_own_is_an_error_not_a_reorder()
     client.flush_tx(c.as_fd(), true).unwrap();
     let e = server.leave(s.as_fd(), Duration::from_secs(5)).unwrap_err();
     assert_eq!(e.raw_os_error(), procwire::sys::interpose::ffi::EIO, "{e}");
+}
+
+/// Bytes of memory the segment behind `a` holds (its memfd's blocks, found
+/// through the mapping: the fd itself was closed after mapping).
+fn segment_bytes(a: &Accel) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let (p, len) = a.segment_for_tests();
+    let path = format!(
+        "/proc/self/map_files/{:x}-{:x}",
+        p as usize,
+        p as usize + len
+    );
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn a_first_lap_populates_pages_before_the_writes_reach_them() {
+    let page = procwire::sys::shm::page_size();
+    let (s, server, _c, _client) = pair_with(1 << 20);
+    let before = segment_bytes(&server);
+    assert!(before <= 4096, "only the header is written: {before}");
+    let msg = [7u8; 1000];
+    let mut sent: usize = 0;
+    while sent < 300 * 1000 {
+        assert_eq!(server.send(s.as_fd(), &[&msg[..]], nb()).unwrap(), 1000);
+        sent += 1000;
+    }
+    let touched = sent.div_ceil(page) as u64 * page as u64;
+    let backed = segment_bytes(&server) - before;
+    // Each step populates as much again as so far (a page, two, four...),
+    // at most 64 KiB: 128 KiB, 192, 256, then 320 KiB with the write that
+    // passed 256 KiB, before any byte reached the pages past 300 KB.
+    assert!(
+        backed > touched,
+        "{backed} bytes backed for {touched} written"
+    );
+    assert_eq!(backed, 320 << 10, "{touched} written");
 }

@@ -306,7 +306,30 @@ fn populate_backs_every_page_up_front() {
     assert_eq!(e.raw_os_error(), libc::EFAULT, "{e}");
     assert!(
         e.to_string()
-            .starts_with("madvise(12288 bytes, MADV_POPULATE_WRITE): "),
+            .starts_with("madvise(12288 bytes at 0, MADV_POPULATE_WRITE): "),
         "{e}"
     );
+}
+
+#[test]
+fn populate_range_backs_only_the_pages_of_its_bytes() {
+    use procwire::sys::shm::{memfd_create, page_size};
+    use std::os::unix::fs::MetadataExt;
+    let page = page_size();
+    let len = 16 * page;
+    let fd = memfd_create("procwire-populate-range").unwrap();
+    ftruncate(fd.as_fd(), len as u64).unwrap();
+    let file = std::fs::File::from(fd.try_clone().unwrap());
+    let map = Mapping::map(fd.as_fd(), len, Access::ReadWrite).unwrap();
+    // From the middle of page 3 to one byte into page 6: pages 3..=6.
+    assert!(map.populate_range(3 * page + 100, 3 * page).unwrap());
+    assert_eq!(file.metadata().unwrap().blocks() * 512, 4 * page as u64);
+    // Nothing to do is done.
+    assert!(map.populate_range(len, 0).unwrap());
+    assert_eq!(file.metadata().unwrap().blocks() * 512, 4 * page as u64);
+    // Past the end: an error naming the range, and nothing backed.
+    let e = map.populate_range(15 * page, page + 1).unwrap_err();
+    assert_eq!(e.raw_os_error(), libc::EFAULT, "{e}");
+    assert!(e.to_string().starts_with("populate("), "{e}");
+    assert_eq!(file.metadata().unwrap().blocks() * 512, 4 * page as u64);
 }

@@ -60,7 +60,7 @@ use crate::sys::shm::{self, Access, Mapping, SharedMemory};
 /// The hello's first eight bytes.
 pub const HELLO_MAGIC: [u8; 8] = *b"PWACCEL1";
 /// Wire and layout version.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The hello's length: magic, version, ring size (little-endian `u32`s).
 pub const HELLO_LEN: usize = 16;
 /// Default bytes per direction. A bulk stream of 256 KiB writes moved 4 GiB
@@ -83,22 +83,38 @@ pub const MEMFD_NAME: &str = "procwire-accel";
 /// Bytes of header before the first ring.
 const HEADER_SIZE: usize = 4096;
 
-/// One direction's shared words, two cache lines for the indices and one
-/// for the rest.
+/// One direction's shared words, on five cache lines by who writes them,
+/// so that a call waits for as few of the other CPU's lines as it can: the
+/// writer's index (read by the reader on every read); the reader's line
+/// (the writer reads it only when the room it knows of runs short); the
+/// doorbell hand-shake, written by each side only when a doorbell is
+/// needed or sent; the rarely written rest; and the writing side's own
+/// words, which the reader never touches.
 #[repr(C, align(64))]
 struct Dir {
+    // The writer's index.
     tail: AtomicU64,
     _p0: [u8; 56],
+    // The reader's line.
     head: AtomicU64,
-    _p1: [u8; 56],
-    /// The reader relies on the socket: the next writer sends a doorbell.
-    reader_armed: AtomicU32,
-    /// The writer found the ring full and sent fillers.
-    writer_blocked: AtomicU32,
-    /// Thread id of the writer in a call, or 0.
-    wlock: AtomicU32,
+    /// Non-data bytes readers took off the socket, claimed before each
+    /// take, so that readers together never take more than `nondata`: a
+    /// data byte that follows a switch is never eaten.
+    skipped: AtomicU64,
     /// Thread id of the reader in a call, or 0.
     rlock: AtomicU32,
+    _p1: [u8; 44],
+    // The hand-shake.
+    /// The reader relies on the socket: the next writer sends a doorbell.
+    reader_armed: AtomicU32,
+    _p2: [u8; 4],
+    /// Non-data bytes (doorbells, filler) the writer put on the socket,
+    /// counted before each send.
+    nondata: AtomicU64,
+    _p3: [u8; 48],
+    // The rest.
+    /// The writer found the ring full and sent fillers.
+    writer_blocked: AtomicU32,
     /// A process of the reading side closed its last fd of the
     /// connection: the writer asks the kernel (a doorbell) on every write
     /// from now on, which fails with `EPIPE` once the socket is closed.
@@ -111,20 +127,17 @@ struct Dir {
     /// reads the socket): the writer takes the unread bytes back and sends
     /// them on the socket, in order, before anything newer.
     reader_gone: AtomicU32,
-    /// Non-data sends under way (counted before they start, so that a
-    /// switch can wait them out).
-    inflight: AtomicU32,
-    /// Non-data bytes (doorbells, filler) the writer put on the socket,
-    /// counted before each send.
-    nondata: AtomicU64,
-    /// Non-data bytes readers took off the socket, claimed before each
-    /// take, so that readers together never take more than `nondata`: a
-    /// data byte that follows a switch is never eaten.
-    skipped: AtomicU64,
     /// The writer took `[head, tail)` back: it sends those bytes on the
     /// socket, advancing `head` itself.
     reclaimed: AtomicU32,
-    _p2: [u8; 12],
+    _p4: [u8; 44],
+    // The writing side's own.
+    /// Thread id of the writer in a call, or 0.
+    wlock: AtomicU32,
+    /// Non-data sends under way (counted before they start, so that a
+    /// switch can wait them out).
+    inflight: AtomicU32,
+    _p5: [u8; 56],
 }
 
 /// `reader_armed` bit of a reader that waits on the socket.
@@ -155,23 +168,58 @@ struct Header {
     plain_before: AtomicU64,
     /// Of those, bytes the server side took off the socket.
     plain_read: AtomicU64,
-    /// Per side (0: client, 1: server): 1 + the CPU its waiting thread
-    /// last ran on while it is not blocked in a wait, 0 otherwise; only
-    /// processes that may spin publish it ([`Accel::set_running`]). A peer
-    /// of an older build leaves it 0, which never lets anyone spin.
-    running: [AtomicU32; 2],
-    _p1: [u8; 16],
+    _p0: [u8; 24],
+    /// Per side (0: client, 1: server), each on its own line: 1 + the CPU
+    /// its waiting thread last ran on while it is not blocked in a wait, 0
+    /// otherwise; only processes that may spin publish it
+    /// ([`Accel::set_running`]). A peer that never spins leaves it 0,
+    /// which never lets anyone spin.
+    running: [Running; 2],
     dirs: [Dir; 2],
 }
 
-const_assert_eq!(std::mem::size_of::<Dir>(), 192);
+/// A word alone on its cache line.
+#[repr(C, align(64))]
+struct Running {
+    cpu: AtomicU32,
+    _p: [u8; 60],
+}
+
+const_assert_eq!(std::mem::size_of::<Dir>(), 320);
 const_assert_eq!(std::mem::offset_of!(Dir, head), 64);
+const_assert_eq!(std::mem::offset_of!(Dir, skipped), 72);
+const_assert_eq!(std::mem::offset_of!(Dir, rlock), 80);
 const_assert_eq!(std::mem::offset_of!(Dir, reader_armed), 128);
-const_assert_eq!(std::mem::offset_of!(Dir, nondata), 160);
-const_assert_eq!(std::mem::offset_of!(Dir, skipped), 168);
-const_assert_eq!(std::mem::offset_of!(Header, running), 40);
-const_assert_eq!(std::mem::offset_of!(Header, dirs), 64);
+const_assert_eq!(std::mem::offset_of!(Dir, nondata), 136);
+const_assert_eq!(std::mem::offset_of!(Dir, writer_blocked), 192);
+const_assert_eq!(std::mem::offset_of!(Dir, wlock), 256);
+const_assert_eq!(std::mem::size_of::<Running>(), 64);
+const_assert_eq!(std::mem::offset_of!(Header, running), 64);
+const_assert_eq!(std::mem::offset_of!(Header, dirs), 192);
 const_assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
+
+/// Offsets of the segment's words, for tests that play a hostile peer.
+#[cfg(feature = "testing")]
+pub mod layout {
+    use super::{Dir, Header};
+    use std::mem::{offset_of, size_of};
+
+    /// Where direction `d` (0: client to server, 1: server to client)
+    /// begins.
+    pub const fn dir(d: usize) -> usize {
+        offset_of!(Header, dirs) + d * size_of::<Dir>()
+    }
+    /// Bytes per direction.
+    pub const DIR_LEN: usize = size_of::<Dir>();
+    /// In a direction: the writer's index (`u64`).
+    pub const TAIL: usize = offset_of!(Dir, tail);
+    /// In a direction: the reader's index (`u64`).
+    pub const HEAD: usize = offset_of!(Dir, head);
+    /// In a direction: the writer's lock (`u32`).
+    pub const WLOCK: usize = offset_of!(Dir, wlock);
+    /// In a direction: the reader's lock (`u32`).
+    pub const RLOCK: usize = offset_of!(Dir, rlock);
+}
 
 /// Which end of the connection a process holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,6 +290,22 @@ pub struct Counters {
     pub received: AtomicU64,
 }
 
+impl Counters {
+    /// Counts bytes put into the ring, under the ring's write lock (which
+    /// orders this process's threads), so with a plain load and store.
+    fn add_sent(&self, n: usize) {
+        let v = self.sent.load(Ordering::Relaxed);
+        self.sent.store(v.wrapping_add(n as u64), Ordering::Relaxed);
+    }
+
+    /// Counts bytes taken out of the ring, under its read lock.
+    fn add_received(&self, n: usize) {
+        let v = self.received.load(Ordering::Relaxed);
+        self.received
+            .store(v.wrapping_add(n as u64), Ordering::Relaxed);
+    }
+}
+
 /// One accelerated connection as one process sees it: the mapped segment
 /// and the side. Shared by every fd of the process that refers to the
 /// connection (`dup`), and by its threads.
@@ -287,6 +351,14 @@ pub struct Accel {
     /// without waiting: a thread that finds one busy copies with `memcpy`
     /// unmeasured. Boxed: an `Accel` moves through [`Attach`].
     copies: Box<Copies>,
+    /// The reader's index of the ring this side writes, as a write of
+    /// this process last read it (written under the ring's write lock).
+    tx_head: AtomicU64,
+    /// How many bytes from the start of the ring this side writes have
+    /// their pages populated in this process's mapping, on the first lap
+    /// ([`Accel::populate_ahead`]); `u64::MAX` once all are, or the kernel
+    /// can't.
+    tx_populated: AtomicU64,
     /// Traffic through the rings.
     pub counters: Counters,
 }
@@ -347,6 +419,10 @@ fn segment_len(ring: usize) -> usize {
     HEADER_SIZE + 2 * ring
 }
 
+/// The most a write populates ahead of itself on a ring's first lap
+/// ([`Accel::populate_ahead`]): sixteen 4 KiB pages, the window the
+/// kernel's fault-around maps for the reader.
+const POPULATE_STEP: u64 = 64 << 10;
 /// Per-call scratch space for draining socket bytes.
 const SCRATCH: usize = 256;
 /// Bytes moved per step when ring bytes go back onto the socket.
@@ -400,6 +476,8 @@ impl Accel {
                 tx: std::sync::Mutex::new(Chooser::new(CopyPath::Auto, false)),
                 rx: std::sync::Mutex::new(Chooser::new(CopyPath::Auto, false)),
             }),
+            tx_head: AtomicU64::new(0),
+            tx_populated: AtomicU64::new(0),
             counters: Counters::default(),
         }
     }
@@ -713,15 +791,19 @@ impl Accel {
                 break;
             }
         }
+        if !peek {
+            self.counters.add_received(n);
+        }
         drop(guard);
         if n > 0 && !peek {
-            self.counters
-                .received
-                .fetch_add(n as u64, Ordering::Relaxed);
             // Dekker with a writer that marks itself blocked: our head
             // store, then its flag.
             fence(Ordering::SeqCst);
-            if dir.writer_blocked.swap(0, Ordering::SeqCst) != 0 {
+            // A load first: the swap (a write to the hand-shake line) only
+            // when the writer is blocked.
+            if dir.writer_blocked.load(Ordering::SeqCst) != 0
+                && dir.writer_blocked.swap(0, Ordering::SeqCst) != 0
+            {
                 self.drain(sock, 1)?;
             }
         }
@@ -948,6 +1030,10 @@ impl Accel {
                     Err(e) => Err(e),
                 };
             }
+            // Whether the reader looked armed before the copy: its line is
+            // then fetched while the bytes are copied, and the swap after
+            // the fence needs no load of its own.
+            let hint = dir.reader_armed.load(Ordering::Relaxed) != 0;
             let n = {
                 let _guard = Lock::take(&dir.wlock, sock)?;
                 if dir.switch.load(Ordering::Acquire) != SWITCH_RING {
@@ -956,10 +1042,20 @@ impl Accel {
                 // Our own index lives in shared memory too (so that
                 // threads and forked processes share it), where the peer
                 // can write it: checked like the peer's.
+                // The reader's index as this process last read it: it
+                // only grows, so an old value only understates the room,
+                // and the ring reads it afresh when that is too little
+                // (the reader's line stays with the reader meanwhile).
                 let tail = dir.tail.load(Ordering::Relaxed);
-                let head = dir.head.load(Ordering::Acquire);
+                let mut head = self.tx_head.load(Ordering::Relaxed);
                 if head > tail || tail - head > self.size {
-                    return Err(corrupt(sock));
+                    head = dir.head.load(Ordering::Acquire);
+                    if head > tail || tail - head > self.size {
+                        return Err(corrupt(sock));
+                    }
+                }
+                if tail < self.size {
+                    self.populate_ahead(tail, want - sent);
                 }
                 let mut p = ProducerState {
                     tail,
@@ -983,15 +1079,18 @@ impl Accel {
                         break;
                     }
                 }
+                self.tx_head.store(p.head_cache, Ordering::Relaxed);
+                // Under the lock, so no locked add (which would wait for
+                // the copy's stores to reach the reader's CPU).
+                self.counters.add_sent(n);
                 n
             };
             if n > 0 {
                 sent += n;
-                self.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
                 fence(Ordering::SeqCst);
                 // A load first: the swap (a write to the line the reader
                 // arms on) only when the reader is armed.
-                if (dir.reader_armed.load(Ordering::SeqCst) != 0
+                if ((hint || dir.reader_armed.load(Ordering::SeqCst) != 0)
                     && dir.reader_armed.swap(0, Ordering::SeqCst) != 0)
                     || dir.reader_closing.load(Ordering::Relaxed) != 0
                 {
@@ -1028,6 +1127,35 @@ impl Accel {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// On the ring's first lap, before a write of `want` bytes at `tail`:
+    /// populates the pages the write reaches and as many again as were
+    /// populated so far (at least a page, at most [`POPULATE_STEP`]), so
+    /// that the write takes no page fault, and a run of small writes one
+    /// system call per step instead of one fault per page. The reader's
+    /// faults on pages that exist map up to sixteen at once (the kernel's
+    /// fault-around). Best effort: a kernel without the advice, or a
+    /// failure, leaves the rest to faults.
+    fn populate_ahead(&self, tail: u64, want: usize) {
+        let done = self.tx_populated.load(Ordering::Relaxed);
+        let end = tail.saturating_add(want as u64).min(self.size);
+        if done == u64::MAX || end <= done {
+            return;
+        }
+        let page = shm::page_size() as u64;
+        let step = done.clamp(page, POPULATE_STEP);
+        let upto = end
+            .div_ceil(page)
+            .saturating_mul(page)
+            .max(done + step)
+            .min(self.size);
+        let at = HEADER_SIZE + self.side.tx() * self.size as usize + done as usize;
+        let next = match self.map.populate_range(at, (upto - done) as usize) {
+            Ok(true) if upto < self.size => upto,
+            _ => u64::MAX,
+        };
+        self.tx_populated.store(next, Ordering::Relaxed);
     }
 
     /// The ring is full: sends filler bytes (one, blocking in the fd's mode
@@ -1504,7 +1632,7 @@ impl Accel {
     /// sleeps in a wait (`None`), for a peer that would spin.
     pub fn set_running(&self, cpu: Option<u32>) {
         let v = cpu.map_or(0, |c| c.saturating_add(1));
-        let w = &self.header().running[self.side.tx()];
+        let w = &self.header().running[self.side.tx()].cpu;
         if w.load(Ordering::Relaxed) != v {
             w.store(v, Ordering::Relaxed);
         }
@@ -1513,7 +1641,9 @@ impl Accel {
     /// Whether the peer said it runs, on a CPU other than `cpu`: only then
     /// can spinning here see its bytes sooner than a sleep would.
     pub fn peer_runs_elsewhere(&self, cpu: u32) -> bool {
-        let v = self.header().running[1 - self.side.tx()].load(Ordering::Relaxed);
+        let v = self.header().running[1 - self.side.tx()]
+            .cpu
+            .load(Ordering::Relaxed);
         v != 0 && v != cpu.saturating_add(1)
     }
 

@@ -360,30 +360,49 @@ pub unsafe trait SharedMemory {
     /// is shorter than the mapping), `ENOMEM` when memory runs out.
     #[doc(alias = "MADV_POPULATE_WRITE")]
     fn populate(&self) -> Result<()> {
+        self.populate_range(0, self.len()).map(|_| ())
+    }
+
+    /// [`SharedMemory::populate`] for the pages that hold the bytes
+    /// `offset..offset + len` only (from the start of the page `offset`
+    /// is in). `Ok(false)` where the kernel or the system has no such
+    /// advice: nothing was done, and later calls would do nothing either.
+    ///
+    /// # Errors
+    ///
+    /// `EFAULT`-coded error when the range is outside the mapping; those of
+    /// [`SharedMemory::populate`].
+    fn populate_range(&self, offset: usize, len: usize) -> Result<bool> {
+        check_range("populate", offset, len, self.len())?;
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             use rustix::mm::Advice;
+            if len == 0 {
+                return Ok(true);
+            }
             let (advice, name) = if self.writable() {
                 (Advice::LinuxPopulateWrite, "MADV_POPULATE_WRITE")
             } else {
                 (Advice::LinuxPopulateRead, "MADV_POPULATE_READ")
             };
-            // SAFETY: the range is this live mapping, page aligned (mmap and
-            // shmat return page-aligned addresses); populating changes no
-            // byte of it.
-            match unsafe { rustix::mm::madvise(self.as_ptr().cast(), self.len(), advice) } {
-                Ok(()) => Ok(()),
-                Err(e) if e == rustix::io::Errno::INVAL => Ok(()),
+            let start = offset - offset % page_size();
+            let len = offset + len - start;
+            // SAFETY: the range lies inside this live mapping (checked
+            // above), and begins on a page boundary (mappings begin on
+            // one); populating changes no byte of it.
+            match unsafe { rustix::mm::madvise(self.as_ptr().add(start).cast(), len, advice) } {
+                Ok(()) => Ok(true),
+                Err(e) if e == rustix::io::Errno::INVAL => Ok(false),
                 Err(e) => Err(Error::new(
                     "madvise",
-                    format!("{} bytes, {name}", self.len()),
+                    format!("{len} bytes at {start}, {name}"),
                     e.raw_os_error(),
                 )),
             }
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         {
-            Ok(())
+            Ok(false)
         }
     }
 
@@ -451,6 +470,11 @@ fn atomic_ptr<M: SharedMemory + ?Sized>(m: &M, offset: usize, size: usize) -> Op
     }
     let p = m.as_ptr().wrapping_add(offset);
     (p as usize % size == 0).then_some(p)
+}
+
+/// The size of a memory page on this system, in bytes.
+pub fn page_size() -> usize {
+    rustix::param::page_size()
 }
 
 fn check_range(call: &'static str, offset: usize, len: usize, size: usize) -> Result<()> {
