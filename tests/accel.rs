@@ -603,3 +603,118 @@ fn a_first_lap_populates_pages_before_the_writes_reach_them() {
     );
     assert_eq!(backed, 320 << 10, "{touched} written");
 }
+
+/// Just past the writer's window of small messages (32 KiB): 33 messages
+/// of 1000 bytes from the server, each read by the client, on rings of
+/// 1 MiB. The server's next small message jumps to the ring's start.
+fn past_the_window() -> (UnixStream, Accel, UnixStream, Accel) {
+    let (s, server, c, client) = pair_with(1 << 20);
+    let mut b = [0u8; 1000];
+    for i in 0..33u8 {
+        assert_eq!(
+            server.send(s.as_fd(), &[&[i; 1000][..]], nb()).unwrap(),
+            1000
+        );
+        assert_eq!(
+            client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(),
+            1000
+        );
+        assert_eq!(b, [i; 1000]);
+    }
+    (s, server, c, client)
+}
+
+#[test]
+fn small_messages_keep_reusing_the_start_of_the_ring() {
+    let (s, server, c, client) = pair_with(1 << 20);
+    let mut b = [0u8; 2000];
+    for round in 0..300u32 {
+        let msg: Vec<u8> = (0..1000u32).map(|i| (i * 7 + round) as u8).collect();
+        assert_eq!(server.send(s.as_fd(), &[&msg[..]], nb()).unwrap(), 1000);
+        // Whether or not the writer jumped, the reader is told of 1000.
+        assert_eq!(client.readable(), Some(1000), "round {round}");
+        assert_eq!(
+            client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(),
+            1000
+        );
+        assert_eq!(b[..1000], msg[..], "round {round}");
+    }
+    // 300 KB went through, yet the ring's pages past its first 64 KiB
+    // were never needed (the header's page is the rest).
+    let backed = segment_bytes(&server);
+    assert!(backed <= (64 << 10) + 4096, "{backed} bytes backed");
+}
+
+#[test]
+fn a_writer_with_unread_bytes_does_not_jump() {
+    let (s, server, c, client) = past_the_window();
+    // Unread bytes past the window: the next message goes after them.
+    assert_eq!(
+        server.send(s.as_fd(), &[&[1u8; 1000][..]], nb()).unwrap(),
+        1000
+    );
+    assert_eq!(
+        server.send(s.as_fd(), &[&[2u8; 1000][..]], nb()).unwrap(),
+        1000
+    );
+    assert_eq!(client.readable(), Some(2000));
+    let mut b = [0u8; 2000];
+    assert_eq!(
+        client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(),
+        2000
+    );
+    assert_eq!(b[..1000], [1u8; 1000]);
+    assert_eq!(b[1000..], [2u8; 1000]);
+}
+
+#[test]
+fn a_jump_is_followed_by_peek_and_by_a_downgrade() {
+    let (s, server, c, client) = past_the_window();
+    // The writer jumps back to the start for these.
+    assert_eq!(server.send(s.as_fd(), &[b"after "], nb()).unwrap(), 6);
+    assert_eq!(server.send(s.as_fd(), &[b"the jump "], nb()).unwrap(), 9);
+    let mut b = [0u8; 15];
+    let peek = Flags::from_bits(procwire::sys::interpose::ffi::MSG_PEEK);
+    assert_eq!(client.recv(c.as_fd(), &mut [&mut b[..]], peek).unwrap(), 15);
+    assert_eq!(&b, b"after the jump ");
+    // A jump not yet followed by the reader: the bytes taken back are the
+    // message's, not the positions skipped.
+    let (s, server, c, client) = past_the_window();
+    assert_eq!(
+        server.send(s.as_fd(), &[b"after the jump "], nb()).unwrap(),
+        15
+    );
+    server.downgrade_tx(s.as_fd()).unwrap();
+    server.flush_tx(s.as_fd(), true).unwrap();
+    assert_eq!(server.send(s.as_fd(), &[b"plain"], nb()).unwrap(), 5);
+    assert_eq!(read_all(&c, &client), b"after the jump plain");
+}
+
+#[test]
+fn a_jump_to_anywhere_but_a_ring_start_is_an_error() {
+    let (s, server, c, client) = past_the_window();
+    assert_eq!(server.send(s.as_fd(), &[b"x"], nb()).unwrap(), 1);
+    // The jump the server recorded, moved off the ring's start.
+    let to = word64(&server, layout::dir(1) + layout::SKIP_TO);
+    let jumped = to.load(Ordering::SeqCst);
+    assert_eq!(jumped, 1 << 20, "the jump is to the second lap");
+    assert_eq!(
+        word64(&server, layout::dir(1) + layout::SKIP_FROM).load(Ordering::SeqCst),
+        33_000
+    );
+    to.store(jumped - 8, Ordering::SeqCst);
+    let mut b = [0u8; 8];
+    let e = client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap_err();
+    assert_eq!(e.raw_os_error(), procwire::sys::interpose::ffi::EIO, "{e}");
+    // Or past the bytes written after it.
+    let (s, server, c, client) = past_the_window();
+    assert_eq!(server.send(s.as_fd(), &[b"x"], nb()).unwrap(), 1);
+    word64(&server, layout::dir(1) + layout::SKIP_TO).store(2 << 20, Ordering::SeqCst);
+    let e = client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap_err();
+    assert_eq!(e.raw_os_error(), procwire::sys::interpose::ffi::EIO, "{e}");
+    assert_eq!(
+        client.readable(),
+        Some(0),
+        "nothing to read, as far as it says"
+    );
+}

@@ -92,9 +92,16 @@ const HEADER_SIZE: usize = 4096;
 /// words, which the reader never touches.
 #[repr(C, align(64))]
 struct Dir {
-    // The writer's index.
+    // The writer's line.
     tail: AtomicU64,
-    _p0: [u8; 56],
+    /// The last jump of the writer to the ring's start ([`WINDOW`]): the
+    /// positions `skip_from..skip_to` hold no bytes. Written before the
+    /// `tail` that follows the jump; the reader at `skip_from` moves on
+    /// to `skip_to`.
+    skip_from: AtomicU64,
+    /// See `skip_from`.
+    skip_to: AtomicU64,
+    _p0: [u8; 40],
     // The reader's line.
     head: AtomicU64,
     /// Non-data bytes readers took off the socket, claimed before each
@@ -186,6 +193,8 @@ struct Running {
 }
 
 const_assert_eq!(std::mem::size_of::<Dir>(), 320);
+const_assert_eq!(std::mem::offset_of!(Dir, skip_from), 8);
+const_assert_eq!(std::mem::offset_of!(Dir, skip_to), 16);
 const_assert_eq!(std::mem::offset_of!(Dir, head), 64);
 const_assert_eq!(std::mem::offset_of!(Dir, skipped), 72);
 const_assert_eq!(std::mem::offset_of!(Dir, rlock), 80);
@@ -213,6 +222,11 @@ pub mod layout {
     pub const DIR_LEN: usize = size_of::<Dir>();
     /// In a direction: the writer's index (`u64`).
     pub const TAIL: usize = offset_of!(Dir, tail);
+    /// In a direction: where the writer's last jump to the ring's start
+    /// began (`u64`).
+    pub const SKIP_FROM: usize = offset_of!(Dir, skip_from);
+    /// In a direction: where it ended (`u64`).
+    pub const SKIP_TO: usize = offset_of!(Dir, skip_to);
     /// In a direction: the reader's index (`u64`).
     pub const HEAD: usize = offset_of!(Dir, head);
     /// In a direction: the writer's lock (`u32`).
@@ -419,6 +433,13 @@ fn segment_len(ring: usize) -> usize {
     HEADER_SIZE + 2 * ring
 }
 
+/// How far into the ring small messages go before their writer, finding
+/// the ring empty, jumps back to its start for the next one: a stream of
+/// small messages then keeps reusing the same few pages, which stay in the
+/// caches and take no page fault after the first time, instead of
+/// sweeping all of a ring of megabytes. Bulk traffic, whose ring is rarely
+/// empty and whose writes are larger than this, uses the whole ring.
+const WINDOW: u64 = 32 << 10;
 /// The most a write populates ahead of itself on a ring's first lap
 /// ([`Accel::populate_ahead`]): sixteen 4 KiB pages, the window the
 /// kernel's fault-around maps for the reader.
@@ -561,9 +582,9 @@ impl Accel {
             plain = k.saturating_sub(h.plain_read.load(Ordering::Acquire));
         }
         let d = self.dir(1 - self.side.tx());
-        let tail = d.tail.load(Ordering::Acquire);
-        let head = d.head.load(Ordering::Acquire);
-        let ring = tail.saturating_sub(head).min(self.size);
+        // A peer's impossible indices show as nothing to read (its next
+        // read says why).
+        let ring = rx_indices(d, self.size).map_or(0, |(head, tail)| tail - head);
         Some(usize::try_from(ring.saturating_add(plain)).unwrap_or(usize::MAX))
     }
 
@@ -763,10 +784,10 @@ impl Accel {
             // they come again on the socket.
             return Ok(0);
         }
-        let head = dir.head.load(Ordering::Relaxed);
+        let (head, tail) = self.rx_head(dir, sock)?;
         let mut c = ConsumerState {
             head,
-            tail_cache: head,
+            tail_cache: tail,
         };
         let mut n = 0;
         let mut at = 0;
@@ -820,6 +841,22 @@ impl Accel {
         }
         let head = dir.head.load(Ordering::SeqCst);
         dir.tail.load(Ordering::SeqCst) != head
+    }
+
+    /// The reader's index and the writer's, for a caller that holds the
+    /// reader's lock of direction `dir`: a jump of the writer to the
+    /// ring's start that the reader is at is followed (the reader's index
+    /// is stored past it), so `head..tail` is all bytes.
+    ///
+    /// # Errors
+    ///
+    /// `EIO` for indices the writer could not have left.
+    fn rx_head(&self, dir: &Dir, sock: BorrowedFd<'_>) -> Result<(u64, u64)> {
+        let (head, tail) = rx_indices(dir, self.size).ok_or_else(|| corrupt(sock))?;
+        if head != dir.head.load(Ordering::Relaxed) {
+            dir.head.store(head, Ordering::Release);
+        }
+        Ok((head, tail))
     }
 
     /// The ring looked empty: takes the socket's non-data bytes off and
@@ -1054,9 +1091,23 @@ impl Accel {
                         return Err(corrupt(sock));
                     }
                 }
-                if tail < self.size {
-                    self.populate_ahead(tail, want - sent);
+                let mut tail = tail;
+                let left = (want - sent) as u64;
+                if tail & (self.size - 1) >= WINDOW && left <= WINDOW {
+                    // Small, and past the window: back to the ring's
+                    // start if the reader has read everything.
+                    let fresh = dir.head.load(Ordering::Acquire);
+                    if fresh == tail {
+                        let to = (tail | (self.size - 1)) + 1;
+                        dir.skip_from.store(tail, Ordering::Relaxed);
+                        dir.skip_to.store(to, Ordering::Relaxed);
+                        // Published by the tail store after the copy: a
+                        // reader that sees that tail sees the jump.
+                        head = fresh;
+                        tail = to;
+                    }
                 }
+                self.populate_ahead(tail & (self.size - 1), want - sent);
                 let mut p = ProducerState {
                     tail,
                     head_cache: head,
@@ -1129,17 +1180,20 @@ impl Accel {
         }
     }
 
-    /// On the ring's first lap, before a write of `want` bytes at `tail`:
-    /// populates the pages the write reaches and as many again as were
-    /// populated so far (at least a page, at most [`POPULATE_STEP`]), so
+    /// Before a write of `want` bytes at ring offset `at`, while not all
+    /// of the ring is populated (what was written so far is always a
+    /// prefix of it: the writer moves on from the start, and comes back
+    /// to it by a wrap or a jump): populates the pages the write reaches
+    /// and as many again as were populated so far (at least a page, at
+    /// most [`POPULATE_STEP`]), so
     /// that the write takes no page fault, and a run of small writes one
     /// system call per step instead of one fault per page. The reader's
     /// faults on pages that exist map up to sixteen at once (the kernel's
     /// fault-around). Best effort: a kernel without the advice, or a
     /// failure, leaves the rest to faults.
-    fn populate_ahead(&self, tail: u64, want: usize) {
+    fn populate_ahead(&self, at: u64, want: usize) {
         let done = self.tx_populated.load(Ordering::Relaxed);
-        let end = tail.saturating_add(want as u64).min(self.size);
+        let end = at.saturating_add(want as u64).min(self.size);
         if done == u64::MAX || end <= done {
             return;
         }
@@ -1150,8 +1204,8 @@ impl Accel {
             .saturating_mul(page)
             .max(done + step)
             .min(self.size);
-        let at = HEADER_SIZE + self.side.tx() * self.size as usize + done as usize;
-        let next = match self.map.populate_range(at, (upto - done) as usize) {
+        let from = HEADER_SIZE + self.side.tx() * self.size as usize + done as usize;
+        let next = match self.map.populate_range(from, (upto - done) as usize) {
             Ok(true) if upto < self.size => upto,
             _ => u64::MAX,
         };
@@ -1302,11 +1356,7 @@ impl Accel {
         let mut chunk = [0u8; RESEND_CHUNK];
         let bits = ffi::MSG_NOSIGNAL | if block { 0 } else { ffi::MSG_DONTWAIT };
         loop {
-            let head = d.head.load(Ordering::Acquire);
-            let tail = d.tail.load(Ordering::Acquire);
-            if head > tail || tail - head > self.size {
-                return Err(corrupt(sock));
-            }
+            let (head, tail) = self.rx_head(d, sock)?;
             if head == tail {
                 return Ok(true);
             }
@@ -1531,9 +1581,8 @@ impl Accel {
             return Err(corrupt(sock));
         }
         let _w = Lock::take(&d.wlock, sock)?;
-        let head = d.head.load(Ordering::Acquire);
-        let tail = d.tail.load(Ordering::Acquire);
-        if head > tail || tail - head + k > self.size {
+        let (head, tail) = self.rx_head(d, sock)?;
+        if tail - head + k > self.size {
             return Err(corrupt(sock));
         }
         let ring = self.ring(1 - self.side.tx());
@@ -1664,8 +1713,8 @@ impl Accel {
         Some(self.rx_has_bytes())
     }
 
-    /// The count of bytes ever written into the ring this side reads (it
-    /// moves whenever new bytes arrive: edge-triggered waits compare it).
+    /// The writer's index of the ring this side reads (it moves whenever
+    /// new bytes arrive: edge-triggered waits compare it).
     pub fn rx_mark(&self) -> u64 {
         self.dir(1 - self.side.tx()).tail.load(Ordering::Acquire)
     }
@@ -1985,6 +2034,31 @@ enum Drained {
     KeptOne,
     /// End-of-file.
     Eof,
+}
+
+/// The reader's index of direction `d` (past a jump of the writer to the
+/// ring's start, if the reader is at it) and the writer's, or `None` for
+/// indices the writer could not have left: the reader's beyond the
+/// writer's or more than a ring behind, a jump that is not to a ring's
+/// start or ends past the bytes written after it.
+fn rx_indices(d: &Dir, size: u64) -> Option<(u64, u64)> {
+    let head = d.head.load(Ordering::Acquire);
+    let tail = d.tail.load(Ordering::Acquire);
+    if head > tail || tail - head > size {
+        return None;
+    }
+    if head == tail || d.skip_from.load(Ordering::Relaxed) != head {
+        return Some((head, tail));
+    }
+    let to = d.skip_to.load(Ordering::Relaxed);
+    if to <= head {
+        // An old record (or none yet): no jump here.
+        return Some((head, tail));
+    }
+    if to > tail || to & (size - 1) != 0 {
+        return None;
+    }
+    Some((to, tail))
 }
 
 /// Where a side's next bytes come from ([`Accel::next_bytes`]).
