@@ -204,15 +204,17 @@ pub(crate) struct EpSet {
     /// The thread id of the holder of `inner`, or 0.
     lock: AtomicU32,
     inner: UnsafeCell<Inner>,
-    /// Registrations of other fds made through the wrapper (or
-    /// `usize::MAX / 2`: not known, the set was made elsewhere).
+    /// Registrations of other fds: those the kernel held when the first
+    /// member came (its fdinfo), then those made through the wrapper (or
+    /// `usize::MAX / 2`: not known).
     others: AtomicUsize,
     /// Nested in another set or polled: the program's registrations are
     /// the kernel's, as in safe mode.
     fallback: AtomicBool,
     /// A member was added once: until then every call on the set is the
-    /// program's own (only `others` is counted), so a program whose sets
-    /// never see an accelerated connection pays one lookup per call.
+    /// program's own, made by a jump from the wrapper ([`ctl_needed`],
+    /// [`wait_needed`]), so a program whose sets never see an accelerated
+    /// connection pays a few loads per call.
     active: AtomicBool,
     /// Threads blocked in the kernel on this set (changed under the lock):
     /// a wait that wakes takes its members' arms back only when no other
@@ -834,6 +836,49 @@ pub(crate) fn created(r: c_int) -> c_int {
     r
 }
 
+/// Whether the program's `epoll_ctl` needs [`ctl`]: `fd` is a member
+/// (or, added, a set this library keeps a record of), or `epfd` answers
+/// for members. The rest are the kernel's alone: a set that has had no
+/// member counts its other registrations when the first one comes
+/// ([`activate`]).
+#[inline]
+pub(crate) fn ctl_needed(epfd: c_int, op: c_int, fd: c_int) -> bool {
+    (op == EPOLL_CTL_ADD && table::get(fd).is_some_and(|e| e.epset().is_some()))
+        || member(fd).is_some()
+        || set_of(epfd).is_some()
+}
+
+/// Whether the program's wait on `epfd` needs [`wait`]: the set answers
+/// for members, or fell back owing some ring bytes.
+#[inline]
+pub(crate) fn wait_needed(epfd: c_int) -> bool {
+    table::get(epfd).and_then(|e| e.epset()).is_some_and(|s| {
+        if s.is_fallback() {
+            s.owes.load(Ordering::Acquire)
+        } else {
+            s.active.load(Ordering::Acquire)
+        }
+    })
+}
+
+/// `set` (of `epfd`) takes its first member: from now on this library
+/// answers for it, knowing how many other fds the kernel watches in it
+/// (read before the set turns active, so that a registration counted by
+/// the wrapper later is not in it twice; one made by another thread in
+/// between is missed, which costs it only promptness: a wait that finds
+/// ring bytes still asks the kernel every 16th round, and a wait that
+/// blocks asks it always).
+fn activate(epfd: c_int, set: &EpSet) {
+    let known = interpose::epoll_watch_count(crate::fd_of(epfd)).unwrap_or(usize::MAX / 2);
+    if set
+        .active
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        set.others.fetch_add(known, Ordering::Relaxed);
+    }
+}
+
 /// A managed set's record (with a member once, not fallen back).
 fn set_of(epfd: c_int) -> Option<&'static EpSet> {
     table::get(epfd)
@@ -978,12 +1023,11 @@ pub(crate) unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event
         }
         if !set.active.load(Ordering::Acquire) {
             if m.is_none() {
+                // Not counted: see `activate`.
                 // SAFETY: the program's arguments.
-                let r = unsafe { real::epoll_ctl(epfd, op, fd, ev) };
-                count_other(set, op, r);
-                return r;
+                return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
             }
-            set.active.store(true, Ordering::Release);
+            activate(epfd, set);
         }
     }
     let set = match set_of(epfd) {

@@ -211,6 +211,31 @@ pub(crate) fn fd_of(fd: c_int) -> BorrowedFd<'static> {
     unsafe { interpose::borrow(fd) }
 }
 
+/// Defines the wrapper of a call on one fd that this library answers for
+/// only where the fd is accelerated (or pending): there, the given
+/// function; anywhere else the program's own. The wrapper's own work is
+/// out of line, so that its pass-through has no stack frame and ends in a
+/// jump to libc's function, which returns straight to the program.
+macro_rules! data_call {
+    ($(#[$doc:meta])* $name:ident($fd:ident: c_int $(, $arg:ident: $t:ty)*) -> $r:ty = $slow:ident;) => {
+        #[doc = concat!("The program's `", stringify!($name), "`, looked at by this library first.")]
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        #[doc = concat!("As for libc's `", stringify!($name), "`: the program's pointers are valid for what the call reads and writes.")]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($fd: c_int $(, $arg: $t)*) -> $r {
+            if let Some(e) = data_entry($fd) {
+                // SAFETY: the program's arguments.
+                return unsafe { $slow(e, $fd $(, $arg)*) };
+            }
+            // SAFETY: the program's arguments.
+            unsafe { real::$name($fd $(, $arg)*) }
+        }
+    };
+}
+
 /// The result of a call made on an accelerated fd, in C form.
 fn ret(r: procwire::sys::Result<usize>) -> ssize_t {
     match r {
@@ -596,50 +621,53 @@ fn after_fcntl(fd: c_int, cmd: c_int, r: c_int) -> c_int {
     r
 }
 
-/// The program's `shutdown`, looked at by this library first.
+data_call! {
+    shutdown(fd: c_int, how: c_int) -> c_int = slow_shutdown;
+}
+
+/// [`shutdown`] on an fd this library looks after (see [`data_call`]).
 ///
 /// # Safety
 ///
-/// As for libc's `shutdown`: the program's pointers are valid for what
-/// the call reads and writes.
-#[no_mangle]
-pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
-    if let Some(e) = data_entry(fd) {
-        if how == SHUT_WR || how == SHUT_RDWR {
-            if let Conn::Accel(a) = attached(e, fd, false) {
-                // Writes after this fail as the socket's would; the kernel's
-                // shutdown below is the end-of-file the peer reads once its
-                // ring is empty.
-                a.shut_write();
-            }
+/// As for [`shutdown`].
+#[inline(never)]
+unsafe fn slow_shutdown(e: &'static Entry, fd: c_int, how: c_int) -> c_int {
+    if how == SHUT_WR || how == SHUT_RDWR {
+        if let Conn::Accel(a) = attached(e, fd, false) {
+            // Writes after this fail as the socket's would; the kernel's
+            // shutdown below is the end-of-file the peer reads once its
+            // ring is empty.
+            a.shut_write();
         }
     }
     // SAFETY: the program's arguments.
     unsafe { real::shutdown(fd, how) }
 }
 
-/// `ioctl` is variadic in C; see [`fcntl`] for why its argument is a word.
+data_call! {
+    /// `ioctl` is variadic in C; see [`fcntl`] for why its argument is a word.
+    ioctl(fd: c_int, req: usize, arg: usize) -> c_int = slow_ioctl;
+}
+
+/// [`ioctl`] on an fd this library looks after (see [`data_call`]).
 ///
 /// # Safety
 ///
-/// As for libc's `ioctl`: the program's pointers are valid for what
-/// the call reads and writes.
-#[no_mangle]
-pub unsafe extern "C" fn ioctl(fd: c_int, req: usize, arg: usize) -> c_int {
-    if let Some(e) = data_entry(fd) {
-        if req == FIONREAD as usize && arg != 0 {
-            if let Conn::Accel(a) = attached(e, fd, false) {
-                if let Some(n) = a.readable() {
-                    // SAFETY: FIONREAD's argument is the program's `int *`.
-                    unsafe { *(arg as *mut c_int) = n.min(c_int::MAX as usize) as c_int };
-                    return 0;
-                }
+/// As for [`ioctl`].
+#[inline(never)]
+unsafe fn slow_ioctl(e: &'static Entry, fd: c_int, req: usize, arg: usize) -> c_int {
+    if req == FIONREAD as usize && arg != 0 {
+        if let Conn::Accel(a) = attached(e, fd, false) {
+            if let Some(n) = a.readable() {
+                // SAFETY: FIONREAD's argument is the program's `int *`.
+                unsafe { *(arg as *mut c_int) = n.min(c_int::MAX as usize) as c_int };
+                return 0;
             }
-        } else if ![FIONBIO as usize, FIOCLEX as usize, FIONCLEX as usize].contains(&req) {
-            // A request this library can't answer for the rings: the
-            // socket's own, once it is whole again.
-            leave_fd(e, fd);
         }
+    } else if ![FIONBIO as usize, FIOCLEX as usize, FIONCLEX as usize].contains(&req) {
+        // A request this library can't answer for the rings: the
+        // socket's own, once it is whole again.
+        leave_fd(e, fd);
     }
     // SAFETY: the program's arguments.
     unsafe { real::ioctl(fd, req, arg) }
@@ -790,10 +818,22 @@ fn with_rings(set: &mut [pollfd], n: c_int, from_rings: bool) -> c_int {
 /// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
-    if !ENABLED.load(Ordering::Relaxed) || !table::live() || fds.is_null() {
+    if ENABLED.load(Ordering::Relaxed) && table::live() && !fds.is_null() {
         // SAFETY: the program's arguments.
-        return unsafe { real::poll(fds, nfds, timeout) };
+        return unsafe { slow_poll(fds, nfds, timeout) };
     }
+    // SAFETY: the program's arguments.
+    unsafe { real::poll(fds, nfds, timeout) }
+}
+
+/// [`poll`] while this library looks after some fds: out of line (see
+/// [`data_call`]).
+///
+/// # Safety
+///
+/// As for [`poll`].
+#[inline(never)]
+unsafe fn slow_poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
     // SAFETY: the program gives `nfds` pollfds at `fds`.
     let set = unsafe { std::slice::from_raw_parts_mut(fds, nfds as usize) };
     attach_pending(set.iter().map(|p| p.fd));
@@ -834,10 +874,27 @@ pub unsafe extern "C" fn ppoll(
     ts: *const timespec,
     mask: *const sigset_t,
 ) -> c_int {
-    if !ENABLED.load(Ordering::Relaxed) || !table::live() || fds.is_null() {
+    if ENABLED.load(Ordering::Relaxed) && table::live() && !fds.is_null() {
         // SAFETY: the program's arguments.
-        return unsafe { real::ppoll(fds, nfds, ts, mask) };
+        return unsafe { slow_ppoll(fds, nfds, ts, mask) };
     }
+    // SAFETY: the program's arguments.
+    unsafe { real::ppoll(fds, nfds, ts, mask) }
+}
+
+/// [`ppoll`] while this library looks after some fds: out of line (see
+/// [`data_call`]).
+///
+/// # Safety
+///
+/// As for [`ppoll`].
+#[inline(never)]
+unsafe fn slow_ppoll(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    ts: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
     // SAFETY: the program gives `nfds` pollfds at `fds`.
     let set = unsafe { std::slice::from_raw_parts_mut(fds, nfds as usize) };
     attach_pending(set.iter().map(|p| p.fd));
@@ -914,10 +971,28 @@ pub unsafe extern "C" fn select(
     e: *mut fd_set,
     tv: *mut timeval,
 ) -> c_int {
-    if !ENABLED.load(Ordering::Relaxed) || !table::live() || r.is_null() || nfds <= 0 {
+    if ENABLED.load(Ordering::Relaxed) && table::live() && !r.is_null() && nfds > 0 {
         // SAFETY: the program's arguments.
-        return unsafe { real::select(nfds, r, w, e, tv) };
+        return unsafe { slow_select(nfds, r, w, e, tv) };
     }
+    // SAFETY: the program's arguments.
+    unsafe { real::select(nfds, r, w, e, tv) }
+}
+
+/// [`select`] while this library looks after some fds: out of line (see
+/// [`data_call`]).
+///
+/// # Safety
+///
+/// As for [`select`].
+#[inline(never)]
+unsafe fn slow_select(
+    nfds: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    tv: *mut timeval,
+) -> c_int {
     // SAFETY: a non-null timeout is the program's timeval.
     let wait = (!tv.is_null()).then(|| unsafe {
         std::time::Duration::from_micros(
@@ -962,10 +1037,29 @@ pub unsafe extern "C" fn pselect(
     ts: *const timespec,
     mask: *const sigset_t,
 ) -> c_int {
-    if !ENABLED.load(Ordering::Relaxed) || !table::live() || r.is_null() || nfds <= 0 {
+    if ENABLED.load(Ordering::Relaxed) && table::live() && !r.is_null() && nfds > 0 {
         // SAFETY: the program's arguments.
-        return unsafe { real::pselect(nfds, r, w, e, ts, mask) };
+        return unsafe { slow_pselect(nfds, r, w, e, ts, mask) };
     }
+    // SAFETY: the program's arguments.
+    unsafe { real::pselect(nfds, r, w, e, ts, mask) }
+}
+
+/// [`pselect`] while this library looks after some fds: out of line (see
+/// [`data_call`]).
+///
+/// # Safety
+///
+/// As for [`pselect`].
+#[inline(never)]
+unsafe fn slow_pselect(
+    nfds: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    ts: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
     // SAFETY: a non-null timeout is the program's timespec.
     let wait = (!ts.is_null()).then(|| unsafe {
         std::time::Duration::new(
@@ -1224,12 +1318,41 @@ pub unsafe extern "C" fn epoll_ctl(
     fd: c_int,
     ev: *mut procwire::sys::interpose::ffi::epoll_event,
 ) -> c_int {
-    if !ENABLED.load(Ordering::Relaxed) || !epoll::fast() {
+    if ENABLED.load(Ordering::Relaxed) && epoll::fast() && epoll::ctl_needed(epfd, op, fd) {
         // SAFETY: the program's arguments.
-        return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+        return unsafe { epoll::ctl(epfd, op, fd, ev) };
     }
     // SAFETY: the program's arguments.
-    unsafe { epoll::ctl(epfd, op, fd, ev) }
+    unsafe { real::epoll_ctl(epfd, op, fd, ev) }
+}
+
+/// A wait on a set this library answers for ([`epoll_wait`],
+/// [`epoll_pwait`], [`epoll_pwait2`]): out of line (see [`data_call`]). Where
+/// the set turns out not to be one after all, the program's own call
+/// (`epoll_wait` is `epoll_pwait` without a mask).
+///
+/// # Safety
+///
+/// As for libc's `epoll_pwait2`: `ev` valid for `max` events, `mask` null
+/// or a signal set, a `Ts` timeout null or a timespec.
+#[inline(never)]
+unsafe fn slow_epoll_wait(
+    epfd: c_int,
+    ev: *mut procwire::sys::interpose::ffi::epoll_event,
+    max: c_int,
+    timeout: epoll::Timeout,
+    mask: *const sigset_t,
+) -> c_int {
+    // SAFETY: the program's arguments.
+    if let Some(r) = unsafe { epoll::wait(epfd, ev, max, timeout, mask) } {
+        return r;
+    }
+    match timeout {
+        // SAFETY: the program's arguments.
+        epoll::Timeout::Ms(ms) => unsafe { real::epoll_pwait(epfd, ev, max, ms, mask) },
+        // SAFETY: the program's arguments.
+        epoll::Timeout::Ts(ts) => unsafe { real::epoll_pwait2(epfd, ev, max, ts, mask) },
+    }
 }
 
 /// The program's `epoll_wait`, looked at by this library first.
@@ -1244,13 +1367,11 @@ pub unsafe extern "C" fn epoll_wait(
     max: c_int,
     timeout: c_int,
 ) -> c_int {
-    if ENABLED.load(Ordering::Relaxed) && epoll::fast() {
+    if ENABLED.load(Ordering::Relaxed) && epoll::fast() && epoll::wait_needed(epfd) {
         // SAFETY: the program's arguments.
-        let r =
-            unsafe { epoll::wait(epfd, ev, max, epoll::Timeout::Ms(timeout), std::ptr::null()) };
-        if let Some(r) = r {
-            return r;
-        }
+        return unsafe {
+            slow_epoll_wait(epfd, ev, max, epoll::Timeout::Ms(timeout), std::ptr::null())
+        };
     }
     // SAFETY: the program's arguments.
     unsafe { real::epoll_wait(epfd, ev, max, timeout) }
@@ -1269,12 +1390,9 @@ pub unsafe extern "C" fn epoll_pwait(
     timeout: c_int,
     mask: *const sigset_t,
 ) -> c_int {
-    if ENABLED.load(Ordering::Relaxed) && epoll::fast() {
+    if ENABLED.load(Ordering::Relaxed) && epoll::fast() && epoll::wait_needed(epfd) {
         // SAFETY: the program's arguments.
-        let r = unsafe { epoll::wait(epfd, ev, max, epoll::Timeout::Ms(timeout), mask) };
-        if let Some(r) = r {
-            return r;
-        }
+        return unsafe { slow_epoll_wait(epfd, ev, max, epoll::Timeout::Ms(timeout), mask) };
     }
     // SAFETY: the program's arguments.
     unsafe { real::epoll_pwait(epfd, ev, max, timeout, mask) }
@@ -1293,12 +1411,9 @@ pub unsafe extern "C" fn epoll_pwait2(
     ts: *const timespec,
     mask: *const sigset_t,
 ) -> c_int {
-    if ENABLED.load(Ordering::Relaxed) && epoll::fast() {
+    if ENABLED.load(Ordering::Relaxed) && epoll::fast() && epoll::wait_needed(epfd) {
         // SAFETY: the program's arguments.
-        let r = unsafe { epoll::wait(epfd, ev, max, epoll::Timeout::Ts(ts), mask) };
-        if let Some(r) = r {
-            return r;
-        }
+        return unsafe { slow_epoll_wait(epfd, ev, max, epoll::Timeout::Ts(ts), mask) };
     }
     // SAFETY: the program's arguments.
     unsafe { real::epoll_pwait2(epfd, ev, max, ts, mask) }
@@ -1555,20 +1670,21 @@ unsafe fn buf_ref<'a>(buf: *const c_void, n: size_t) -> &'a [u8] {
     }
 }
 
-/// The program's `read`, looked at by this library first.
+data_call! {
+    read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t = slow_read;
+}
+
+/// [`read`] on an fd this library looks after (see [`data_call`]).
 ///
 /// # Safety
 ///
-/// As for libc's `read`: the program's pointers are valid for what
-/// the call reads and writes.
-#[no_mangle]
-pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
-    if let Some(e) = data_entry(fd) {
-        // SAFETY: the program's buffer.
-        let mut b = [unsafe { buf_mut(buf, n) }];
-        if let Some(r) = accel_recv(e, fd, &mut b, 0) {
-            return r;
-        }
+/// As for [`read`].
+#[inline(never)]
+unsafe fn slow_read(e: &'static Entry, fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    // SAFETY: the program's buffer.
+    let mut b = [unsafe { buf_mut(buf, n) }];
+    if let Some(r) = accel_recv(e, fd, &mut b, 0) {
+        return r;
     }
     // SAFETY: the program's arguments.
     unsafe { real::read(fd, buf, n) }
@@ -1595,20 +1711,27 @@ pub unsafe extern "C" fn __read_chk(
     unsafe { read(fd, buf, n) }
 }
 
-/// The program's `recv`, looked at by this library first.
+data_call! {
+    recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t = slow_recv;
+}
+
+/// [`recv`] on an fd this library looks after (see [`data_call`]).
 ///
 /// # Safety
 ///
-/// As for libc's `recv`: the program's pointers are valid for what
-/// the call reads and writes.
-#[no_mangle]
-pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
-    if let Some(e) = data_entry(fd) {
-        // SAFETY: the program's buffer.
-        let mut b = [unsafe { buf_mut(buf, n) }];
-        if let Some(r) = accel_recv(e, fd, &mut b, flags) {
-            return r;
-        }
+/// As for [`recv`].
+#[inline(never)]
+unsafe fn slow_recv(
+    e: &'static Entry,
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+) -> ssize_t {
+    // SAFETY: the program's buffer.
+    let mut b = [unsafe { buf_mut(buf, n) }];
+    if let Some(r) = accel_recv(e, fd, &mut b, flags) {
+        return r;
     }
     // SAFETY: the program's arguments.
     unsafe { real::recv(fd, buf, n, flags) }
@@ -1635,14 +1758,18 @@ pub unsafe extern "C" fn __recv_chk(
     unsafe { recv(fd, buf, n, flags) }
 }
 
-/// The program's `recvfrom`, looked at by this library first.
+data_call! {
+    recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> ssize_t = slow_recvfrom;
+}
+
+/// [`recvfrom`] on an fd this library looks after (see [`data_call`]).
 ///
 /// # Safety
 ///
-/// As for libc's `recvfrom`: the program's pointers are valid for what
-/// the call reads and writes.
-#[no_mangle]
-pub unsafe extern "C" fn recvfrom(
+/// As for [`recvfrom`].
+#[inline(never)]
+unsafe fn slow_recvfrom(
+    e: &'static Entry,
     fd: c_int,
     buf: *mut c_void,
     n: size_t,
@@ -1650,17 +1777,15 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     len: *mut socklen_t,
 ) -> ssize_t {
-    if let Some(e) = data_entry(fd) {
-        // SAFETY: the program's buffer.
-        let mut b = [unsafe { buf_mut(buf, n) }];
-        if let Some(r) = accel_recv(e, fd, &mut b, flags) {
-            if r >= 0 && !len.is_null() {
-                // A connected stream socket reports no address.
-                // SAFETY: the program's `socklen_t *`.
-                unsafe { *len = 0 };
-            }
-            return r;
+    // SAFETY: the program's buffer.
+    let mut b = [unsafe { buf_mut(buf, n) }];
+    if let Some(r) = accel_recv(e, fd, &mut b, flags) {
+        if r >= 0 && !len.is_null() {
+            // A connected stream socket reports no address.
+            // SAFETY: the program's `socklen_t *`.
+            unsafe { *len = 0 };
         }
+        return r;
     }
     // SAFETY: the program's arguments.
     unsafe { real::recvfrom(fd, buf, n, flags, addr, len) }
@@ -1689,22 +1814,23 @@ pub unsafe extern "C" fn __recvfrom_chk(
     unsafe { recvfrom(fd, buf, n, flags, addr, len) }
 }
 
-/// The program's `readv`, looked at by this library first.
+data_call! {
+    readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = slow_readv;
+}
+
+/// [`readv`] on an fd this library looks after (see [`data_call`]).
 ///
 /// # Safety
 ///
-/// As for libc's `readv`: the program's pointers are valid for what
-/// the call reads and writes.
-#[no_mangle]
-pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
-    if let Some(e) = data_entry(fd) {
-        // SAFETY: the program's iovecs.
-        let Some(mut b) = (unsafe { iov_slices(iov, cnt) }) else {
-            return einval();
-        };
-        if let Some(r) = accel_recv(e, fd, &mut b, 0) {
-            return r;
-        }
+/// As for [`readv`].
+#[inline(never)]
+unsafe fn slow_readv(e: &'static Entry, fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    // SAFETY: the program's iovecs.
+    let Some(mut b) = (unsafe { iov_slices(iov, cnt) }) else {
+        return einval();
+    };
+    if let Some(r) = accel_recv(e, fd, &mut b, 0) {
+        return r;
     }
     // SAFETY: the program's arguments.
     unsafe { real::readv(fd, iov, cnt) }
@@ -1718,6 +1844,22 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssiz
 /// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if ENABLED.load(Ordering::Relaxed) {
+        // SAFETY: the program's arguments.
+        return unsafe { slow_recvmsg(fd, msg, flags) };
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::recvmsg(fd, msg, flags) }
+}
+
+/// [`recvmsg`] where this library looks after fds: out of line (see
+/// [`data_call`]).
+///
+/// # Safety
+///
+/// As for [`recvmsg`].
+#[inline(never)]
+unsafe fn slow_recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     if let Some(e) = data_entry(fd) {
         if msg.is_null() {
             return einval();
@@ -1755,7 +1897,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     }
     // SAFETY: the program's arguments.
     let r = unsafe { real::recvmsg(fd, msg, flags) };
-    if r >= 0 && ENABLED.load(Ordering::Relaxed) {
+    if r >= 0 {
         // Descriptors received are new fds: entries their numbers had are
         // stale.
         // SAFETY: the kernel filled the program's control data.
@@ -1764,52 +1906,60 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     r
 }
 
-/// The program's `write`, looked at by this library first.
-///
-/// # Safety
-///
-/// As for libc's `write`: the program's pointers are valid for what
-/// the call reads and writes.
-#[no_mangle]
-pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
-    if let Some(e) = data_entry(fd) {
-        // SAFETY: the program's buffer.
-        let b = [unsafe { buf_ref(buf, n) }];
-        // SAFETY: the program's arguments.
-        return accel_send(e, fd, &b, 0, || unsafe { real::write(fd, buf, n) });
-    }
-    // SAFETY: the program's arguments.
-    unsafe { real::write(fd, buf, n) }
+data_call! {
+    write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t = slow_write;
 }
 
-/// The program's `send`, looked at by this library first.
+/// [`write()`] on an fd this library looks after (see [`data_call`]).
 ///
 /// # Safety
 ///
-/// As for libc's `send`: the program's pointers are valid for what
-/// the call reads and writes.
-#[no_mangle]
-pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
-    if let Some(e) = data_entry(fd) {
-        // SAFETY: the program's buffer.
-        let b = [unsafe { buf_ref(buf, n) }];
-        // SAFETY: the program's arguments.
-        return accel_send(e, fd, &b, flags, || unsafe {
-            real::send(fd, buf, n, flags)
-        });
-    }
+/// As for [`write()`].
+#[inline(never)]
+unsafe fn slow_write(e: &'static Entry, fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    // SAFETY: the program's buffer.
+    let b = [unsafe { buf_ref(buf, n) }];
     // SAFETY: the program's arguments.
-    unsafe { real::send(fd, buf, n, flags) }
+    accel_send(e, fd, &b, 0, || unsafe { real::write(fd, buf, n) })
 }
 
-/// The program's `sendto`, looked at by this library first.
+data_call! {
+    send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t = slow_send;
+}
+
+/// [`send`] on an fd this library looks after (see [`data_call`]).
 ///
 /// # Safety
 ///
-/// As for libc's `sendto`: the program's pointers are valid for what
-/// the call reads and writes.
-#[no_mangle]
-pub unsafe extern "C" fn sendto(
+/// As for [`send`].
+#[inline(never)]
+unsafe fn slow_send(
+    e: &'static Entry,
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+) -> ssize_t {
+    // SAFETY: the program's buffer.
+    let b = [unsafe { buf_ref(buf, n) }];
+    // SAFETY: the program's arguments.
+    accel_send(e, fd, &b, flags, || unsafe {
+        real::send(fd, buf, n, flags)
+    })
+}
+
+data_call! {
+    sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, len: socklen_t) -> ssize_t = slow_sendto;
+}
+
+/// [`sendto`] on an fd this library looks after (see [`data_call`]).
+///
+/// # Safety
+///
+/// As for [`sendto`].
+#[inline(never)]
+unsafe fn slow_sendto(
+    e: &'static Entry,
     fd: c_int,
     buf: *const c_void,
     n: size_t,
@@ -1817,37 +1967,32 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     len: socklen_t,
 ) -> ssize_t {
-    if let Some(e) = data_entry(fd) {
-        // SAFETY: the program's buffer.
-        let b = [unsafe { buf_ref(buf, n) }];
-        // SAFETY: the program's arguments.
-        return accel_send(e, fd, &b, flags, || unsafe {
-            real::sendto(fd, buf, n, flags, addr, len)
-        });
-    }
+    // SAFETY: the program's buffer.
+    let b = [unsafe { buf_ref(buf, n) }];
     // SAFETY: the program's arguments.
-    unsafe { real::sendto(fd, buf, n, flags, addr, len) }
+    accel_send(e, fd, &b, flags, || unsafe {
+        real::sendto(fd, buf, n, flags, addr, len)
+    })
 }
 
-/// The program's `writev`, looked at by this library first.
+data_call! {
+    writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = slow_writev;
+}
+
+/// [`writev`] on an fd this library looks after (see [`data_call`]).
 ///
 /// # Safety
 ///
-/// As for libc's `writev`: the program's pointers are valid for what
-/// the call reads and writes.
-#[no_mangle]
-pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
-    if let Some(e) = data_entry(fd) {
-        // SAFETY: the program's iovecs.
-        let Some(b) = (unsafe { iov_slices(iov, cnt) }) else {
-            return einval();
-        };
-        let b: Vec<&[u8]> = b.into_iter().map(|s| &*s).collect();
-        // SAFETY: the program's arguments.
-        return accel_send(e, fd, &b, 0, || unsafe { real::writev(fd, iov, cnt) });
-    }
+/// As for [`writev`].
+#[inline(never)]
+unsafe fn slow_writev(e: &'static Entry, fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    // SAFETY: the program's iovecs.
+    let Some(b) = (unsafe { iov_slices(iov, cnt) }) else {
+        return einval();
+    };
+    let b: Vec<&[u8]> = b.into_iter().map(|s| &*s).collect();
     // SAFETY: the program's arguments.
-    unsafe { real::writev(fd, iov, cnt) }
+    accel_send(e, fd, &b, 0, || unsafe { real::writev(fd, iov, cnt) })
 }
 
 /// The program's `sendmsg`, looked at by this library first.
@@ -1858,10 +2003,26 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
 /// the call reads and writes.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if ENABLED.load(Ordering::Relaxed) {
+        // SAFETY: the program's arguments.
+        return unsafe { slow_sendmsg(fd, msg, flags) };
+    }
+    // SAFETY: the program's arguments.
+    unsafe { real::sendmsg(fd, msg, flags) }
+}
+
+/// [`sendmsg`] where this library looks after fds: out of line (see
+/// [`data_call`]).
+///
+/// # Safety
+///
+/// As for [`sendmsg`].
+#[inline(never)]
+unsafe fn slow_sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: a non-null `msg` is the program's `msghdr`.
     let control =
         !msg.is_null() && unsafe { !(*msg).msg_control.is_null() && (*msg).msg_controllen > 0 };
-    if control && ENABLED.load(Ordering::Relaxed) && table::live() {
+    if control && table::live() {
         // Descriptors passed away leave the ring first: whoever gets them
         // reads the socket.
         // SAFETY: the program's `msghdr` and control data.

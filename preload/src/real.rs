@@ -44,13 +44,26 @@ macro_rules! reals {
             ///
             /// As for the C function: pointers valid for what it reads and
             /// writes.
+            ///
+            /// Inlined into the wrapper, so that the wrapper's pass-through
+            /// ends in a jump to libc's function, which returns straight to
+            /// the program (one return after the system call, not two).
             #[allow(clippy::too_many_arguments)]
+            #[inline(always)]
             pub(crate) unsafe fn $name($($arg: $t),*) -> $r {
                 let p = slot::$name.load(Ordering::Acquire);
                 if p == 0 {
-                    #[allow(unused_unsafe)]
-                    // SAFETY: the caller passes what the call expects.
-                    return unsafe { $fallback };
+                    // Out of line: its stack frame stays off the wrapper's.
+                    #[allow(clippy::too_many_arguments, unused_variables)]
+                    #[cold]
+                    #[inline(never)]
+                    unsafe fn before_constructor($($arg: $t),*) -> $r {
+                        #[allow(unused_unsafe)]
+                        // SAFETY: the caller passes what the call expects.
+                        unsafe { $fallback }
+                    }
+                    // SAFETY: the caller's arguments.
+                    return unsafe { before_constructor($($arg),*) };
                 }
                 // SAFETY: `p` is the address `dlsym` gave for the C function
                 // of this name, whose type is the one declared here (libc's

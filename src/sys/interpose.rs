@@ -267,6 +267,89 @@ pub fn dev_ino(path: &Path) -> Result<(u64, u64)> {
         .ctx("stat", || path.display().to_string())
 }
 
+/// How many file descriptors the epoll set `epfd` watches: the `tfd:`
+/// lines of its `/proc/self/fdinfo` entry (Linux 3.8 and later), read
+/// into a buffer on the stack.
+///
+/// # Errors
+///
+/// The errors of `open` (`ENOENT` where `/proc` is not mounted) and
+/// `read`.
+pub fn epoll_watch_count(epfd: BorrowedFd<'_>) -> Result<usize> {
+    let mut path = [0u8; 40];
+    let n = fdinfo_path(epfd.as_raw_fd(), &mut path);
+    let file = rustix::fs::open(
+        &path[..n],
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ctx_fd("open(/proc/self/fdinfo)", epfd)?;
+    let mut count = TagCount::default();
+    let mut buf = [0u8; 1024];
+    loop {
+        match rustix::io::read(&file, &mut buf) {
+            Ok(0) => return Ok(count.n),
+            Ok(k) => count.feed(&buf[..k]),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                return Err(Error::with_fd(
+                    "read(/proc/self/fdinfo)",
+                    epfd.as_raw_fd(),
+                    e.raw_os_error(),
+                ))
+            }
+        }
+    }
+}
+
+/// Writes `/proc/self/fdinfo/<fd>` into `out`; its length.
+fn fdinfo_path(fd: i32, out: &mut [u8; 40]) -> usize {
+    const PREFIX: &[u8] = b"/proc/self/fdinfo/";
+    out[..PREFIX.len()].copy_from_slice(PREFIX);
+    let (digits, n) = super::decimal(fd.unsigned_abs());
+    let at = PREFIX.len() + n;
+    out[PREFIX.len()..at].copy_from_slice(&digits[..n]);
+    at
+}
+
+/// Counts lines that start with `tfd:` in text fed in pieces.
+#[derive(Default)]
+struct TagCount {
+    /// Matched bytes of `tfd:` at the current line's start (`None`: this
+    /// line is not one).
+    at: Option<usize>,
+    n: usize,
+    /// Past the first byte: a line start is what follows a newline.
+    begun: bool,
+}
+
+impl TagCount {
+    fn feed(&mut self, text: &[u8]) {
+        const TAG: &[u8] = b"tfd:";
+        for &b in text {
+            if !self.begun {
+                self.begun = true;
+                self.at = Some(0);
+            }
+            if b == b'\n' {
+                self.at = Some(0);
+                continue;
+            }
+            self.at = match self.at {
+                Some(i) if TAG[i] == b => {
+                    if i + 1 == TAG.len() {
+                        self.n += 1;
+                        None
+                    } else {
+                        Some(i + 1)
+                    }
+                }
+                _ => None,
+            };
+        }
+    }
+}
+
 /// `n` random bytes from the kernel (`getrandom(2)`).
 ///
 /// # Errors
@@ -449,5 +532,73 @@ pub unsafe fn for_each_passed_fd(msg: *const ffi::msghdr, mut f: impl FnMut(i32)
             }
             c = libc::CMSG_NXTHDR(msg, c);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn count(pieces: &[&[u8]]) -> usize {
+        let mut c = TagCount::default();
+        for p in pieces {
+            c.feed(p);
+        }
+        c.n
+    }
+
+    #[test]
+    fn tag_count_takes_only_line_starts_across_pieces() {
+        let text = b"pos:\t0\nflags:\t02\ntfd:        5 events: 19 data: 5\ntfd:        7 events: 1 data: 7\n";
+        assert_eq!(count(&[text]), 2);
+        // Split inside a tag, and one byte at a time.
+        let (a, b) = text.split_at(text.len() - 30);
+        assert_eq!(count(&[a, b]), 2);
+        let bytes: Vec<&[u8]> = text.chunks(1).collect();
+        assert_eq!(count(&bytes), 2);
+        // Not at a line's start, a broken tag, a tag as the first line.
+        assert_eq!(count(&[b"x tfd: 1\ntf d: 2\ntfdx\n"]), 0);
+        assert_eq!(count(&[b"tfd: 1\ntfd"]), 1);
+        assert_eq!(count(&[b"tfd:"]), 1);
+        assert_eq!(count(&[b""]), 0);
+    }
+
+    #[test]
+    fn fdinfo_path_writes_every_digit() {
+        let mut out = [0u8; 40];
+        for (fd, want) in [
+            (0, "/proc/self/fdinfo/0"),
+            (7, "/proc/self/fdinfo/7"),
+            (1234567, "/proc/self/fdinfo/1234567"),
+            (i32::MAX, "/proc/self/fdinfo/2147483647"),
+        ] {
+            let n = fdinfo_path(fd, &mut out);
+            assert_eq!(&out[..n], want.as_bytes());
+        }
+    }
+
+    #[test]
+    fn epoll_watch_count_counts_a_real_set() {
+        use rustix::event::epoll;
+        let set = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
+        assert_eq!(epoll_watch_count(set.as_fd()).unwrap(), 0);
+        let (a, b) = rustix::pipe::pipe().unwrap();
+        for (i, fd) in [&a, &b].into_iter().enumerate() {
+            epoll::add(
+                &set,
+                fd,
+                epoll::EventData::new_u64(i as u64),
+                epoll::EventFlags::IN,
+            )
+            .unwrap();
+        }
+        assert_eq!(epoll_watch_count(set.as_fd()).unwrap(), 2);
+        epoll::delete(&set, &a).unwrap();
+        assert_eq!(epoll_watch_count(set.as_fd()).unwrap(), 1);
+        // Not an fd of this process (no process has this many).
+        // SAFETY: the number is only formatted into a path, never used.
+        let err = epoll_watch_count(unsafe { BorrowedFd::borrow_raw(0x7fff_fff0) }).unwrap_err();
+        assert_eq!(err.raw_os_error(), ffi::ENOENT);
     }
 }

@@ -643,19 +643,9 @@ unsafe fn child_exec(
         };
         if let Some((buf, at)) = pid_buf {
             // Decimal digits of our pid, then NUL, after "KEY=".
-            let mut pid = libc::getpid() as u32;
-            let mut digits = [0u8; 12];
-            let mut n = 0;
-            loop {
-                digits[n] = b'0' + (pid % 10) as u8;
-                n += 1;
-                pid /= 10;
-                if pid == 0 {
-                    break;
-                }
-            }
-            for i in 0..n {
-                *buf.add(at + i) = digits[n - 1 - i];
+            let (digits, n) = super::decimal(libc::getpid() as u32);
+            for (i, d) in digits[..n].iter().enumerate() {
+                *buf.add(at + i) = *d;
             }
             *buf.add(at + n) = 0;
         }

@@ -595,6 +595,31 @@ static int server(const char *path) {
     if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) die("child 2");
     printf("read %ld\n", read_avail(x[4], &eof));
 
+    /* A set that watched another fd before its first member came: a wait
+     * that finds ring bytes reports that fd too, in the same answer, as
+     * the kernel does. Extra connection 13. */
+    command("more %ld", 1);
+    int x5 = accept_one(l);
+    int q[2];
+    if (pipe(q) < 0) die("pipe q");
+    int e5 = epoll_create1(0);
+    struct epoll_event qe = {.events = EPOLLIN, .data.u64 = 800};
+    struct epoll_event xe = {.events = EPOLLIN, .data.u64 = 801};
+    if (e5 < 0 || epoll_ctl(e5, EPOLL_CTL_ADD, q[0], &qe) < 0 ||
+        epoll_ctl(e5, EPOLL_CTL_ADD, x5, &xe) < 0)
+        die("e5");
+    command("xsend 13 %ld", 1);
+    wait1("x5 first byte", e5, 5000);
+    printf("read %ld\n", read_some(x5, 1));
+    if (write(q[1], "q", 1) != 1) die("write q");
+    command("xsend 13 %ld", 5);
+    struct epoll_event ev5[4];
+    r = epoll_wait(e5, ev5, 4, 5000);
+    unsigned long long sum = 0;
+    for (int i = 0; i < r; i++) sum += ev5[i].data.u64;
+    printf("the pipe and the member in one wait: %d (data %llu)\n", r, sum);
+    printf("read %ld\n", read_avail(x5, &eof));
+
     /* End-of-file and hang-up. */
     struct epoll_event rd = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = 11};
     if (epoll_ctl(ep, EPOLL_CTL_MOD, c, &rd) < 0) die("epoll_ctl mod rdhup");
