@@ -691,6 +691,47 @@ fn a_jump_is_followed_by_peek_and_by_a_downgrade() {
 }
 
 #[test]
+fn a_jump_the_reader_has_not_followed_leaves_the_writer_the_whole_ring() {
+    let (s, server, c, client) = past_the_window();
+    // The first message jumps to the ring's start; the reader reads
+    // nothing meanwhile, yet the writer has the whole ring: the positions
+    // it skipped hold nothing the reader will read. (Counting them as
+    // taken left it 33,000 bytes, and two programs that each write before
+    // they read, as socat relaying to `cat` does, both blocked.)
+    let mut sent = Vec::new();
+    for i in 0u32.. {
+        assert!(
+            ring_writable_or_full(&server, sent.len()),
+            "after {}",
+            sent.len()
+        );
+        let msg: Vec<u8> = (0..1000u32).map(|k| (k * 13 + i) as u8).collect();
+        match server.send(s.as_fd(), &[&msg[..]], nb()) {
+            Ok(n) => {
+                sent.extend_from_slice(&msg[..n]);
+                if n < msg.len() {
+                    break;
+                }
+            }
+            Err(e) if e.is_would_block() => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(sent.len() <= 1 << 20, "more than a ring");
+    }
+    assert_eq!(sent.len(), 1 << 20);
+    assert_eq!(server.ring_writable(), Some(false));
+    assert_eq!(client.readable(), Some(1 << 20));
+    assert_eq!(read_all(&c, &client), sent);
+    assert_eq!(server.ring_writable(), Some(true));
+}
+
+/// Whether the ring says writable while `sent` bytes (since the jump) are
+/// fewer than a ring.
+fn ring_writable_or_full(a: &Accel, sent: usize) -> bool {
+    a.ring_writable() == Some(sent < 1 << 20)
+}
+
+#[test]
 fn a_jump_to_anywhere_but_a_ring_start_is_an_error() {
     let (s, server, c, client) = past_the_window();
     assert_eq!(server.send(s.as_fd(), &[b"x"], nb()).unwrap(), 1);

@@ -59,8 +59,10 @@ use crate::sys::shm::{self, Access, Mapping, SharedMemory};
 
 /// The hello's first eight bytes.
 pub const HELLO_MAGIC: [u8; 8] = *b"PWACCEL1";
-/// Wire and layout version.
-pub const VERSION: u32 = 3;
+/// Wire and layout version (4: a writer may fill a whole ring past a jump
+/// its reader has not followed yet, which a version-3 reader would take
+/// for a corrupt index).
+pub const VERSION: u32 = 4;
 /// The hello's length: magic, version, ring size (little-endian `u32`s).
 pub const HELLO_LEN: usize = 16;
 /// Default bytes per direction. A bulk stream of 256 KiB writes moved 4 GiB
@@ -1087,9 +1089,10 @@ impl Accel {
                 // and the ring reads it afresh when that is too little
                 // (the reader's line stays with the reader meanwhile).
                 let tail = dir.tail.load(Ordering::Relaxed);
+                let mut skip = jump_record(dir, tail, self.size);
                 let mut head = self.tx_head.load(Ordering::Relaxed);
                 if head > tail || tail - head > self.size {
-                    head = dir.head.load(Ordering::Acquire);
+                    head = room_head(dir.head.load(Ordering::Acquire), skip);
                     if head > tail || tail - head > self.size {
                         return Err(corrupt(sock));
                     }
@@ -1105,8 +1108,12 @@ impl Accel {
                         dir.skip_from.store(tail, Ordering::Relaxed);
                         dir.skip_to.store(to, Ordering::Relaxed);
                         // Published by the tail store after the copy: a
-                        // reader that sees that tail sees the jump.
-                        head = fresh;
+                        // reader that sees that tail sees the jump. Until
+                        // it follows, its index is `fresh`, which counts
+                        // as `to`: the positions between hold nothing it
+                        // will read, so the whole ring is room.
+                        skip = Some((tail, to));
+                        head = to;
                         tail = to;
                     }
                 }
@@ -1114,6 +1121,7 @@ impl Accel {
                 let mut p = ProducerState {
                     tail,
                     head_cache: head,
+                    skip,
                 };
                 let mut n = 0;
                 let mut at = 0;
@@ -1231,6 +1239,7 @@ impl Accel {
                 // Not writable now. Space freed since? Then go on.
                 let head = dir.head.load(Ordering::SeqCst);
                 let tail = dir.tail.load(Ordering::SeqCst);
+                let head = room_head(head, jump_record(dir, tail, self.size));
                 if tail.wrapping_sub(head) < self.size {
                     Ok(())
                 } else {
@@ -1741,6 +1750,7 @@ impl Accel {
         }
         let head = d.head.load(Ordering::SeqCst);
         let tail = d.tail.load(Ordering::SeqCst);
+        let head = room_head(head, jump_record(d, tail, self.size));
         Some(tail.wrapping_sub(head) < self.size)
     }
 
@@ -2047,21 +2057,45 @@ enum Drained {
 fn rx_indices(d: &Dir, size: u64) -> Option<(u64, u64)> {
     let head = d.head.load(Ordering::Acquire);
     let tail = d.tail.load(Ordering::Acquire);
-    if head > tail || tail - head > size {
+    if head > tail {
         return None;
     }
+    // With a jump not yet followed, the writer may have written a whole
+    // ring past its end (the positions skipped are room): the span is
+    // checked from where the bytes start.
+    let within = |from: u64| (tail - from <= size).then_some((from, tail));
     if head == tail || d.skip_from.load(Ordering::Relaxed) != head {
-        return Some((head, tail));
+        return within(head);
     }
     let to = d.skip_to.load(Ordering::Relaxed);
     if to <= head {
         // An old record (or none yet): no jump here.
-        return Some((head, tail));
+        return within(head);
     }
-    if to > tail || to & (size - 1) != 0 {
+    if to > tail || to & (size - 1) != 0 || to - head > size {
         return None;
     }
-    Some((to, tail))
+    within(to)
+}
+
+/// The writer's last jump of direction `d` to the ring's start, as
+/// [`ProducerState::skip`] takes it, if the record is one the writer could
+/// have left with `tail` written: forward, at most a ring long, to a
+/// ring's start, not past `tail` (anything else is ignored for the room,
+/// and the reader finds it corrupt if it is at it).
+fn jump_record(d: &Dir, tail: u64, size: u64) -> Option<(u64, u64)> {
+    let from = d.skip_from.load(Ordering::Relaxed);
+    let to = d.skip_to.load(Ordering::Relaxed);
+    (from < to && to - from <= size && to <= tail && to & (size - 1) == 0).then_some((from, to))
+}
+
+/// The reader's index as the writer counts its room: past the jump
+/// `skip` when the reader is at its start (it skips those positions).
+fn room_head(head: u64, skip: Option<(u64, u64)>) -> u64 {
+    match skip {
+        Some((from, to)) if from == head => to,
+        _ => head,
+    }
 }
 
 /// Asks for the cache line of `word` in a state this CPU may write

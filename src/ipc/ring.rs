@@ -50,6 +50,11 @@ pub(crate) struct RingRef<'a> {
 pub(crate) struct ProducerState {
     pub(crate) tail: u64,
     pub(crate) head_cache: u64,
+    /// A jump of the producer's over positions that hold no bytes
+    /// (`from..to`), which a consumer at `from` skips: a consumer index of
+    /// `from` counts as `to` for the room (a layer that jumps records it
+    /// in its own shared state, and its consumer follows that record).
+    pub(crate) skip: Option<(u64, u64)>,
 }
 
 /// The consumer's local state.
@@ -71,7 +76,11 @@ impl RingRef<'_> {
         if free >= want as u64 && free > 0 {
             return Ok(free);
         }
-        let head = self.head.load(Ordering::Acquire);
+        let mut head = self.head.load(Ordering::Acquire);
+        match p.skip {
+            Some((from, to)) if head == from && from < to && to <= p.tail => head = to,
+            _ => {}
+        }
         // It only grows, and never passes what we produced.
         if head < p.head_cache || head > p.tail || p.tail - head > self.size {
             return Err(Corrupt);
@@ -478,6 +487,7 @@ mod tests {
         let mut p = ProducerState {
             tail: 16,
             head_cache: 0,
+            skip: None,
         };
         // A head past what we produced, one that goes back, one too far
         // behind: each is corrupt.
@@ -490,6 +500,7 @@ mod tests {
         p = ProducerState {
             tail: 40,
             head_cache: 24,
+            skip: None,
         };
         ring.head.store(23, Ordering::Relaxed);
         assert_eq!(
@@ -500,5 +511,43 @@ mod tests {
         ring.head.store(30, Ordering::Relaxed);
         assert_eq!(ring.free(&mut p, 1), Ok(6));
         assert_eq!(ring.write(&mut p, &[9; 10], false), Ok(6));
+    }
+
+    #[test]
+    fn a_consumer_at_a_skip_counts_as_past_it() {
+        let mut heap = Heap::new(16);
+        let ring = heap.ring();
+        // Consumed up to 12; the producer jumped from 12 to 16 and wrote
+        // 10 more.
+        ring.head.store(12, Ordering::Relaxed);
+        let mut p = ProducerState {
+            tail: 26,
+            head_cache: 12,
+            skip: Some((12, 16)),
+        };
+        assert_eq!(ring.free(&mut p, 3), Ok(6), "past the skip");
+        assert_eq!(p.head_cache, 16);
+        // Without the record the room is what the consumer's index leaves.
+        p = ProducerState {
+            tail: 26,
+            head_cache: 12,
+            skip: None,
+        };
+        assert_eq!(ring.free(&mut p, 3), Ok(2));
+        // A consumer past `from` is taken as it is; a record that ends
+        // past what was produced, or goes backwards, is not followed.
+        for (head, skip, want) in [
+            (17, (12, 16), Ok(7)),
+            (12, (12, 27), Ok(2)),
+            (12, (12, 11), Ok(2)),
+        ] {
+            ring.head.store(head, Ordering::Relaxed);
+            let mut p = ProducerState {
+                tail: 26,
+                head_cache: 12,
+                skip: Some(skip),
+            };
+            assert_eq!(ring.free(&mut p, 9), want, "head {head}, skip {skip:?}");
+        }
     }
 }
