@@ -313,24 +313,23 @@ fn fdinfo_path(fd: i32, out: &mut [u8; 40]) -> usize {
 }
 
 /// Counts lines that start with `tfd:` in text fed in pieces.
-#[derive(Default)]
 struct TagCount {
     /// Matched bytes of `tfd:` at the current line's start (`None`: this
-    /// line is not one).
+    /// line is not one). The text starts at a line's start.
     at: Option<usize>,
     n: usize,
-    /// Past the first byte: a line start is what follows a newline.
-    begun: bool,
+}
+
+impl Default for TagCount {
+    fn default() -> Self {
+        Self { at: Some(0), n: 0 }
+    }
 }
 
 impl TagCount {
     fn feed(&mut self, text: &[u8]) {
         const TAG: &[u8] = b"tfd:";
         for &b in text {
-            if !self.begun {
-                self.begun = true;
-                self.at = Some(0);
-            }
             if b == b'\n' {
                 self.at = Some(0);
                 continue;
