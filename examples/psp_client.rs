@@ -561,6 +561,13 @@ impl Client {
                 Ok(n) => n,
                 Err(e) if e.is_would_block() => return Ok(Some(true)),
                 Err(e) if e.raw_os_error() == errno::EINTR => continue,
+                // Once every client is done the server exits, and a chunk
+                // this client was still sending it (an answer to an ask
+                // that no longer matters) makes its close a reset: after
+                // our Done that is its goodbye, like a Bye or an EOF.
+                Err(e) if self.done && e.raw_os_error() == errno::ECONNRESET => {
+                    return Ok(Some(false))
+                }
                 Err(e) => return Err(e.into()),
             };
             self.inlen += n;

@@ -294,6 +294,119 @@ fn a_hostile_peer_gets_nothing_into_any_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Once every client is done the server exits, and a chunk a client was
+/// still sending it (an answer to an ask) is unread: the kernel resets the
+/// connection instead of closing it. After the client's Done that reset
+/// is the server's goodbye: the client exits 0 with the file. A stand-in
+/// server here makes the reset happen every time.
+#[test]
+fn a_reset_from_the_server_after_done_is_its_goodbye() {
+    let _one = one_at_a_time();
+    let dir = temp_dir("reset");
+    let chunk = 1024usize;
+    let data: Vec<u8> = (0..3000u32)
+        .map(|i| (i.wrapping_mul(7) >> 2) as u8)
+        .collect();
+    let n_chunks = data.len().div_ceil(chunk) as u32;
+    let sums: Vec<u64> = data.chunks(chunk).map(proto::checksum).collect();
+    // The stand-in: a TCP listener and a UDP socket on one port.
+    let (listener, udp) = (0..100)
+        .find_map(|_| {
+            let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+            let port = l.local_addr().ok()?.port();
+            let u = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).ok()?;
+            Some((l, u))
+        })
+        .expect("no free port for both TCP and UDP");
+    let server_addr = listener.local_addr().unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let out = dir.join("out");
+    let mut client = Command::new(example("psp_client"))
+        .arg(server_addr.to_string())
+        .arg("-o")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut tcp = None;
+    let mut buf = [0u8; 65536];
+    let mut asked = false;
+    loop {
+        assert!(Instant::now() < deadline, "the client never answered");
+        if tcp.is_none() {
+            match listener.accept() {
+                Ok((t, _)) => tcp = Some(t),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        if asked {
+            // The answer is in our receive queue, unread: closing now
+            // resets the connection.
+            let t: &std::net::TcpStream = tcp.as_ref().unwrap();
+            t.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            match t.peek(&mut buf) {
+                Ok(n) if n > 0 => break,
+                Ok(_) => panic!("the client closed its connection"),
+                Err(_) => continue,
+            }
+        }
+        let (n, from) = match udp.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(_) => continue,
+        };
+        let Some(t) = tcp.as_mut() else { continue };
+        match Msg::decode(&buf[..n]) {
+            Ok(Msg::Reg { .. }) => {
+                let info = proto::Info {
+                    client: 0,
+                    n_chunks,
+                    chunk_size: chunk as u32,
+                    file_size: data.len() as u64,
+                    file_hash: proto::file_checksum(&sums),
+                    block_start: 0,
+                    block_end: n_chunks,
+                    replica_start: 0,
+                    replica_end: 0,
+                };
+                udp.send_to(&Msg::Info(info).encode(), from).unwrap();
+            }
+            Ok(Msg::Req { start, count }) => {
+                let mut rec = Vec::new();
+                for id in start..start.saturating_add(count).min(n_chunks) {
+                    let at = id as usize * chunk;
+                    let len = proto::chunk_len(id, chunk, data.len() as u64);
+                    proto::encode_chunk(id, &data[at..at + len], chunk, &mut rec);
+                }
+                t.write_all(&rec).unwrap();
+            }
+            Ok(Msg::Done) if !asked => {
+                udp.send_to(&Msg::Ask { start: 0, count: 1 }.encode(), from)
+                    .unwrap();
+                asked = true;
+            }
+            _ => {}
+        }
+    }
+    drop(tcp);
+    let st = wait_bounded(&mut client, Duration::from_secs(30));
+    let mut err = String::new();
+    client
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(st.success(), "client: {st:?}: {err}");
+    assert!(std::fs::read(&out).unwrap() == data, "the output differs");
+    drop(udp);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn wait_bounded(c: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
