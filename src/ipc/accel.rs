@@ -2267,3 +2267,55 @@ pub fn try_attach(sock: BorrowedFd<'_>, plain_written: u64, block: bool) -> Resu
         .compare_exchange(0, ATTACHED, Ordering::SeqCst, Ordering::SeqCst);
     Ok(Attach::Attached(a))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A direction whose last jump record says `from..to`.
+    fn jumped(from: u64, to: u64) -> Box<Dir> {
+        // SAFETY: every field of `Dir` is an atomic integer or padding
+        // bytes, for all of which all-zero bits are a valid value.
+        let d: Box<Dir> = Box::new(unsafe { std::mem::zeroed() });
+        d.skip_from.store(from, Ordering::Relaxed);
+        d.skip_to.store(to, Ordering::Relaxed);
+        d
+    }
+
+    /// A peer may scribble any numbers in the record: the writer counts
+    /// only a jump it could have made, each condition checked alone.
+    #[test]
+    fn a_jump_record_counts_only_as_the_writer_could_have_left_it() {
+        let size = 4096;
+        assert_eq!(
+            jump_record(&jumped(4000, 4096), 4200, size),
+            Some((4000, 4096))
+        );
+        // The tail right at the jump's end, and a jump a whole ring long.
+        assert_eq!(
+            jump_record(&jumped(4000, 4096), 4096, size),
+            Some((4000, 4096))
+        );
+        assert_eq!(
+            jump_record(&jumped(4096, 8192), 9000, size),
+            Some((4096, 8192))
+        );
+        // Not forward.
+        assert_eq!(jump_record(&jumped(4096, 4096), 9000, size), None);
+        assert_eq!(jump_record(&jumped(5000, 4096), 9000, size), None);
+        // Longer than a ring.
+        assert_eq!(jump_record(&jumped(4095, 8192), 9000, size), None);
+        // Past the tail.
+        assert_eq!(jump_record(&jumped(4000, 4096), 4095, size), None);
+        // Not to a ring's start.
+        assert_eq!(jump_record(&jumped(4000, 4100), 9000, size), None);
+    }
+
+    #[test]
+    fn the_room_skips_a_jump_only_for_a_reader_at_its_start() {
+        assert_eq!(room_head(4000, Some((4000, 4096))), 4096);
+        assert_eq!(room_head(3999, Some((4000, 4096))), 3999);
+        assert_eq!(room_head(4096, Some((4000, 4096))), 4096);
+        assert_eq!(room_head(4000, None), 4000);
+    }
+}
