@@ -130,6 +130,20 @@ fn peek_waitall_and_vectors_keep_socket_semantics() {
     );
     assert_eq!((&x, &y), (b"a", b"bcdef"));
     assert_eq!(client.readable(), Some(0));
+    // A first vector that takes all there is: the second gets nothing,
+    // peeked or read (a second look must not see the same bytes again).
+    assert_eq!(server.send(s.as_fd(), &[b"xyz"], nb()).unwrap(), 3);
+    for flags in [peek, nb()] {
+        let (mut x, mut y) = ([0u8; 3], [0u8; 4]);
+        assert_eq!(
+            client
+                .recv(c.as_fd(), &mut [&mut x[..], &mut y[..]], flags)
+                .unwrap(),
+            3
+        );
+        assert_eq!((&x, &y), (b"xyz", &[0u8; 4]));
+    }
+    assert_eq!(client.readable(), Some(0));
 }
 
 #[test]
@@ -758,4 +772,86 @@ fn a_jump_to_anywhere_but_a_ring_start_is_an_error() {
         Some(0),
         "nothing to read, as far as it says"
     );
+}
+
+/// A writer of small messages jumps back to the ring's start whenever it
+/// finds the ring empty past the window, which a reader that keeps up
+/// makes it do all the time; a read that looks at the ring meanwhile (on
+/// its first look, or after a first vector that emptied it) must follow
+/// the jump, never take the skipped positions for bytes. A reader that
+/// polls the ring and reads into two vectors, a writer on another thread,
+/// both on one CPU so that the reader is preempted at random points of its
+/// call and the writer runs meanwhile: every byte arrives in order. (Before
+/// the reader kept to what it had looked at, this failed with `EIO` or
+/// read the skipped positions within a few seconds.)
+#[test]
+fn a_reader_racing_a_writer_that_jumps_reads_every_byte_in_order() {
+    let (s, server, c, client) = pair_with(1 << 16);
+    procwire::sys::cpu::pin_to(&[procwire::sys::cpu::current_cpu()]).unwrap();
+    // Bounded in bytes and in time: the writer stops at whichever comes
+    // first and says how much it sent.
+    const TOTAL: usize = 64 << 20;
+    let writing = Duration::from_secs(10);
+    let byte = |i: usize| (i % 251) as u8;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reader_done = std::sync::atomic::AtomicBool::new(false);
+    let sent_all = AtomicU64::new(u64::MAX);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let stop = Instant::now() + writing;
+            let mut sent = 0;
+            let mut k = 0usize;
+            let mut msg = Vec::new();
+            while sent < TOTAL && Instant::now() < stop {
+                let len = (1 + k * 7919 % 3000).min(TOTAL - sent);
+                k += 1;
+                msg.clear();
+                msg.extend((sent..sent + len).map(byte));
+                let mut off = 0;
+                while off < len {
+                    if reader_done.load(Ordering::Relaxed) {
+                        // The reader failed (its panic says why).
+                        return;
+                    }
+                    assert!(Instant::now() < deadline, "the writer timed out");
+                    match server.send(s.as_fd(), &[&msg[off..]], nb()) {
+                        Ok(n) => off += n,
+                        Err(e) if e.is_would_block() => {
+                            wait_writable(s.as_fd(), Some(Duration::from_millis(10))).unwrap();
+                        }
+                        Err(e) => panic!("send: {e}"),
+                    }
+                }
+                sent += len;
+            }
+            sent_all.store(sent as u64, Ordering::Release);
+        });
+        // Tells the writer to stop however the reader ends.
+        struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _done = Done(&reader_done);
+        let mut got = 0;
+        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+        let mut k = 0usize;
+        while got as u64 != sent_all.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the reader timed out at {got}");
+            let first = 1 + k * 104_729 % 4096;
+            k += 1;
+            let n = match client.recv(c.as_fd(), &mut [&mut a[..first], &mut b[..]], nb()) {
+                Ok(0) => panic!("end of file at {got}"),
+                Ok(n) => n,
+                Err(e) if e.is_would_block() => continue,
+                Err(e) => panic!("recv at {got}: {e}"),
+            };
+            for (i, &x) in a[..first].iter().chain(b.iter()).take(n).enumerate() {
+                assert_eq!(x, byte(got + i), "byte {} of the stream", got + i);
+            }
+            got += n;
+        }
+        assert!(got > 1 << 20, "only {got} bytes in the time");
+    });
 }

@@ -786,6 +786,10 @@ impl Accel {
             // they come again on the socket.
             return Ok(0);
         }
+        // Only what `rx_head` vouched for is read: once this read reached
+        // the writer's tail, the writer may jump to the ring's start, and
+        // the positions it skips hold no bytes; a further look goes through
+        // `rx_head` again, which follows such a jump.
         let (head, tail) = self.rx_head(dir, sock)?;
         let mut c = ConsumerState {
             head,
@@ -800,11 +804,23 @@ impl Accel {
                 continue;
             }
             let from = skip.saturating_sub(at);
+            if c.head == c.tail_cache && n > 0 {
+                if peek {
+                    // A peek leaves the shared index behind: it sees only
+                    // the bytes of its first look.
+                    break;
+                }
+                let (head, tail) = self.rx_head(dir, sock)?;
+                c = ConsumerState {
+                    head,
+                    tail_cache: tail,
+                };
+            }
             let got = if peek {
-                ring.peek(&mut c, &mut b[from..])
+                ring.peek_viewed(&mut c, &mut b[from..])
             } else {
                 measured(&self.copies.rx, len - from, |how| {
-                    ring.read_with(&mut c, &mut b[from..], how)
+                    ring.read_viewed(&mut c, &mut b[from..], how)
                 })
             }
             .map_err(|_| corrupt(sock))?;
@@ -1374,9 +1390,11 @@ impl Accel {
             }
             let mut c = ConsumerState {
                 head,
-                tail_cache: head,
+                tail_cache: tail,
             };
-            let n = ring.peek(&mut c, &mut chunk).map_err(|_| corrupt(sock))?;
+            let n = ring
+                .peek_viewed(&mut c, &mut chunk)
+                .map_err(|_| corrupt(sock))?;
             match interpose::send(sock, &chunk[..n], bits) {
                 Ok(m) => d.head.store(head + m as u64, Ordering::Release),
                 Err(e) if e.is_would_block() => return Ok(false),

@@ -170,23 +170,71 @@ impl RingRef<'_> {
         } else {
             Copy::Plain
         };
-        let n = self.copy_out(c, buf, how)?;
+        let avail = self.available(c)?;
+        let n = self.copy_out(c, buf, how, avail)?;
         if n > 0 {
             self.head.store(c.head, Ordering::Release);
         }
         Ok(n)
     }
 
-    /// Copies up to `buf.len()` available bytes out of the ring and moves
-    /// the local index past them, leaving them in the ring (the shared
-    /// index is not published): `MSG_PEEK`.
+    /// [`RingRef::read_with`] within the consumer's view only
+    /// (`c.head..c.tail_cache`): the producer's index is not looked at
+    /// again, for a layer whose producer may jump ([`ProducerState::skip`]).
+    /// There the bytes past the view are known to be bytes only once the
+    /// layer has looked at its jump record, and a producer that found the
+    /// ring empty may have jumped since the view was taken.
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupt`] for a view more than a ring long.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    pub(crate) fn peek(&self, c: &mut ConsumerState, buf: &mut [u8]) -> Result<usize, Corrupt> {
-        self.copy_out(c, buf, Copy::Plain)
+    pub(crate) fn read_viewed(
+        &self,
+        c: &mut ConsumerState,
+        buf: &mut [u8],
+        how: Copy,
+    ) -> Result<usize, Corrupt> {
+        let how = if how == Copy::Vector {
+            how
+        } else {
+            Copy::Plain
+        };
+        let n = self.copy_out(c, buf, how, self.viewed(c)?)?;
+        if n > 0 {
+            self.head.store(c.head, Ordering::Release);
+        }
+        Ok(n)
     }
 
-    fn copy_out(&self, c: &mut ConsumerState, buf: &mut [u8], how: Copy) -> Result<usize, Corrupt> {
-        let avail = self.available(c)?;
+    /// Copies up to `buf.len()` bytes of the consumer's view out of the
+    /// ring and moves the local index past them, leaving them in the ring
+    /// (the shared index is not published): `MSG_PEEK`, within the view
+    /// as [`RingRef::read_viewed`] reads.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn peek_viewed(
+        &self,
+        c: &mut ConsumerState,
+        buf: &mut [u8],
+    ) -> Result<usize, Corrupt> {
+        self.copy_out(c, buf, Copy::Plain, self.viewed(c)?)
+    }
+
+    /// The bytes of the consumer's view, which its layer checked.
+    fn viewed(&self, c: &ConsumerState) -> Result<u64, Corrupt> {
+        match c.tail_cache.checked_sub(c.head) {
+            Some(n) if n <= self.size => Ok(n),
+            _ => Err(Corrupt),
+        }
+    }
+
+    fn copy_out(
+        &self,
+        c: &mut ConsumerState,
+        buf: &mut [u8],
+        how: Copy,
+        avail: u64,
+    ) -> Result<usize, Corrupt> {
         let n = (buf.len() as u64).min(avail) as usize;
         if n == 0 {
             return Ok(0);
@@ -463,6 +511,46 @@ mod tests {
         assert_eq!(ring.write(&mut p, &[4; 16], false), Ok(16));
         assert_eq!(ring.read(&mut c, &mut [0u8; 2]), Ok(2));
         assert_eq!(ring.free(&mut p, 0), Ok(2));
+    }
+
+    #[test]
+    fn a_viewed_read_keeps_to_the_view_whatever_the_producer_published() {
+        let mut heap = Heap::new(16);
+        let ring = heap.ring();
+        let mut p = ProducerState::default();
+        assert_eq!(ring.write(&mut p, &[1, 2, 3, 4, 5, 6], false), Ok(6));
+        // The view says nothing yet: nothing, though six bytes are there.
+        let mut c = ConsumerState::default();
+        let mut b = [0u8; 8];
+        assert_eq!(ring.read_viewed(&mut c, &mut b, Copy::Plain), Ok(0));
+        assert_eq!(ring.peek_viewed(&mut c, &mut b), Ok(0));
+        // A view of four: four, peeked (the shared index stays) and read
+        // (it moves), then nothing again.
+        c.tail_cache = 4;
+        assert_eq!(ring.peek_viewed(&mut c, &mut b), Ok(4));
+        assert_eq!(
+            ring.head.load(Ordering::Relaxed),
+            0,
+            "a peek publishes nothing"
+        );
+        c.head = 0;
+        assert_eq!(ring.read_viewed(&mut c, &mut b[..3], Copy::Vector), Ok(3));
+        assert_eq!(&b[..3], &[1, 2, 3]);
+        assert_eq!(ring.head.load(Ordering::Relaxed), 3);
+        assert_eq!(ring.read_viewed(&mut c, &mut b, Copy::Streaming), Ok(1));
+        assert_eq!(b[0], 4);
+        assert_eq!(ring.read_viewed(&mut c, &mut b, Copy::Plain), Ok(0));
+        assert_eq!(ring.head.load(Ordering::Relaxed), 4);
+        // A view a whole ring long is whole; one longer, or backwards, is
+        // corrupt.
+        c.tail_cache = c.head + 16;
+        assert_eq!(ring.peek_viewed(&mut c, &mut [0u8; 32]), Ok(16));
+        c.head = 4;
+        c.tail_cache = c.head + 17;
+        assert_eq!(ring.read_viewed(&mut c, &mut b, Copy::Plain), Err(Corrupt));
+        assert_eq!(ring.peek_viewed(&mut c, &mut b), Err(Corrupt));
+        c.tail_cache = c.head - 1;
+        assert_eq!(ring.read_viewed(&mut c, &mut b, Copy::Plain), Err(Corrupt));
     }
 
     #[test]
