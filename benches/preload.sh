@@ -8,9 +8,10 @@
 # - redis-server with redis-benchmark over its Unix socket, requests/s:
 #   -c 50 -P 1 and -P 16 for get and set, and -c 1 -P 1 get, with both
 #   sides preloaded in safe mode ("safe_") and in fast mode ("fast_"), and
-#   -c 1 in fast mode with PROCWIRE_SPIN_US=50 ("spin_"); for fast mode
-#   also the CPU seconds of both processes per 100k requests, with and
-#   without, so that a gain is not bought with spinning;
+#   -c 1 in fast mode with PROCWIRE_SPIN_US=50 ("spin_"); for every
+#   redis case also the CPU seconds of both processes per 100k requests,
+#   with and without, so that a gain is not bought with spinning and a
+#   loss tells the library's cost from the host's noise;
 # - the same -c 50 -P 1 get with the library loaded and PROCWIRE_ACCEL
 #   naming no socket they use ("passthrough_"), three pairs per round.
 #
@@ -134,6 +135,7 @@ for r in $(seq "$ROUNDS"); do
     # shellcheck disable=SC2086
     for m in $(order "$r" $modes); do got[$m]=$(redis_rps $m "$args" $n); done
     add "safe_redis_$name" "${got[safe]% *}" "${got[plain]% *}"
+    add_cpu "safe_redis_$name" "${got[safe]#* }" "${got[plain]#* }"
     add "fast_redis_$name" "${got[fast]% *}" "${got[plain]% *}"
     add_cpu "fast_redis_$name" "${got[fast]#* }" "${got[plain]#* }"
     if [ "$name" = c1_p1_get ]; then
@@ -146,6 +148,7 @@ for r in $(seq "$ROUNDS"); do
   for k in 1 2 3; do
     for m in $(order "$((r + k))" plain passthrough); do got[$m]=$(redis_rps $m "-c 50 -P 1 -t get"); done
     add passthrough_redis_c50_p1_get "${got[passthrough]% *}" "${got[plain]% *}"
+    add_cpu passthrough_redis_c50_p1_get "${got[passthrough]#* }" "${got[plain]#* }"
   done
 done
 
