@@ -165,17 +165,8 @@ impl RingRef<'_> {
         buf: &mut [u8],
         how: Copy,
     ) -> Result<usize, Corrupt> {
-        let how = if how == Copy::Vector {
-            how
-        } else {
-            Copy::Plain
-        };
         let avail = self.available(c)?;
-        let n = self.copy_out(c, buf, how, avail)?;
-        if n > 0 {
-            self.head.store(c.head, Ordering::Release);
-        }
-        Ok(n)
+        self.consume(c, buf, how, avail)
     }
 
     /// [`RingRef::read_with`] within the consumer's view only
@@ -195,12 +186,26 @@ impl RingRef<'_> {
         buf: &mut [u8],
         how: Copy,
     ) -> Result<usize, Corrupt> {
+        let avail = self.viewed(c)?;
+        self.consume(c, buf, how, avail)
+    }
+
+    /// Copies up to `avail` bytes out and frees their space: the vector
+    /// loop where asked, else `memcpy` (streaming stores would only push
+    /// the reader's own buffer out of its caches).
+    fn consume(
+        &self,
+        c: &mut ConsumerState,
+        buf: &mut [u8],
+        how: Copy,
+        avail: u64,
+    ) -> Result<usize, Corrupt> {
         let how = if how == Copy::Vector {
             how
         } else {
             Copy::Plain
         };
-        let n = self.copy_out(c, buf, how, self.viewed(c)?)?;
+        let n = self.copy_out(c, buf, how, avail)?;
         if n > 0 {
             self.head.store(c.head, Ordering::Release);
         }
