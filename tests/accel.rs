@@ -89,26 +89,44 @@ fn a_full_ring_makes_the_socket_unwritable_until_the_reader_frees_space() {
     let e = server.send(s.as_fd(), &[&big[..]], nb()).unwrap_err();
     assert!(e.is_would_block(), "{e}");
     assert!(!writable(&s), "fillers switched writability off");
-    let mut b = [0u8; 100];
-    assert_eq!(
-        client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(),
-        100
+    let mut all = vec![0u8; RING * 2];
+    let mut got = 0;
+    let mut take = |n: usize| {
+        assert_eq!(
+            client
+                .recv(c.as_fd(), &mut [&mut all[got..got + n]], nb())
+                .unwrap(),
+            n
+        );
+        got += n;
+    };
+    // The kernel's rule for a Unix socket's writer: woken once no more
+    // than a quarter of what it queued is left.
+    take(100);
+    assert!(!writable(&s), "most of the ring is still unread");
+    take(RING * 3 / 4 - 101);
+    assert!(!writable(&s), "one byte more than a quarter is unread");
+    take(1);
+    assert!(
+        writable(&s),
+        "a quarter left: the reader drained the fillers"
     );
-    assert!(writable(&s), "the reader drained the fillers");
     assert!(
         readable(&c),
         "one non-data byte is kept while the ring still has bytes"
     );
-    assert_eq!(server.send(s.as_fd(), &[&big[..]], nb()).unwrap(), 100);
+    assert_eq!(
+        server.send(s.as_fd(), &[&big[..]], nb()).unwrap(),
+        RING * 3 / 4,
+        "the room the reader made"
+    );
     // Everything arrives, in order, whatever was on the socket.
-    let mut got = 0;
-    let mut all = vec![0u8; RING];
-    while got < RING {
+    while got < RING + RING * 3 / 4 {
         got += client
             .recv(c.as_fd(), &mut [&mut all[got..]], nb())
             .unwrap();
     }
-    assert!(all.iter().all(|&x| x == 7));
+    assert!(all[..got].iter().all(|&x| x == 7));
 }
 
 #[test]

@@ -833,8 +833,10 @@ impl Accel {
         if !peek {
             self.counters.add_received(n);
         }
+        // What this read left of the bytes it was shown.
+        let unread = c.tail_cache - c.head;
         drop(guard);
-        if n > 0 && !peek {
+        if n > 0 && !peek && writer_may_wake(unread, self.size) {
             // Dekker with a writer that marks itself blocked: our head
             // store, then its flag.
             fence(Ordering::SeqCst);
@@ -2105,6 +2107,17 @@ fn jump_record(d: &Dir, tail: u64, size: u64) -> Option<(u64, u64)> {
     let from = d.skip_from.load(Ordering::Relaxed);
     let to = d.skip_to.load(Ordering::Relaxed);
     (from < to && to - from <= size && to <= tail && to & (size - 1) == 0).then_some((from, to))
+}
+
+/// Whether a read that left `unread` bytes of a ring of `size` in it has
+/// freed enough for a writer that found the ring full to go on: a quarter
+/// or less left unread, the rule of the kernel's own Unix sockets (a
+/// writer blocked on a full socket is woken when no more than a quarter of
+/// its send buffer is still queued). A writer woken for every read would
+/// sleep again after filling what that one read freed, one wake-up per
+/// read on each side; this way a wake-up moves three quarters of a ring.
+fn writer_may_wake(unread: u64, size: u64) -> bool {
+    unread <= size / 4
 }
 
 /// The reader's index as the writer counts its room: past the jump
