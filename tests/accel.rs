@@ -129,6 +129,64 @@ fn a_full_ring_makes_the_socket_unwritable_until_the_reader_frees_space() {
     assert!(all[..got].iter().all(|&x| x == 7));
 }
 
+/// A downgrade by one thread of a side waits for the fillers its other
+/// threads are sending; one of them blocked on a full ring (in the
+/// kernel, on its fillers) goes on at the reader's next read, however much
+/// of the ring is left unread, so the downgrade finishes: it must not wait
+/// for the reader to read three quarters of a ring (and give up as broken
+/// after its patience).
+#[test]
+fn a_downgrade_wakes_a_blocked_writer_at_the_next_read() {
+    let (s, server, c, client) = pair();
+    s.set_nonblocking(false).unwrap();
+    let data: Vec<u8> = (0..RING * 2).map(|i| (i % 251) as u8).collect();
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let (down_tx, down_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // Blocks once the ring and the socket (with fillers) are full.
+            let r = server.send(s.as_fd(), &[&data[..]], nb());
+            sent_tx.send(r.map_err(|e| e.to_string())).unwrap();
+        });
+        // The writer is blocked once the fillers made its socket
+        // unwritable (bounded: a writer that never got there fails).
+        let start = Instant::now();
+        while writable(&s) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the ring never filled"
+            );
+            std::thread::yield_now();
+        }
+        scope.spawn(|| {
+            let r = server.downgrade_tx(s.as_fd());
+            down_tx.send(r.map_err(|e| e.to_string())).unwrap();
+        });
+        while !client.downgrading() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no downgrade began"
+            );
+            std::thread::yield_now();
+        }
+        let mut got = vec![0u8; 100];
+        assert_eq!(
+            client.recv(c.as_fd(), &mut [&mut got[..]], nb()).unwrap(),
+            100
+        );
+        let down = down_rx.recv_timeout(Duration::from_secs(10));
+        if down != Ok(Ok(())) {
+            // The writer may still be blocked: end it before failing.
+            c.shutdown(std::net::Shutdown::Both).unwrap();
+            panic!("the downgrade did not finish after the read: {down:?}");
+        }
+        let sent = sent_rx.recv_timeout(Duration::from_secs(10));
+        assert_eq!(sent, Ok(Ok(RING * 2)), "the writer's call");
+        got.extend(read_all(&c, &client));
+        assert_eq!(got, data, "every byte, once, in order");
+    });
+}
+
 #[test]
 fn peek_waitall_and_vectors_keep_socket_semantics() {
     let (s, server, c, client) = pair();

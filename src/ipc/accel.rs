@@ -836,7 +836,11 @@ impl Accel {
         // What this read left of the bytes it was shown.
         let unread = c.tail_cache - c.head;
         drop(guard);
-        if n > 0 && !peek && writer_may_wake(unread, self.size) {
+        // A downgrade under way waits for the writer's blocked fillers:
+        // they go at once.
+        let wake = writer_may_wake(unread, self.size)
+            || self.header().downgrade.load(Ordering::Relaxed) != 0;
+        if n > 0 && !peek && wake {
             // Dekker with a writer that marks itself blocked: our head
             // store, then its flag.
             fence(Ordering::SeqCst);
