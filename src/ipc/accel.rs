@@ -778,6 +778,17 @@ impl Accel {
         let rx = 1 - self.side.tx();
         let ring = self.ring(rx);
         let dir = self.dir(rx);
+        if !peek {
+            // The lines this read waits for come from the writer's CPU:
+            // its index, the bytes, and the hand-shake this read arms on
+            // if it empties the ring. Asked for together, so that they
+            // cross at once instead of one after the other.
+            let at = dir.head.load(Ordering::Relaxed) & (self.size - 1);
+            // An offset below the ring's size: inside the ring.
+            prefetch_read(ring.data.wrapping_add(at as usize));
+            prefetch_write(&dir.reader_armed);
+            prefetch_read(&dir.tail);
+        }
         let guard = Lock::take(&dir.rlock, sock)?;
         if dir.reader_gone.load(Ordering::Acquire) != 0
             || dir.reclaimed.load(Ordering::Acquire) != 0
@@ -2133,27 +2144,45 @@ fn room_head(head: u64, skip: Option<(u64, u64)>) -> u64 {
     }
 }
 
-/// Asks for the cache line of `word` in a state this CPU may write
-/// (`PREFETCHW`), so that a write to it a little later finds the line here
+/// Asks for the cache line at `p` in a state this CPU may write
+/// (`PREFETCHW`), so that a write there a little later finds the line here
 /// instead of waiting for the CPU that wrote it last. Only a hint: where
 /// the CPU lacks the instruction, nothing.
 #[inline]
-fn prefetch_write<T>(word: &T) {
+fn prefetch_write<T>(p: *const T) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     if has_prefetchw() {
         // SAFETY: PREFETCHW only hints the cache: it reads no value into a
-        // register, writes nothing and never faults; the CPU has it
-        // (CPUID, checked).
+        // register, writes nothing and never faults, whatever `p` is; the
+        // CPU has it (CPUID, checked).
         unsafe {
             std::arch::asm!(
                 "prefetchw [{0}]",
-                in(reg) (word as *const T),
+                in(reg) p,
                 options(nostack, preserves_flags, readonly)
             );
         }
     }
     #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    let _ = word;
+    let _ = p;
+}
+
+/// Asks for the cache line at `p` for reading (`PREFETCHT0`). Only a hint:
+/// never faults, whatever `p` is; elsewhere than x86-64, nothing.
+#[inline]
+fn prefetch_read<T>(p: *const T) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: PREFETCHT0 only hints the cache: it reads no value into a
+    // register, writes nothing and never faults (SSE, on every x86-64).
+    unsafe {
+        std::arch::asm!(
+            "prefetcht0 [{0}]",
+            in(reg) p,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = p;
 }
 
 /// Whether this x86-64 CPU has `PREFETCHW` (CPUID 8000_0001h, ECX bit 8),
