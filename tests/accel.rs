@@ -694,13 +694,14 @@ fn a_first_lap_populates_pages_before_the_writes_reach_them() {
     assert_eq!(backed, 320 << 10, "{touched} written");
 }
 
-/// Just past the writer's window of small messages (32 KiB): 33 messages
-/// of 1000 bytes from the server, each read by the client, on rings of
-/// 1 MiB. The server's next small message jumps to the ring's start.
+/// Just past where the writer of small messages jumps back (4 KiB): 5
+/// messages of 1000 bytes from the server, each read by the client, on
+/// rings of 1 MiB. The server's next small message jumps to the ring's
+/// start.
 fn past_the_window() -> (UnixStream, Accel, UnixStream, Accel) {
     let (s, server, c, client) = pair_with(1 << 20);
     let mut b = [0u8; 1000];
-    for i in 0..33u8 {
+    for i in 0..5u8 {
         assert_eq!(
             server.send(s.as_fd(), &[&[i; 1000][..]], nb()).unwrap(),
             1000
@@ -821,6 +822,35 @@ fn ring_writable_or_full(a: &Accel, sent: usize) -> bool {
     a.ring_writable() == Some(sent < 1 << 20)
 }
 
+/// The writer of small messages jumps back once it is at 4 KiB or past
+/// it, and not before: `len` bytes in messages of at most 1024, each read
+/// at once, then one byte; where the jump record says that byte went.
+fn jump_after(len: usize) -> (u64, u64) {
+    let (s, server, c, client) = pair_with(1 << 20);
+    let mut left = len;
+    let mut b = [0u8; 1024];
+    while left > 0 {
+        let n = left.min(1024);
+        assert_eq!(server.send(s.as_fd(), &[&b[..n]], nb()).unwrap(), n);
+        assert_eq!(client.recv(c.as_fd(), &mut [&mut b[..]], nb()).unwrap(), n);
+        left -= n;
+    }
+    assert_eq!(server.send(s.as_fd(), &[b"x"], nb()).unwrap(), 1);
+    let from = word64(&server, layout::dir(1) + layout::SKIP_FROM).load(Ordering::SeqCst);
+    let to = word64(&server, layout::dir(1) + layout::SKIP_TO).load(Ordering::SeqCst);
+    (from, to)
+}
+
+#[test]
+fn the_jump_back_begins_at_the_rings_first_page() {
+    assert_eq!(jump_after(4095), (0, 0), "not yet: no jump recorded");
+    assert_eq!(
+        jump_after(4096),
+        (4096, 1 << 20),
+        "at 4 KiB: to the next lap"
+    );
+}
+
 #[test]
 fn a_jump_to_anywhere_but_a_ring_start_is_an_error() {
     let (s, server, c, client) = past_the_window();
@@ -831,7 +861,7 @@ fn a_jump_to_anywhere_but_a_ring_start_is_an_error() {
     assert_eq!(jumped, 1 << 20, "the jump is to the second lap");
     assert_eq!(
         word64(&server, layout::dir(1) + layout::SKIP_FROM).load(Ordering::SeqCst),
-        33_000
+        5_000
     );
     to.store(jumped - 8, Ordering::SeqCst);
     let mut b = [0u8; 8];
