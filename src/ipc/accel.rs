@@ -856,9 +856,11 @@ impl Accel {
         drop(guard);
         // A downgrade under way waits for the writer's blocked fillers:
         // they go at once.
-        let wake = writer_may_wake(unread, self.size)
-            || self.header().downgrade.load(Ordering::Relaxed) != 0;
-        if n > 0 && !peek && wake {
+        if n > 0
+            && !peek
+            && (writer_may_wake(unread, self.size)
+                || self.header().downgrade.load(Ordering::Relaxed) != 0)
+        {
             // Dekker with a writer that marks itself blocked: our head
             // store, then its flag.
             fence(Ordering::SeqCst);
