@@ -34,16 +34,8 @@ cc -O2 -o "$dir/pingpong" benches/prog/pingpong.c
 mapfile -t cpus < <(taskset -pc $$ | awk -F': ' '{print $2}' | tr ',' '\n' |
   awk -F- '{ if (NF == 2) for (i = $1; i <= $2; i++) print i; else print $1 }' | head -2)
 
-median() { sort -g | awk '{a[NR]=$1} END { print a[int((NR+1)/2)] }'; }
-ratio() { # ours-list theirs-list
-  paste -d' ' <(printf '%s\n' $1) <(printf '%s\n' $2) | awk '{ print $1/$2 }' | median
-}
-mode_env() { # mode socket
-  case $1 in
-    plain) echo "-u LD_PRELOAD" ;;
-    safe) echo "LD_PRELOAD=$LIB PROCWIRE_ACCEL=$2 PROCWIRE_ACCEL_MODE=safe" ;;
-  esac
-}
+# shellcheck source=benches/preload_lib.sh
+. benches/preload_lib.sh
 
 # Round trips per second in mode $1 over $2 connections, the server on
 # CPU $3 and the client on CPU $4.
