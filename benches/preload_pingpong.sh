@@ -3,13 +3,16 @@
 # purpose-built epoll request/response program (benches/prog/pingpong.c,
 # 37-byte requests, 9-byte replies, the pattern of redis-benchmark -P 1)
 # with both sides in safe mode, against the same program without the
-# preload, in rounds whose order of modes rotates. Four cases:
+# preload, in rounds whose order of modes alternates. Four cases:
 #
 # - "one_cpu_c50" and "one_cpu_c1": both processes pinned to one CPU, so
 #   that no cache line crosses between CPUs and the rate measures the
 #   instructions and cache misses of both processes together;
 # - "two_cpus_c50" and "two_cpus_c1": each process on its own CPU, as
 #   redis-benchmark runs (the shared lines then cross between the CPUs).
+#
+# The c1 cases make a quarter of ROUND_TRIPS (one connection's round trips
+# take longer), so that each run lasts about as long.
 #
 # Prints each case's median rates and one RATIO line per case: the median
 # of the per-round ratios of round trips per second (preloaded over plain).

@@ -36,6 +36,18 @@ static double now(void) {
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* The server keeps a count of request bytes per fd below this. */
+#define MAX_FD 65536
+
+/* Waits for events, again after a signal. */
+static int wait_events(int ep, struct epoll_event *ev, int max) {
+  for (;;) {
+    int n = epoll_wait(ep, ev, max, -1);
+    if (n >= 0) return n;
+    if (errno != EINTR) die("epoll_wait");
+  }
+}
+
 static void watch(int ep, int fd, unsigned long long data) {
   struct epoll_event e = {.events = EPOLLIN, .data.u64 = data};
   if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) != 0) die("epoll_ctl");
@@ -51,22 +63,22 @@ static int server(struct sockaddr_un *a, int conns) {
   if (ep < 0) die("epoll_create1");
   watch(ep, l, (unsigned long long)l);
   int live = 0, seen = 0;
-  static size_t got[65536];
+  static size_t got[MAX_FD];
   char buf[4096];
   struct epoll_event ev[64];
   for (;;) {
-    int n = epoll_wait(ep, ev, 64, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      die("epoll_wait");
-    }
+    int n = wait_events(ep, ev, 64);
     for (int i = 0; i < n; i++) {
       int fd = (int)ev[i].data.u64;
       if (fd == l) {
         int c = accept4(l, NULL, NULL, SOCK_NONBLOCK);
         if (c < 0) die("accept4");
+        if (c >= MAX_FD) {
+          fprintf(stderr, "fd %d: too many fds\n", c);
+          exit(1);
+        }
         watch(ep, c, (unsigned long long)c);
-        got[c % 65536] = 0;
+        got[c] = 0;
         live++;
         seen++;
         continue;
@@ -82,9 +94,9 @@ static int server(struct sockaddr_un *a, int conns) {
         continue;
       }
       /* One reply per whole request (a request may come in parts). */
-      got[fd % 65536] += (size_t)r;
-      while (got[fd % 65536] >= sizeof REQ - 1) {
-        got[fd % 65536] -= sizeof REQ - 1;
+      got[fd] += (size_t)r;
+      while (got[fd] >= sizeof REQ - 1) {
+        got[fd] -= sizeof REQ - 1;
         if (write(fd, REP, sizeof REP - 1) != (ssize_t)(sizeof REP - 1)) die("write");
       }
     }
@@ -113,11 +125,7 @@ static int client(struct sockaddr_un *a, int conns, long rounds) {
   char buf[4096];
   struct epoll_event ev[64];
   while (active > 0) {
-    int n = epoll_wait(ep, ev, 64, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      die("epoll_wait");
-    }
+    int n = wait_events(ep, ev, 64);
     for (int k = 0; k < n; k++) {
       int i = (int)ev[k].data.u64;
       ssize_t r = read(fds[i], buf, sizeof buf);

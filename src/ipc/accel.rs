@@ -441,8 +441,8 @@ const WINDOW: u64 = 32 << 10;
 /// finding the ring empty, it jumps back to its start for the next one: a
 /// stream of requests and replies then keeps reusing the first pages of
 /// each ring, which stay in the caches and take no page fault after the
-/// first time, instead of sweeping all of a ring of megabytes. One page:
-/// a server with hundreds of connections keeps all of their rings' working
+/// first time, instead of sweeping all of a ring of megabytes. 4 KiB (a
+/// page on x86-64): a server with hundreds of connections keeps all of their rings' working
 /// lines in its caches (with 32 KiB, 200 connections' rings spread over
 /// 13 MiB, and a read cost 5-10% more CPU). Each jump costs the writer a
 /// look at the reader's index, once per page of messages. Bulk traffic,
